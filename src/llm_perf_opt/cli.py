@@ -1,0 +1,65 @@
+"""`llm-perf-opt` console script: one subcommand per runner.
+
+Each runner module exposes ``add_arguments(parser)`` and ``run(args) -> int``
+and stays runnable as ``python -m llm_perf_opt.runners.<name>``; this front
+door only dispatches. A :class:`~llm_perf_opt.errors.UserError` ends the
+command with one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+
+from llm_perf_opt import __version__
+from llm_perf_opt.errors import UserError
+
+#: subcommand -> (runner module, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "analyze": ("llm_perf_opt.runners.dsocr_analyzer_main", "analytic model report of DeepSeek-OCR (no GPU)"),
+    "profile": ("llm_perf_opt.runners.llm_profile_runner", "Stage 1 profiling over an image set"),
+    "model": ("llm_perf_opt.runners.model_cli", "executable model: parameter summary, image-token counts"),
+    "hw": ("llm_perf_opt.runners.hw_cli", "GPU catalogue: list, show, detect, bench"),
+    "compare": ("llm_perf_opt.runners.compare_cli", "predicted vs measured for a profiling run"),
+    "calibrate": ("llm_perf_opt.runners.calibrate_cli", "fit per-category efficiencies from measured runs"),
+    "what-if": ("llm_perf_opt.runners.what_if_cli", "recompute an analytic report under changed parameters"),
+    "torchinfo": ("llm_perf_opt.runners.torchinfo_report", "torchinfo unique-layer tables of the model"),
+}
+
+
+def run_guarded(func: Callable[[], int], prog: str) -> int:
+    """Run ``func``; turn a UserError into one stderr line and exit status 2."""
+    try:
+        return func()
+    except UserError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Top-level parser with every available subcommand."""
+    parser = argparse.ArgumentParser(prog="llm-perf-opt", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        module = importlib.import_module(module_name)
+        sp = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip().splitlines()[0])
+        module.add_arguments(sp)
+        sp.set_defaults(_runner=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return run_guarded(lambda: int(args._runner(args)), "llm-perf-opt")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
