@@ -1,0 +1,420 @@
+"""Measured ceilings: achievable matmul FLOP/s and device-memory bandwidth on the local GPU.
+
+``run_bench`` times a square matmul per dtype (random data, warm-up, CUDA events,
+median of repeats) and a device-to-device copy of a buffer several times the L2
+size (bytes read + written), and returns :class:`MeasuredCeilings`; ``save_ceilings``
+/ ``load_ceilings`` keep them in a JSON or YAML calibration file. Analytic and
+MFU code take the peaks to divide by from :func:`effective_peaks`, which prefers
+measured ceilings over datasheet figures and says which it used per number.
+
+The arithmetic turning timings into rates (:func:`matmul_flops`,
+:func:`copy_bytes_moved`, :func:`rate_from_times`) is separate from the timer,
+so it is tested on CPU with a fake timer.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import statistics
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import attrs
+import yaml
+from attrs import define, field
+
+from llm_perf_opt.data.common import PeakSource
+from llm_perf_opt.errors import UserError
+from llm_perf_opt.hardware.catalog import GIB, MIB, GpuSpec
+from llm_perf_opt.vocab import DType, parse_dtype
+
+#: Dtypes the matmul benchmark can measure (fp8 needs scaled-matmul kernels and is not measured).
+BENCH_DTYPES: tuple[DType, ...] = (DType.BF16, DType.FP16, DType.TF32, DType.FP32)
+DEFAULT_DTYPES: tuple[DType, ...] = (DType.BF16, DType.FP16)
+DEFAULT_MATMUL_SIZE = 8192
+DEFAULT_WARMUP = 10
+DEFAULT_REPEATS = 20
+DEFAULT_INNER = 5
+#: Copy buffer: the larger of this and COPY_L2_MULTIPLE x L2 (2 GiB as in the reference H100 measurement).
+DEFAULT_COPY_BYTES = 2 * GIB
+COPY_L2_MULTIPLE = 8
+CEILINGS_FORMAT_VERSION = 1
+
+
+def _dtype(dtype: DType | str) -> DType:
+    if isinstance(dtype, DType):
+        return dtype
+    try:
+        return parse_dtype(dtype)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+class NoGpuError(UserError):
+    """No CUDA device is visible (CPU-only machine or CUDA_VISIBLE_DEVICES hides all)."""
+
+
+class CeilingsError(UserError):
+    """A calibration file that is missing, unreadable or malformed; the message names file and field."""
+
+
+class Timer(Protocol):
+    """Times ``fn`` (which runs ``inner`` operations) and returns one duration per repeat, ms per call of fn."""
+
+    def __call__(self, fn: Callable[[], object], *, warmup: int, repeats: int) -> list[float]: ...
+
+
+def matmul_flops(m: int, n: int, k: int) -> int:
+    """FLOPs of an (m x k) @ (k x n) product: 2*m*n*k (one multiply + one add per MAC)."""
+    return 2 * m * n * k
+
+
+def copy_bytes_moved(buffer_bytes: int) -> int:
+    """Bytes moved by a device-to-device copy of ``buffer_bytes``: read once + written once."""
+    return 2 * buffer_bytes
+
+
+def rate_from_times(work_per_call: float, times_ms: Sequence[float], ops_per_call: int = 1) -> float:
+    """Median rate (work units per second) of calls that each did ``ops_per_call`` x ``work_per_call`` of work.
+
+    ``times_ms`` holds the duration of each timed call in milliseconds; the median is used so a
+    stray slow repeat does not move the result. Raises ValueError on empty or non-positive times.
+    """
+    if not times_ms:
+        raise ValueError("no timings")
+    if any(not math.isfinite(t) or t <= 0 for t in times_ms):
+        raise ValueError(f"timings must be positive and finite, got {list(times_ms)}")
+    median_s = statistics.median(times_ms) / 1e3
+    return work_per_call * ops_per_call / median_s
+
+
+def copy_buffer_bytes(l2_bytes: int | None, free_bytes: int | None, requested: int | None = None) -> int:
+    """Size of each copy buffer: ``requested`` or max(2 GiB, 8 x L2), capped so src+dst fit in half the free memory.
+
+    Raises UserError when the buffer would not be at least 4 x L2 (too small to measure DRAM).
+    """
+    want = requested if requested is not None else max(DEFAULT_COPY_BYTES, COPY_L2_MULTIPLE * (l2_bytes or 0))
+    if free_bytes is not None:
+        want = min(want, free_bytes // 4)
+    want -= want % MIB if want >= MIB else 0
+    floor = 4 * (l2_bytes or 0)
+    if want <= 0 or want < floor:
+        raise UserError(f"copy buffer of {want} bytes is smaller than 4 x L2 ({floor} bytes); "
+                        "free device memory or pass a larger --copy-mib")
+    return want
+
+
+@define(kw_only=True, frozen=True)
+class BenchMethod:
+    """How the ceilings were measured (stored with them)."""
+
+    matmul_size: int = field(metadata={"help": "square matmul side n (n x n @ n x n)"})
+    warmup: int = field(metadata={"help": "untimed calls before timing"})
+    repeats: int = field(metadata={"help": "timed repeats; the median is reported"})
+    inner: int = field(metadata={"help": "operations per timed repeat (one CUDA-event pair around them)"})
+    copy_buffer_bytes: int = field(metadata={"help": "bytes of each copy buffer (src and dst)"})
+    timer: str = field(default="cuda-events", metadata={"help": "timing method"})
+    statistic: str = field(default="median", metadata={"help": "statistic over repeats"})
+    data: str = field(default="torch.randn, seed 0", metadata={"help": "input data"})
+    bytes_counted: str = field(default="read + written", metadata={"help": "what a copy's bytes count"})
+
+
+@define(kw_only=True, frozen=True)
+class MeasuredCeilings:
+    """Achievable rates measured on one GPU; a calibration beside the datasheet peaks."""
+
+    gpu_key: str | None = field(metadata={"help": "catalogue key of the measured GPU (None: not catalogued)"})
+    device_name: str = field(metadata={"help": "driver's device name"})
+    matmul_flops_per_s: Mapping[str, float] = field(metadata={"help": "dtype name -> median matmul FLOP/s"})
+    memory_bandwidth_bytes_per_s: float = field(metadata={"help": "median copy bandwidth, bytes/s (read+write)"})
+    method: BenchMethod = field(metadata={"help": "how it was measured"})
+    torch_version: str = field(default="", metadata={"help": "torch.__version__"})
+    cuda_version: str | None = field(default=None, metadata={"help": "torch.version.cuda"})
+    driver_version: str | None = field(default=None, metadata={"help": "NVIDIA driver version, when known"})
+    date_utc: str = field(default="", metadata={"help": "ISO-8601 UTC time of the measurement"})
+    host: str = field(default="", metadata={"help": "host name"})
+    matmul_times_ms: Mapping[str, list[float]] = field(factory=dict, metadata={
+        "help": "dtype -> per-repeat ms per matmul"})
+    copy_times_ms: list[float] = field(factory=list, metadata={"help": "per-repeat ms per copy"})
+
+    def flops_per_s(self, dtype: DType | str) -> float | None:
+        """Measured matmul FLOP/s for ``dtype``, None if not measured; UserError for an unknown dtype name."""
+        return self.matmul_flops_per_s.get(str(_dtype(dtype)))
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict (the calibration file's content)."""
+        out = attrs.asdict(self)
+        out["format_version"] = CEILINGS_FORMAT_VERSION
+        out["matmul_flops_per_s"] = dict(self.matmul_flops_per_s)
+        out["matmul_times_ms"] = {k: list(v) for k, v in self.matmul_times_ms.items()}
+        return out
+
+    def ratios_to(self, spec: GpuSpec) -> dict[str, float]:
+        """Measured / datasheet for each measured dtype ('<dtype>') and for bandwidth ('memory_bandwidth')."""
+        out = {d: v / spec.peak_flops_per_s(d) for d, v in self.matmul_flops_per_s.items()}
+        out["memory_bandwidth"] = self.memory_bandwidth_bytes_per_s / spec.memory_bandwidth_bytes_per_s
+        return out
+
+
+def save_ceilings(ceilings: MeasuredCeilings, path: Path) -> Path:
+    """Write ``ceilings`` as JSON (``.json``) or YAML (``.yaml``/``.yml``); returns the path."""
+    path = Path(path)
+    data = ceilings.as_dict()
+    if path.suffix.lower() in (".yaml", ".yml"):
+        text = yaml.safe_dump(data, sort_keys=False)
+    elif path.suffix.lower() == ".json":
+        text = json.dumps(data, indent=2) + "\n"
+    else:
+        raise CeilingsError(f"{path}: ceilings file must end in .json, .yaml or .yml")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _positive(where: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        raise CeilingsError(f"{where}: expected a positive number, got {value!r}")
+    return float(value)
+
+
+def load_ceilings(path: Path) -> MeasuredCeilings:
+    """Read a calibration file written by :func:`save_ceilings`; CeilingsError names the bad field."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CeilingsError(f"{path}: ceilings file not found") from None
+    except OSError as exc:
+        raise CeilingsError(f"{path}: cannot read ceilings file ({exc.strerror})") from None
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise CeilingsError(f"{path}: not valid JSON/YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise CeilingsError(f"{path}: expected a mapping")
+    version = data.pop("format_version", None)
+    if version != CEILINGS_FORMAT_VERSION:
+        raise CeilingsError(f"{path}: format_version {version!r} is not {CEILINGS_FORMAT_VERSION}")
+    for req in ("device_name", "matmul_flops_per_s", "memory_bandwidth_bytes_per_s", "method"):
+        if req not in data:
+            raise CeilingsError(f"{path}: field {req!r} missing")
+    flops = data["matmul_flops_per_s"]
+    if not isinstance(flops, dict):
+        raise CeilingsError(f"{path}: matmul_flops_per_s must map dtype -> FLOP/s")
+    clean: dict[str, float] = {}
+    for name, value in flops.items():
+        try:
+            dtype = parse_dtype(str(name))
+        except ValueError as exc:
+            raise CeilingsError(f"{path}: matmul_flops_per_s.{name}: {exc}") from None
+        clean[str(dtype)] = _positive(f"{path}: matmul_flops_per_s.{name}", value)
+    data["matmul_flops_per_s"] = clean
+    data["memory_bandwidth_bytes_per_s"] = _positive(f"{path}: memory_bandwidth_bytes_per_s",
+                                                     data["memory_bandwidth_bytes_per_s"])
+    method = data["method"]
+    if not isinstance(method, dict):
+        raise CeilingsError(f"{path}: method must be a mapping")
+    try:
+        data["method"] = BenchMethod(**method)
+        return MeasuredCeilings(**data)
+    except TypeError as exc:
+        raise CeilingsError(f"{path}: {exc}") from None
+
+
+@define(kw_only=True, frozen=True)
+class EffectivePeaks:
+    """The peaks a roofline / MFU computation divides by, and where each came from."""
+
+    gpu_key: str = field(metadata={"help": "catalogue key"})
+    flops_per_s: Mapping[DType, float] = field(metadata={"help": "dtype -> FLOP/s used as the peak"})
+    flops_origin: Mapping[DType, PeakSource] = field(metadata={"help": "dtype -> datasheet or measured"})
+    memory_bandwidth_bytes_per_s: float = field(metadata={"help": "bytes/s used as the bandwidth peak"})
+    bandwidth_origin: PeakSource = field(metadata={"help": "datasheet or measured"})
+    memory_capacity_bytes: int = field(metadata={"help": "device memory size, bytes (catalogue)"})
+    source_ref: str = field(metadata={"help": "citation: catalogue entry and its sources, plus the ceilings run"})
+
+    @property
+    def cuda_core_flops_per_s(self) -> float:
+        """Non-tensor FP32 peak, FLOP/s (the fp32 entry)."""
+        return self.flops_per_s[DType.FP32]
+
+    def peak_flops_per_s(self, dtype: DType | str) -> float:
+        """FLOP/s for ``dtype``; UserError if the GPU has no peak for it."""
+        dt = _dtype(dtype)
+        if dt not in self.flops_per_s:
+            raise UserError(f"GPU {self.gpu_key!r} has no {dt} peak; available: "
+                            f"{', '.join(str(d) for d in self.flops_per_s)}")
+        return self.flops_per_s[dt]
+
+    @property
+    def source(self) -> PeakSource:
+        """MEASURED if any number came from a ceilings file, else DATASHEET."""
+        origins = [*self.flops_origin.values(), self.bandwidth_origin]
+        return PeakSource.MEASURED if PeakSource.MEASURED in origins else PeakSource.DATASHEET
+
+
+def effective_peaks(spec: GpuSpec, ceilings: MeasuredCeilings | None = None) -> EffectivePeaks:
+    """Datasheet peaks of ``spec``, replaced by measured ceilings where ``ceilings`` has them.
+
+    Raises UserError when the ceilings were measured on another GPU than ``spec``.
+    """
+    flops = {d: spec.peak_flops_per_s(d) for d in spec.dtypes}
+    origin = dict.fromkeys(flops, PeakSource.DATASHEET)
+    bandwidth, bw_origin = spec.memory_bandwidth_bytes_per_s, PeakSource.DATASHEET
+    cited = sorted({s.source.title for s in spec.sources.values()})
+    ref = f"catalogue {spec.key} ({'; '.join(cited)})"
+    if ceilings is not None:
+        if ceilings.gpu_key != spec.key:
+            raise UserError(f"ceilings were measured on {ceilings.gpu_key or ceilings.device_name!r}, "
+                            f"not on {spec.key!r}")
+        for name, value in ceilings.matmul_flops_per_s.items():
+            dt = parse_dtype(name)
+            flops[dt], origin[dt] = value, PeakSource.MEASURED
+        bandwidth, bw_origin = ceilings.memory_bandwidth_bytes_per_s, PeakSource.MEASURED
+        measured = ", ".join([*ceilings.matmul_flops_per_s, "memory bandwidth"])
+        ref += (f"; measured {measured} on {ceilings.device_name} at {ceilings.date_utc or 'unknown date'} "
+                "(llm-perf-opt hw bench)")
+    return EffectivePeaks(gpu_key=spec.key, flops_per_s=flops, flops_origin=origin,
+                          memory_bandwidth_bytes_per_s=bandwidth, bandwidth_origin=bw_origin,
+                          memory_capacity_bytes=spec.memory_bytes, source_ref=ref)
+
+
+# ------------------------------------------------------------------------------------------- measuring
+
+
+def cuda_event_timer(fn: Callable[[], object], *, warmup: int, repeats: int) -> list[float]:
+    """Time ``fn`` with CUDA events: ``warmup`` untimed calls, then one event pair per repeat (ms)."""
+    import torch
+
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    pairs = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        pairs.append((start, end))
+    torch.cuda.synchronize()
+    return [float(s.elapsed_time(e)) for s, e in pairs]
+
+
+def _torch_dtype(dtype: DType) -> Any:
+    import torch
+
+    return {DType.BF16: torch.bfloat16, DType.FP16: torch.float16,
+            DType.TF32: torch.float32, DType.FP32: torch.float32}[dtype]
+
+
+def measure_matmul(dtype: DType, n: int, *, device: str, timer: Timer, warmup: int, repeats: int,
+                   inner: int) -> tuple[float, list[float]]:
+    """(median FLOP/s, per-repeat ms per matmul) of ``n x n @ n x n`` in ``dtype`` on ``device``.
+
+    TF32 is measured as float32 with TF32 matmuls allowed; FP32 with them disallowed.
+    """
+    import torch
+
+    if dtype not in BENCH_DTYPES:
+        raise UserError(f"cannot benchmark {dtype} matmuls; choose from {', '.join(map(str, BENCH_DTYPES))}")
+    gen = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(n, n, device=device, dtype=_torch_dtype(dtype), generator=gen)
+    b = torch.randn(n, n, device=device, dtype=_torch_dtype(dtype), generator=gen)
+    out = torch.empty(n, n, device=device, dtype=_torch_dtype(dtype))
+
+    def run() -> None:
+        for _ in range(inner):
+            torch.matmul(a, b, out=out)
+
+    previous = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = dtype is DType.TF32
+    try:
+        times = timer(run, warmup=warmup, repeats=repeats)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = previous
+    per_op = [t / inner for t in times]
+    return rate_from_times(matmul_flops(n, n, n), per_op), per_op
+
+
+def measure_copy(buffer_bytes: int, *, device: str, timer: Timer, warmup: int, repeats: int,
+                 inner: int) -> tuple[float, list[float]]:
+    """(median bytes/s counting read + write, per-repeat ms per copy) of a ``buffer_bytes`` device copy."""
+    import torch
+
+    numel = buffer_bytes // 4
+    gen = torch.Generator(device=device).manual_seed(0)
+    src = torch.randn(numel, device=device, dtype=torch.float32, generator=gen)
+    dst = torch.empty_like(src)
+
+    def run() -> None:
+        for _ in range(inner):
+            dst.copy_(src)
+
+    times = timer(run, warmup=warmup, repeats=repeats)
+    per_op = [t / inner for t in times]
+    return rate_from_times(copy_bytes_moved(numel * 4), per_op), per_op
+
+
+def require_cuda() -> None:
+    """Raise NoGpuError unless torch sees a CUDA device."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise NoGpuError("no CUDA GPU visible (torch.cuda.is_available() is False); "
+                         "hw bench measures the local GPU and needs one")
+
+
+def run_bench(*, spec: GpuSpec | None, device_index: int = 0, dtypes: Sequence[DType] = DEFAULT_DTYPES,
+              matmul_size: int = DEFAULT_MATMUL_SIZE, warmup: int = DEFAULT_WARMUP,
+              repeats: int = DEFAULT_REPEATS, inner: int = DEFAULT_INNER, copy_bytes: int | None = None,
+              timer: Timer = cuda_event_timer, device: str | None = None,
+              progress: Callable[[str], None] | None = None) -> MeasuredCeilings:
+    """Measure matmul FLOP/s per dtype and copy bandwidth on CUDA device ``device_index``.
+
+    ``spec`` (the catalogue entry of the device, or None if uncatalogued) sizes the copy buffer from
+    its L2. ``device``/``timer`` exist so tests can run the arithmetic on CPU with a fake timer.
+    """
+    import torch
+
+    if matmul_size <= 0 or warmup < 0 or repeats <= 0 or inner <= 0:
+        raise UserError("matmul size, repeats and inner must be > 0 and warmup >= 0")
+    if device is None:
+        require_cuda()
+        device = f"cuda:{device_index}"
+        torch.cuda.set_device(device_index)
+        name = torch.cuda.get_device_name(device_index)
+        free, _total = torch.cuda.mem_get_info(device_index)
+    else:
+        name, free = device, None
+    buffer = copy_buffer_bytes(spec.l2_bytes if spec else None, free, copy_bytes)
+    flops: dict[str, float] = {}
+    times: dict[str, list[float]] = {}
+    for dt in dtypes:
+        rate, per_op = measure_matmul(dt, matmul_size, device=device, timer=timer, warmup=warmup,
+                                      repeats=repeats, inner=inner)
+        flops[str(dt)], times[str(dt)] = rate, per_op
+        if progress:
+            progress(f"matmul {dt} {matmul_size}^3: {rate / 1e12:.1f} TFLOP/s")
+    bandwidth, copy_times = measure_copy(buffer, device=device, timer=timer, warmup=warmup,
+                                         repeats=repeats, inner=inner)
+    if progress:
+        progress(f"copy {buffer / GIB:.2f} GiB: {bandwidth / 1e12:.3f} TB/s (read + write)")
+    return MeasuredCeilings(
+        gpu_key=spec.key if spec else None,
+        device_name=name,
+        matmul_flops_per_s=flops,
+        memory_bandwidth_bytes_per_s=bandwidth,
+        method=BenchMethod(matmul_size=matmul_size, warmup=warmup, repeats=repeats, inner=inner,
+                           copy_buffer_bytes=buffer,
+                           timer="cuda-events" if timer is cuda_event_timer else getattr(timer, "__name__", "custom")),
+        torch_version=str(torch.__version__),
+        cuda_version=torch.version.cuda,
+        date_utc=datetime.now(UTC).isoformat(timespec="seconds"),
+        host=platform.node(),
+        matmul_times_ms=times,
+        copy_times_ms=copy_times,
+    )

@@ -1,0 +1,296 @@
+"""GPU catalogue: list, show, detect the local GPU, benchmark its achievable ceilings.
+
+    llm-perf-opt hw list [--json]
+    llm-perf-opt hw show KEY [--json]
+    llm-perf-opt hw detect [--json] [--out FILE]
+    llm-perf-opt hw bench [--out FILE] [--json] [--dtypes bf16,fp16] [--size 8192] ...
+
+Every subcommand accepts ``--catalog FILE``: a user YAML (same schema as the
+packaged gpus.yaml) whose entries are added to, or replace, the packaged ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from llm_perf_opt.errors import UserError
+from llm_perf_opt.hardware.bench import (
+    BENCH_DTYPES,
+    DEFAULT_DTYPES,
+    DEFAULT_INNER,
+    DEFAULT_MATMUL_SIZE,
+    DEFAULT_REPEATS,
+    DEFAULT_WARMUP,
+    NoGpuError,
+    run_bench,
+    save_ceilings,
+)
+from llm_perf_opt.hardware.catalog import GIB, MIB, TERA, GpuCatalog, GpuSpec, load_catalog
+from llm_perf_opt.hardware.detect import DetectedGpu, detect_gpu
+from llm_perf_opt.vocab import DType, parse_dtype
+
+PROG = "llm-perf-opt hw"
+
+
+def _dtype_list(text: str) -> list[DType]:
+    out = []
+    for part in text.split(","):
+        try:
+            dt = parse_dtype(part)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        if dt not in BENCH_DTYPES:
+            raise argparse.ArgumentTypeError(
+                f"{dt} matmuls are not benchmarked; choose from {', '.join(map(str, BENCH_DTYPES))}")
+        out.append(dt)
+    return list(dict.fromkeys(out))
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
+    return v
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the hw subcommands (list, show, detect, bench) to ``parser``."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--catalog", type=Path, default=None, metavar="FILE",
+                        help="user GPU catalogue YAML (same schema as the packaged gpus.yaml) that adds "
+                             "entries or replaces entries with the same key")
+    common.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    sub = parser.add_subparsers(dest="hw_command", metavar="HW_COMMAND", required=True)
+
+    sub.add_parser("list", parents=[common], help="catalogued GPUs with their dense peaks",
+                   description="List catalogued GPUs: dense peak TFLOP/s per dtype, bandwidth, memory, SMs, L2.")
+
+    show = sub.add_parser("show", parents=[common], help="one GPU's numbers and their sources",
+                          description="Show one catalogue entry with the source of every number.")
+    show.add_argument("name", metavar="KEY", help="catalogue key, alias or driver name (exact, case-insensitive)")
+
+    detect = sub.add_parser("detect", parents=[common], help="the local GPU and its catalogue entry",
+                            description="Detect the local CUDA GPU: name, memory, catalogue key, clocks, "
+                                        "driver and CUDA versions.")
+    detect.add_argument("--device", type=_non_negative_int, default=0, help="CUDA device index (default 0)")
+    detect.add_argument("--out", type=Path, default=None, metavar="FILE",
+                        help="also write the detection as JSON to FILE")
+
+    bench = sub.add_parser("bench", parents=[common], help="measure achievable matmul FLOP/s and bandwidth",
+                           description="Measure the local GPU's achievable matmul rate per dtype and device "
+                                       "memory bandwidth (CUDA events, warm-up, median of repeats).")
+    bench.add_argument("--device", type=_non_negative_int, default=0, help="CUDA device index (default 0)")
+    bench.add_argument("--out", type=Path, default=None, metavar="FILE",
+                       help="write the measured ceilings here (.json or .yaml); load with load_ceilings")
+    bench.add_argument("--dtypes", type=_dtype_list, default=list(DEFAULT_DTYPES),
+                       help="comma-separated matmul dtypes to measure, from "
+                            f"{','.join(map(str, BENCH_DTYPES))} (default {','.join(map(str, DEFAULT_DTYPES))})")
+    bench.add_argument("--size", type=_positive_int, default=DEFAULT_MATMUL_SIZE,
+                       help=f"square matmul side n, n x n @ n x n (default {DEFAULT_MATMUL_SIZE})")
+    bench.add_argument("--warmup", type=_non_negative_int, default=DEFAULT_WARMUP,
+                       help=f"untimed calls before timing each measurement (default {DEFAULT_WARMUP})")
+    bench.add_argument("--repeats", type=_positive_int, default=DEFAULT_REPEATS,
+                       help=f"timed repeats; the median is reported (default {DEFAULT_REPEATS})")
+    bench.add_argument("--inner", type=_positive_int, default=DEFAULT_INNER,
+                       help=f"operations per timed repeat between one pair of CUDA events (default {DEFAULT_INNER})")
+    bench.add_argument("--copy-mib", type=_positive_int, default=None,
+                       help="size of each copy buffer in MiB (default max(2 GiB, 8 x the GPU's L2), "
+                            "capped by free memory)")
+
+
+# ------------------------------------------------------------------------------------------ rendering
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _peak_tflops(spec: GpuSpec, dtype: DType) -> float | None:
+    if dtype is DType.FP32:
+        return spec.cuda_core_fp32_flops_per_s / TERA
+    value = spec.tensor_flops_per_s.get(dtype)
+    return None if value is None else value / TERA
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+             for row in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def render_list(catalog: GpuCatalog) -> str:
+    """Text table of every entry (dense TFLOP/s, TB/s, GiB, SMs, L2 MiB)."""
+    header = ["key", "bf16", "fp16", "fp8", "tf32", "fp32", "TB/s", "GiB", "SMs", "L2 MiB", "name"]
+    rows = []
+    for s in catalog.specs():
+        rows.append([s.key, *(_fmt(_peak_tflops(s, d)) for d in (DType.BF16, DType.FP16, DType.FP8,
+                                                                   DType.TF32, DType.FP32)),
+                     _fmt(s.memory_bandwidth_bytes_per_s / TERA, 3), _fmt(s.memory_bytes / GIB, 0),
+                     "-" if s.sm_count is None else str(s.sm_count),
+                     "-" if s.l2_bytes is None else _fmt(s.l2_bytes / MIB, 0), s.display_name])
+    return ("Dense peaks in TFLOP/s (tensor cores; fp32 = CUDA cores), FP32 accumulate.\n"
+            + _table(header, rows))
+
+
+def render_show(spec: GpuSpec) -> str:
+    """Text view of one entry with the source of every number."""
+    lines = [f"{spec.key}: {spec.display_name} ({spec.architecture})",
+             f"  aliases:      {', '.join(spec.aliases) or '-'}",
+             f"  driver names: {', '.join(spec.driver_names) or '-'}",
+             f"  tensor peaks assume {spec.tensor_accumulate} accumulate; all FLOP rates dense: {spec.dense}"]
+    if spec.notes:
+        lines.append(f"  notes: {spec.notes}")
+    lines.append("  numbers:")
+    human = {
+        "bf16_dense_tflops": _peak_tflops(spec, DType.BF16), "fp16_dense_tflops": _peak_tflops(spec, DType.FP16),
+        "fp8_dense_tflops": _peak_tflops(spec, DType.FP8), "tf32_dense_tflops": _peak_tflops(spec, DType.TF32),
+        "fp32_cuda_core_tflops": _peak_tflops(spec, DType.FP32),
+        "memory_bandwidth_tb_s": spec.memory_bandwidth_bytes_per_s / TERA,
+        "memory_gib": spec.memory_bytes / GIB,
+        "sm_count": spec.sm_count, "l2_mib": None if spec.l2_bytes is None else spec.l2_bytes / MIB,
+    }
+    for name, src in spec.sources.items():
+        value = human.get(name)
+        extra = f" (printed {src.sparse_listed:g} with sparsity)" if src.sparse_listed is not None else ""
+        lines.append(f"    {name:<22} {value:g}{extra}")
+        lines.append(f"      source: {src.source.title} [{src.source.kind}] -- {src.table}")
+    missing = [n for n in ("fp8_dense_tflops", "sm_count", "l2_mib") if n not in spec.sources]
+    if missing:
+        lines.append(f"  not catalogued: {', '.join(missing)}")
+    if spec.driver_names_source is not None:
+        lines.append(f"  driver names source: {spec.driver_names_source.source.title} -- "
+                     f"{spec.driver_names_source.table}")
+    return "\n".join(lines)
+
+
+def render_detect(gpu: DetectedGpu) -> str:
+    """Text view of a detection."""
+    clocks = gpu.clocks
+    lines = [f"device {gpu.index}: {gpu.name}",
+             f"  memory:     {gpu.memory_total_bytes / GIB:.2f} GiB ({gpu.memory_total_bytes} bytes)",
+             f"  SMs:        {gpu.sm_count}   compute capability {gpu.compute_capability}",
+             f"  catalogue:  {gpu.catalog_key or 'not resolved: ' + str(gpu.catalog_error)}",
+             f"  torch {gpu.torch_version}, CUDA runtime {gpu.cuda_runtime_version or '-'}, "
+             f"driver {gpu.driver_version or '-'} (supports CUDA {gpu.cuda_driver_version or '-'})"]
+    if clocks is not None:
+        lines.append(f"  clocks MHz: SM max {clocks.sm_max_mhz or '-'} (now {clocks.sm_current_mhz or '-'}), "
+                     f"memory max {clocks.memory_max_mhz or '-'} (now {clocks.memory_current_mhz or '-'}) "
+                     f"via {gpu.driver_info_via}")
+    else:
+        lines.append(f"  clocks / driver version missing: {gpu.driver_info_missing_reason}")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------ commands
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2))
+
+
+def _detect_or_fail(index: int, catalog: GpuCatalog, command: str) -> DetectedGpu:
+    gpu = detect_gpu(index, catalog=catalog)
+    if gpu is None:
+        raise NoGpuError(f"no CUDA GPU visible (torch.cuda.is_available() is False); hw {command} needs one")
+    return gpu
+
+
+def _cmd_bench(args: argparse.Namespace, catalog: GpuCatalog) -> int:
+    gpu = _detect_or_fail(args.device, catalog, "bench")
+    spec = catalog.get(gpu.catalog_key) if gpu.catalog_key else None
+    if spec is None:
+        print(f"{PROG} bench: warning: {gpu.catalog_error}; measuring without datasheet ratios", file=sys.stderr)
+    progress = None if args.json else (lambda line: print(line, flush=True))
+    ceilings = run_bench(spec=spec, device_index=args.device, dtypes=args.dtypes, matmul_size=args.size,
+                         warmup=args.warmup, repeats=args.repeats, inner=args.inner,
+                         copy_bytes=None if args.copy_mib is None else args.copy_mib * MIB, progress=progress)
+    ceilings = attrs.evolve(ceilings, driver_version=gpu.driver_version)
+    if args.out is not None:
+        save_ceilings(ceilings, args.out)
+    ratios = ceilings.ratios_to(spec) if spec is not None else {}
+    if args.json:
+        _print_json({"ceilings": ceilings.as_dict(), "ratio_to_datasheet": ratios,
+                     "out": None if args.out is None else str(args.out)})
+        return 0
+    rows = []
+    for name, rate in ceilings.matmul_flops_per_s.items():
+        sheet = spec.peak_flops_per_s(name) / TERA if spec else None
+        rows.append([f"matmul {name} {args.size}^3", f"{rate / TERA:.1f} TFLOP/s",
+                     "-" if sheet is None else f"{sheet:.1f} TFLOP/s", _fmt(ratios.get(name), 3)])
+    sheet_bw = spec.memory_bandwidth_bytes_per_s / TERA if spec else None
+    rows.append([f"copy {ceilings.method.copy_buffer_bytes / GIB:.2f} GiB (read+write)",
+                 f"{ceilings.memory_bandwidth_bytes_per_s / TERA:.3f} TB/s",
+                 "-" if sheet_bw is None else f"{sheet_bw:.3f} TB/s", _fmt(ratios.get("memory_bandwidth"), 3)])
+    print(f"{gpu.name} ({spec.key if spec else 'uncatalogued'}), torch {ceilings.torch_version}, "
+          f"CUDA {ceilings.cuda_version}, driver {gpu.driver_version or '-'}")
+    print(_table(["measurement", "measured", "datasheet", "ratio"], rows))
+    if args.out is not None:
+        print(f"ceilings written to {args.out}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the hw subcommand in ``args``; returns the exit status."""
+    catalog = load_catalog(args.catalog)
+    if args.hw_command == "list":
+        if args.json:
+            _print_json([s.as_dict() for s in catalog.specs()])
+        else:
+            print(render_list(catalog))
+        return 0
+    if args.hw_command == "show":
+        spec = catalog.get(args.name)
+        if args.json:
+            _print_json(spec.as_dict())
+        else:
+            print(render_show(spec))
+        return 0
+    if args.hw_command == "detect":
+        gpu = _detect_or_fail(args.device, catalog, "detect")
+        if args.out is not None:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(gpu.as_dict(), indent=2) + "\n", encoding="utf-8")
+        if args.json:
+            _print_json(gpu.as_dict())
+        else:
+            print(render_detect(gpu))
+        return 0
+    if args.hw_command == "bench":
+        return _cmd_bench(args, catalog)
+    raise UserError(f"unknown hw command {args.hw_command!r}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m llm_perf_opt.runners.hw_cli``."""
+    from llm_perf_opt.cli import run_guarded
+
+    parser = argparse.ArgumentParser(prog=PROG, description=(__doc__ or "").strip().splitlines()[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    return run_guarded(lambda: run(args), PROG)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""On a real GPU: detection resolves a catalogue entry and the measured ceilings are plausible."""
+
+from __future__ import annotations
+
+import pytest
+
+from llm_perf_opt.hardware.bench import run_bench
+from llm_perf_opt.hardware.catalog import load_catalog
+from llm_perf_opt.hardware.detect import detect_gpu
+
+pytestmark = pytest.mark.gpu
+
+
+def test_detect_resolves_the_local_gpu() -> None:
+    gpu = detect_gpu()
+    assert gpu is not None, "no CUDA GPU visible"
+    assert gpu.catalog_key is not None, gpu.catalog_error
+    spec = load_catalog().get(gpu.catalog_key)
+    if spec.sm_count is not None:
+        assert gpu.sm_count == spec.sm_count
+    assert spec.matches_memory(gpu.memory_total_bytes)
+
+
+def test_measured_ceilings_below_and_near_the_datasheet() -> None:
+    gpu = detect_gpu()
+    assert gpu is not None and gpu.catalog_key is not None
+    spec = load_catalog().get(gpu.catalog_key)
+    ceilings = run_bench(spec=spec, matmul_size=4096, warmup=5, repeats=10, inner=5)
+    ratios = ceilings.ratios_to(spec)
+    # A measured rate above the dense datasheet peak means a wrong (e.g. sparse) catalogue figure;
+    # far below it means a broken benchmark. Bounds are loose on purpose (clocks, power caps).
+    for name in ("bf16", "fp16"):
+        assert 0.3 < ratios[name] <= 1.05, (name, ratios)
+    assert 0.5 < ratios["memory_bandwidth"] <= 1.05, ratios
