@@ -9,6 +9,7 @@ come from the official tensor list and the reference code, as cited per field.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,11 @@ from attrs import define, field
 from llm_perf_opt.errors import UserError
 
 PACKAGED_CONFIG = Path(__file__).with_name("config.json")
+
+
+def _int_tuple(values: Iterable[int]) -> tuple[int, ...]:
+    """Tuple of ints from any iterable (config lists arrive as JSON arrays)."""
+    return tuple(int(v) for v in values)
 
 
 class ConfigError(UserError):
@@ -36,11 +42,11 @@ class SamConfig:
     img_size: int = field(default=1024, metadata={"help": "pretraining image side; pos_embed is img_size/patch square"})
     window_size: int = field(default=14, metadata={"help": "window side of windowed-attention blocks (patches)"})
     global_attn_indexes: tuple[int, ...] = field(
-        default=(2, 5, 8, 11), converter=tuple, metadata={"help": "blocks with global attention"}
+        default=(2, 5, 8, 11), converter=_int_tuple, metadata={"help": "blocks with global attention"}
     )
     out_chans: int = field(default=256, metadata={"help": "neck output channels"})
     downsample_channels: tuple[int, ...] = field(
-        default=(512, 1024), converter=tuple, metadata={"help": "channels of net_2 and net_3 (stride-2 convs)"}
+        default=(512, 1024), converter=_int_tuple, metadata={"help": "channels of net_2 and net_3 (stride-2 convs)"}
     )
     layer_norm_eps: float = field(default=1e-6, metadata={"help": "LayerNorm epsilon (reference code)"})
 
@@ -195,15 +201,20 @@ class DeepseekOCRConfig:
             proj_raw = raw["projector_config"]
             if proj_raw.get("projector_type", "linear") != "linear":
                 raise ConfigError(f"{name}: projector_type {proj_raw.get('projector_type')!r} is not 'linear'")
+            # mlp_dim / out_chans / window_size are not in the published file (4x width, 256, 14 there);
+            # files written by to_published_dict() carry them so that non-default configs round-trip.
             sam = SamConfig(
                 width=int(sam_raw["width"]), depth=int(sam_raw["layers"]), heads=int(sam_raw["heads"]),
-                mlp_dim=4 * int(sam_raw["width"]),
+                mlp_dim=int(sam_raw.get("mlp_dim", 4 * int(sam_raw["width"]))),
+                out_chans=int(sam_raw.get("out_chans", 256)),
+                window_size=int(sam_raw.get("window_size", 14)),
                 global_attn_indexes=tuple(sam_raw["global_attn_indexes"]),
                 downsample_channels=tuple(sam_raw["downsample_channels"]),
             )
             clip = ClipConfig(
                 width=int(clip_raw["width"]), layers=int(clip_raw["layers"]), heads=int(clip_raw["heads"]),
-                mlp_dim=4 * int(clip_raw["width"]), image_size=int(clip_raw["image_size"]),
+                mlp_dim=int(clip_raw.get("mlp_dim", 4 * int(clip_raw["width"]))),
+                image_size=int(clip_raw["image_size"]),
                 patch_size=int(clip_raw["patch_size"]),
             )
             projector = ProjectorConfig(input_dim=int(proj_raw["input_dim"]), n_embed=int(proj_raw["n_embed"]))
@@ -228,6 +239,42 @@ class DeepseekOCRConfig:
             raise ConfigError(f"{name}: bad value ({exc})") from exc
         return cls(name=name, sam=sam, clip=clip, projector=projector, language=language)
 
+    def to_published_dict(self) -> dict[str, Any]:
+        """This config in the published ``config.json`` layout (read back by :meth:`from_dict`).
+
+        Adds ``mlp_dim`` / ``out_chans`` / ``window_size`` to the vision entries so that configs
+        whose values differ from the published defaults (e.g. ``tiny``) survive a round trip.
+        """
+        lang = self.language
+        language = {
+            "bos_token_id": lang.bos_token_id, "eos_token_id": lang.eos_token_id,
+            "first_k_dense_replace": lang.first_k_dense_replace, "hidden_size": lang.hidden_size,
+            "intermediate_size": lang.intermediate_size,
+            "max_position_embeddings": lang.max_position_embeddings,
+            "moe_intermediate_size": lang.moe_intermediate_size, "n_routed_experts": lang.n_routed_experts,
+            "n_shared_experts": lang.n_shared_experts, "num_attention_heads": lang.num_attention_heads,
+            "num_experts_per_tok": lang.num_experts_per_tok, "num_hidden_layers": lang.num_hidden_layers,
+            "num_key_value_heads": lang.num_key_value_heads, "topk_method": "greedy", "use_mla": False,
+            "vocab_size": lang.vocab_size,
+        }
+        return {
+            "model_type": "deepseek_vl_v2",
+            "language_config": language,
+            "projector_config": {"input_dim": self.projector.input_dim, "n_embed": self.projector.n_embed,
+                                 "projector_type": "linear"},
+            "vision_config": {"image_size": self.sam.img_size, "width": {
+                "clip-l-14-224": {"heads": self.clip.heads, "image_size": self.clip.image_size,
+                                  "layers": self.clip.layers, "patch_size": self.clip.patch_size,
+                                  "width": self.clip.width, "mlp_dim": self.clip.mlp_dim},
+                "sam_vit_b": {"downsample_channels": list(self.sam.downsample_channels),
+                              "global_attn_indexes": list(self.sam.global_attn_indexes),
+                              "heads": self.sam.heads, "layers": self.sam.depth, "width": self.sam.width,
+                              "mlp_dim": self.sam.mlp_dim, "out_chans": self.sam.out_chans,
+                              "window_size": self.sam.window_size},
+            }},
+            **language,
+        }
+
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of every field (for run snapshots)."""
-        return attrs.asdict(self, retain_collection_types=False)
+        return attrs.asdict(self, value_serializer=lambda _inst, _field, v: list(v) if isinstance(v, tuple) else v)
