@@ -1,0 +1,269 @@
+"""BaseLayer: the analytic cost API every module type implements.
+
+Units (base units everywhere, the unit in the method name or docstring):
+
+- FLOPs are floating-point operations, **FLOPs = 2 x MACs** for every matrix
+  product and convolution (one multiply + one add per MAC). This is the
+  convention of ``torch.utils.flop_counter.FlopCounterMode`` and it is stated
+  here once; every formula in :mod:`llm_perf_opt.analytic.layers` follows it.
+- *Tensor-core* FLOPs are those of matrix products, batched matrix products,
+  convolutions and attention score/value products (what FlopCounterMode
+  counts); *CUDA-core* FLOPs are everything elementwise (norms, activations,
+  softmax, bias adds, RoPE, residual adds), estimated per element as written
+  beside each formula.
+- Bytes: ``forward_cal_io`` counts bytes read + bytes written by the kernels
+  of the forward pass (weights, inputs, outputs, and the intermediates an
+  un-fused implementation writes to memory). Memory footprints
+  (``forward_memory_*``) are resident bytes.
+- A composite layer sums its children's FLOPs/bytes (times its repetition
+  count); its activation memory is a *peak*: its own held bytes plus the
+  largest child peak, never a sum.
+
+A layer's numbers are computed once at construction (shapes are fixed by the
+workload), so queries are attribute reads: a whole report is a few thousand
+arithmetic operations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from llm_perf_opt.data.common import Repetition
+from llm_perf_opt.vocab import OperatorCategory, Stage
+
+#: Index of the per-category cost vector: [tensor-core FLOPs, CUDA-core FLOPs, IO bytes, kernel launches].
+TC, CC, IO, LAUNCH = 0, 1, 2, 3
+
+CategoryCosts = dict[OperatorCategory, list[float]]
+
+
+def _add(into: CategoryCosts, cat: OperatorCategory, vec: list[float], scale: float = 1.0) -> None:
+    cur = into.get(cat)
+    if cur is None:
+        into[cat] = [v * scale for v in vec]
+    else:
+        for i in range(4):
+            cur[i] += vec[i] * scale
+
+
+class BaseLayer:
+    """One node of the analytic module tree (a module type with fixed shapes).
+
+    Leaf layers fill ``self.ops`` (category -> [tc_flops, cc_flops, io_bytes,
+    launches]) and ``self.params`` / ``self.activation_bytes`` /
+    ``self.kvcache_bytes`` in ``__init__``; composite layers list ``children``.
+
+    Attributes:
+        name: the module's attribute name in the executable model (a path component).
+        stage: inference stage the node runs in.
+        count: repetition count (``repetition`` says sequential FOR or parallel PARFOR).
+        weight_dtype_bytes: bytes per parameter element.
+    """
+
+    #: one-line description of what the module computes (used by the Markdown docs)
+    summary: str = ""
+    #: the formulas, as written beside the code (used by the Markdown docs)
+    formulas: tuple[str, ...] = ()
+
+    def __init__(self, name: str, stage: Stage, *, weight_dtype_bytes: int, count: int = 1,
+                 repetition: Repetition = Repetition.NONE) -> None:
+        self.name = name
+        self.stage = stage
+        self.count = count
+        self.repetition = repetition if count > 1 else Repetition.NONE
+        self.weight_dtype_bytes = weight_dtype_bytes
+        self.children: list[BaseLayer] = []
+        self.ops: CategoryCosts = {}
+        #: parameters (elements) owned directly by this node (not children)
+        self.params: int = 0
+        #: peak live activation bytes while this leaf runs (outputs + transient intermediates)
+        self.activation_bytes: float = 0.0
+        #: bytes this composite keeps alive across its children (e.g. the residual stream)
+        self.held_bytes: float = 0.0
+        #: KV-cache bytes owned by this node (decoder attention only)
+        self.kvcache_bytes: float = 0.0
+
+    # ----------------------------------------------------------------- tree
+    def add(self, child: BaseLayer) -> BaseLayer:
+        """Append a child and return it."""
+        self.children.append(child)
+        return child
+
+    @property
+    def module_type(self) -> str:
+        """Analytic class name (one Markdown page per module type)."""
+        return type(self).__name__
+
+    #: containers that are not modules (stages, the request root) add nothing to module paths
+    transparent: bool = False
+
+    def path_in(self, prefix: str) -> str:
+        """This node's module path under ``prefix`` (transparent nodes keep the prefix)."""
+        if self.transparent:
+            return prefix
+        return f"{prefix}.{self.name}" if prefix else self.name
+
+    def walk(self, prefix: str = "") -> Iterator[tuple[str, BaseLayer]]:
+        """Depth-first (module path, layer) pairs; transparent containers yield their own name as path."""
+        path = self.path_in(prefix)
+        yield (path or self.name), self
+        for child in self.children:
+            yield from child.walk(path)
+
+    def op(self, cat: OperatorCategory, *, tc_flops: float = 0.0, cc_flops: float = 0.0, io_bytes: float = 0.0,
+           launches: float = 0.0) -> None:
+        """Add one operator group's cost to this leaf."""
+        _add(self.ops, cat, [float(tc_flops), float(cc_flops), float(io_bytes), float(launches)])
+
+    # --------------------------------------------------------- aggregation
+    def category_costs(self) -> CategoryCosts:
+        """Category -> [tc_flops, cc_flops, io_bytes, launches] of this node (children and count included)."""
+        out: CategoryCosts = {}
+        for cat, vec in self.ops.items():
+            _add(out, cat, vec)
+        for child in self.children:
+            for cat, vec in child.category_costs().items():
+                _add(out, cat, vec)
+        if self.count != 1:
+            for vec in out.values():
+                for i in range(4):
+                    vec[i] *= self.count
+        return out
+
+    def _total(self, index: int) -> float:
+        own = sum(vec[index] for vec in self.ops.values())
+        own += sum(c._total(index) for c in self.children)
+        return own * self.count
+
+    # ------------------------------------------------------------- forward
+    def forward_tensor_core_flops(self) -> float:
+        """FLOPs (2 x MACs) of matrix products, convolutions and attention products."""
+        return self._total(TC)
+
+    def forward_cuda_core_flops(self) -> float:
+        """Elementwise FLOPs (norms, activations, softmax, bias/residual adds, RoPE)."""
+        return self._total(CC)
+
+    def forward_flops(self) -> float:
+        """Tensor-core + CUDA-core FLOPs."""
+        return self.forward_tensor_core_flops() + self.forward_cuda_core_flops()
+
+    def forward_cal_io(self) -> float:
+        """Bytes read + written by the forward kernels."""
+        return self._total(IO)
+
+    def forward_kernel_launches(self) -> float:
+        """Kernel launches of the forward pass (an estimate per implementation)."""
+        return self._total(LAUNCH)
+
+    def forward_arithmetic_intensity(self) -> float:
+        """FLOPs per byte moved (tensor-core + CUDA-core FLOPs / io bytes); 0 when nothing moves."""
+        io = self.forward_cal_io()
+        return self.forward_flops() / io if io else 0.0
+
+    def param_count(self) -> int:
+        """Parameter elements under this node, each module path counted once.
+
+        One module called several times (SAM on the global view and on the
+        tiles; a decoder layer in prefill and in decode) holds one set of
+        weights; a FOR repetition of count n holds n sets.
+        """
+        seen: dict[str, int] = {}
+        self._collect_params("", 1, seen)
+        return sum(seen.values())
+
+    def _collect_params(self, prefix: str, mult: int, seen: dict[str, int]) -> None:
+        path = self.path_in(prefix)
+        if self.repetition == Repetition.FOR:
+            mult *= self.count
+        if self.params:
+            key = path or self.name
+            seen[key] = max(seen.get(key, 0), self.params * mult)
+        for child in self.children:
+            child._collect_params(path, mult, seen)
+
+    def forward_memory_weight(self) -> float:
+        """Resident weight bytes (parameters x bytes per element)."""
+        return float(self.param_count() * self.weight_dtype_bytes)
+
+    def forward_memory_activation(self) -> float:
+        """Peak activation bytes: held bytes + largest child peak (PARFOR copies live together)."""
+        peak = self.activation_bytes
+        if self.children:
+            peak = max(peak, max(c.forward_memory_activation() for c in self.children))
+        peak += self.held_bytes
+        return peak * self.count if self.repetition == Repetition.PARFOR else peak
+
+    def forward_memory_kvcache(self) -> float:
+        """KV-cache bytes held after this node ran."""
+        per = self.kvcache_bytes + sum(c.forward_memory_kvcache() for c in self.children)
+        return per * self.count
+
+    # ------------------------------------------------------------ backward
+    # Training what-if (not checked against a counter): each matrix product
+    # Y = X W needs dX = dY W^T and dW = X^T dY, two products of the forward's
+    # size, so backward FLOPs = 2 x forward for tensor-core and CUDA-core work;
+    # backward traffic reads the forward's inputs again plus dY and writes dX
+    # and dW: ~2 x forward io + one write of the weight gradients.
+    def backward_tensor_core_flops(self) -> float:
+        """2 x forward tensor-core FLOPs (dX and dW products)."""
+        return 2.0 * self.forward_tensor_core_flops()
+
+    def backward_cuda_core_flops(self) -> float:
+        """2 x forward CUDA-core FLOPs (elementwise derivatives)."""
+        return 2.0 * self.forward_cuda_core_flops()
+
+    def backward_cal_io(self) -> float:
+        """~2 x forward bytes + the weight-gradient write."""
+        return 2.0 * self.forward_cal_io() + self.forward_memory_weight()
+
+    def backward_arithmetic_intensity(self) -> float:
+        """Backward FLOPs per backward byte."""
+        io = self.backward_cal_io()
+        return (self.backward_tensor_core_flops() + self.backward_cuda_core_flops()) / io if io else 0.0
+
+    def backward_memory_weight(self) -> float:
+        """Weight-gradient bytes (same size as the weights)."""
+        return self.forward_memory_weight()
+
+    def backward_memory_activation(self) -> float:
+        """Activations saved for backward: the SUM of every leaf's live bytes (all kept until backward)."""
+        own = self.activation_bytes + sum(c.backward_memory_activation() for c in self.children)
+        return own * self.count
+
+    def backward_memory_kvcache(self) -> float:
+        """No KV cache in training (0 bytes)."""
+        return 0.0
+
+
+class CompositeLayer(BaseLayer):
+    """A layer made of children only; its costs are the sums of theirs."""
+
+    summary = "container: sums its children"
+
+
+class OpGroup(BaseLayer):
+    """A leaf holding work of a composite that belongs to no submodule (e.g. SAM's relative-position terms,
+    the position-embedding add, window partitioning, the KV-cache append), so that every composite's work
+    is exactly the sum of its children's."""
+
+    summary = "work of the parent module outside its submodules"
+
+    def __init__(self, name: str, stage: Stage, *, weight_dtype_bytes: int, summary: str = "") -> None:
+        super().__init__(name, stage, weight_dtype_bytes=weight_dtype_bytes)
+        if summary:
+            self.summary = summary
+
+
+class StageCost(CompositeLayer):
+    """The layers of one inference stage (vision.sam, vision.clip, projector, prefill, decode)."""
+
+    summary = "one inference stage: the layers that run in it"
+    transparent = True
+
+
+class RequestRoot(CompositeLayer):
+    """All stages of one request (not a module: adds nothing to module paths)."""
+
+    summary = "one request: every stage"
+    transparent = True

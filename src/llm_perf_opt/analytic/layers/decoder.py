@@ -1,0 +1,208 @@
+"""DeepSeek-3B-MoE decoder layers: embedding, dense MLP, MoE (router, routed
+experts, shared experts), decoder layer, final norm, LM head.
+
+Notation: T new tokens in this forward, H hidden, I_e expert width, E routed
+experts, k experts per token, V vocabulary, b / w bytes per activation /
+weight element, FLOPs = 2 x MACs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from llm_perf_opt.analytic.base import BaseLayer, CompositeLayer
+from llm_perf_opt.analytic.layers.common import (
+    SILU_FLOPS_PER_ELEM,
+    SOFTMAX_FLOPS_PER_ELEM,
+    Elementwise,
+    Linear,
+)
+from llm_perf_opt.analytic.layers.llama import LlamaAttention, RMSNorm, SwiGLUMLP
+from llm_perf_opt.models.deepseek_ocr.config import LanguageConfig
+from llm_perf_opt.vocab import OperatorCategory, Stage
+
+#: launches per routed expert actually hit in an eager loop: index select, gate_up (or gate + up), act, mul,
+#: down, weight multiply, index_add
+LAUNCHES_PER_HIT_EXPERT = 7
+
+
+def expected_distinct_experts(experts: int, top_k: int, tokens: int) -> float:
+    """Expected distinct routed experts touched by T tokens with uniform routing: E * (1 - (1 - k/E)^T)."""
+    if tokens <= 0:
+        return 0.0
+    return experts * (1.0 - (1.0 - top_k / experts) ** tokens)
+
+
+class Embedding(BaseLayer):
+    """Token embedding gather: T rows of H from a V x H table."""
+
+    summary = "token embedding lookup"
+    formulas = ("no FLOPs", "io bytes = 2 * b * T * H + 8 * T (ids)", "weights = V * H")
+
+    def __init__(self, name: str, stage: Stage, *, tokens: int, vocab: int, hidden: int, act_bytes: int,
+                 weight_bytes: int) -> None:
+        super().__init__(name, stage, weight_dtype_bytes=weight_bytes)
+        self.params = vocab * hidden
+        self.op(OperatorCategory.EMBEDDING, io_bytes=2 * act_bytes * tokens * hidden + 8 * tokens, launches=1)
+        self.activation_bytes = act_bytes * tokens * hidden
+
+
+class ImageTokenMerge(BaseLayer):
+    """Scatter the B * slots image embeddings into the `<image>` positions of the text embeddings."""
+
+    summary = "merge image embeddings into the prompt embeddings (masked scatter)"
+    formulas = ("io bytes = 2 * b * B * slots * H + T (mask)",)
+
+    def __init__(self, name: str, stage: Stage, *, image_tokens: int, tokens: int, hidden: int, act_bytes: int,
+                 weight_bytes: int) -> None:
+        super().__init__(name, stage, weight_dtype_bytes=weight_bytes)
+        self.op(OperatorCategory.MEMORY, io_bytes=2 * act_bytes * image_tokens * hidden + tokens, launches=3)
+
+
+class MoERouter(CompositeLayer):
+    """gate: Linear(H -> E, no bias) in fp32, softmax over E, greedy top-k (no renormalisation in v1)."""
+
+    summary = "MoE router: fp32 logits, softmax, top-k"
+    formulas = ("tensor-core FLOPs = 2 * T * H * E", f"softmax: {SOFTMAX_FLOPS_PER_ELEM} * T * E CUDA-core FLOPs",
+                "top-k: ~E * T comparisons (counted as CUDA-core FLOPs)", "weights = E * H")
+
+    def __init__(self, name: str, stage: Stage, *, tokens: int, hidden: int, experts: int, top_k: int,
+                 act_bytes: int, weight_bytes: int) -> None:
+        super().__init__(name, stage, weight_dtype_bytes=weight_bytes)
+        # the gate runs in fp32: the hidden states and the weight are cast (read b, write 4 bytes);
+        # the router module IS the gate Linear (its weight is `mlp.gate.weight`), folded into this node
+        lin = Linear("gate", stage, tokens=tokens, in_features=hidden, out_features=experts, bias=False,
+                     act_bytes=4, weight_bytes=weight_bytes, category=OperatorCategory.MOE_ROUTER)
+        self.ops = lin.ops
+        self.params = lin.params
+        self.op(OperatorCategory.MOE_ROUTER,
+                cc_flops=(SOFTMAX_FLOPS_PER_ELEM + 1) * tokens * experts,
+                io_bytes=(act_bytes + 4) * tokens * hidden + (weight_bytes + 4) * experts * hidden
+                + 3 * 4 * tokens * experts + 12 * tokens * top_k,
+                launches=6)
+        self.activation_bytes = 4 * tokens * experts
+
+
+class RoutedExperts(BaseLayer):
+    """E SwiGLU experts of width I_e; each token runs its k experts.
+
+    FLOPs do not depend on the routing (each token hits k distinct experts);
+    weight bytes read do: only the experts hit load their weights. With routing
+    counts (tokens per expert) the hit count is exact, else the expectation
+    under uniform routing E*(1-(1-k/E)^T).
+    """
+
+    summary = "routed experts: each token runs top-k SwiGLU experts"
+    formulas = (
+        "tensor-core FLOPs = T * k * 3 * 2 * H * I_e",
+        f"CUDA-core FLOPs = T * k * (({SILU_FLOPS_PER_ELEM} + 1) * I_e + 2 * H)  (act*up, weight and sum)",
+        "experts hit n = E * (1 - (1 - k/E)^T) (uniform routing) or counted from routing",
+        "io bytes = w * n * 3 * H * I_e + b * T * k * (2H + 3 I_e) + b * T * H",
+        "weights (resident) = E * 3 * H * I_e",
+    )
+
+    def __init__(self, name: str, stage: Stage, *, tokens: int, hidden: int, intermediate: int, experts: int,
+                 top_k: int, act_bytes: int, weight_bytes: int,
+                 tokens_per_expert: Sequence[int] | None = None) -> None:
+        super().__init__(name, stage, weight_dtype_bytes=weight_bytes)
+        self.params = experts * 3 * hidden * intermediate
+        if tokens_per_expert is not None:
+            if len(tokens_per_expert) != experts:
+                raise ValueError(f"{name}: routing counts for {len(tokens_per_expert)} experts, expected {experts}")
+            pairs = int(sum(tokens_per_expert))
+            hit = float(sum(1 for n in tokens_per_expert if n > 0))
+        else:
+            pairs = tokens * top_k
+            hit = expected_distinct_experts(experts, top_k, tokens)
+        self.experts_hit = hit
+        self.token_expert_pairs = pairs
+        self.op(OperatorCategory.MOE_EXPERTS,
+                tc_flops=pairs * 3 * 2 * hidden * intermediate,
+                cc_flops=pairs * ((SILU_FLOPS_PER_ELEM + 1) * intermediate + 2 * hidden),
+                io_bytes=weight_bytes * hit * 3 * hidden * intermediate
+                + act_bytes * pairs * (2 * hidden + 3 * intermediate) + act_bytes * tokens * hidden,
+                launches=LAUNCHES_PER_HIT_EXPERT * hit + 2)
+        self.activation_bytes = act_bytes * (tokens * hidden + pairs * 2 * intermediate)
+
+
+class MoE(CompositeLayer):
+    """DeepSeek MoE MLP: router, routed experts, shared experts (fused width n_s * I_e), output sum."""
+
+    summary = "mixture-of-experts MLP (router + routed experts + shared experts)"
+    formulas = ("shared experts: SwiGLU of width n_shared * I_e on every token",
+                "output = routed_scaling * sum_k(weight_k * expert_k(x)) + shared(x): T * H adds")
+
+    def __init__(self, name: str, stage: Stage, cfg: LanguageConfig, *, tokens: int, act_bytes: int,
+                 weight_bytes: int, tokens_per_expert: Sequence[int] | None = None) -> None:
+        super().__init__(name, stage, weight_dtype_bytes=weight_bytes)
+        h = cfg.hidden_size
+        self.add(MoERouter("gate", stage, tokens=tokens, hidden=h, experts=cfg.n_routed_experts,
+                           top_k=cfg.num_experts_per_tok, act_bytes=act_bytes, weight_bytes=weight_bytes))
+        self.add(RoutedExperts("experts", stage, tokens=tokens, hidden=h, intermediate=cfg.moe_intermediate_size,
+                               experts=cfg.n_routed_experts, top_k=cfg.num_experts_per_tok, act_bytes=act_bytes,
+                               weight_bytes=weight_bytes, tokens_per_expert=tokens_per_expert))
+        self.add(SwiGLUMLP("shared_experts", stage, tokens=tokens, hidden=h,
+                           intermediate=cfg.n_shared_experts * cfg.moe_intermediate_size, act_bytes=act_bytes,
+                           weight_bytes=weight_bytes, category=OperatorCategory.MOE_EXPERTS))
+        self.add(Elementwise("combine", stage, elements=tokens * h, flops_per_elem=1, inputs=2, act_bytes=act_bytes,
+                             weight_bytes=weight_bytes, category=OperatorCategory.MOE_EXPERTS))
+        self.held_bytes = act_bytes * tokens * h
+
+
+class DecoderLayer(CompositeLayer):
+    """x + self_attn(input_layernorm(x)); x + mlp(post_attention_layernorm(x)); mlp dense or MoE."""
+
+    summary = "decoder layer: RMSNorm, attention, residual, RMSNorm, dense or MoE MLP, residual"
+    formulas = ("sum of its children; residual adds T * H each",)
+
+    def __init__(self, name: str, stage: Stage, cfg: LanguageConfig, *, index: int, batch: int, q_len: int,
+                 kv_len: float, fused: bool, causal_skip: bool, act_bytes: int, weight_bytes: int,
+                 tokens_per_expert: Sequence[int] | None = None) -> None:
+        super().__init__(name, stage, weight_dtype_bytes=weight_bytes)
+        h = cfg.hidden_size
+        tokens = batch * q_len
+        self.index = index
+        self.is_moe = cfg.is_moe_layer(index)
+        self.add(RMSNorm("input_layernorm", stage, tokens=tokens, dim=h, act_bytes=act_bytes,
+                         weight_bytes=weight_bytes))
+        self.add(LlamaAttention("self_attn", stage, batch=batch, q_len=q_len, kv_len=kv_len, hidden=h,
+                                heads_q=cfg.num_attention_heads, heads_kv=cfg.num_key_value_heads,
+                                head_dim=cfg.head_dim, fused=fused, causal_skip=causal_skip, act_bytes=act_bytes,
+                                weight_bytes=weight_bytes))
+        self.add(Elementwise("residual1", stage, elements=tokens * h, flops_per_elem=1, inputs=2,
+                             act_bytes=act_bytes, weight_bytes=weight_bytes))
+        self.add(RMSNorm("post_attention_layernorm", stage, tokens=tokens, dim=h, act_bytes=act_bytes,
+                         weight_bytes=weight_bytes))
+        if self.is_moe:
+            self.add(MoE("mlp", stage, cfg, tokens=tokens, act_bytes=act_bytes, weight_bytes=weight_bytes,
+                         tokens_per_expert=tokens_per_expert))
+        else:
+            self.add(SwiGLUMLP("mlp", stage, tokens=tokens, hidden=h, intermediate=cfg.intermediate_size,
+                               act_bytes=act_bytes, weight_bytes=weight_bytes))
+        self.add(Elementwise("residual2", stage, elements=tokens * h, flops_per_elem=1, inputs=2,
+                             act_bytes=act_bytes, weight_bytes=weight_bytes))
+        self.held_bytes = act_bytes * tokens * h
+
+
+class FinalNorm(RMSNorm):
+    """RMSNorm after the last decoder layer."""
+
+    summary = "final RMSNorm"
+
+
+class LMHead(CompositeLayer):
+    """Linear(H -> V, no bias, untied) over the positions whose logits are computed."""
+
+    summary = "LM head: logits over the vocabulary"
+    formulas = ("tensor-core FLOPs = 2 * T_logits * H * V", "weights = V * H",
+                "T_logits = B in decode; B (last position) or B * S (all positions) in prefill")
+
+    def __init__(self, name: str, stage: Stage, *, tokens: int, hidden: int, vocab: int, act_bytes: int,
+                 weight_bytes: int) -> None:
+        super().__init__(name, stage, weight_dtype_bytes=weight_bytes)
+        lin = Linear("proj", stage, tokens=tokens, in_features=hidden, out_features=vocab, bias=False,
+                     act_bytes=act_bytes, weight_bytes=weight_bytes, category=OperatorCategory.LM_HEAD)
+        # the head IS the Linear: fold it into this node so the module path stays `lm_head`
+        self.ops = lin.ops
+        self.params = lin.params
+        self.activation_bytes = lin.activation_bytes

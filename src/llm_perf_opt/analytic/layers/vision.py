@@ -1,0 +1,371 @@
+"""Vision layers of DeepSeek-OCR: SAM ViT-B (windowed + global attention, neck,
+compressor convs), CLIP-L fed by SAM features, projector, image-token layout.
+
+Notation: N views in one call (batch x tiles), S view side in pixels,
+g = S / patch patch-grid side, C width, h heads, d = C / h head dim,
+w window side, b / w_b bytes per activation / weight element.
+FLOPs = 2 x MACs (see :mod:`llm_perf_opt.analytic.base`).
+"""
+
+from __future__ import annotations
+
+import math
+
+from llm_perf_opt.analytic.base import BaseLayer, CompositeLayer, OpGroup
+from llm_perf_opt.analytic.layers.common import (
+    GELU_FLOPS_PER_ELEM,
+    QUICK_GELU_FLOPS_PER_ELEM,
+    AttentionCore,
+    Conv2d,
+    Elementwise,
+    LayerNorm,
+    Linear,
+)
+from llm_perf_opt.models.deepseek_ocr.config import ClipConfig, ProjectorConfig, SamConfig
+from llm_perf_opt.vocab import OperatorCategory, Stage
+
+#: bicubic interpolation reads a 4x4 neighbourhood: 16 multiply-adds per output element
+BICUBIC_FLOPS_PER_ELEM = 2 * 16
+
+
+class SamPatchEmbed(CompositeLayer):
+    """Conv(3 -> C, kernel = stride = patch, bias) over N views of side S: a g x g patch grid."""
+
+    summary = "SAM patch embedding: non-overlapping patch convolution"
+    formulas = ("conv tensor-core FLOPs = 2 * N * g^2 * C * 3 * p^2", "weights = C*3*p^2 + C")
+
+    def __init__(self, name: str, stage: Stage, cfg: SamConfig, *, views: int, side_px: int, act_bytes: int,
+                 weight_bytes: int) -> None:
+        super().__init__(name, stage, weight_dtype_bytes=weight_bytes)
+        p, c = cfg.patch_size, cfg.width
+        self.grid = side_px // p
+        self.add(Conv2d("projection", stage, batch=views, height=side_px, width=side_px, c_in=3, c_out=c, kernel=p,
+                        stride=p, padding=0, bias=True, act_bytes=act_bytes, weight_bytes=weight_bytes))
+
+
+class SamAttention(CompositeLayer):
+    """SAM attention with decomposed relative position, windowed (padded to w x w windows) or global.
+
+    Windowed: the g x g map is padded to G = ceil(g/w)*w and cut into
+    n_w = N*(G/w)^2 windows of w^2 tokens. Global: n_w = N windows of g^2 tokens.
+    """
+
+    summary = "SAM multi-head attention with decomposed relative position (windowed or global)"
+    formulas = (
+        "tokens incl. padding T_p = n_w * s^2 (s = w windowed, g global)",
+        "qkv:  2 * T_p * C * 3C;  proj: 2 * T_p * C * C",
+        "rel-pos (two einsums bhwc,hkc->bhwk): 2 * 2 * (n_w*h) * s^3 * d",
+        "QK^T and PV: 2 * 2 * (n_w*h) * s^4 * d",
+        "rel-pos bias add (rel_h + rel_w broadcast, added to scores): 2 * (n_w*h) * s^4 CUDA-core FLOPs",
+        "weights = 3C^2 + 3C + C^2 + C + 2 * (2s'-1) * d   (s' = w windowed, img/p global)",
+    )
+
+    def __init__(self, name: str, stage: Stage, cfg: SamConfig, *, views: int, grid: int, window: int,
+                 fused: bool, act_bytes: int, weight_bytes: int) -> None:
+        super().__init__(name, stage, weight_dtype_bytes=weight_bytes)
+        c, h = cfg.width, cfg.heads
+        d = c // h
+        if window > 0:
+            padded = math.ceil(grid / window) * window
+            n_w = views * (padded // window) ** 2
+            side = window
+            table = window
+        else:
+            n_w, side, table = views, grid, cfg.img_size // cfg.patch_size
+        self.windows, self.side = n_w, side
+        tokens = n_w * side * side
+        groups = n_w * h
+        self.add(Linear("qkv", stage, tokens=tokens, in_features=c, out_features=3 * c, bias=True,
+                        act_bytes=act_bytes, weight_bytes=weight_bytes))
+        self.params = 2 * (2 * table - 1) * d  # rel_pos_h, rel_pos_w
+        # two einsums over the query map: each (n_w*h) x s x s x d x s MACs
+        rel_tc = 2 * 2 * groups * side ** 3 * d
+        rel_io = act_bytes * (2 * groups * side * side * d + 2 * groups * side ** 3) + 2 * act_bytes * 2 * side * side * d
+        rel = self.add(OpGroup("rel_pos", stage, weight_dtype_bytes=weight_bytes,
+                               summary="decomposed relative position: two einsums and the broadcast bias"))
+        rel.op(OperatorCategory.ATTENTION, tc_flops=rel_tc, io_bytes=rel_io, launches=2)
+        # broadcast rel_h + rel_w into an (s^2 x s^2) bias per group (materialised in eager and SDPA)
+        bias_elems = groups * side ** 4
+        rel.op(OperatorCategory.ATTENTION, cc_flops=bias_elems,
+               io_bytes=act_bytes * (bias_elems + 2 * groups * side ** 3), launches=1)
+        rel.activation_bytes = act_bytes * bias_elems
+        # eager: q*scale (1 per q element), softmax in fp32 (score 'b' bytes, probs fp32 then cast)
+        self.add(AttentionCore("core", stage, groups=groups, q_len=side * side, k_len=side * side, head_dim=d,
+                               fused=fused, causal_skip=False, act_bytes=act_bytes, weight_bytes=weight_bytes,
+                               score_bytes=act_bytes, prob_bytes=4, has_bias=True, eager_launches=6))
+        self.add(Linear("proj", stage, tokens=tokens, in_features=c, out_features=c, bias=True,
+                        act_bytes=act_bytes, weight_bytes=weight_bytes))
+        self.held_bytes = act_bytes * bias_elems  # the bias stays alive through the core
+
+
+class SamMLP(CompositeLayer):
+    """lin1 (C -> m, bias) -> GELU -> lin2 (m -> C, bias)."""
+
+    summary = "SAM MLP: two dense layers with GELU"
+    formulas = ("2 * T * C * m + 2 * T * m * C tensor-core FLOPs",
+                f"GELU: {GELU_FLOPS_PER_ELEM} * T * m CUDA-core FLOPs", "weights = 2*C*m + m + C")
+
+    def __init__(self, name: str, stage: Stage, *, tokens: int, dim: int, hidden: int, act_bytes: int,
+                 weight_bytes: int, act_flops: float = GELU_FLOPS_PER_ELEM, in_name: str = "lin1",
+                 out_name: str = "lin2") -> None:
+        super().__init__(name, stage, weight_dtype_bytes=weight_bytes)
+        self.add(Linear(in_name, stage, tokens=tokens, in_features=dim, out_features=hidden, bias=True,
+                        act_bytes=act_bytes, weight_bytes=weight_bytes))
+        self.add(Elementwise("act", stage, elements=tokens * hidden, flops_per_elem=act_flops, inputs=1,
+                             act_bytes=act_bytes, weight_bytes=weight_bytes))
+        self.add(Linear(out_name, stage, tokens=tokens, in_features=hidden, out_features=dim, bias=True,
+                        act_bytes=act_bytes, weight_bytes=weight_bytes))
+
+
+class SamBlock(CompositeLayer):
+    """Pre-norm block: x + attn(norm1(x)) (window partition/unpartition around it), x + mlp(norm2(x))."""
+
+    summary = "SAM ViT block (windowed or global attention)"
+    formulas = (
+        "norm1, attention, residual add, norm2, MLP, residual add",
+        "window partition + unpartition (windowed blocks): 2 copies of the padded map, io = 4 * b * T_p * C",
+    )
+
+    def __init__(self, name: str, stage: Stage, cfg: SamConfig, *, views: int, grid: int, window: int,
+                 fused: bool, act_bytes: int, weight_bytes: int) -> None:
+        super().__init__(name, stage, weight_dtype_bytes=weight_bytes)
+        c = cfg.width
+        tokens = views * grid * grid
+        self.window = window
+        self.add(LayerNorm("layer_norm1", stage, tokens=tokens, dim=c, act_bytes=act_bytes, weight_bytes=weight_bytes))
+        attn = SamAttention("attn", stage, cfg, views=views, grid=grid, window=window, fused=fused,
+                            act_bytes=act_bytes, weight_bytes=weight_bytes)
+        if window > 0:
+            padded_tokens = attn.windows * attn.side ** 2
+            part = self.add(OpGroup("window_partition", stage, weight_dtype_bytes=weight_bytes,
+                                    summary="pad to whole windows, partition and unpartition (copies)"))
+            part.op(OperatorCategory.MEMORY, io_bytes=2 * act_bytes * (tokens + padded_tokens) * c, launches=4)
+            part.activation_bytes = act_bytes * padded_tokens * c
+        self.add(attn)
+        self.add(Elementwise("residual1", stage, elements=tokens * c, flops_per_elem=1, inputs=2,
+                             act_bytes=act_bytes, weight_bytes=weight_bytes))
+        self.add(LayerNorm("layer_norm2", stage, tokens=tokens, dim=c, act_bytes=act_bytes, weight_bytes=weight_bytes))
+        self.add(SamMLP("mlp", stage, tokens=tokens, dim=c, hidden=cfg.mlp_dim, act_bytes=act_bytes,
+                        weight_bytes=weight_bytes))
+        self.add(Elementwise("residual2", stage, elements=tokens * c, flops_per_elem=1, inputs=2,
+                             act_bytes=act_bytes, weight_bytes=weight_bytes))
+        self.held_bytes = act_bytes * tokens * c
+
+
+class LayerNorm2d(LayerNorm):
+    """LayerNorm over channels of an N x C x H x W map (channels-first); permutes around it."""
+
+    summary = "LayerNorm over the channel dimension of a feature map"
+
+
+class SamNeck(CompositeLayer):
+    """Conv1x1 C -> c_o (no bias), LayerNorm2d, Conv3x3 c_o -> c_o (pad 1, no bias), LayerNorm2d."""
+
+    summary = "SAM neck: 1x1 and 3x3 convs with channel LayerNorms"
+    formulas = ("conv1: 2 * N * g^2 * c_o * C;  conv2: 2 * N * g^2 * c_o * c_o * 9",
+                "two LayerNorm2d: 2 * 8 * N * g^2 * c_o CUDA-core FLOPs",
+                "weights = C*c_o + 9*c_o^2 + 4*c_o")
+
+    def __init__(self, name: str, stage: Stage, cfg: SamConfig, *, views: int, grid: int, act_bytes: int,
+                 weight_bytes: int) -> None:
+        super().__init__(name, stage, weight_dtype_bytes=weight_bytes)
+        co = cfg.out_chans
+        self.add(Conv2d("conv1", stage, batch=views, height=grid, width=grid, c_in=cfg.width, c_out=co, kernel=1,
+                        stride=1, padding=0, bias=False, act_bytes=act_bytes, weight_bytes=weight_bytes))
+        self.add(LayerNorm2d("layer_norm1", stage, tokens=views * grid * grid, dim=co, act_bytes=act_bytes,
+                             weight_bytes=weight_bytes, launches=3))
+        self.add(Conv2d("conv2", stage, batch=views, height=grid, width=grid, c_in=co, c_out=co, kernel=3, stride=1,
+                        padding=1, bias=False, act_bytes=act_bytes, weight_bytes=weight_bytes))
+        self.add(LayerNorm2d("layer_norm2", stage, tokens=views * grid * grid, dim=co, act_bytes=act_bytes,
+                             weight_bytes=weight_bytes, launches=3))
+
+
+class SamCompressor(CompositeLayer):
+    """The two stride-2 Conv3x3 (no bias, no activation) after the neck: c_o -> c_2 -> c_3, 16x fewer tokens."""
+
+    summary = "SAM compressor: net_2 and net_3 (checkpoint names), two stride-2 3x3 convs"
+    formulas = ("conv1 (net_2): 2 * N * (g/2)^2 * c_2 * c_o * 9", "conv2 (net_3): 2 * N * (g/4)^2 * c_3 * c_2 * 9",
+                "weights = 9 * (c_o*c_2 + c_2*c_3)")
+
+
+class SamEncoder(CompositeLayer):
+    """SAM ViT-B over N square views of side S: patch embed, blocks, neck, net_2, net_3.
+
+    Output: N x c_3 x (g/4) x (g/4) (two stride-2 convs), c_3 = downsample_channels[-1].
+    """
+
+    summary = "SAM ViT-B encoder with neck and the two stride-2 compressor convs"
+    formulas = ("absolute position embedding add: N * g^2 * C CUDA-core FLOPs; bicubic resize of the"
+                " (img/p)^2 table when g != img/p: 32 * g^2 * C",
+                "proj.conv1 (net_2): Conv3x3 s2 c_o -> c_2: 2 * N * (g/2)^2 * c_2 * c_o * 9",
+                "proj.conv2 (net_3): Conv3x3 s2 c_2 -> c_3: 2 * N * (g/4)^2 * c_3 * c_2 * 9",
+                "weights: pos_embed (img/p)^2 * C + the children's")
+
+    def __init__(self, name: str, stage: Stage, cfg: SamConfig, *, views: int, side_px: int, fused: bool,
+                 act_bytes: int, weight_bytes: int) -> None:
+        super().__init__(name, stage, weight_dtype_bytes=weight_bytes)
+        pe = SamPatchEmbed("patch_embed", stage, cfg, views=views, side_px=side_px, act_bytes=act_bytes,
+                           weight_bytes=weight_bytes)
+        self.add(pe)
+        g = pe.grid
+        c = cfg.width
+        pos_grid = cfg.img_size // cfg.patch_size
+        self.params = pos_grid * pos_grid * c  # pos_embed
+        elems = views * g * g * c
+        pos = self.add(OpGroup("pos_embed", stage, weight_dtype_bytes=weight_bytes,
+                               summary="absolute position embedding: resize (when needed) and add"))
+        pos.op(OperatorCategory.ELEMENTWISE, cc_flops=elems, io_bytes=3 * act_bytes * elems, launches=1)
+        if g != pos_grid:  # bicubic (antialiased) resize of the 64 x 64 table in fp32
+            out = g * g * c
+            pos.op(OperatorCategory.ELEMENTWISE, cc_flops=BICUBIC_FLOPS_PER_ELEM * out,
+                   io_bytes=4 * (pos_grid * pos_grid * c + out), launches=3)
+        pos.activation_bytes = act_bytes * elems
+        for i in range(cfg.depth):
+            window = 0 if i in cfg.global_attn_indexes else cfg.window_size
+            self.add(SamBlock(f"layers.{i}", stage, cfg, views=views, grid=g, window=window, fused=fused,
+                              act_bytes=act_bytes, weight_bytes=weight_bytes))
+        self.add(SamNeck("neck", stage, cfg, views=views, grid=g, act_bytes=act_bytes, weight_bytes=weight_bytes))
+        c2, c3 = cfg.downsample_channels
+        proj = self.add(SamCompressor("proj", stage, weight_dtype_bytes=weight_bytes))
+        n2 = Conv2d("conv1", stage, batch=views, height=g, width=g, c_in=cfg.out_chans, c_out=c2, kernel=3, stride=2,
+                    padding=1, bias=False, act_bytes=act_bytes, weight_bytes=weight_bytes)
+        proj.add(n2)
+        n3 = Conv2d("conv2", stage, batch=views, height=n2.h_out, width=n2.w_out, c_in=c2, c_out=c3, kernel=3,
+                    stride=2, padding=1, bias=False, act_bytes=act_bytes, weight_bytes=weight_bytes)
+        proj.add(n3)
+        self.out_side = n3.h_out
+        self.out_channels = c3
+
+
+class ClipEmbeddings(CompositeLayer):
+    """CLIP embeddings from SAM features: flatten N x c_3 x q x q to q^2 patch embeddings, prepend CLS,
+    add the 257-entry position table bicubic-resized to q x q (+ CLS). The patch conv is NOT run but its
+    weight is a parameter (it is in the checkpoint)."""
+
+    summary = "CLIP embeddings built from the SAM feature map (patch conv unused)"
+    formulas = ("CUDA-core FLOPs = N * (q^2+1) * C (position add) + 32 * q^2 * C when q != 16 (resize)",
+                "io bytes = b * N * (q^2+1) * C * 3 (flatten/cat copy, add)",
+                "weights = C (class) + C*3*p^2 (unused patch conv) + 257*C (positions)")
+
+    def __init__(self, name: str, stage: Stage, cfg: ClipConfig, *, views: int, grid: int, act_bytes: int,
+                 weight_bytes: int) -> None:
+        super().__init__(name, stage, weight_dtype_bytes=weight_bytes)
+        c = cfg.width
+        self.params = c + c * 3 * cfg.patch_size ** 2 + cfg.num_positions * c
+        tokens = views * (grid * grid + 1)
+        self.op(OperatorCategory.MEMORY, io_bytes=2 * act_bytes * tokens * c, launches=2)
+        self.op(OperatorCategory.ELEMENTWISE, cc_flops=tokens * c, io_bytes=3 * act_bytes * tokens * c, launches=1)
+        pos_side = cfg.image_size // cfg.patch_size
+        if grid != pos_side:
+            out = grid * grid * c
+            self.op(OperatorCategory.ELEMENTWISE, cc_flops=BICUBIC_FLOPS_PER_ELEM * out,
+                    io_bytes=4 * (pos_side * pos_side * c + out), launches=3)
+        self.activation_bytes = act_bytes * tokens * c
+
+
+class ClipAttention(CompositeLayer):
+    """CLIP self-attention: q/k/v projections (C -> C, bias each; the checkpoint's fused qkv_proj split at
+    load), h heads, no mask, out_proj (C -> C, bias)."""
+
+    summary = "CLIP multi-head self-attention (no mask)"
+    formulas = ("q/k/v_proj: 3 * 2 * T * C * C;  out_proj: 2 * T * C * C",
+                "QK^T and PV: 2 * 2 * (N*h) * (q^2+1)^2 * d", "weights = 4C^2 + 4C")
+
+    def __init__(self, name: str, stage: Stage, cfg: ClipConfig, *, views: int, seq: int, fused: bool,
+                 act_bytes: int, weight_bytes: int) -> None:
+        super().__init__(name, stage, weight_dtype_bytes=weight_bytes)
+        c, h = cfg.width, cfg.heads
+        tokens = views * seq
+        for proj in ("q_proj", "k_proj", "v_proj"):
+            self.add(Linear(proj, stage, tokens=tokens, in_features=c, out_features=c, bias=True,
+                            act_bytes=act_bytes, weight_bytes=weight_bytes))
+        self.add(AttentionCore("core", stage, groups=views * h, q_len=seq, k_len=seq, head_dim=c // h, fused=fused,
+                               causal_skip=False, act_bytes=act_bytes, weight_bytes=weight_bytes,
+                               score_bytes=act_bytes, prob_bytes=act_bytes, has_bias=False, eager_launches=5))
+        self.add(Linear("out_proj", stage, tokens=tokens, in_features=c, out_features=c, bias=True,
+                        act_bytes=act_bytes, weight_bytes=weight_bytes))
+
+
+class ClipBlock(CompositeLayer):
+    """x + attn(layer_norm1(x)); x + mlp(layer_norm2(x)), MLP fc1 -> quick_gelu -> fc2."""
+
+    summary = "CLIP encoder layer (pre-norm, quick_gelu MLP)"
+    formulas = ("MLP: 2 * T * C * m * 2 tensor-core FLOPs; quick_gelu 5 * T * m CUDA-core FLOPs",)
+
+    def __init__(self, name: str, stage: Stage, cfg: ClipConfig, *, views: int, seq: int, fused: bool,
+                 act_bytes: int, weight_bytes: int, count: int = 1) -> None:
+        from llm_perf_opt.data.common import Repetition
+
+        super().__init__(name, stage, weight_dtype_bytes=weight_bytes, count=count, repetition=Repetition.FOR)
+        c = cfg.width
+        tokens = views * seq
+        self.add(LayerNorm("layer_norm1", stage, tokens=tokens, dim=c, act_bytes=act_bytes, weight_bytes=weight_bytes))
+        self.add(ClipAttention("self_attn", stage, cfg, views=views, seq=seq, fused=fused, act_bytes=act_bytes,
+                               weight_bytes=weight_bytes))
+        self.add(Elementwise("residual1", stage, elements=tokens * c, flops_per_elem=1, inputs=2,
+                             act_bytes=act_bytes, weight_bytes=weight_bytes))
+        self.add(LayerNorm("layer_norm2", stage, tokens=tokens, dim=c, act_bytes=act_bytes, weight_bytes=weight_bytes))
+        self.add(SamMLP("mlp", stage, tokens=tokens, dim=c, hidden=cfg.mlp_dim, act_bytes=act_bytes,
+                        weight_bytes=weight_bytes, act_flops=QUICK_GELU_FLOPS_PER_ELEM, in_name="fc1",
+                        out_name="fc2"))
+        self.add(Elementwise("residual2", stage, elements=tokens * c, flops_per_elem=1, inputs=2,
+                             act_bytes=act_bytes, weight_bytes=weight_bytes))
+        self.held_bytes = act_bytes * tokens * c
+
+
+class ClipEncoder(CompositeLayer):
+    """CLIP-L over N views with a q x q SAM grid: embeddings, pre_layrnorm, L identical layers (FOR)."""
+
+    summary = "CLIP-L transformer fed by SAM features"
+    formulas = ("sequence = q^2 + 1 (CLS); layers repeat L times (repetition FOR)",)
+
+    def __init__(self, name: str, stage: Stage, cfg: ClipConfig, *, views: int, grid: int, fused: bool,
+                 act_bytes: int, weight_bytes: int) -> None:
+        super().__init__(name, stage, weight_dtype_bytes=weight_bytes)
+        seq = grid * grid + 1
+        self.add(ClipEmbeddings("embeddings", stage, cfg, views=views, grid=grid, act_bytes=act_bytes,
+                                weight_bytes=weight_bytes))
+        self.add(LayerNorm("pre_layrnorm", stage, tokens=views * seq, dim=cfg.width, act_bytes=act_bytes,
+                           weight_bytes=weight_bytes))
+        self.add(ClipBlock("transformer.layers", stage, cfg, views=views, seq=seq, fused=fused, act_bytes=act_bytes,
+                           weight_bytes=weight_bytes, count=cfg.layers))
+
+
+class FeatureFusion(BaseLayer):
+    """Concatenate CLIP output (CLS dropped, C_clip) with flattened SAM output (c_3) -> 2048 channels."""
+
+    summary = "fusion: cat(CLIP[:,1:], flatten(SAM)) along channels"
+    formulas = ("io bytes = 2 * b * T * (C_clip + c_3) (read both, write the concatenation)",)
+
+    def __init__(self, name: str, stage: Stage, *, tokens: int, dim: int, act_bytes: int, weight_bytes: int) -> None:
+        super().__init__(name, stage, weight_dtype_bytes=weight_bytes)
+        self.op(OperatorCategory.MEMORY, io_bytes=2 * act_bytes * tokens * dim, launches=2)
+        self.activation_bytes = act_bytes * tokens * dim
+
+
+class Projector(CompositeLayer):
+    """Linear(2048 -> 1280, bias) over the fused vision tokens."""
+
+    summary = "projector: Linear(input_dim -> n_embed) with bias"
+    formulas = ("tensor-core FLOPs = 2 * T * input_dim * n_embed", "weights = input_dim * n_embed + n_embed")
+
+    def __init__(self, name: str, stage: Stage, cfg: ProjectorConfig, *, tokens: int, act_bytes: int,
+                 weight_bytes: int) -> None:
+        super().__init__(name, stage, weight_dtype_bytes=weight_bytes)
+        self.add(Linear("layers", stage, tokens=tokens, in_features=cfg.input_dim, out_features=cfg.n_embed,
+                        bias=True, act_bytes=act_bytes, weight_bytes=weight_bytes))
+
+
+class ImageTokenLayout(BaseLayer):
+    """Arrange projected tokens: tile grid (q_t*rows) x (q_t*cols) and global q_g x q_g, a learned
+    image_newline after every grid row, a learned view_seperator after the views."""
+
+    summary = "newline / separator layout of the image tokens"
+    formulas = ("slots = (q_t*rows) * (q_t*cols + 1) + q_g * (q_g + 1) + 1",
+                "io bytes = 2 * b * slots * H (gather into the slot order)", "weights = 2 * H (newline, separator)")
+
+    def __init__(self, name: str, stage: Stage, *, slots: int, hidden: int, act_bytes: int, weight_bytes: int) -> None:
+        super().__init__(name, stage, weight_dtype_bytes=weight_bytes)
+        self.params = 2 * hidden
+        self.op(OperatorCategory.MEMORY, io_bytes=2 * act_bytes * slots * hidden, launches=4)
+        self.activation_bytes = act_bytes * slots * hidden

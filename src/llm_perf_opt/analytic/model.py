@@ -1,0 +1,186 @@
+"""The analytic module tree of DeepSeek-OCR for one workload, stage by stage.
+
+Node names are the executable model's module paths
+(``llm_perf_opt.models.deepseek_ocr.modeling``), so a node's path can be used
+as a key into ``model.named_modules()``::
+
+    vision.sam   model.sam_model            (global view call, then the tiles call)
+    vision.clip  model.vision_model         (same two calls)
+    projector    model.projector            (two calls) + model.embed_images (newline/separator layout)
+    prefill      model.merge_embeddings, model.language.embed_tokens, model.language.rotary_emb,
+                 model.language.layers.{i}, model.language.norm, lm_head (last position only)
+    decode       the same decoder nodes for ONE step (one new token per sequence, KV length L)
+
+The vision stages run once per request; the measured ``prefill`` range of the
+profiler wraps the three vision stages AND the decoder pass, while the
+analytic ``prefill`` stage is the decoder pass alone (add the vision stages
+for the measured range).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from llm_perf_opt.analytic.base import RequestRoot, StageCost
+from llm_perf_opt.analytic.layers.decoder import DecoderLayer, Embedding, FinalNorm, ImageTokenMerge, LMHead
+from llm_perf_opt.analytic.layers.llama import RotaryEmbedding
+from llm_perf_opt.analytic.layers.vision import (
+    ClipEncoder,
+    FeatureFusion,
+    ImageTokenLayout,
+    Projector,
+    SamEncoder,
+)
+from llm_perf_opt.analytic.workloads import RequestShape, request_shape
+from llm_perf_opt.data.analytic import OCRWorkloadProfile
+from llm_perf_opt.data.common import AttentionKind
+from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
+from llm_perf_opt.vocab import DTYPE_BYTES, Stage
+
+#: Executable-model module paths of the top modules (keys for per-module checks).
+SAM_PATH = "model.sam_model"
+CLIP_PATH = "model.vision_model"
+PROJECTOR_PATH = "model.projector"
+LAYOUT_PATH = "model.embed_images"
+MERGE_PATH = "model.merge_embeddings"
+LANGUAGE_PATH = "model.language"
+LM_HEAD_PATH = "lm_head"
+
+#: Routing counts: decoder layer index -> tokens routed to each expert (length E) in one forward.
+Routing = Mapping[int, Sequence[int]]
+
+
+def decoder_layer_path(index: int) -> str:
+    """Module path of decoder layer ``index``."""
+    return f"{LANGUAGE_PATH}.layers.{index}"
+
+
+class AnalyticModel:
+    """Stage trees of one (config, workload) pair; every query is arithmetic on fixed shapes.
+
+    ``routing_prefill`` / ``routing_decode`` (optional) give the tokens per expert
+    of each MoE layer seen in a real run; without them the routed experts'
+    weight traffic uses the uniform-routing expectation.
+    """
+
+    def __init__(self, config: DeepseekOCRConfig, workload: OCRWorkloadProfile, *,
+                 routing_prefill: Routing | None = None, routing_decode: Routing | None = None) -> None:
+        self.config = config
+        self.workload = workload
+        self.shape: RequestShape = request_shape(workload, config.language.max_position_embeddings)
+        self.act_bytes = DTYPE_BYTES[workload.dtype]
+        self.weight_bytes = DTYPE_BYTES[workload.dtype]
+        self.fused = workload.attention != AttentionKind.EAGER
+        self.causal_skip = workload.attention == AttentionKind.FLASH
+        self.routing_prefill = routing_prefill or {}
+        self.routing_decode = routing_decode or {}
+        self.stages: dict[Stage, StageCost] = {
+            Stage.VISION_SAM: self._sam(),
+            Stage.VISION_CLIP: self._clip(),
+            Stage.PROJECTOR: self._projector(),
+            Stage.PREFILL: self._decoder(Stage.PREFILL, q_len=self.shape.prefill_tokens,
+                                         kv_len=self.shape.prefill_tokens, logits_tokens=1,
+                                         routing=self.routing_prefill),
+        }
+        first = self.shape.decode_kv_len(0)
+        #: decode step at the mean KV length: FLOPs and bytes are linear in L, so
+        #: (number of steps) x (this step) is exact for the sums over all steps
+        self.decode_mean_kv_len = first + (self.shape.decode_forwards - 1) / 2 if self.shape.decode_forwards else first
+        self.stages[Stage.DECODE] = self.decode_step(self.decode_mean_kv_len)
+
+    # ------------------------------------------------------------ views
+    def views(self) -> list[tuple[str, int, int]]:
+        """Vision calls in execution order: (label, views per call, side in pixels)."""
+        b = self.shape.batch
+        out = []
+        if self.shape.layout.num_tiles:
+            out.append(("tiles", b * self.shape.layout.num_tiles, self.shape.tile_side_px))
+        out.append(("global", b, self.shape.global_side_px))
+        return out
+
+    def _sam(self) -> StageCost:
+        stage = StageCost(Stage.VISION_SAM.value, Stage.VISION_SAM, weight_dtype_bytes=self.weight_bytes)
+        for _label, n, side in self.views():
+            stage.add(SamEncoder(SAM_PATH, Stage.VISION_SAM, self.config.sam, views=n, side_px=side, fused=self.fused,
+                                 act_bytes=self.act_bytes, weight_bytes=self.weight_bytes))
+        return stage
+
+    def sam_out_side(self, side_px: int) -> int:
+        """Token-grid side of a view after SAM's two stride-2 convs: side / patch / 4."""
+        g = side_px // self.config.sam.patch_size
+        g2 = (g + 2 - 3) // 2 + 1
+        return (g2 + 2 - 3) // 2 + 1
+
+    def _clip(self) -> StageCost:
+        stage = StageCost(Stage.VISION_CLIP.value, Stage.VISION_CLIP, weight_dtype_bytes=self.weight_bytes)
+        for _label, n, side in self.views():
+            stage.add(ClipEncoder(CLIP_PATH, Stage.VISION_CLIP, self.config.clip, views=n,
+                                  grid=self.sam_out_side(side), fused=self.fused, act_bytes=self.act_bytes,
+                                  weight_bytes=self.weight_bytes))
+        return stage
+
+    def _projector(self) -> StageCost:
+        stage = StageCost(Stage.PROJECTOR.value, Stage.PROJECTOR, weight_dtype_bytes=self.weight_bytes)
+        for _label, n, side in self.views():
+            q = self.sam_out_side(side)
+            tokens = n * q * q
+            stage.add(FeatureFusion("model.fusion", Stage.PROJECTOR, tokens=tokens, dim=self.config.projector.input_dim,
+                                    act_bytes=self.act_bytes, weight_bytes=self.weight_bytes))
+            stage.add(Projector(PROJECTOR_PATH, Stage.PROJECTOR, self.config.projector, tokens=tokens,
+                                act_bytes=self.act_bytes, weight_bytes=self.weight_bytes))
+        stage.add(ImageTokenLayout(LAYOUT_PATH, Stage.PROJECTOR, slots=self.shape.batch * self.shape.layout.prompt_slots,
+                                   hidden=self.config.language.hidden_size, act_bytes=self.act_bytes,
+                                   weight_bytes=self.weight_bytes))
+        return stage
+
+    # ---------------------------------------------------------- decoder
+    def _decoder(self, stage_name: Stage, *, q_len: int, kv_len: float, logits_tokens: int,
+                 routing: Routing) -> StageCost:
+        lang = self.config.language
+        b = self.shape.batch
+        tokens = b * q_len
+        ab, wb = self.act_bytes, self.weight_bytes
+        stage = StageCost(stage_name.value, stage_name, weight_dtype_bytes=wb)
+        if stage_name == Stage.PREFILL:
+            stage.add(ImageTokenMerge(MERGE_PATH, stage_name, image_tokens=b * self.shape.layout.prompt_slots,
+                                      tokens=tokens, hidden=lang.hidden_size, act_bytes=ab, weight_bytes=wb))
+        stage.add(Embedding(f"{LANGUAGE_PATH}.embed_tokens", stage_name, tokens=tokens, vocab=lang.vocab_size,
+                            hidden=lang.hidden_size, act_bytes=ab, weight_bytes=wb))
+        stage.add(RotaryEmbedding(f"{LANGUAGE_PATH}.rotary_emb", stage_name, rows=b, positions=q_len,
+                                  head_dim=lang.head_dim, act_bytes=ab, weight_bytes=wb))
+        for i in range(lang.num_hidden_layers):
+            stage.add(DecoderLayer(decoder_layer_path(i), stage_name, lang, index=i, batch=b, q_len=q_len,
+                                   kv_len=kv_len, fused=self.fused, causal_skip=self.causal_skip, act_bytes=ab,
+                                   weight_bytes=wb, tokens_per_expert=routing.get(i)))
+        stage.add(FinalNorm(f"{LANGUAGE_PATH}.norm", stage_name, tokens=tokens, dim=lang.hidden_size, act_bytes=ab,
+                            weight_bytes=wb))
+        stage.add(LMHead(LM_HEAD_PATH, stage_name, tokens=b * logits_tokens, hidden=lang.hidden_size,
+                         vocab=lang.vocab_size, act_bytes=ab, weight_bytes=wb))
+        return stage
+
+    def decode_step(self, kv_len: float, routing: Routing | None = None) -> StageCost:
+        """One decode forward (B new tokens) attending over ``kv_len`` positions."""
+        return self._decoder(Stage.DECODE, q_len=1, kv_len=kv_len, logits_tokens=1,
+                             routing=self.routing_decode if routing is None else routing)
+
+    # ----------------------------------------------------------- totals
+    def root(self) -> RequestRoot:
+        """All stages under one node (one request: vision once, prefill once, decode = ONE mean step)."""
+        root = RequestRoot("request", Stage.PREFILL, weight_dtype_bytes=self.weight_bytes)
+        for stage in self.stages.values():
+            root.add(stage)
+        return root
+
+    def weight_bytes_total(self) -> float:
+        """Resident weight bytes of the whole model (every parameter once)."""
+        return self.root().forward_memory_weight()
+
+    def kv_cache_bytes_final(self) -> float:
+        """KV cache after the last decode forward: 2 * B * L_final * layers * h_kv * d * b."""
+        lang = self.config.language
+        return float(2 * self.shape.batch * self.shape.final_kv_len * lang.num_hidden_layers
+                     * lang.num_key_value_heads * lang.head_dim * self.act_bytes)
+
+    def kv_cache_bytes_after_prefill(self) -> float:
+        """KV cache right after prefill (what the executable model's DynamicCache holds)."""
+        return self.stages[Stage.PREFILL].forward_memory_kvcache()

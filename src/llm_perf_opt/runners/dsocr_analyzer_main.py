@@ -1,0 +1,177 @@
+"""Analytic model report of DeepSeek-OCR (no GPU, no weights): FLOPs, bytes, memory, roofline time.
+
+    python -m llm_perf_opt.runners.dsocr_analyzer_main --mode analytic
+    llm-perf-opt analyze --workload-profile-id dsocr-base-v1 --gpu a100-sxm4-80gb
+
+Writes ``<output-dir>/static_analysis/analytic_model/{report.json,report.yaml,summary.json,layers/*.md}``
+and prints the report.json path as its last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from llm_perf_opt.errors import UserError
+
+DEFAULT_OUTPUT_ROOT = Path("tmp") / "profile-output"
+
+
+def _image_size(text: str) -> tuple[int, int]:
+    try:
+        w, h = text.lower().split("x")
+        return int(w), int(h)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"image size {text!r} is not WIDTHxHEIGHT (e.g. 1700x2200)") from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of the analyzer (also used by ``llm-perf-opt analyze``)."""
+    from llm_perf_opt.analytic.workloads import DEFAULT_PROFILE_ID
+    from llm_perf_opt.runners.dsocr_analyzer import DEFAULT_GPU
+
+    parser.add_argument("--mode", choices=["analytic"], default="analytic",
+                        help="what to produce: 'analytic' = the analytic model report (the only mode of this runner)")
+    parser.add_argument("--model", default="default",
+                        help="model config: 'default' (packaged DeepSeek-OCR config.json), 'tiny', a config.json "
+                             "or a local model folder holding one (weights are never read)")
+    parser.add_argument("--device", choices=["meta", "cpu", "none"], default="meta",
+                        help="device on which the executable model is built to cross-check the analytic parameter "
+                             "counts per top module ('meta': shapes only, no memory; 'cpu': random weights; "
+                             "'none': skip the check)")
+    parser.add_argument("--workload-profile-id", default=DEFAULT_PROFILE_ID,
+                        help=f"named workload profile (default {DEFAULT_PROFILE_ID}; see docs/analytic.md); the "
+                             "flags below override its fields")
+    parser.add_argument("--resolution-mode", default=None, help="override the mode: tiny, small, base, large, gundam")
+    parser.add_argument("--image-size", type=_image_size, default=None,
+                        help="override the page size in pixels, WIDTHxHEIGHT (sets Gundam's tile grid)")
+    parser.add_argument("--prompt-tokens", type=int, default=None,
+                        help="override the prompt's text tokens (BOS + text, without the image slots)")
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="override the generated tokens per page")
+    parser.add_argument("--batch-size", type=int, default=None, help="override the pages per forward")
+    parser.add_argument("--dtype", default=None, help="override the compute dtype: bf16, fp16, fp32, fp8")
+    parser.add_argument("--attention", choices=["eager", "sdpa", "flash"], default=None,
+                        help="override the attention implementation modelled (eager: scores in memory; sdpa: "
+                             "fused; flash: fused and causal-skipping)")
+    parser.add_argument("--gpu", default=DEFAULT_GPU,
+                        help=f"GPU catalogue key or alias (default {DEFAULT_GPU}; `llm-perf-opt hw list` shows them)")
+    parser.add_argument("--ceilings", type=Path, default=None,
+                        help="measured ceilings file (llm-perf-opt hw bench) used instead of the datasheet peaks")
+    parser.add_argument("--calibration", type=Path, default=None,
+                        help="calibration file (llm-perf-opt calibrate): per-category efficiencies and launch cost")
+    parser.add_argument("--max-depth", type=int, default=None,
+                        help="module-tree depth kept per stage in the report (default: all nodes)")
+    parser.add_argument("--output-dir", type=Path, default=None,
+                        help="run folder (default tmp/profile-output/<run_id>/); outputs go to "
+                             "<output-dir>/static_analysis/analytic_model/")
+
+
+def check_parameters(config: object, report: object, device: str) -> str:
+    """Build the executable model on ``device`` and compare its parameter count per top module with the
+    report's weight bytes; returns one summary line, raises RuntimeError on a mismatch (a bug)."""
+    import torch
+
+    from llm_perf_opt.analytic.model import (
+        CLIP_PATH,
+        LANGUAGE_PATH,
+        LAYOUT_PATH,
+        LM_HEAD_PATH,
+        PROJECTOR_PATH,
+        SAM_PATH,
+    )
+    from llm_perf_opt.data.analytic import AnalyticModelReport
+    from llm_perf_opt.models.deepseek_ocr import build_model
+    from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
+    from llm_perf_opt.vocab import DTYPE_BYTES, Stage
+
+    assert isinstance(config, DeepseekOCRConfig) and isinstance(report, AnalyticModelReport)
+    model = build_model(config, device=device, dtype=torch.bfloat16)
+    wb = DTYPE_BYTES[report.workload.dtype]
+    lang = model.model.language
+    real = {
+        f"{Stage.VISION_SAM.value}/{SAM_PATH}": model.model.sam_model,
+        f"{Stage.VISION_CLIP.value}/{CLIP_PATH}": model.model.vision_model,
+        f"{Stage.PROJECTOR.value}/{PROJECTOR_PATH}": model.model.projector,
+        f"{Stage.PREFILL.value}/{LANGUAGE_PATH}.embed_tokens": lang.embed_tokens,
+        f"{Stage.PREFILL.value}/{LANGUAGE_PATH}.norm": lang.norm,
+        f"{Stage.PREFILL.value}/{LM_HEAD_PATH}": model.lm_head,
+    }
+    for i, layer in enumerate(lang.layers):
+        real[f"{Stage.PREFILL.value}/{LANGUAGE_PATH}.layers.{i}"] = layer
+    bad = []
+    for module_id, module in real.items():
+        n = sum(p.numel() for p in module.parameters())
+        got = report.snapshot(module_id).weight_bytes / wb
+        if got != n:
+            bad.append(f"{module_id}: analytic {got:.0f} vs model {n}")
+    layout = model.model.image_newline.numel() + model.model.view_seperator.numel()
+    if report.snapshot(f"{Stage.PROJECTOR.value}/{LAYOUT_PATH}").weight_bytes / wb != layout:
+        bad.append(f"{LAYOUT_PATH}: layout parameters differ")
+    total = sum(p.numel() for p in model.parameters())
+    if report.memory.weights_bytes / wb != total:
+        bad.append(f"total: analytic {report.memory.weights_bytes / wb:.0f} vs model {total}")
+    if bad:
+        raise RuntimeError("analytic parameter counts differ from the executable model: " + "; ".join(bad))
+    return f"parameters checked against the executable model on {device}: {total:,} equal per top module"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the report, write the outputs, print the report path last."""
+    from llm_perf_opt.analytic.workloads import get_profile, with_overrides
+    from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
+    from llm_perf_opt.runners.dsocr_analyzer import DeepseekOCRStaticAnalyzer, write_outputs
+    from llm_perf_opt.vocab import parse_dtype
+
+    if args.mode != "analytic":
+        raise UserError(f"--mode {args.mode!r} is not supported by this runner (use 'analytic')")
+    config = DeepseekOCRConfig.named(args.model)
+    dtype = None
+    if args.dtype is not None:
+        try:
+            dtype = parse_dtype(args.dtype)
+        except ValueError as exc:
+            raise UserError(f"--dtype: {exc}") from None
+    if args.max_depth is not None and args.max_depth < 1:
+        raise UserError(f"--max-depth must be >= 1, got {args.max_depth}")
+    workload = with_overrides(get_profile(args.workload_profile_id), mode=args.resolution_mode,
+                              image_size=args.image_size, prompt_text_tokens=args.prompt_tokens,
+                              max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, dtype=dtype,
+                              attention=args.attention)
+    analyzer = DeepseekOCRStaticAnalyzer()
+    spec = analyzer.gpu(args.gpu)
+    report = analyzer.analyze(config, workload, spec, args.ceilings, calibration=args.calibration,
+                              max_depth=args.max_depth)
+    if args.device != "none":
+        report.notes.append(check_parameters(config, report, args.device))
+    run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ") + f"-analytic-{workload.profile_id}"
+    output_dir = args.output_dir or (DEFAULT_OUTPUT_ROOT / run_id)
+    path = write_outputs(report, output_dir)
+    t = report.model_totals
+    print(f"model {config.name}, workload {workload.profile_id} ({workload.mode}, "
+          f"{workload.image_width_px}x{workload.image_height_px}, {workload.prefill_tokens} prompt tokens, "
+          f"{workload.max_new_tokens} new), GPU {spec.key} ({report.peaks.source.value} peaks)")
+    for stage, st in report.stage_totals.items():
+        print(f"  {stage.value:<12} {st.total_flops / 1e9:12,.2f} GFLOP {st.io_bytes / 1e9:10,.3f} GB "
+              f"{st.time_ms:10,.3f} ms")
+    print(f"  {'total':<12} {t.total_flops / 1e9:12,.2f} GFLOP {t.io_bytes / 1e9:10,.3f} GB {t.time_ms:10,.3f} ms")
+    print(f"  decode per token {report.decode.per_token.time_ms:.4f} ms; weights "
+          f"{report.memory.weights_bytes / 1e9:.2f} GB; max batch {report.memory.max_batch_size}")
+    print(path)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m llm_perf_opt.runners.dsocr_analyzer_main``."""
+    from llm_perf_opt.cli import run_guarded
+
+    parser = argparse.ArgumentParser(prog="dsocr_analyzer_main", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    return run_guarded(lambda: run(args), "dsocr_analyzer_main")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

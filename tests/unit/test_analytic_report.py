@@ -1,0 +1,142 @@
+"""Report building: every named profile, IO round trip, totals that add up, weights vs the real model,
+speed, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from llm_perf_opt.analytic.model import AnalyticModel
+from llm_perf_opt.analytic.workloads import DEFAULT_PROFILE_ID, get_profile, named_profiles, with_overrides
+from llm_perf_opt.data.analytic import AnalyticModelReport
+from llm_perf_opt.data.io import load_report
+from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
+from llm_perf_opt.runners import dsocr_analyzer_main
+from llm_perf_opt.runners.dsocr_analyzer import DeepseekOCRStaticAnalyzer, stage_flops_bytes, write_outputs
+from llm_perf_opt.vocab import Stage
+
+ANALYZER = DeepseekOCRStaticAnalyzer()
+DEFAULT = DeepseekOCRConfig.default()
+
+
+def official_parameter_count() -> int:
+    from pathlib import Path
+
+    rows = (Path(__file__).parents[1] / "data" / "official-tensors.tsv").read_text().splitlines()[1:]
+    total = 0
+    for row in rows:
+        n = 1
+        for d in row.split("\t")[1].split("x"):
+            n *= int(d)
+        total += n
+    return total
+
+
+@pytest.mark.parametrize("profile_id", list(named_profiles()))
+def test_every_profile_builds_and_adds_up(profile_id):
+    report = ANALYZER.analyze(DEFAULT, get_profile(profile_id), "h100-sxm")
+    totals = report.stage_totals
+    assert set(totals) == set(Stage)
+    assert report.model_totals.total_flops == pytest.approx(sum(t.total_flops for t in totals.values()), rel=1e-12)
+    assert report.model_totals.time_ms == pytest.approx(sum(t.time_ms for t in totals.values()), rel=1e-12)
+    assert report.decode.total.total_flops == pytest.approx(
+        report.decode.per_token.total_flops * (report.workload.max_new_tokens - 1), rel=1e-9)
+    # every parent's work is the sum of its children's
+    snaps = {s.module_id: s for s in report.snapshots}
+    for node in report.modules:
+        if node.children_ids:
+            kids = sum(snaps[c].tensor_core_flops for c in node.children_ids)
+            assert snaps[node.module_id].tensor_core_flops == pytest.approx(kids, rel=1e-9), node.module_id
+            kids_io = sum(snaps[c].io_bytes for c in node.children_ids)
+            assert snaps[node.module_id].io_bytes == pytest.approx(kids_io, rel=1e-9), node.module_id
+    # weights: the official checkpoint's parameter count, in bf16
+    assert report.memory.weights_bytes == 2 * official_parameter_count()
+    assert report.model.parameter_count == official_parameter_count()
+    assert report.memory.max_batch_size and report.memory.max_batch_size > 1
+
+
+def test_report_round_trips_through_io_and_outputs(tmp_path):
+    report = ANALYZER.analyze(DEFAULT, get_profile(DEFAULT_PROFILE_ID), "h100-sxm")
+    path = write_outputs(report, tmp_path / "run")
+    assert path == tmp_path / "run" / "static_analysis" / "analytic_model" / "report.json"
+    for suffix in ("json", "yaml"):
+        loaded = load_report(path.with_suffix(f".{suffix}"), AnalyticModelReport)
+        assert loaded.model_totals == report.model_totals
+        assert loaded.snapshot("decode/lm_head") == report.snapshot("decode/lm_head")
+    layers = path.parent / "layers"
+    assert (layers / "summary.md").exists() and (layers / "SamAttention.md").exists()
+    assert "2 * 2 * (n_w*h) * s^4 * d" in (layers / "SamAttention.md").read_text()
+    assert (path.parent / "summary.json").exists()
+    with pytest.raises(Exception, match="already exists"):
+        write_outputs(report, tmp_path / "run")
+    # what-if: rebuild from the saved report's model spec with another workload and GPU
+    loaded = load_report(path, AnalyticModelReport)
+    other = ANALYZER.rebuild(loaded, workload=with_overrides(loaded.workload, batch_size=4), gpu="a100-sxm4-80gb")
+    assert other.gpu_key == "a100-sxm4-80gb" and other.workload.batch_size == 4
+    assert other.stage_totals[Stage.VISION_SAM].tensor_core_flops == pytest.approx(
+        4 * report.stage_totals[Stage.VISION_SAM].tensor_core_flops)
+    flops, io = stage_flops_bytes(report)[Stage.PREFILL]
+    assert flops == report.stage_totals[Stage.PREFILL].total_flops and io > 0
+
+
+def test_five_modes_fast():
+    start = time.perf_counter()
+    for mode in ("tiny", "small", "base", "large", "gundam"):
+        ANALYZER.analyze(DEFAULT, get_profile(f"dsocr-{mode}-v1"), "h100-sxm")
+    assert time.perf_counter() - start < 2.0
+
+
+@pytest.mark.parametrize(("config", "device"), [("tiny", "cpu"), ("default", "meta")])
+def test_weight_bytes_equal_real_parameter_bytes(config, device):
+    cfg = DeepseekOCRConfig.named(config)
+    report = ANALYZER.analyze(cfg, get_profile("dsocr-gundam-v1"), "h100-sxm")
+    line = dsocr_analyzer_main.check_parameters(cfg, report, device)
+    assert "equal per top module" in line
+
+
+def test_kv_cache_formula():
+    model = AnalyticModel(DEFAULT, get_profile("dsocr-base-v1"))
+    lang = DEFAULT.language
+    per_pos = 2 * lang.num_hidden_layers * lang.num_key_value_heads * lang.head_dim * 2
+    assert model.kv_cache_bytes_after_prefill() == per_pos * model.shape.prefill_tokens
+    assert model.kv_cache_bytes_final() == per_pos * (model.shape.prefill_tokens + 1023)
+
+
+@pytest.mark.parametrize(("argv", "fragment"), [
+    (["--workload-profile-id", "nope"], "unknown workload profile 'nope'"),
+    (["--image-size", "0x700"], "impossible image size 0x700"),
+    (["--gpu", "h900"], "unknown GPU 'h900'"),
+    (["--model", "NOTDS"], "is not DeepSeek-OCR"),
+    (["--max-new-tokens", "9000"], "exceeds the model's 8192 positions"),
+])
+def test_bad_input_one_line(tmp_path, capsys, argv, fragment):
+    if "NOTDS" in argv:
+        folder = tmp_path / "llama"
+        folder.mkdir()
+        (folder / "config.json").write_text('{"model_type": "llama", "hidden_size": 4096}')
+        argv = [str(folder) if a == "NOTDS" else a for a in argv]
+    rc = dsocr_analyzer_main.main([*argv, "--device", "none", "--output-dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and fragment in err and "\n" not in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("config", ["tiny", "default"])
+def test_weight_bytes_of_every_matching_module_path(config):
+    """Every analytic node whose path is a module of the executable model has exactly its parameters."""
+    import torch
+
+    from llm_perf_opt.models.deepseek_ocr import build_model
+
+    cfg = DeepseekOCRConfig.named(config)
+    real = {name: sum(p.numel() for p in mod.parameters())
+            for name, mod in build_model(cfg, device="meta", dtype=torch.bfloat16).named_modules()}
+    model = AnalyticModel(cfg, get_profile("dsocr-gundam-v1"))
+    checked = 0
+    for stage in (Stage.VISION_SAM, Stage.VISION_CLIP, Stage.PROJECTOR, Stage.PREFILL):
+        for path, node in model.stages[stage].walk():
+            if path in real:
+                assert node.param_count() == real[path], path
+                checked += 1
+    assert checked > 50

@@ -1,0 +1,130 @@
+"""Roofline arithmetic: closed-form decode sums, per-layer max(compute, memory), peaks, memory peak."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from llm_perf_opt.analytic.calibration import Calibration
+from llm_perf_opt.analytic.layers.common import Linear
+from llm_perf_opt.analytic.layers.decoder import RoutedExperts, expected_distinct_experts
+from llm_perf_opt.analytic.model import AnalyticModel
+from llm_perf_opt.analytic.roofline import (
+    RooflinePeaks,
+    node_times,
+    sum_linear,
+    sum_max_linear,
+    summed_node_times,
+)
+from llm_perf_opt.analytic.workloads import get_profile, with_overrides
+from llm_perf_opt.data.common import PeakSource
+from llm_perf_opt.hardware import effective_peaks, load_catalog
+from llm_perf_opt.hardware.bench import BenchMethod, MeasuredCeilings
+from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
+from llm_perf_opt.vocab import DType, OperatorCategory, Stage
+
+SPEC = load_catalog().get("h100-sxm")
+PEAKS = RooflinePeaks.from_effective(effective_peaks(SPEC), DType.BF16)
+
+
+def test_sum_linear_and_sum_max_linear_match_brute_force():
+    rng = random.Random(0)
+    for _ in range(500):
+        n = rng.randint(1, 60)
+        f0, f1, g0, g1 = (rng.uniform(-5, 5) for _ in range(4))
+
+        def lin(a, b, i, n=n):
+            return a if n == 1 else a + (b - a) * i / (n - 1)
+
+        brute = sum(max(lin(f0, f1, i), lin(g0, g1, i)) for i in range(n))
+        assert sum_max_linear(f0, f1, g0, g1, n) == pytest.approx(brute, rel=1e-12, abs=1e-9)
+        assert sum_linear(f0, f1, n, 0, n) == pytest.approx(sum(lin(f0, f1, i) for i in range(n)), abs=1e-9)
+
+
+def test_leaf_time_is_max_of_compute_and_memory():
+    small = Linear("x", Stage.DECODE, tokens=1, in_features=4096, out_features=4096, bias=False, act_bytes=2,
+                   weight_bytes=2)
+    big = Linear("y", Stage.PREFILL, tokens=8192, in_features=4096, out_features=4096, bias=False, act_bytes=2,
+                 weight_bytes=2)
+    for layer, bound in ((small, "memory"), (big, "compute")):
+        t = node_times(layer, PEAKS)[id(layer)]
+        compute = layer.forward_tensor_core_flops() / PEAKS.tensor_core_flops_per_s
+        memory = layer.forward_cal_io() / PEAKS.memory_bytes_per_s
+        assert t.time_s == pytest.approx(max(compute, memory))
+        assert t.bound.value == bound
+
+
+def test_decode_sum_over_steps_equals_per_step_sum():
+    cfg = DeepseekOCRConfig.default()
+    wl = with_overrides(get_profile("dsocr-base-v1"), max_new_tokens=41, attention="eager")
+    model = AnalyticModel(cfg, wl)
+    n = model.shape.decode_forwards
+    first = model.decode_step(model.shape.decode_kv_len(0))
+    last = model.decode_step(model.shape.decode_kv_len(n - 1))
+    summed = summed_node_times(first, last, n, PEAKS)[id(first)].time_s
+    brute = 0.0
+    flops = 0.0
+    for i in range(n):
+        step = model.decode_step(model.shape.decode_kv_len(i))
+        brute += node_times(step, PEAKS)[id(step)].time_s
+        flops += step.forward_flops()
+    assert summed == pytest.approx(brute, rel=1e-12)
+    # FLOPs are linear in L: steps x the mean-length step is exact
+    assert model.stages[Stage.DECODE].forward_flops() * n == pytest.approx(flops, rel=1e-12)
+
+
+def test_measured_ceilings_replace_datasheet_and_calibration_adds_launch_cost():
+    from llm_perf_opt.runners.dsocr_analyzer import DeepseekOCRStaticAnalyzer
+
+    ceilings = MeasuredCeilings(
+        gpu_key="h100-sxm", device_name="NVIDIA H100 80GB HBM3", matmul_flops_per_s={"bf16": 786e12},
+        memory_bandwidth_bytes_per_s=3.03e12,
+        method=BenchMethod(matmul_size=8192, warmup=3, repeats=10, inner=1, copy_buffer_bytes=2**31))
+    analyzer = DeepseekOCRStaticAnalyzer()
+    cfg = DeepseekOCRConfig.default()
+    wl = get_profile("dsocr-base-v1")
+    sheet = analyzer.analyze(cfg, wl, "h100-sxm", max_depth=1)
+    measured = analyzer.analyze(cfg, wl, "h100-sxm", ceilings, max_depth=1)
+    assert sheet.peaks.source is PeakSource.DATASHEET and measured.peaks.source is PeakSource.MEASURED
+    assert measured.peaks.tensor_core_flops_per_s == 786e12
+    assert measured.model_totals.time_ms > sheet.model_totals.time_ms
+    assert measured.model_totals.total_flops == sheet.model_totals.total_flops
+    cal = Calibration(gpu_key="h100-sxm", launch_overhead_s=5e-6)
+    slow = analyzer.analyze(cfg, wl, "h100-sxm", calibration=cal, max_depth=1)
+    assert slow.peaks.launch_overhead_ms == pytest.approx(5e-3)
+    assert slow.decode.per_token.time_ms > sheet.decode.per_token.time_ms
+
+
+def test_routed_experts_weight_traffic():
+    assert expected_distinct_experts(64, 6, 1) == pytest.approx(6.0)
+    assert expected_distinct_experts(64, 6, 10_000) == pytest.approx(64.0)
+    uniform = RoutedExperts("e", Stage.DECODE, tokens=1, hidden=1280, intermediate=896, experts=64, top_k=6,
+                            act_bytes=2, weight_bytes=2)
+    counted = RoutedExperts("e", Stage.DECODE, tokens=1, hidden=1280, intermediate=896, experts=64, top_k=6,
+                            act_bytes=2, weight_bytes=2, tokens_per_expert=[1] * 6 + [0] * 58)
+    assert uniform.forward_tensor_core_flops() == counted.forward_tensor_core_flops() == 6 * 6 * 1280 * 896
+    assert uniform.experts_hit == pytest.approx(6.0) and counted.experts_hit == 6
+    weights_read = 6 * 3 * 1280 * 896 * 2
+    assert counted.ops[OperatorCategory.MOE_EXPERTS][2] >= weights_read
+    assert uniform.forward_memory_weight() == 64 * 3 * 1280 * 896 * 2
+
+
+def test_activation_memory_is_a_peak_not_a_sum():
+    model = AnalyticModel(DeepseekOCRConfig.default(), get_profile("dsocr-base-v1"))
+    stage = model.stages[Stage.PREFILL]
+    leaves = [layer for _, layer in stage.walk() if not layer.children]
+    assert stage.forward_memory_activation() < sum(leaf.activation_bytes for leaf in leaves)
+    assert stage.forward_memory_activation() >= max(leaf.activation_bytes for leaf in leaves)
+    # backward keeps every leaf's activations: the sum
+    assert stage.backward_memory_activation() == pytest.approx(sum(leaf.activation_bytes for leaf in leaves))
+
+
+def test_flash_skips_the_causal_triangle():
+    cfg = DeepseekOCRConfig.default()
+    base = get_profile("dsocr-base-v1")
+    sdpa = AnalyticModel(cfg, with_overrides(base, attention="sdpa")).stages[Stage.PREFILL]
+    flash = AnalyticModel(cfg, with_overrides(base, attention="flash")).stages[Stage.PREFILL]
+    eager = AnalyticModel(cfg, with_overrides(base, attention="eager")).stages[Stage.PREFILL]
+    assert flash.forward_tensor_core_flops() < sdpa.forward_tensor_core_flops() == eager.forward_tensor_core_flops()
+    assert eager.forward_cal_io() > sdpa.forward_cal_io()
