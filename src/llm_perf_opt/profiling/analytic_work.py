@@ -1,0 +1,88 @@
+"""Analytic FLOPs and bytes of each measured pass, from the analytic model (llm_perf_opt.analytic).
+
+The workload of a pass is rebuilt from what was actually run: the mode, each
+page's size (so Gundam's tile grid), the prompt's text tokens (BOS counted
+as text, since the analytic prefill length is image slots + text tokens),
+the decode steps run, the batch, the dtype and the attention implementation.
+The analytic ``prefill`` stage is the decoder pass alone; the measured
+``prefill`` range also wraps the vision stages, so they are added here. The
+analytic ``decode`` stage is one step at the mean KV length; the decode
+range holds ``decode_steps - 1`` decoder forwards (the last step only picks
+a token), so its work is that many steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from llm_perf_opt.analytic.model import AnalyticModel
+from llm_perf_opt.data.analytic import OCRWorkloadProfile
+from llm_perf_opt.data.common import AttentionKind
+from llm_perf_opt.inputs.pages import Page
+from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
+from llm_perf_opt.profiling.mfu import StageWork, WorkFn
+from llm_perf_opt.profiling.records import PassRecord
+from llm_perf_opt.vocab import VISION_STAGES, DType, Stage
+
+#: How the work numbers were obtained (for assumptions.md).
+ANALYTIC_NOTE = ("llm_perf_opt.analytic.model.AnalyticModel per pass workload (mode, page size and tile grid, "
+                 "prompt text tokens incl. BOS, decode steps, batch, dtype, attention); measured prefill = analytic "
+                 "vision stages + analytic prefill; decode = (decode steps - 1) forwards at the mean KV length; "
+                 "FLOPs = tensor-core + CUDA-core FLOPs, bytes = the model's forward I/O estimate")
+
+
+def _stage_work(model: AnalyticModel) -> dict[Stage, StageWork]:
+    out: dict[Stage, StageWork] = {}
+    for stage in VISION_STAGES:
+        cost = model.stages[stage]
+        out[stage] = StageWork(flops=cost.forward_flops(), bytes=cost.forward_cal_io())
+    pre = model.stages[Stage.PREFILL]
+    out[Stage.PREFILL] = StageWork(
+        flops=pre.forward_flops() + sum(out[s].flops for s in VISION_STAGES),
+        bytes=pre.forward_cal_io() + sum(out[s].bytes for s in VISION_STAGES),
+    )
+    steps = model.shape.decode_forwards
+    dec = model.stages[Stage.DECODE]
+    out[Stage.DECODE] = StageWork(flops=steps * dec.forward_flops(), bytes=steps * dec.forward_cal_io())
+    return out
+
+
+def make_work_fn(config: DeepseekOCRConfig, pages: Sequence[Page], *, mode: str, dtype: DType,
+                 attn_implementation: str) -> WorkFn:
+    """A function giving the analytic work of every stage of a pass (cached per distinct workload).
+
+    Pages of one batch with the same size form one workload with that batch
+    size; a batch of mixed sizes is the sum of its pages at batch 1 (weight
+    traffic is then counted once per page, so MBU is an upper estimate).
+    """
+    cache: dict[tuple[int, int, int, int, int], dict[Stage, StageWork]] = {}
+    attention = AttentionKind(attn_implementation)
+
+    def work_of(width: int, height: int, text_tokens: int, new_tokens: int, batch: int) -> dict[Stage, StageWork]:
+        key = (width, height, text_tokens, new_tokens, batch)
+        if key not in cache:
+            wl = OCRWorkloadProfile.create(profile_id=f"{mode}-{width}x{height}-b{batch}", mode=mode,
+                                           image_width_px=width, image_height_px=height,
+                                           prompt_text_tokens=text_tokens, max_new_tokens=new_tokens,
+                                           batch_size=batch, dtype=dtype, attention=attention)
+            cache[key] = _stage_work(AnalyticModel(config, wl))
+        return cache[key]
+
+    def work(record: PassRecord) -> Mapping[Stage, StageWork]:
+        batch_pages = [pages[i] for i in record.image_indices]
+        if not batch_pages or record.decode_steps < 1:
+            return {}
+        n = len(batch_pages)
+        text_tokens = (record.prompt_tokens - record.image_slots) // n  # BOS + text per row
+        sizes = {(p.width, p.height) for p in batch_pages}
+        if len(sizes) == 1:
+            (w, h), = sizes
+            return work_of(w, h, text_tokens, record.decode_steps, n)
+        total: dict[Stage, StageWork] = {}
+        for p in batch_pages:
+            for stage, sw in work_of(p.width, p.height, text_tokens, record.decode_steps, 1).items():
+                prev = total.get(stage, StageWork(flops=0.0, bytes=0.0))
+                total[stage] = StageWork(flops=prev.flops + sw.flops, bytes=prev.bytes + sw.bytes)
+        return total
+
+    return work

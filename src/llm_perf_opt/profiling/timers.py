@@ -1,0 +1,121 @@
+"""Stage timers: NVTX ranges plus CUDA events (GPU) or synchronised host clocks (CPU).
+
+One :class:`StageRecorder` times one pass (one image batch, one repeat). Its
+:meth:`StageRecorder.scope` is the ``scope(stage_name)`` hook the model calls
+around ``vision.sam``, ``vision.clip`` and ``projector``; the runner opens
+``prefill``, ``decode`` and ``decode.step.{i}`` itself. On CUDA each range
+records a pair of CUDA events on the current stream (no synchronisation
+inside the pass); :meth:`StageRecorder.collect` synchronises once and reads
+every elapsed time. On CPU, work is synchronous and ``time.perf_counter``
+around each range is exact up to Python overhead.
+
+A range name used more than once in a pass (SAM over the tiles and over the
+global view) is summed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from typing import Any
+
+import torch
+
+from llm_perf_opt.vocab import DECODE_STEP_RANGE
+
+
+class StageRecorder:
+    """Times named ranges of one pass.
+
+    ``device``: where the model runs ('cuda' -> CUDA events, else host clock).
+    ``nvtx``: push an NVTX range per scope (CUDA only; what Nsight Systems shows).
+    ``record_function``: also open a ``torch.profiler.record_function`` range
+    (used in the profiler pass so the operator table can be split by stage).
+    ``timing``: False turns timing off and leaves only the ranges (for the
+    overhead benchmark's baseline, set nvtx and record_function False too).
+    """
+
+    def __init__(self, device: torch.device | str, *, nvtx: bool = True, record_function: bool = False,
+                 timing: bool = True) -> None:
+        self.device = torch.device(device)
+        self.cuda = self.device.type == "cuda"
+        self.nvtx = nvtx and self.cuda
+        self.record_function = record_function
+        self.timing = timing
+        self._cuda_pairs: list[tuple[str, torch.cuda.Event, torch.cuda.Event]] = []
+        self._host_ms: list[tuple[str, float]] = []
+
+    @contextlib.contextmanager
+    def _range(self, name: str) -> Iterator[None]:
+        rf: AbstractContextManager[Any] = (
+            torch.profiler.record_function(name) if self.record_function else contextlib.nullcontext()
+        )
+        if self.nvtx:
+            torch.cuda.nvtx.range_push(name)
+        try:
+            with rf:
+                if not self.timing:
+                    yield
+                elif self.cuda:
+                    start = torch.cuda.Event(enable_timing=True)
+                    end = torch.cuda.Event(enable_timing=True)
+                    start.record()
+                    try:
+                        yield
+                    finally:
+                        end.record()
+                        self._cuda_pairs.append((name, start, end))
+                else:
+                    t0 = time.perf_counter()
+                    try:
+                        yield
+                    finally:
+                        self._host_ms.append((name, (time.perf_counter() - t0) * 1e3))
+        finally:
+            if self.nvtx:
+                torch.cuda.nvtx.range_pop()
+
+    def scope(self, name: str) -> AbstractContextManager[None]:
+        """Context manager timing the range ``name`` (a vocab.Stage string or a decode-step name)."""
+        return self._range(name)
+
+    def step_scope(self, step: int) -> AbstractContextManager[None]:
+        """Range of decode step ``step`` (``decode.step.{step}``)."""
+        return self._range(DECODE_STEP_RANGE.format(step=step))
+
+    def collect(self) -> dict[str, float]:
+        """Synchronise once and return elapsed ms per range name (repeated names summed).
+
+        Also returns the per-step decode times under their own names. Clears the recorder.
+        """
+        out: dict[str, float] = {}
+        if self._cuda_pairs:
+            torch.cuda.synchronize(self.device)
+            for name, start, end in self._cuda_pairs:
+                out[name] = out.get(name, 0.0) + float(start.elapsed_time(end))
+        for name, ms in self._host_ms:
+            out[name] = out.get(name, 0.0) + ms
+        self._cuda_pairs.clear()
+        self._host_ms.clear()
+        return out
+
+
+def decode_step_times(ranges_ms: dict[str, float]) -> list[float]:
+    """The ``decode.step.{i}`` times of a collected pass, in step order (ms)."""
+    prefix, suffix = DECODE_STEP_RANGE.split("{step}")
+    steps: list[tuple[int, float]] = []
+    for name, ms in ranges_ms.items():
+        if name.startswith(prefix) and name.endswith(suffix):
+            index = name[len(prefix):len(name) - len(suffix)] if suffix else name[len(prefix):]
+            if index.isdigit():
+                steps.append((int(index), ms))
+    return [ms for _, ms in sorted(steps)]
+
+
+def host_sync(device: torch.device | str) -> None:
+    """Wait for all queued device work (no-op on CPU)."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
