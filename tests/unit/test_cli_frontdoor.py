@@ -1,0 +1,88 @@
+"""The `llm-perf-opt` front door: every runner is wired, every flag explained, UserError is one line."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import llm_perf_opt
+from llm_perf_opt import cli
+from llm_perf_opt.data import LLMProfileReport, load_report
+from llm_perf_opt.errors import UserError
+
+
+@pytest.mark.parametrize("name", sorted(cli.SUBCOMMANDS))
+def test_every_subcommand_has_a_runner_module(name: str) -> None:
+    module = importlib.import_module(cli.SUBCOMMANDS[name][0])
+    for attr in ("add_arguments", "run", "main"):
+        assert callable(getattr(module, attr, None)), f"{module.__name__} lacks {attr}()"
+
+
+def _walk(parser: argparse.ArgumentParser, path: str) -> list[str]:
+    missing = []
+    for action in parser._actions:
+        if isinstance(action, argparse._HelpAction | argparse._VersionAction):
+            continue
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                missing += _walk(sub, f"{path} {name}")
+            continue
+        if not (action.help or "").strip():
+            missing.append(f"{path} {'/'.join(action.option_strings) or action.dest}")
+    return missing
+
+
+def test_every_flag_has_help() -> None:
+    parser = cli.build_parser()
+    assert _walk(parser, "llm-perf-opt") == []
+
+
+def test_user_error_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    def bad() -> int:
+        raise UserError("report.json: field meta.batch_size: 0 must be >= 1")
+
+    assert cli.run_guarded(bad, "prog") == 2
+    err = capsys.readouterr().err
+    assert err == "prog: error: report.json: field meta.batch_size: 0 must be >= 1\n"
+
+
+def test_loader_error_through_the_guard(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "report.json"
+    path.write_text('{"schema_version": "llm-perf-opt.profile-report/1", "meta": {')
+    assert cli.run_guarded(lambda: load_report(path, LLMProfileReport) and 0, "llm-perf-opt") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"llm-perf-opt: error: {path}: not valid JSON")
+    assert "\n" not in err and "Traceback" not in err
+
+
+def test_console_help_runs() -> None:
+    src = str(Path(llm_perf_opt.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-m", "llm_perf_opt.cli", "--help"], capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "usage: llm-perf-opt" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ('{"schema_version": "llm-perf-opt.analytic-report/1", "report_id": ', "not valid JSON"),
+        ('{"schema_version": "llm-perf-opt.analytic-report/0"}', "field schema_version: 'llm-perf-opt.analytic-report/0'"),
+        ('{"schema_version": "llm-perf-opt.analytic-report/1"}', "field report_id: required field missing"),
+    ],
+)
+def test_bad_report_through_a_real_subcommand(tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str,
+                                              expected: str) -> None:
+    path = tmp_path / "report.json"
+    path.write_text(content)
+    assert cli.main(["what-if", "--report", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"llm-perf-opt: error: {path}: ") and expected in err, err
