@@ -140,6 +140,11 @@ def test_markdown_reports_carry_the_numbers(full_run: tuple[Path, list[str]]) ->
     (["--synthetic", "1", "--max-new-tokens", "0"], "--max-new-tokens 0"),
     (["--synthetic", "1", "--gpu", "h999"], "unknown GPU 'h999'"),
     (["--synthetic", "1", "--prompt", "no image tag"], "exactly one <image> tag"),
+    (["--synthetic", "1", "--dtype", "fp8"], "--dtype fp8: the executable model runs in"),
+    (["--synthetic", "1", "--config", "NOTDS"], "is not DeepSeek-OCR"),
+    (["--synthetic", "1", "--model", "NOWEIGHTS"], "no weights in the model folder"),
+    (["--synthetic", "1", "--output-dir", "BLOCKED"], "cannot create it"),
+    (["--synthetic", "1", "--catalog", "BADYAML"], "not valid YAML"),
 ])
 def test_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str],
                                message: str) -> None:
@@ -147,11 +152,20 @@ def test_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "page.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     (tmp_path / "bad.pdf").write_bytes(b"%PDF-1.4 nonsense")
-    subst = {"EMPTY": str(tmp_path / "empty"), "BROKEN": str(tmp_path / "broken"), "BADPDF": str(tmp_path / "bad.pdf")}
+    (tmp_path / "llama.json").write_text('{"model_type": "llama", "hidden_size": 4096}')
+    (tmp_path / "no-weights").mkdir()
+    config_json = Path(session_mod.__file__).parents[1] / "models" / "deepseek_ocr" / "config.json"
+    (tmp_path / "no-weights" / "config.json").write_text(config_json.read_text())
+    (tmp_path / "a-file").write_text("not a folder")
+    (tmp_path / "bad.yaml").write_text("gpus: [unclosed\n")
+    subst = {"EMPTY": str(tmp_path / "empty"), "BROKEN": str(tmp_path / "broken"), "BADPDF": str(tmp_path / "bad.pdf"),
+             "NOTDS": str(tmp_path / "llama.json"), "NOWEIGHTS": str(tmp_path / "no-weights"),
+             "BLOCKED": str(tmp_path / "a-file" / "out"), "BADYAML": str(tmp_path / "bad.yaml")}
     argv = [*BASE, "--output-dir", str(tmp_path / "out"), *[subst.get(a, a) for a in extra]]
     rc, _out, err = _run(capsys, argv)
     assert rc == 2
     assert len(err.strip().splitlines()) == 1 and message in err
+    assert not (tmp_path / "out").exists()  # checked before any run folder is made
 
 
 def test_unreadable_image_in_a_set_is_skipped_and_listed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

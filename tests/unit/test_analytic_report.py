@@ -122,6 +122,15 @@ def test_bad_input_one_line(tmp_path, capsys, argv, fragment):
     assert not (tmp_path / "out").exists()
 
 
+def test_unwritable_output_dir_one_line(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    rc = dsocr_analyzer_main.main(["--device", "none", "--max-depth", "1", "--output-dir", str(blocker / "run")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "cannot write the report" in err and str(blocker) in err
+    assert "\n" not in err and "Traceback" not in err
+
+
 @pytest.mark.parametrize("config", ["tiny", "default"])
 def test_weight_bytes_of_every_matching_module_path(config):
     """Every analytic node whose path is a module of the executable model has exactly its parameters."""

@@ -100,6 +100,23 @@ def test_no_gpu_is_one_line_nonzero(monkeypatch: pytest.MonkeyPatch, capsys: pyt
     assert "no CUDA GPU" in err
 
 
+@pytest.mark.parametrize(("command", "out", "message"), [
+    ("bench", "ceilings.txt", "must end in .json, .yaml, .yml"),
+    ("bench", "BLOCKED/ceilings.json", "cannot create its folder"),
+    ("detect", "BLOCKED/gpu.json", "cannot create its folder"),
+])
+def test_bad_out_fails_before_measuring(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                                        tmp_path: Path, command: str, out: str, message: str) -> None:
+    def no_detection(*_a: object, **_k: object) -> None:
+        raise AssertionError("--out must be checked before the GPU is touched")
+
+    monkeypatch.setattr(hw_cli, "detect_gpu", no_detection)
+    (tmp_path / "BLOCKED").write_text("a file, not a folder")
+    rc, stdout, err = _run(capsys, command, "--out", str(tmp_path / out))
+    assert rc == 2 and stdout == ""
+    assert len(err.strip().splitlines()) == 1 and message in err
+
+
 def test_bench_rejects_unbenchmarked_dtype(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         hw_cli.main(["bench", "--dtypes", "fp8"])

@@ -49,13 +49,29 @@ def test_tokens_for_size_and_image(tmp_path, capsys):
     assert "no tiling" in capsys.readouterr().out
 
 
+def test_tokens_prompt_by_name_or_text(capsys):
+    from llm_perf_opt.models.deepseek_ocr.prompt import PROMPTS, synthetic_text_tokens
+
+    counts = {}
+    for prompt in ("document", "free_ocr", PROMPTS["free_ocr"]):
+        assert model_cli.main(["tokens", "--mode", "base", "--image-size", "1024x1024", "--json",
+                               "--prompt", prompt]) == 0
+        counts[prompt] = json.loads(capsys.readouterr().out)["text_tokens"]
+    assert counts["document"] == synthetic_text_tokens(PROMPTS["document"])
+    assert counts["free_ocr"] == counts[PROMPTS["free_ocr"]] == synthetic_text_tokens(PROMPTS["free_ocr"])
+    assert counts["free_ocr"] != counts["document"]
+
+
 def test_bad_inputs_are_one_line(tmp_path, capsys):
     cases = [
         (["tokens", "--mode", "huge", "--image-size", "10x10"], "unknown resolution mode 'huge'"),
         (["tokens", "--mode", "base", "--image-size", "10by10"], "expected WxH"),
         (["tokens", "--mode", "base", "--image", str(tmp_path / "none.png")], "none.png: image file not found"),
         (["summary", "--model", str(tmp_path / "nofolder")], "nofolder"),
+        (["tokens", "--mode", "base", "--image-size", "10x10", "--prompt", "no tag"], "exactly one <image> tag"),
+        (["tokens", "--mode", "base", "--image", str(tmp_path / "corrupt.png")], "not a readable image"),
     ]
+    (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     for argv, text in cases:
         assert model_cli.main(argv) == 2
         err = capsys.readouterr().err.strip()

@@ -16,7 +16,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from llm_perf_opt.analytic.base import CC, IO, LAUNCH, TC, BaseLayer, CategoryCosts
-from llm_perf_opt.analytic.calibration import PURE_ROOFLINE, Calibration, EfficiencyModel
+from llm_perf_opt.analytic.calibration import (
+    PURE_ROOFLINE,
+    Calibration,
+    EfficiencyModel,
+    efficiency_for_stage,
+)
 from llm_perf_opt.analytic.model import AnalyticModel
 from llm_perf_opt.analytic.roofline import RooflinePeaks, TimeParts, node_times, summed_node_times
 from llm_perf_opt.data.analytic import (
@@ -158,25 +163,26 @@ def build_report(model: AnalyticModel, peaks: RooflinePeaks, *, efficiency: Effi
     accs: dict[str, _Acc] = {ROOT_ID: root}
     stage_accs: dict[Stage, _Acc] = {}
     for stage, tree in model.stages.items():
+        seff = efficiency_for_stage(eff, stage.value)  # a calibration may carry a per-stage launch cost
         if stage == Stage.DECODE:
             steps = shape.decode_forwards
             if steps <= 0:
                 continue
             first = model.decode_step(shape.decode_kv_len(0))
             last = model.decode_step(shape.decode_kv_len(steps - 1))
-            summed = summed_node_times(first, last, steps, peaks, eff)
+            summed = summed_node_times(first, last, steps, peaks, seff)
             # map the summed times (keyed by nodes of `first`) onto the mean tree's nodes
             times: dict[int, TimeParts] = {}
             for (_, a), (_, m) in zip(first.walk(), tree.walk(), strict=True):
                 times[id(m)] = summed[id(a)]
             scale = float(steps)
             rep, count = Repetition.FOR, steps
-            step_ms = (node_times(first, peaks, eff)[id(first)].time_s * 1e3,
-                       node_times(last, peaks, eff)[id(last)].time_s * 1e3)
+            step_ms = (node_times(first, peaks, seff)[id(first)].time_s * 1e3,
+                       node_times(last, peaks, seff)[id(last)].time_s * 1e3)
             decode_note = (f"decode step time: {step_ms[0]:.4f} ms at KV length {shape.decode_kv_len(0)} (first), "
                            f"{step_ms[1]:.4f} ms at {shape.decode_kv_len(steps - 1)} (last)")
         else:
-            times = node_times(tree, peaks, eff)
+            times = node_times(tree, peaks, seff)
             scale = 1.0
             rep, count = Repetition.NONE, 1
         sacc = _Acc(stage.value, stage.value, type(tree).__name__, stage, ROOT_ID, rep, count)
@@ -217,7 +223,7 @@ def build_report(model: AnalyticModel, peaks: RooflinePeaks, *, efficiency: Effi
         dec = stage_accs[Stage.DECODE]
         tot = _totals(dec)
         mean_tree = model.stages[Stage.DECODE]
-        mean_times = node_times(mean_tree, peaks, eff)[id(mean_tree)]
+        mean_times = node_times(mean_tree, peaks, efficiency_for_stage(eff, Stage.DECODE.value))[id(mean_tree)]
         per_token = WorkTotals(tensor_core_flops=mean_tree.forward_tensor_core_flops(),
                                cuda_core_flops=mean_tree.forward_cuda_core_flops(),
                                io_bytes=mean_tree.forward_cal_io(), time_ms=mean_times.time_s * 1e3)

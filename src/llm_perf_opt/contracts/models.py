@@ -12,6 +12,7 @@ from __future__ import annotations
 from attrs import define, field
 
 from llm_perf_opt.data.common import AttentionKind, Bound, PeakSource, Repetition
+from llm_perf_opt.data.profile import MAX_UTILIZATION
 from llm_perf_opt.data.validators import (
     FieldValueError,
     absolute_path,
@@ -34,7 +35,7 @@ BYTES_PER_GB = 1e9
 BYTES_PER_TB = 1e12
 FLOPS_PER_TFLOP = 1e12
 
-_MAX_UTIL = 1.5
+_MAX_UTIL = MAX_UTILIZATION  # the domain model's bound, one number for both
 
 
 # ---------------------------------------------------------------- Stage 1 profiling

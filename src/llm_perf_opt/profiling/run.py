@@ -169,7 +169,10 @@ class ProfileRunner:
         if self.artifact_dir.exists() and any(self.artifact_dir.iterdir()):
             raise UserError(f"{self.run_dir}: run folder already exists (runs are never appended to); "
                             "choose another --run-id or --output-dir")
-        self.artifact_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.artifact_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"{self.artifact_dir}: cannot create the run folder ({exc.strerror or exc})") from exc
         dump_yaml(input_set(self.pages, self.options.input_origin or "inputs"), self.artifact_dir / "inputs.yaml")
         env, _gpu = collect_env(self.device)
         (self.artifact_dir / "env.json").write_text(json.dumps(env, indent=2, default=str) + "\n")

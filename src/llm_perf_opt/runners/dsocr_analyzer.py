@@ -126,12 +126,15 @@ def write_outputs(report: AnalyticModelReport, output_dir: str | Path) -> Path:
     target = folder / "report.json"
     if target.exists():
         raise UserError(f"{target} already exists; choose a new --output-dir (runs are never overwritten)")
-    folder.mkdir(parents=True, exist_ok=True)
-    dump_json(report, target)
-    dump_yaml(report, folder / "report.yaml")
-    summary = to_json_dict(to_analytic_summary(report))
     import json
 
-    (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    write_layer_docs(report, folder / "layers")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        dump_json(report, target)
+        dump_yaml(report, folder / "report.yaml")
+        summary = to_json_dict(to_analytic_summary(report))
+        (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        write_layer_docs(report, folder / "layers")
+    except OSError as exc:
+        raise UserError(f"{folder}: cannot write the report ({exc.strerror or exc})") from exc
     return target

@@ -251,9 +251,23 @@ def _cmd_bench(args: argparse.Namespace, catalog: GpuCatalog) -> int:
     return 0
 
 
+def _check_out(path: Path, suffixes: Sequence[str] = ()) -> None:
+    """--out checked before any measurement: its suffix (when ``suffixes``) and a parent folder that can be made."""
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise UserError(f"--out {path}: must end in {', '.join(suffixes)}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--out {path}: cannot create its folder ({exc.strerror or exc})") from exc
+    if path.is_dir():
+        raise UserError(f"--out {path}: is a folder, not a file")
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the hw subcommand in ``args``; returns the exit status."""
     catalog = load_catalog(args.catalog)
+    if getattr(args, "out", None) is not None:
+        _check_out(args.out, (".json", ".yaml", ".yml") if args.hw_command == "bench" else ())
     if args.hw_command == "list":
         if args.json:
             _print_json([s.as_dict() for s in catalog.specs()])
@@ -270,7 +284,6 @@ def run(args: argparse.Namespace) -> int:
     if args.hw_command == "detect":
         gpu = _detect_or_fail(args.device, catalog, "detect")
         if args.out is not None:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(gpu.as_dict(), indent=2) + "\n", encoding="utf-8")
         if args.json:
             _print_json(gpu.as_dict())

@@ -28,7 +28,7 @@ from llm_perf_opt.errors import UserError
 from llm_perf_opt.inputs import CATEGORIES, collect_pages
 from llm_perf_opt.models.deepseek_ocr.generation import DEFAULT_NO_REPEAT_NGRAM
 from llm_perf_opt.models.deepseek_ocr.modes import MODES, get_mode
-from llm_perf_opt.models.deepseek_ocr.prompt import IMAGE_TAG, PROMPTS
+from llm_perf_opt.models.deepseek_ocr.prompt import IMAGE_TAG, PROMPTS, resolve_prompt
 from llm_perf_opt.profiling.mfu import Peaks
 from llm_perf_opt.profiling.run import ProfileOptions, ProfileRunner
 from llm_perf_opt.profiling.session import ModelSession, SessionSettings, resolve_device
@@ -107,17 +107,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="progress bar on stderr (default: only on a terminal)")
 
 
-def resolve_prompt(text: str) -> str:
-    """A built-in prompt name or literal text with exactly one <image> tag."""
-    if text in PROMPTS:
-        return PROMPTS[text]
-    literal = text.replace("\\n", "\n")
-    if literal.count(IMAGE_TAG) != 1:
-        raise UserError(f"--prompt {text!r}: not a built-in prompt ({', '.join(PROMPTS)}) and not text with "
-                        f"exactly one {IMAGE_TAG} tag")
-    return literal
-
-
 def _positive(name: str, value: int, minimum: int = 1) -> None:
     if value < minimum:
         raise UserError(f"{name} {value}: must be >= {minimum}")
@@ -139,6 +128,26 @@ def check_args(args: argparse.Namespace) -> None:
     for flag, path in (("--catalog", args.catalog), ("--ceilings", args.ceilings)):
         if path is not None and not path.is_file():
             raise UserError(f"{flag} {path}: file not found")
+
+
+def check_model_source(args: argparse.Namespace, dtype: DType) -> None:
+    """Dtype, config and checkpoint files checked before the run folder exists (one line each).
+
+    Reads only config.json and the safetensors headers; the weights are loaded later by the session.
+    """
+    from llm_perf_opt.models.deepseek_ocr.checkpoint import weight_files
+    from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
+    from llm_perf_opt.profiling.session import TORCH_DTYPES
+
+    if dtype not in TORCH_DTYPES:
+        raise UserError(f"--dtype {dtype.value}: the executable model runs in "
+                        f"{', '.join(d.value for d in TORCH_DTYPES)}")
+    if args.model is not None:
+        folder = Path(args.model)
+        DeepseekOCRConfig.from_json_file(folder / "config.json")
+        weight_files(folder)
+    else:
+        DeepseekOCRConfig.named(args.config)
 
 
 def _origin(args: argparse.Namespace) -> str:
@@ -222,12 +231,15 @@ def run(args: argparse.Namespace) -> int:
     mode = get_mode(args.mode).name
     prompt = resolve_prompt(args.prompt)
     device = resolve_device(args.device)
-    if args.gpu is not None or args.ceilings is not None:  # one line now, not after the measurements
+    check_model_source(args, dtype)
+    # a bad --gpu, --catalog or --ceilings is one line now, not a note after the measurements
+    if args.gpu is not None or args.ceilings is not None or args.catalog is not None:
         from llm_perf_opt.hardware.bench import load_ceilings
         from llm_perf_opt.hardware.catalog import load_catalog
 
+        catalog = load_catalog(args.catalog)
         if args.gpu is not None:
-            load_catalog(args.catalog).get(args.gpu)
+            catalog.get(args.gpu)
         if args.ceilings is not None:
             load_ceilings(args.ceilings)
     synthetic = args.synthetic
@@ -266,6 +278,10 @@ def run(args: argparse.Namespace) -> int:
 
     from llm_perf_opt.reporting.profile_artifacts import write_artifacts
 
+    try:  # the parent folder only; the run folder itself is created by the runner
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--output-dir {args.output_dir}: cannot create it ({exc.strerror or exc})") from exc
     runner = ProfileRunner(options, pages, device=device, work_fn_factory=work_fn_factory,
                            peaks_resolver=make_peaks_resolver(args, dtype), log=log, input_skipped=unreadable)
     log(f"run folder: {runner.run_dir}")

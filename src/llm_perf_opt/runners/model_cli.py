@@ -30,8 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     img = t.add_mutually_exclusive_group(required=True)
     img.add_argument("--image", metavar="PATH", help="page image file (its size is used)")
     img.add_argument("--image-size", metavar="WxH", help="page size in pixels, e.g. 1700x2200")
-    t.add_argument("--prompt", default=None,
-                   help="prompt text with one <image> tag (default: the document-to-markdown prompt)")
+    t.add_argument("--prompt", default="document",
+                   help="a built-in prompt name (document, free_ocr, ocr_image) or text with one <image> tag "
+                        "('\\n' is read as a newline); default 'document'")
     t.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
@@ -54,16 +55,17 @@ def summary(args: argparse.Namespace) -> dict[str, Any]:
 
 def tokens(args: argparse.Namespace) -> dict[str, Any]:
     """Token layout of one page."""
-    from llm_perf_opt.models.deepseek_ocr import DEFAULT_PROMPT, get_mode, synthetic_text_tokens, token_layout
+    from llm_perf_opt.models.deepseek_ocr import get_mode, synthetic_text_tokens, token_layout
     from llm_perf_opt.models.deepseek_ocr.preprocess import load_image, page_valid_tokens
+    from llm_perf_opt.models.deepseek_ocr.prompt import resolve_prompt
 
     mode = get_mode(args.mode)
+    prompt = resolve_prompt(args.prompt)
     if args.image:
         width, height = load_image(args.image)[0].size
     else:
         width, height = parse_size(args.image_size)
     layout = token_layout(mode, width, height)
-    prompt = args.prompt or DEFAULT_PROMPT
     text = synthetic_text_tokens(prompt)
     return {
         "mode": mode.name, "width": width, "height": height,

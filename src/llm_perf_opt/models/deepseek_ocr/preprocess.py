@@ -26,7 +26,7 @@ from llm_perf_opt.models.deepseek_ocr.modes import (
     valid_tokens,
 )
 
-#: Normalisation mean and std per channel (reference image transform).
+#: Normalisation mean and std per channel (FACTS.md: "Normalise with mean = std = 0.5").
 NORM_MEAN = 0.5
 NORM_STD = 0.5
 #: Padding colour: int(mean * 255) per channel (FACTS.md).

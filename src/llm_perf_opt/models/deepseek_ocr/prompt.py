@@ -64,6 +64,17 @@ def synthetic_text_tokens(prompt_text: str) -> int:
     return sum(len(synthetic_encode(part)) for part in prompt_text.split(IMAGE_TAG))
 
 
+def resolve_prompt(text: str) -> str:
+    """``--prompt`` value: a built-in prompt name or literal text with exactly one <image> tag ('\\n' = newline)."""
+    if text in PROMPTS:
+        return PROMPTS[text]
+    literal = text.replace("\\n", "\n")
+    if literal.count(IMAGE_TAG) != 1:
+        raise UserError(f"--prompt {text!r}: not a built-in prompt ({', '.join(PROMPTS)}) and not text with "
+                        f"exactly one {IMAGE_TAG} tag")
+    return literal
+
+
 def load_tokenizer(model_dir: str | Path) -> Any:
     """The model folder's tokenizer via AutoTokenizer, offline; UserError when it has none."""
     from transformers import AutoTokenizer

@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Predicted vs measured on the H100 runs, calibration fitted on some runs and checked on a held-out one.
+# Runs on CPU (no GPU needed): it reads the Stage 1 run folders brought back from the H100.
+#
+# Usage:
+#   scripts/gpu/compare_h100.sh HELD_OUT_RUN FIT_RUN [FIT_RUN ...]
+#   scripts/gpu/compare_h100.sh --held-out RUN [--held-out RUN ...] FIT_RUN [FIT_RUN ...]
+#     HELD_OUT_RUN  run folder(s) NOT used for fitting (another mode or batch than the fitted ones)
+#     FIT_RUN       run folder(s) the calibration is fitted on (e.g. Base batch 1; Gundam batch 1)
+#   Environment: OUT (default ./tmp/gpu-out) receives everything; the run folders are only read.
+#                CONFIG (optional): model config to analyse when a run's checkpoint folder is not on this
+#                machine ('default' = the published config.json, same as the checkpoint's).
+#
+# Writes under $OUT/h100-compare/:
+#   calibration-h100*.json            three fitted calibrations (see below), each with its held-out error
+#   <run_id>/compare/...              uncalibrated compare (JSON, Markdown, stage bars, roofline)
+#   <run_id>/unified_report.{md,json} unified report per run
+#   held-out-calibrated/<run_id>/...  the held-out run compared with the calibration
+#   summary.md                        per-stage uncalibrated and calibrated error with the goals
+# and prints the tables.
+set -euo pipefail
+
+HELDS=()
+while [[ $# -gt 0 && "$1" == "--held-out" ]]; do
+  [[ $# -ge 2 ]] || { echo "--held-out needs a run folder" >&2; exit 2; }
+  HELDS+=("$2"); shift 2
+done
+if [[ ${#HELDS[@]} -eq 0 && $# -ge 1 ]]; then HELDS=("$1"); shift; fi
+if [[ ${#HELDS[@]} -eq 0 || $# -lt 1 ]]; then
+  sed -n '2,13p' "$0" >&2
+  exit 2
+fi
+FITS=("$@")
+OUT="${OUT:-./tmp/gpu-out}"
+DEST="$OUT/h100-compare"
+mkdir -p "$DEST"
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+export PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}"
+PY="${PYTHON:-python}"
+CFG=()
+if [[ -n "${CONFIG:-}" ]]; then CFG=(--config "$CONFIG"); fi
+run_id() { "$PY" - "$1" <<'PYEOF'
+import sys
+from llm_perf_opt.compare.runs import load_run
+print(load_run(sys.argv[1]).run_id)
+PYEOF
+}
+
+echo "== uncalibrated comparison (pure roofline, datasheet peaks) =="
+for RUN in "${FITS[@]}" "${HELDS[@]}"; do
+  RID="$(run_id "$RUN")"
+  echo "-- $RID ($RUN)"
+  "$PY" -m llm_perf_opt.runners.compare_cli --run "$RUN" "${CFG[@]}" --out "$DEST/$RID/compare" \
+    --unified-dir "$DEST/$RID"
+done
+
+FIT_ARGS=()
+for RUN in "${FITS[@]}"; do FIT_ARGS+=(--run "$RUN"); done
+for RUN in "${HELDS[@]}"; do FIT_ARGS+=(--held-out "$RUN"); done
+# Three fits, all evaluated on the same held-out run (stage times + per-stage/category device times):
+#   calibration-h100.json              per-category efficiencies, one launch cost per stage
+#   calibration-h100-shared.json       one compute + one bandwidth efficiency, one launch cost per stage
+#   calibration-h100-one-launch.json   per-category efficiencies, a single launch cost (for reference)
+declare -A VARIANT_ARGS=([calibration-h100]="--per-stage-launch" [calibration-h100-shared]="--per-stage-launch --shared"
+                         [calibration-h100-one-launch]="")
+for NAME in calibration-h100 calibration-h100-shared calibration-h100-one-launch; do
+  echo "== calibration $NAME: fit on ${#FITS[@]} run(s), held out: ${HELDS[*]} =="
+  # shellcheck disable=SC2086
+  "$PY" -m llm_perf_opt.runners.calibrate_cli "${FIT_ARGS[@]}" "${CFG[@]}" ${VARIANT_ARGS[$NAME]} \
+    --out "$DEST/$NAME.json"
+done
+
+for HELD in "${HELDS[@]}"; do
+  HRID="$(run_id "$HELD")"
+  echo "== held-out run $HRID with the calibration (calibration-h100.json) =="
+  "$PY" -m llm_perf_opt.runners.compare_cli --run "$HELD" "${CFG[@]}" --calibration "$DEST/calibration-h100.json" \
+    --out "$DEST/held-out-calibrated/$HRID/compare" --unified-dir "$DEST/held-out-calibrated/$HRID"
+done
+
+echo "== summary (goal: |error| <= 25% uncalibrated on vision and prefill; <= 10% calibrated on every stage) =="
+"$PY" - "$DEST/summary.md" "$DEST/calibration-h100.json" "$DEST/calibration-h100-shared.json" \
+  "$DEST/calibration-h100-one-launch.json" <<'PYEOF'
+import json, math, sys
+out = [f"# H100: predicted vs measured per stage", ""]
+for path in sys.argv[2:]:
+    cal = json.load(open(path))
+    fit = cal["fit"]
+    after = {(e["run_id"], e["stage"]): e for e in fit["after"]}
+    rows = ["| run | set | stage | measured ms | roofline ms | roofline error | goal | calibrated ms | calibrated error | goal |",
+            "|---|---|---|---:|---:|---:|---|---:|---:|---|"]
+    held = []
+    for b in fit["before"]:
+        a = after[(b["run_id"], b["stage"])]
+        eb = (b["predicted_ms"] - b["measured_ms"]) / b["measured_ms"]
+        ea = (a["predicted_ms"] - a["measured_ms"]) / a["measured_ms"]
+        if b["held_out"]:
+            held.append(ea)
+        uncal_goal = "(none)" if b["stage"] == "decode" else ("<= 25% met" if abs(eb) <= 0.25 else "<= 25% MISSED")
+        cal_goal = ("<= 10% met" if abs(ea) <= 0.10 else "<= 10% MISSED") if b["held_out"] else "(fitted)"
+        rows.append(f"| {b['run_id']} | {'held-out' if b['held_out'] else 'fit'} | {b['stage']} | "
+                    f"{b['measured_ms']:.3f} | {b['predicted_ms']:.3f} | {eb:+.1%} | {uncal_goal} | "
+                    f"{a['predicted_ms']:.3f} | {ea:+.1%} | {cal_goal} |")
+    rms = math.sqrt(sum(e * e for e in held) / len(held)) if held else float("nan")
+    out += [f"## {path.rsplit('/', 1)[-1]}", "",
+            f"Calibration: {cal['gpu_key']} {cal['dtype']}, torch {cal['software']['torch']}, "
+            f"transformers {cal['software']['transformers']}; launch {cal['launch_overhead_s'] * 1e6:.2f} us/kernel"
+            + "".join(f", {k} {v * 1e6:.2f}" for k, v in (cal.get("stage_launch_overhead_s") or {}).items()) + "; "
+            f"fitted on {', '.join(fit['fitted_runs'])}; held out {', '.join(fit['held_out_runs'])}; "
+            f"held-out rms calibrated error {rms:.1%}.",
+            f"Not constrained by the data (kept at 1.0): {', '.join(fit['unidentified']) or 'none'}.", ""] + rows + [""]
+text = "\n".join(out)
+open(sys.argv[1], "w").write(text)
+print(text)
+PYEOF
+echo "wrote $DEST"

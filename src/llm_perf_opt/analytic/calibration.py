@@ -1,0 +1,347 @@
+"""Efficiencies of the roofline: the pure datasheet roofline and fitted calibrations.
+
+The analytic roofline (DESIGN.md, "Roofline with honest efficiencies") predicts
+one layer's time as::
+
+    t_s = max(compute_s / ce(category), memory_s / be(category)) + kernels * launch_overhead_s
+    compute_s = tensor_core_flops / tensor_core_peak + cuda_core_flops / cuda_core_peak
+    memory_s  = io_bytes / memory_bandwidth
+
+where ``ce`` is the achievable fraction of the peak FLOP rate and ``be`` the
+achievable fraction of the memory bandwidth of the layer's operator category
+(:class:`llm_perf_opt.vocab.OperatorCategory` strings), and ``launch_overhead_s``
+is a per-kernel cost (launch plus host overhead between kernels) in seconds.
+
+Any object with the three members of :class:`EfficiencyModel` can be handed to
+the roofline (:func:`roofline_time_s`, :func:`bound_time_s` hold the formula once,
+for the analyzer and for the what-if/calibration code). :data:`PURE_ROOFLINE` (1.0, 1.0, 0 s) is the uncalibrated model;
+:class:`Calibration` is a fitted one (``llm-perf-opt calibrate``), stored as a
+JSON file keyed by GPU and software versions (format in docs/compare.md).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from attrs import asdict, define, field
+
+from llm_perf_opt.errors import UserError
+from llm_perf_opt.vocab import OperatorCategory, Stage
+
+#: Version of the calibration file format; a file with another version is refused.
+CALIBRATION_SCHEMA_VERSION = 1
+#: Value of the "kind" field of a calibration file (guards against loading another JSON file).
+CALIBRATION_KIND = "llm_perf_opt.calibration"
+
+
+class CalibrationError(UserError):
+    """A calibration file that is missing, malformed, of another version or for another GPU."""
+
+
+@runtime_checkable
+class EfficiencyModel(Protocol):
+    """What the roofline needs: per-category efficiencies and a per-kernel launch cost."""
+
+    @property
+    def launch_overhead_s(self) -> float:
+        """Seconds added per kernel launched (0 for the pure roofline)."""
+        ...
+
+    def compute_efficiency(self, category: str) -> float:
+        """Achievable fraction (0, 1.x] of the peak FLOP rate for ``category``."""
+        ...
+
+    def bandwidth_efficiency(self, category: str) -> float:
+        """Achievable fraction (0, 1.x] of the memory bandwidth for ``category``."""
+        ...
+
+
+@define(frozen=True)
+class PureRoofline:
+    """The uncalibrated roofline: datasheet peaks, no launch cost."""
+
+    launch_overhead_s: float = 0.0
+
+    def compute_efficiency(self, category: str) -> float:
+        """Always 1.0."""
+        return 1.0
+
+    def bandwidth_efficiency(self, category: str) -> float:
+        """Always 1.0."""
+        return 1.0
+
+
+#: The pure (uncalibrated) roofline.
+PURE_ROOFLINE = PureRoofline()
+
+
+def efficiency_for_stage(efficiency: EfficiencyModel, stage: str) -> EfficiencyModel:
+    """The model to use for the work of ``stage``: ``efficiency.for_stage(stage)`` when the model
+    has stage-specific terms (a Calibration with per-stage launch costs), else the model itself."""
+    for_stage = getattr(efficiency, "for_stage", None)
+    return for_stage(str(stage)) if callable(for_stage) else efficiency
+
+
+@define(frozen=True)
+class _StageView:
+    """A calibration seen from one stage: its efficiencies with that stage's launch cost."""
+
+    base: Calibration
+    launch_overhead_s: float
+    kernel_floor_s: float
+
+    def compute_efficiency(self, category: str) -> float:
+        return self.base.compute_efficiency(category)
+
+    def bandwidth_efficiency(self, category: str) -> float:
+        return self.base.bandwidth_efficiency(category)
+
+
+def bound_time_s(*, compute_s: float, memory_s: float, category: str, kernels: float = 0.0,
+                 efficiency: EfficiencyModel | None = None) -> float:
+    """Calibrated time (s) of work whose pure-roofline compute and memory times are given.
+
+    compute_s: FLOPs / peak FLOP rate (s); memory_s: bytes / bandwidth (s);
+    kernels: kernel launches; efficiency: None = pure roofline. Returns
+    max(compute_s / ce, memory_s / be) + kernels * launch_overhead_s.
+    """
+    eff = efficiency if efficiency is not None else PURE_ROOFLINE
+    c = compute_s / eff.compute_efficiency(category) if compute_s else 0.0
+    m = memory_s / eff.bandwidth_efficiency(category) if memory_s else 0.0
+    return max(c, m) + kernels * eff.launch_overhead_s
+
+
+def roofline_time_s(
+    *,
+    tensor_core_flops: float,
+    cuda_core_flops: float = 0.0,
+    io_bytes: float,
+    category: str,
+    tensor_core_flops_per_s: float,
+    cuda_core_flops_per_s: float | None = None,
+    memory_bytes_per_s: float,
+    kernels: float = 0.0,
+    efficiency: EfficiencyModel | None = None,
+) -> float:
+    """Roofline time (s) of the work of one operator category.
+
+    Tensor-core FLOPs run at ``tensor_core_flops_per_s``, CUDA-core FLOPs at
+    ``cuda_core_flops_per_s`` (in sequence: their times add); io_bytes (read +
+    written) move at ``memory_bytes_per_s``; efficiency None = pure roofline.
+    """
+    compute_s = tensor_core_flops / tensor_core_flops_per_s if tensor_core_flops else 0.0
+    if cuda_core_flops:
+        if not cuda_core_flops_per_s:
+            raise ValueError("roofline_time_s: cuda_core_flops given without cuda_core_flops_per_s")
+        compute_s += cuda_core_flops / cuda_core_flops_per_s
+    memory_s = io_bytes / memory_bytes_per_s if io_bytes else 0.0
+    return bound_time_s(compute_s=compute_s, memory_s=memory_s, category=category, kernels=kernels,
+                        efficiency=efficiency)
+
+
+@define(kw_only=True, frozen=True)
+class SoftwareKey:
+    """Software versions a calibration was measured with (part of its key)."""
+
+    torch: str = field(default="", metadata={"help": "torch version, e.g. 2.11.0+cu130"})
+    transformers: str = field(default="", metadata={"help": "transformers version"})
+    cuda: str = field(default="", metadata={"help": "CUDA runtime version torch was built with"})
+
+    def describe(self) -> str:
+        """'torch X, transformers Y, cuda Z' (empty parts left out)."""
+        parts = [f"{k} {v}" for k, v in (("torch", self.torch), ("transformers", self.transformers),
+                                         ("cuda", self.cuda)) if v]
+        return ", ".join(parts) or "unknown software"
+
+
+@define(kw_only=True, frozen=True)
+class StageError:
+    """Relative error of predicted vs measured time for one stage of one run."""
+
+    run_id: str = field(metadata={"help": "run folder name"})
+    stage: str = field(metadata={"help": "Stage string"})
+    measured_ms: float = field(metadata={"help": "measured time (ms)"})
+    predicted_ms: float = field(metadata={"help": "predicted time (ms)"})
+    held_out: bool = field(default=False, metadata={"help": "run not used for fitting"})
+
+    @property
+    def relative_error(self) -> float:
+        """(predicted - measured) / measured; nan when nothing was measured."""
+        return (self.predicted_ms - self.measured_ms) / self.measured_ms if self.measured_ms > 0 else math.nan
+
+
+def _str_tuple(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(str(v) for v in values)
+
+
+def _error_tuple(values: Iterable[StageError]) -> tuple[StageError, ...]:
+    return tuple(values)
+
+
+@define(kw_only=True, frozen=True)
+class FitSummary:
+    """How well a calibration fits: per-stage errors before and after, on fitted and held-out runs."""
+
+    fitted_runs: tuple[str, ...] = field(default=(), converter=_str_tuple)
+    held_out_runs: tuple[str, ...] = field(default=(), converter=_str_tuple)
+    observations: int = field(default=0, metadata={"help": "equations used in the fit"})
+    iterations: int = field(default=0, metadata={"help": "regime-assignment iterations"})
+    before: tuple[StageError, ...] = field(default=(), converter=_error_tuple,
+                                           metadata={"help": "uncalibrated (pure roofline) errors"})
+    after: tuple[StageError, ...] = field(default=(), converter=_error_tuple,
+                                          metadata={"help": "calibrated errors"})
+    unidentified: tuple[str, ...] = field(default=(), converter=_str_tuple,
+                                          metadata={"help": "parameters the data did not constrain (kept at prior)"})
+
+
+@define(kw_only=True, frozen=True)
+class Calibration:
+    """Fitted roofline efficiencies for one GPU and software stack (an :class:`EfficiencyModel`).
+
+    compute_efficiencies / bandwidth_efficiencies map category strings to
+    fractions of peak; categories not listed use the defaults.
+    """
+
+    gpu_key: str = field(metadata={"help": "GPU catalogue key the efficiencies were measured on"})
+    dtype: str = field(default="bf16", metadata={"help": "compute dtype of the fitted runs"})
+    software: SoftwareKey = field(factory=SoftwareKey)
+    compute_efficiencies: dict[str, float] = field(factory=dict)
+    bandwidth_efficiencies: dict[str, float] = field(factory=dict)
+    default_compute_efficiency: float = field(default=1.0)
+    default_bandwidth_efficiency: float = field(default=1.0)
+    launch_overhead_s: float = field(default=0.0, metadata={"help": "seconds per kernel launch"})
+    kernel_floor_s: float = field(
+        default=0.0, metadata={"help": "device seconds per kernel on top of the roofline (operator-table times only)"})
+    stage_launch_overhead_s: dict[str, float] = field(
+        factory=dict, metadata={"help": "stage -> seconds per kernel, replacing launch_overhead_s in that stage"})
+    fit: FitSummary = field(factory=FitSummary)
+    created_utc: str = field(default="")
+    schema_version: int = field(default=CALIBRATION_SCHEMA_VERSION)
+
+    def __attrs_post_init__(self) -> None:
+        known = {c.value for c in OperatorCategory}
+        for label, table in (("compute", self.compute_efficiencies), ("bandwidth", self.bandwidth_efficiencies)):
+            for cat, value in table.items():
+                if cat not in known:
+                    raise CalibrationError(f"calibration: unknown operator category {cat!r} in {label} efficiencies")
+                if not (value > 0 and math.isfinite(value)):
+                    raise CalibrationError(f"calibration: {label} efficiency of {cat!r} must be > 0, got {value}")
+        for name in ("launch_overhead_s", "kernel_floor_s"):
+            value = getattr(self, name)
+            if value < 0 or not math.isfinite(value):
+                raise CalibrationError(f"calibration: {name} must be >= 0, got {value}")
+        stages = {s.value for s in Stage}
+        for stage, value in self.stage_launch_overhead_s.items():
+            if stage not in stages:
+                raise CalibrationError(f"calibration: unknown stage {stage!r} in stage_launch_overhead_s")
+            if value < 0 or not math.isfinite(value):
+                raise CalibrationError(f"calibration: stage_launch_overhead_s[{stage}] must be >= 0, got {value}")
+
+    def compute_efficiency(self, category: str) -> float:
+        """Fraction of peak FLOP rate achieved by ``category``."""
+        return self.compute_efficiencies.get(str(category), self.default_compute_efficiency)
+
+    def bandwidth_efficiency(self, category: str) -> float:
+        """Fraction of memory bandwidth achieved by ``category``."""
+        return self.bandwidth_efficiencies.get(str(category), self.default_bandwidth_efficiency)
+
+    def for_stage(self, stage: str) -> EfficiencyModel:
+        """This calibration within ``stage`` (its own launch cost when one was fitted)."""
+        launch = self.stage_launch_overhead_s.get(str(stage))
+        if launch is None:
+            return self
+        return _StageView(self, launch, self.kernel_floor_s)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (the file format)."""
+        data = asdict(self, recurse=True)
+        data = {"kind": CALIBRATION_KIND, **data}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> Calibration:
+        """Inverse of :meth:`to_dict`; CalibrationError names the file and the bad field."""
+        if not isinstance(data, dict) or data.get("kind") != CALIBRATION_KIND:
+            raise CalibrationError(f"{source}: not a calibration file (field 'kind' is not {CALIBRATION_KIND!r})")
+        version = data.get("schema_version")
+        if version != CALIBRATION_SCHEMA_VERSION:
+            raise CalibrationError(
+                f"{source}: calibration schema_version {version!r} is not supported (expected {CALIBRATION_SCHEMA_VERSION})"
+            )
+        try:
+            fit = data.get("fit") or {}
+            summary = FitSummary(
+                fitted_runs=fit.get("fitted_runs", ()), held_out_runs=fit.get("held_out_runs", ()),
+                observations=int(fit.get("observations", 0)), iterations=int(fit.get("iterations", 0)),
+                before=[StageError(**e) for e in fit.get("before", ())],
+                after=[StageError(**e) for e in fit.get("after", ())],
+                unidentified=fit.get("unidentified", ()),
+            )
+            return cls(
+                gpu_key=str(data["gpu_key"]), dtype=str(data.get("dtype", "bf16")),
+                software=SoftwareKey(**(data.get("software") or {})),
+                compute_efficiencies={str(k): float(v) for k, v in data.get("compute_efficiencies", {}).items()},
+                bandwidth_efficiencies={str(k): float(v) for k, v in data.get("bandwidth_efficiencies", {}).items()},
+                default_compute_efficiency=float(data.get("default_compute_efficiency", 1.0)),
+                default_bandwidth_efficiency=float(data.get("default_bandwidth_efficiency", 1.0)),
+                launch_overhead_s=float(data.get("launch_overhead_s", 0.0)),
+                kernel_floor_s=float(data.get("kernel_floor_s", 0.0)),
+                stage_launch_overhead_s={str(k): float(v)
+                                         for k, v in (data.get("stage_launch_overhead_s") or {}).items()},
+                fit=summary, created_utc=str(data.get("created_utc", "")), schema_version=int(version),
+            )
+        except CalibrationError:
+            raise
+        except KeyError as exc:
+            raise CalibrationError(f"{source}: calibration field {exc.args[0]!r} is missing") from None
+        except (TypeError, ValueError) as exc:
+            raise CalibrationError(f"{source}: malformed calibration ({exc})") from None
+
+    def describe(self) -> str:
+        """One line: which GPU, software and launch cost."""
+        per_stage = "".join(f", {k} {v * 1e6:.2f}" for k, v in self.stage_launch_overhead_s.items())
+        return (f"calibration for {self.gpu_key} ({self.dtype}; {self.software.describe()}), "
+                f"launch {self.launch_overhead_s * 1e6:.2f} us/kernel{per_stage}, "
+                f"device floor {self.kernel_floor_s * 1e6:.2f} us/kernel")
+
+
+def save_calibration(calibration: Calibration, path: str | Path) -> Path:
+    """Write ``calibration`` as indented JSON; returns the path."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(calibration.to_dict(), indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    return out
+
+
+def load_calibration(path: str | Path) -> Calibration:
+    """Read a calibration file; CalibrationError (one line) when missing or malformed."""
+    p = Path(path)
+    if not p.is_file():
+        raise CalibrationError(f"calibration file not found: {p}")
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CalibrationError(f"{p}: not readable JSON ({exc.__class__.__name__}: {exc})") from None
+    return Calibration.from_dict(data, source=str(p))
+
+
+def check_applies(calibration: Calibration, gpu_key: str, software: SoftwareKey | None = None) -> list[str]:
+    """Refuse a calibration for another GPU; return warnings for differing software versions.
+
+    Raises CalibrationError when ``gpu_key`` differs from the calibration's.
+    """
+    if calibration.gpu_key != gpu_key:
+        raise CalibrationError(
+            f"calibration is for GPU {calibration.gpu_key!r}, not {gpu_key!r}; fit one on {gpu_key} runs"
+        )
+    warnings: list[str] = []
+    if software is not None:
+        for name in ("torch", "transformers", "cuda"):
+            mine, theirs = getattr(calibration.software, name), getattr(software, name)
+            if mine and theirs and mine != theirs:
+                warnings.append(f"calibration measured with {name} {mine}, this run uses {theirs}")
+    return warnings

@@ -1,0 +1,285 @@
+"""What-if planning: recompute an exported AnalyticModelReport under changed parameters.
+
+The report holds the full model config, the workload and the GPU it was
+computed for. A scenario changes any of GPU (catalogue key), dtype,
+resolution mode, page size, prompt text tokens, max_new_tokens, batch size
+and calibration on/off; the analytic model (formulas only: no model build,
+no weights) is rerun for the changed workload and one row of metrics is
+produced. A scenario that changes nothing reproduces the report's own
+numbers exactly (the analyzer is deterministic and the export lossless).
+Sweeps are the cartesian product of value lists; identical analytic inputs
+are computed once.
+
+Columns (units in the names) are documented in docs/what-if.md.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import math
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from attrs import define, field
+
+from llm_perf_opt.analytic.calibration import Calibration, EfficiencyModel, check_applies
+from llm_perf_opt.data.analytic import AnalyticModelReport, OCRWorkloadProfile
+from llm_perf_opt.errors import UserError
+from llm_perf_opt.hardware.catalog import GpuCatalog, GpuSpec, load_catalog
+from llm_perf_opt.models.deepseek_ocr.modes import get_mode
+from llm_perf_opt.vocab import DType, Stage, parse_dtype
+
+#: Seconds per day (pages/day = pages/s x this).
+SECONDS_PER_DAY = 86_400
+#: Schema version of what-if JSON files.
+WHATIF_SCHEMA = "llm-perf-opt.what-if/1"
+
+#: (base report, workload, gpu, efficiency or None) -> AnalyticModelReport of the workload on the gpu.
+Analyzer = Callable[[AnalyticModelReport, OCRWorkloadProfile, GpuSpec, "EfficiencyModel | None"], AnalyticModelReport]
+
+
+class WhatIfError(UserError):
+    """A scenario that cannot be evaluated (unknown GPU, impossible size, calibration for another GPU)."""
+
+
+@define(kw_only=True, frozen=True)
+class Scenario:
+    """Changes to apply to the report's workload; None = keep the report's value."""
+
+    gpu: str | None = None
+    dtype: str | None = None
+    mode: str | None = None
+    image_width_px: int | None = None
+    image_height_px: int | None = None
+    prompt_text_tokens: int | None = None
+    max_new_tokens: int | None = None
+    batch_size: int | None = None
+    tiles: tuple[int, int] | None = None
+    calibrated: bool = False
+
+    def changes(self) -> dict[str, Any]:
+        """Only the fields that change something (for labels)."""
+        names = ("gpu", "dtype", "mode", "image_width_px", "image_height_px", "tiles", "prompt_text_tokens",
+                 "max_new_tokens", "batch_size")
+        out: dict[str, Any] = {k: getattr(self, k) for k in names if getattr(self, k) is not None}
+        if self.calibrated:
+            out["calibrated"] = True
+        return out
+
+
+@define(kw_only=True)
+class WhatIfRow:
+    """One scenario's metrics (one CSV row). Times are per pass (the whole batch)."""
+
+    scenario_id: int = field(metadata={"help": "0-based index in the sweep"})
+    gpu_key: str = field(metadata={"help": "GPU catalogue key"})
+    dtype: str = field(metadata={"help": "compute dtype"})
+    mode: str = field(metadata={"help": "resolution mode"})
+    image_width_px: int = field(metadata={"help": "page width, px"})
+    image_height_px: int = field(metadata={"help": "page height, px"})
+    tiles: int = field(metadata={"help": "Gundam local tiles (0 when not tiled)"})
+    prefill_tokens: int = field(metadata={"help": "prompt length per page: image slots + text tokens"})
+    prompt_text_tokens: int = field(metadata={"help": "prompt tokens besides the image slots"})
+    max_new_tokens: int = field(metadata={"help": "decode steps per page"})
+    batch_size: int = field(metadata={"help": "pages per pass"})
+    calibrated: bool = field(metadata={"help": "times use the calibration file (else pure roofline)"})
+    vision_sam_ms: float = field(metadata={"help": "predicted vision.sam time per pass, ms"})
+    vision_clip_ms: float = field(metadata={"help": "predicted vision.clip time per pass, ms"})
+    projector_ms: float = field(metadata={"help": "predicted projector time per pass, ms"})
+    prefill_ms: float = field(metadata={"help": "predicted language-model prefill per pass, ms"})
+    decode_ms: float = field(metadata={"help": "predicted decode, all steps, per pass, ms"})
+    decode_per_token_ms: float = field(metadata={"help": "predicted decode step (whole batch), ms"})
+    total_ms: float = field(metadata={"help": "predicted time of one pass (all stages), ms"})
+    pages_per_s: float = field(metadata={"help": "batch_size / total seconds"})
+    pages_per_day: float = field(metadata={"help": "pages_per_s x 86400"})
+    output_tokens_per_s: float = field(metadata={"help": "batch_size x max_new_tokens / total seconds"})
+    weights_bytes: float = field(metadata={"help": "parameter bytes at the dtype"})
+    kv_cache_bytes: float = field(metadata={"help": "KV cache at the end of decode, bytes"})
+    activation_peak_bytes: float = field(metadata={"help": "largest live activations, bytes"})
+    memory_total_bytes: float = field(metadata={"help": "weights + KV cache + activation peak, bytes"})
+    gpu_memory_bytes: float = field(metadata={"help": "GPU memory capacity, bytes"})
+    fits: bool = field(metadata={"help": "memory_total_bytes <= gpu_memory_bytes"})
+    max_batch_size: int | None = field(metadata={"help": "largest batch that fits (analyzer), null if unknown"})
+
+
+#: CSV column order (= WhatIfRow fields).
+COLUMNS: tuple[str, ...] = tuple(a.name for a in WhatIfRow.__attrs_attrs__)
+
+
+def row_from_report(report: AnalyticModelReport, *, scenario_id: int = 0, calibrated: bool = False,
+                    gpu_memory_bytes: float | None = None) -> WhatIfRow:
+    """The metrics of one report (``calibrated`` only labels the row: the report holds the times)."""
+    wl = report.workload
+    stage_ms = {s.value: (report.stage_totals[s].time_ms if s in report.stage_totals else 0.0) for s in Stage}
+    total_ms = report.model_totals.time_ms
+    per_tok = report.decode.per_token.time_ms
+    cap = gpu_memory_bytes if gpu_memory_bytes is not None else report.peaks.memory_capacity_bytes
+    mem = report.memory
+    total_s = total_ms / 1e3
+    pages_per_s = wl.batch_size / total_s if total_s > 0 else math.inf
+    layout = wl.layout
+    return WhatIfRow(
+        scenario_id=scenario_id, gpu_key=report.gpu_key, dtype=str(wl.dtype), mode=wl.mode,
+        image_width_px=wl.image_width_px, image_height_px=wl.image_height_px, tiles=layout.num_tiles,
+        prefill_tokens=wl.prefill_tokens, prompt_text_tokens=wl.prompt_text_tokens,
+        max_new_tokens=wl.max_new_tokens, batch_size=wl.batch_size, calibrated=calibrated,
+        vision_sam_ms=stage_ms[Stage.VISION_SAM.value], vision_clip_ms=stage_ms[Stage.VISION_CLIP.value],
+        projector_ms=stage_ms[Stage.PROJECTOR.value], prefill_ms=stage_ms[Stage.PREFILL.value],
+        decode_ms=stage_ms[Stage.DECODE.value], decode_per_token_ms=per_tok, total_ms=total_ms,
+        pages_per_s=pages_per_s, pages_per_day=pages_per_s * SECONDS_PER_DAY,
+        output_tokens_per_s=wl.batch_size * wl.max_new_tokens / total_s if total_s > 0 else math.inf,
+        weights_bytes=mem.weights_bytes, kv_cache_bytes=mem.kv_cache_bytes,
+        activation_peak_bytes=mem.activation_peak_bytes, memory_total_bytes=mem.total_bytes,
+        gpu_memory_bytes=float(cap) if cap is not None else math.nan,
+        fits=bool(cap is not None and mem.total_bytes <= cap), max_batch_size=mem.max_batch_size,
+    )
+
+
+def tiles_page_size(rows: int, cols: int, mode: str) -> tuple[int, int]:
+    """A page size (width, height) px that ``mode`` tiles as rows x cols: (tile*cols, tile*rows).
+
+    Exact for every grid of the tiling rule (its aspect ratio is matched exactly
+    and no larger grid of that ratio wins the tie); 1 x 1 = one tile-sized page
+    (no tiling). WhatIfError outside crop mode or the allowed tile counts.
+    """
+    m = get_mode(mode)
+    if not m.crop_mode:
+        raise WhatIfError(f"what-if: tiles apply to the crop (gundam) mode only, not {m.name!r}")
+    from llm_perf_opt.models.deepseek_ocr.modes import MAX_TILES, MIN_TILES
+
+    if (rows, cols) != (1, 1) and not MIN_TILES <= rows * cols <= MAX_TILES:
+        raise WhatIfError(f"what-if: tiles {rows}x{cols}: the tile count must be 1 or {MIN_TILES}..{MAX_TILES}")
+    if rows < 1 or cols < 1:
+        raise WhatIfError(f"what-if: tiles {rows}x{cols} must be positive")
+    return m.image_size * cols, m.image_size * rows
+
+
+def scenario_workload(report: AnalyticModelReport, sc: Scenario) -> OCRWorkloadProfile:
+    """The report's workload with the scenario's changes (tile grid re-derived)."""
+    wl = report.workload
+    mode = get_mode(sc.mode).name if sc.mode is not None else wl.mode
+    width = sc.image_width_px if sc.image_width_px is not None else wl.image_width_px
+    height = sc.image_height_px if sc.image_height_px is not None else wl.image_height_px
+    if sc.tiles is not None:
+        if sc.image_width_px is not None or sc.image_height_px is not None:
+            raise WhatIfError("what-if: give tiles or an image size in a scenario, not both")
+        width, height = tiles_page_size(sc.tiles[0], sc.tiles[1], mode)
+    dtype: DType = wl.dtype
+    if sc.dtype is not None:
+        try:
+            dtype = parse_dtype(sc.dtype)
+        except ValueError as exc:
+            raise WhatIfError(f"what-if: {exc}") from None
+    for name in ("prompt_text_tokens",):
+        v = getattr(sc, name)
+        if v is not None and v < 0:
+            raise WhatIfError(f"what-if: {name} must be >= 0, got {v}")
+    for name in ("max_new_tokens", "batch_size"):
+        v = getattr(sc, name)
+        if v is not None and v < 1:
+            raise WhatIfError(f"what-if: {name} must be >= 1, got {v}")
+    return OCRWorkloadProfile.create(
+        profile_id=wl.profile_id, mode=mode,
+        image_width_px=width, image_height_px=height,
+        prompt_text_tokens=sc.prompt_text_tokens if sc.prompt_text_tokens is not None else wl.prompt_text_tokens,
+        max_new_tokens=sc.max_new_tokens if sc.max_new_tokens is not None else wl.max_new_tokens,
+        batch_size=sc.batch_size if sc.batch_size is not None else wl.batch_size,
+        dtype=dtype, attention=wl.attention,
+    )
+
+
+def expand_sweep(
+    *,
+    gpus: Sequence[str | None] = (None,),
+    dtypes: Sequence[str | None] = (None,),
+    modes: Sequence[str | None] = (None,),
+    image_sizes: Sequence[tuple[int, int] | None] = (None,),
+    prompt_text_tokens: Sequence[int | None] = (None,),
+    max_new_tokens: Sequence[int | None] = (None,),
+    batch_sizes: Sequence[int | None] = (None,),
+    tiles: Sequence[tuple[int, int] | None] = (None,),
+    calibrated: Sequence[bool] = (False,),
+) -> list[Scenario]:
+    """Cartesian product of the value lists, in the order the arguments are listed (tiles after sizes)."""
+    out = []
+    for g, d, m, size, tl, pt, mnt, bs, cal in itertools.product(
+            gpus or (None,), dtypes or (None,), modes or (None,), image_sizes or (None,), tiles or (None,),
+            prompt_text_tokens or (None,), max_new_tokens or (None,), batch_sizes or (None,), calibrated or (False,)):
+        out.append(Scenario(gpu=g, dtype=d, mode=m, image_width_px=size[0] if size else None,
+                            image_height_px=size[1] if size else None, tiles=tl, prompt_text_tokens=pt,
+                            max_new_tokens=mnt, batch_size=bs, calibrated=cal))
+    return out
+
+
+def default_analyzer() -> Analyzer:
+    """The project's analytic model (llm_perf_opt.analytic), as an :data:`Analyzer`."""
+    from llm_perf_opt.compare.analyzer_bridge import analyze_like
+
+    def analyze(base: AnalyticModelReport, wl: OCRWorkloadProfile, gpu: GpuSpec,
+                eff: EfficiencyModel | None) -> AnalyticModelReport:
+        return analyze_like(base, wl, gpu, efficiency=eff)
+
+    return analyze
+
+
+def run_what_if(
+    report: AnalyticModelReport,
+    scenarios: Iterable[Scenario],
+    *,
+    calibration: Calibration | None = None,
+    catalog: GpuCatalog | None = None,
+    analyzer: Analyzer | None = None,
+) -> list[WhatIfRow]:
+    """One row per scenario. WhatIfError / UnknownGpuError (one line) on a bad scenario."""
+    from llm_perf_opt.compare.analyzer_bridge import check_uncalibrated
+
+    check_uncalibrated(report)
+    cat = catalog if catalog is not None else load_catalog()
+    analyze = analyzer if analyzer is not None else default_analyzer()
+    scenarios = list(scenarios)
+    for name in sorted({sc.gpu for sc in scenarios if sc.gpu is not None}):
+        cat.get(name)  # an unknown GPU anywhere in the sweep stops it before any work (one line)
+    cache: dict[tuple[Any, ...], AnalyticModelReport] = {}
+    rows: list[WhatIfRow] = []
+    for i, sc in enumerate(scenarios):
+        gpu = cat.get(sc.gpu) if sc.gpu is not None else cat.get(report.gpu_key)
+        wl = scenario_workload(report, sc)
+        if sc.calibrated:
+            if calibration is None:
+                raise WhatIfError("what-if: a scenario asks for calibration but no --calibration file was given")
+            check_applies(calibration, gpu.key)
+        key = (gpu.key, wl.mode, wl.image_width_px, wl.image_height_px, wl.prompt_text_tokens, wl.max_new_tokens,
+               wl.batch_size, str(wl.dtype), sc.calibrated)
+        if key not in cache:
+            cache[key] = analyze(report, wl, gpu, calibration if sc.calibrated else None)
+        rep = cache[key]
+        rows.append(row_from_report(rep, scenario_id=i, calibrated=sc.calibrated,
+                                    gpu_memory_bytes=float(gpu.memory_bytes)))
+    return rows
+
+
+def write_csv(rows: Sequence[WhatIfRow], path: str | Path) -> Path:
+    """CSV with :data:`COLUMNS` (floats written with repr: lossless)."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(COLUMNS)
+        for r in rows:
+            w.writerow(["" if getattr(r, c) is None else (repr(getattr(r, c)) if isinstance(getattr(r, c), float)
+                                                          else getattr(r, c)) for c in COLUMNS])
+    return out
+
+
+def rows_as_dicts(rows: Sequence[WhatIfRow]) -> list[dict[str, Any]]:
+    """Rows as plain dicts in column order (NaN/inf become null)."""
+    out = []
+    for r in rows:
+        d: dict[str, Any] = {}
+        for c in COLUMNS:
+            v = getattr(r, c)
+            d[c] = None if isinstance(v, float) and not math.isfinite(v) else v
+        out.append(d)
+    return out

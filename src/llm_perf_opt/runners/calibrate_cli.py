@@ -1,0 +1,119 @@
+"""Fit per-category roofline efficiencies and a per-kernel launch cost from measured runs.
+
+The fitted runs (--run, repeatable) and the held-out runs (--held-out) must
+share one GPU and dtype. The calibration file (JSON) is keyed by the GPU
+catalogue key and the software versions of the first fitted run; the
+per-stage error before (pure roofline) and after (calibrated) is printed for
+every run and stored in the file (``fit.before`` / ``fit.after``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from llm_perf_opt.analytic.calibration import Calibration, StageError, save_calibration
+from llm_perf_opt.cli import run_guarded
+from llm_perf_opt.compare.calibrate import calibrate
+from llm_perf_opt.compare.runs import load_run
+from llm_perf_opt.errors import UserError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `llm-perf-opt calibrate`."""
+    parser.add_argument("--run", dest="runs", action="append", type=Path, required=True, metavar="RUN_DIR",
+                        help="profiling run folder to fit on (repeat for several runs)")
+    parser.add_argument("--held-out", dest="held_out", action="append", type=Path, default=[], metavar="RUN_DIR",
+                        help="run folder NOT used for fitting; its error is reported (repeatable)")
+    parser.add_argument("--out", type=Path, required=True, metavar="FILE",
+                        help="calibration JSON to write (e.g. calibrations/h100-sxm.json)")
+    parser.add_argument("--prompt-text-tokens", type=int, default=None, metavar="N",
+                        help="prompt tokens besides the image slots (BOS included); default: from each run's "
+                             "prefill token counts")
+    parser.add_argument("--no-operator-table", action="store_true",
+                        help="fit on stage times only, ignoring per-stage per-category operator device times")
+    parser.add_argument("--max-efficiency", type=float, default=1.0, metavar="F",
+                        help="upper bound of every fitted efficiency (fraction of the peaks; default 1.0)")
+    parser.add_argument("--shared", action="store_true",
+                        help="one compute and one bandwidth efficiency for all categories (3 parameters with the "
+                             "launch cost; for fits on few stage times)")
+    parser.add_argument("--per-stage-launch", action="store_true",
+                        help="fit one launch cost per stage (absorbs kernel counts that are off by a stage-specific "
+                             "factor, e.g. an eager-loop expert count against grouped-GEMM experts)")
+    parser.add_argument("--no-launch", action="store_true",
+                        help="do not fit a per-kernel launch cost (keep it 0)")
+    parser.add_argument("--config", default=None, metavar="NAME",
+                        help="model config to analyse instead of the runs' ('default', 'tiny' or a config.json path)")
+    parser.add_argument("--catalog", type=Path, default=None, metavar="YAML",
+                        help="extra GPU catalogue file layered over the packaged one")
+
+
+def error_table(cal: Calibration) -> str:
+    """Per-run, per-stage error before and after calibration, as text."""
+    after = {(e.run_id, e.stage): e for e in cal.fit.after}
+    lines = [f"{'run':<28} {'set':<8} {'stage':<12} {'measured ms':>12} {'roofline err':>13} {'calibrated err':>15}"]
+    for b in cal.fit.before:
+        a: StageError = after[(b.run_id, b.stage)]
+        lines.append(f"{b.run_id:<28} {'held-out' if b.held_out else 'fit':<8} {b.stage:<12} {b.measured_ms:>12.3f} "
+                     f"{b.relative_error:>+13.1%} {a.relative_error:>+15.1%}")
+    return "\n".join(lines)
+
+
+def rms(errors: Sequence[StageError]) -> float:
+    """Root-mean-square relative error."""
+    vals = [e.relative_error for e in errors if math.isfinite(e.relative_error)]
+    return math.sqrt(sum(v * v for v in vals) / len(vals)) if vals else math.nan
+
+
+def run(args: argparse.Namespace) -> int:
+    """Fit, save, print the error table."""
+    from llm_perf_opt.runners.compare_cli import predictions_for_run, resolve_run_dir
+
+    if args.max_efficiency <= 0:
+        raise UserError(f"--max-efficiency must be > 0, got {args.max_efficiency}")
+    fit_runs = []
+    for d in args.runs:
+        r = load_run(resolve_run_dir(d))
+        fit_runs.append((r, predictions_for_run(r, prompt_text_tokens=args.prompt_text_tokens,
+                                                catalog=args.catalog, config=args.config)[0]))
+    held = []
+    for d in args.held_out:
+        r = load_run(resolve_run_dir(d))
+        held.append((r, predictions_for_run(r, prompt_text_tokens=args.prompt_text_tokens, catalog=args.catalog,
+                                            config=args.config)[0]))
+    cal = calibrate(fit_runs, held, use_operator_table=not args.no_operator_table,
+                    max_efficiency=args.max_efficiency, fit_launch=not args.no_launch, shared=args.shared,
+                    per_stage_launch=args.per_stage_launch)
+    path = save_calibration(cal, args.out)
+    print(cal.describe())
+    cats = sorted(set(cal.compute_efficiencies) | set(cal.bandwidth_efficiencies))
+    print(f"{'category':<24} {'compute eff':>12} {'bandwidth eff':>14}")
+    for c in cats:
+        print(f"{c:<24} {cal.compute_efficiency(c):>12.3f} {cal.bandwidth_efficiency(c):>14.3f}")
+    if cal.fit.unidentified:
+        print("not constrained by the data (kept at 1.0): " + ", ".join(cal.fit.unidentified))
+    print(error_table(cal))
+    fit_b = [e for e in cal.fit.before if not e.held_out]
+    fit_a = [e for e in cal.fit.after if not e.held_out]
+    print(f"rms stage error on fitted runs: {rms(fit_b):.1%} -> {rms(fit_a):.1%}")
+    if held:
+        hb = [e for e in cal.fit.before if e.held_out]
+        ha = [e for e in cal.fit.after if e.held_out]
+        print(f"rms stage error on held-out runs: {rms(hb):.1%} -> {rms(ha):.1%}")
+    print(f"wrote {path}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m llm_perf_opt.runners.calibrate_cli`."""
+    parser = argparse.ArgumentParser(prog="llm-perf-opt calibrate", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    return run_guarded(lambda: run(args), parser.prog)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""Recompute an exported analytic report under changed parameters (no model build, no weights).
+
+Every list flag takes one or more values; the scenarios are their cartesian
+product. A flag left out keeps the report's value. Writes one CSV and one
+JSON (one row per scenario; columns in docs/what-if.md) and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from llm_perf_opt.analytic.calibration import load_calibration
+from llm_perf_opt.cli import run_guarded
+from llm_perf_opt.compare.analytic import load_analytic_report
+from llm_perf_opt.compare.whatif import (
+    COLUMNS,
+    WHATIF_SCHEMA,
+    WhatIfRow,
+    expand_sweep,
+    rows_as_dicts,
+    run_what_if,
+    write_csv,
+)
+from llm_perf_opt.errors import UserError
+from llm_perf_opt.hardware.catalog import load_catalog
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = text.lower().split("x")
+        return int(w), int(h)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"image size {text!r} is not WIDTHxHEIGHT (e.g. 1700x2200)") from None
+
+
+def _grid(text: str) -> tuple[int, int]:
+    try:
+        r, c = text.lower().split("x")
+        return int(r), int(c)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"tiles {text!r} is not ROWSxCOLS (e.g. 3x2)") from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `llm-perf-opt what-if`."""
+    parser.add_argument("--report", required=True, type=Path, metavar="REPORT",
+                        help="exported AnalyticModelReport (JSON or YAML) to start from")
+    parser.add_argument("--gpu", nargs="+", default=None, metavar="KEY",
+                        help="GPU catalogue keys or aliases (llm-perf-opt hw list)")
+    parser.add_argument("--dtype", nargs="+", default=None, metavar="DTYPE", help="compute dtypes (bf16, fp16, fp32, fp8)")
+    parser.add_argument("--mode", nargs="+", default=None, metavar="MODE",
+                        help="resolution modes: tiny, small, base, large, gundam")
+    parser.add_argument("--image-size", nargs="+", type=_size, default=None, metavar="WxH",
+                        help="page sizes in pixels, e.g. 1700x2200 (Gundam tiles follow from it)")
+    parser.add_argument("--tiles", nargs="+", type=_grid, default=None, metavar="RxC",
+                        help="Gundam tile grids rows x cols (e.g. 2x3); sets the page to 640*cols x 640*rows px; "
+                             "not together with --image-size")
+    parser.add_argument("--prompt-text-tokens", nargs="+", type=int, default=None, metavar="N",
+                        help="prompt tokens besides the image slots (BOS included)")
+    parser.add_argument("--max-new-tokens", nargs="+", type=int, default=None, metavar="N",
+                        help="decode steps per page")
+    parser.add_argument("--batch-size", nargs="+", type=int, default=None, metavar="N", help="pages per pass")
+    parser.add_argument("--calibration", type=Path, default=None, metavar="FILE",
+                        help="calibration JSON (llm-perf-opt calibrate) used by calibrated scenarios")
+    parser.add_argument("--calibrated", choices=("off", "on", "both"), default=None,
+                        help="pure roofline (off), calibrated (on) or both; default: on with --calibration, else off")
+    parser.add_argument("--out", type=Path, default=Path("tmp/what-if"), metavar="DIR",
+                        help="folder for <name>.csv and <name>.json (default tmp/what-if)")
+    parser.add_argument("--name", default=None, help="output file stem (default: what-if-<report_id>)")
+    parser.add_argument("--catalog", type=Path, default=None, metavar="YAML",
+                        help="extra GPU catalogue file layered over the packaged one")
+    parser.add_argument("--quiet", action="store_true", help="print only the output paths")
+
+
+def print_rows(rows: Sequence[WhatIfRow], limit: int = 40) -> None:
+    """A short table of the scenarios."""
+    print(f"{'#':>4} {'gpu':<14} {'dtype':<5} {'mode':<7} {'tiles':>5} {'ptok':>5} {'new':>5} {'batch':>5} {'cal':<3} "
+          f"{'vision ms':>10} {'prefill ms':>10} {'decode ms':>11} {'total ms':>11} {'pages/day':>12} {'mem GB':>8} fits")
+    for r in rows[:limit]:
+        vision = r.vision_sam_ms + r.vision_clip_ms + r.projector_ms
+        print(f"{r.scenario_id:>4} {r.gpu_key:<14} {r.dtype:<5} {r.mode:<7} {r.tiles:>5} {r.prefill_tokens:>5} "
+              f"{r.max_new_tokens:>5} {r.batch_size:>5} {'on' if r.calibrated else 'off':<3} {vision:>10.3f} "
+              f"{r.prefill_ms:>10.3f} {r.decode_ms:>11.3f} {r.total_ms:>11.3f} {r.pages_per_day:>12,.0f} "
+              f"{r.memory_total_bytes / 1e9:>8.2f} {'yes' if r.fits else 'NO'}")
+    if len(rows) > limit:
+        print(f"... {len(rows) - limit} more rows in the CSV/JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Sweep, write CSV + JSON, print."""
+    report = load_analytic_report(args.report)
+    calibration = load_calibration(args.calibration) if args.calibration is not None else None
+    mode = args.calibrated or ("on" if calibration is not None else "off")
+    if mode != "off" and calibration is None:
+        raise UserError(f"--calibrated {mode} needs --calibration FILE")
+    cal_values = {"off": [False], "on": [True], "both": [False, True]}[mode]
+    if args.tiles and args.image_size:
+        raise UserError("give --tiles or --image-size, not both")
+    catalog = load_catalog(args.catalog)
+    scenarios = expand_sweep(gpus=args.gpu or [None], dtypes=args.dtype or [None], modes=args.mode or [None],
+                             image_sizes=args.image_size or [None], tiles=args.tiles or [None],
+                             prompt_text_tokens=args.prompt_text_tokens or [None],
+                             max_new_tokens=args.max_new_tokens or [None], batch_sizes=args.batch_size or [None],
+                             calibrated=cal_values)
+    rows = run_what_if(report, scenarios, calibration=calibration, catalog=catalog)
+    stem = args.name or f"what-if-{report.report_id}"
+    csv_path = write_csv(rows, args.out / f"{stem}.csv")
+    json_path = args.out / f"{stem}.json"
+    fields = {a.name: a.metadata.get("help", "") for a in WhatIfRow.__attrs_attrs__}
+    payload = {
+        "schema_version": WHATIF_SCHEMA, "report_id": report.report_id, "report_schema": report.schema_version,
+        "base_gpu_key": report.gpu_key, "base_workload": report.workload.profile_id,
+        "calibration": calibration.describe() if calibration is not None else None,
+        "columns": {c: fields[c] for c in COLUMNS},
+        "scenarios": [sc.changes() for sc in scenarios], "rows": rows_as_dicts(rows),
+    }
+    json_path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    if not args.quiet:
+        print_rows(rows)
+    print(f"wrote {csv_path}")
+    print(f"wrote {json_path}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m llm_perf_opt.runners.what_if_cli`."""
+    parser = argparse.ArgumentParser(prog="llm-perf-opt what-if", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    return run_guarded(lambda: run(args), parser.prog)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""calibrate on synthetic runs generated from known efficiencies: recovery, held-out error, file format."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import attrs
+import pytest
+
+from llm_perf_opt.analytic.calibration import (
+    Calibration,
+    CalibrationError,
+    check_applies,
+    load_calibration,
+    save_calibration,
+)
+from llm_perf_opt.compare.calibrate import calibrate
+from llm_perf_opt.compare.runs import load_run
+from llm_perf_opt.runners import calibrate_cli, compare_cli
+from llm_perf_opt.runners.compare_cli import build_comparison, predictions_for_run
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "compare"
+_spec = importlib.util.spec_from_file_location("compare_fixtures", DATA / "make_fixtures.py")
+assert _spec and _spec.loader
+FX = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(FX)
+
+TRUTH = Calibration(
+    gpu_key="h100-sxm",
+    compute_efficiencies={"gemm": 0.7, "attention": 0.45, "conv": 0.5, "lm_head": 0.7, "moe_experts": 0.35},
+    bandwidth_efficiencies={"gemm": 0.8, "attention": 0.6, "norm": 0.55, "activation/elementwise": 0.65,
+                            "memory/other": 0.5, "moe_experts": 0.6, "lm_head": 0.85, "embedding": 0.4,
+                            "conv": 0.7, "moe_router": 0.3},
+    launch_overhead_s=4e-6,
+)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("runs")
+    return {
+        "base-b1": FX.write_calibrated_run(root / "base-b1", FX.workload("base"), TRUTH),
+        "gundam-b1": FX.write_calibrated_run(root / "gundam-b1", FX.workload("gundam", (1700, 2200)), TRUTH),
+        "large-b4": FX.write_calibrated_run(root / "large-b4", FX.workload("large", (1280, 1280), batch=4), TRUTH),
+    }
+
+
+def _with_preds(path: Path):
+    run = load_run(path)
+    return run, predictions_for_run(run)[0]
+
+
+def test_recovers_known_efficiencies_and_held_out_error(runs: dict[str, Path]) -> None:
+    cal = calibrate([_with_preds(runs["base-b1"]), _with_preds(runs["gundam-b1"])], [_with_preds(runs["large-b4"])])
+    assert cal.gpu_key == "h100-sxm" and cal.software.torch == "2.11.0+cu130"
+    unidentified = set(cal.fit.unidentified)
+    checked = 0
+    for cat, eff in TRUTH.compute_efficiencies.items():
+        if f"compute_efficiency[{cat}]" not in unidentified and cat in cal.compute_efficiencies:
+            assert cal.compute_efficiency(cat) == pytest.approx(eff, rel=0.02), cat
+            checked += 1
+    for cat, eff in TRUTH.bandwidth_efficiencies.items():
+        if f"bandwidth_efficiency[{cat}]" not in unidentified and cat in cal.bandwidth_efficiencies:
+            assert cal.bandwidth_efficiency(cat) == pytest.approx(eff, rel=0.02), cat
+            checked += 1
+    assert checked >= 8
+    assert cal.launch_overhead_s == pytest.approx(TRUTH.launch_overhead_s, rel=0.02)
+    held_before = [e for e in cal.fit.before if e.held_out]
+    held_after = [e for e in cal.fit.after if e.held_out]
+    assert {e.run_id for e in held_after} == {"large-b4"}
+    assert max(abs(e.relative_error) for e in held_before) > 0.3  # the pure roofline is far off
+    assert max(abs(e.relative_error) for e in held_after) < 0.01  # the calibration carries over
+
+
+def test_full_size_config_identifies_compute_efficiencies(tmp_path: Path) -> None:
+    """With the real widths, vision and long-prompt prefill matmuls are compute-bound: gemm's ce is fitted."""
+    fit = [_with_preds(FX.write_calibrated_run(tmp_path / "g", FX.workload("gundam", (1700, 2200), new_tokens=4),
+                                               TRUTH, config="default")),
+           _with_preds(FX.write_calibrated_run(tmp_path / "b", FX.workload("base", new_tokens=4, batch=2),
+                                               TRUTH, config="default"))]
+    cal = calibrate(fit)
+    assert "compute_efficiency[gemm]" not in cal.fit.unidentified
+    assert cal.compute_efficiency("gemm") == pytest.approx(0.7, rel=0.02)
+    assert cal.bandwidth_efficiency("gemm") == pytest.approx(0.8, rel=0.02)
+    assert max(abs(e.relative_error) for e in cal.fit.after) < 0.01
+
+
+def test_calibration_file_roundtrip_and_key(tmp_path: Path) -> None:
+    staged = attrs.evolve(TRUTH, stage_launch_overhead_s={"decode": 2e-5})
+    back = load_calibration(save_calibration(staged, tmp_path / "staged.json"))
+    assert back == staged and back.for_stage("decode").launch_overhead_s == 2e-5
+    assert back.for_stage("prefill") is back
+    path = save_calibration(TRUTH, tmp_path / "cal.json")
+    back = load_calibration(path)
+    assert back == TRUTH
+    with pytest.raises(CalibrationError, match="for GPU 'h100-sxm', not 'a100-sxm4-80gb'"):
+        check_applies(back, "a100-sxm4-80gb")
+    raw = json.loads(path.read_text())
+    raw["schema_version"] = 99
+    (tmp_path / "v99.json").write_text(json.dumps(raw))
+    with pytest.raises(CalibrationError, match="schema_version 99"):
+        load_calibration(tmp_path / "v99.json")
+    with pytest.raises(CalibrationError, match="not found"):
+        load_calibration(tmp_path / "none.json")
+
+
+def test_cli_fit_then_compare_calibrated(runs: dict[str, Path], tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "h100.json"
+    rc = calibrate_cli.main(["--run", str(runs["base-b1"]), "--run", str(runs["gundam-b1"]),
+                             "--held-out", str(runs["large-b4"]), "--out", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "held-out" in text and "rms stage error on held-out runs" in text
+    cal = load_calibration(out)
+    cmp, _ = build_comparison(load_run(runs["large-b4"]), calibration=cal)
+    for s in cmp.stages:
+        assert s.calibrated_ratio == pytest.approx(1.0, abs=0.01), s.stage
+    udir = tmp_path / "unified"
+    assert compare_cli.main(["--run", str(runs["large-b4"]), "--calibration", str(out), "--out", str(tmp_path / "c"),
+                             "--unified-dir", str(udir)]) == 0
+    capacity = json.loads((udir / "unified_report.json").read_text())["capacity"][0]
+    assert capacity["calibrated_pages_per_s"] == pytest.approx(capacity["measured_pages_per_s"], rel=0.01)
+    assert capacity["calibrated_pages_per_s"] < capacity["predicted_pages_per_s"]
+
+
+def test_mixed_gpus_refused(runs: dict[str, Path], tmp_path: Path) -> None:
+    other = FX.write_run(tmp_path / "other-gpu", FX.workload(), {s: 1.0 for s in FX.FIXTURE_RATIOS})
+    metrics = other / "torch_profiler" / "metrics.json"
+    raw = json.loads(metrics.read_text())
+    raw["meta"]["gpu_key"] = "a100-sxm4-80gb"
+    metrics.write_text(json.dumps(raw))
+    from llm_perf_opt.errors import UserError
+
+    with pytest.raises(UserError, match="mix GPUs"):
+        calibrate([_with_preds(runs["base-b1"])], [_with_preds(other)])

@@ -1,0 +1,162 @@
+"""compare: a fixture run folder + analytic report gives the expected ratios; bad input is one line."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from llm_perf_opt.compare.analytic import MismatchError, load_analytic_report
+from llm_perf_opt.compare.compare import COMPARE_SCHEMA
+from llm_perf_opt.compare.runs import RunFolderError, load_run
+from llm_perf_opt.data.io import ReportLoadError, dump_json
+from llm_perf_opt.runners import compare_cli
+from llm_perf_opt.runners.compare_cli import build_comparison
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "compare"
+REPORT = DATA / "analytic-base-b1.json"
+
+
+def _fixtures():
+    spec = importlib.util.spec_from_file_location("compare_fixtures", DATA / "make_fixtures.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+FX = _fixtures()
+
+
+@pytest.fixture()
+def run_dir(tmp_path: Path) -> Path:
+    dst = tmp_path / "run-base-b1"
+    shutil.copytree(DATA / "run-base-b1", dst)
+    return dst
+
+
+def test_fixture_ratios_match_construction(run_dir: Path) -> None:
+    run = load_run(run_dir)
+    cmp, _ = build_comparison(run, analytic=REPORT)
+    got = {s.stage: s.ratio for s in cmp.stages}
+    for stage, expected in FX.FIXTURE_RATIOS.items():
+        assert got[stage] == pytest.approx(expected, rel=1e-9), stage
+    report = load_analytic_report(REPORT)
+    t = cmp.totals
+    measured_total = run.stage_mean_ms("prefill") + run.stage_mean_ms("decode")
+    assert t.measured_total_ms == pytest.approx(measured_total)
+    assert t.predicted_total_ms == report.model_totals.time_ms
+    assert t.ratio == pytest.approx(report.model_totals.time_ms / measured_total)
+    # decode per forward: the run's decode ms / (new tokens - 1) vs the analytic mean-length step
+    assert t.decode_per_token_ratio == pytest.approx(
+        report.decode.per_token.time_ms / (run.stage_mean_ms("decode") / (report.workload.max_new_tokens - 1)))
+    # categories: measured = the operator table; shares add up to one
+    assert cmp.category_basis == "cuda"
+    assert sum(c.measured_share or 0 for c in cmp.categories) == pytest.approx(1.0)
+    assert sum(c.predicted_share for c in cmp.categories) == pytest.approx(1.0)
+    table = run.operator_table
+    assert table is not None
+    for c in cmp.categories:
+        if c.measured_ms is not None:
+            assert c.measured_ms == pytest.approx(table.category_per_pass()[c.category])
+            assert c.ratio == pytest.approx(c.predicted_ms / c.measured_ms)
+    # lm_head / experts matmuls are folded into gemm (the profiler names them gemm)
+    assert {c.category for c in cmp.categories}.isdisjoint({"lm_head", "moe_experts"})
+
+
+def test_cli_writes_outputs_and_contract_summary(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert compare_cli.main(["--run", str(run_dir), "--analytic", str(REPORT)]) == 0
+    out = run_dir / "compare"
+    for name in ("compare.json", "compare.md", "stages.png", "roofline.png"):
+        assert (out / name).stat().st_size > 0, name
+    data = json.loads((out / "compare.json").read_text())
+    assert data["schema_version"] == COMPARE_SCHEMA
+    assert [s["stage"] for s in data["stages"]] == list(FX.FIXTURE_RATIOS)
+    contract = json.loads((out / "analytic_summary.json").read_text())
+    assert contract["measured_total_time_ms"] == pytest.approx(data["totals"]["measured_total_ms"])
+    assert contract["predicted_vs_measured_ratio"] == pytest.approx(data["totals"]["ratio"])
+    unified = json.loads((run_dir / "unified_report.json").read_text())
+    summary = unified["analytic_summary"]
+    assert summary["measured_total_time_ms"] == pytest.approx(data["totals"]["measured_total_ms"])
+    assert summary["predicted_vs_measured_ratio"] == pytest.approx(data["totals"]["ratio"])
+    labels = [c["label"] for c in unified["capacity"]]
+    assert labels[0] == "measured batch"
+    md = (run_dir / "unified_report.md").read_text()
+    assert "## Capacity on this GPU" in md and "Top operators" in md
+    assert "vision.sam" in capsys.readouterr().out
+
+
+def test_without_analytic_uses_the_runs_workload(run_dir: Path) -> None:
+    run = load_run(run_dir)
+    cmp, preds = build_comparison(run)
+    (rep, images), = preds
+    assert images == 1
+    wl = rep.workload
+    assert (wl.mode, wl.batch_size, wl.max_new_tokens, wl.prefill_tokens) == ("base", 1, 8, 282)
+    for s in cmp.stages:
+        measured = run.lm_prefill_ms() if s.stage == "prefill" else run.stage_mean_ms(s.stage)
+        assert s.ratio == pytest.approx(s.predicted_ms / measured)
+
+
+def test_workload_mismatch_is_one_line(run_dir: Path, tmp_path: Path) -> None:
+    other = FX.base_report(FX.workload(new_tokens=16))
+    path = dump_json(other, tmp_path / "other.json")
+    with pytest.raises(MismatchError, match="max_new_tokens is 16 in the report, 8 in the run"):
+        build_comparison(load_run(run_dir), analytic=path)
+
+
+def test_model_mismatch_is_one_line(run_dir: Path, tmp_path: Path) -> None:
+    other = FX.base_report(FX.workload(), config="default")
+    path = dump_json(other, tmp_path / "default.json")
+    with pytest.raises(MismatchError, match="config 'default' but the run used 'tiny'"):
+        build_comparison(load_run(run_dir), analytic=path)
+
+
+def test_other_schema_version_is_one_line(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    raw = json.loads(REPORT.read_text())
+    raw["schema_version"] = "llm-perf-opt.analytic-report/999"
+    bad = tmp_path / "v999.json"
+    bad.write_text(json.dumps(raw))
+    with pytest.raises(ReportLoadError, match="schema_version"):
+        load_analytic_report(bad)
+    assert compare_cli.main(["--run", str(run_dir), "--analytic", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "analytic-report/999" in err
+
+
+def test_missing_run_folder(tmp_path: Path) -> None:
+    with pytest.raises(RunFolderError, match="run folder not found"):
+        load_run(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RunFolderError, match="no profiling report"):
+        load_run(tmp_path / "empty")
+
+
+def test_mixed_page_sizes_are_analysed_per_tile_grid(tmp_path: Path) -> None:
+    wl = FX.workload("gundam", (1700, 2200))
+    run_dir = FX.write_run(tmp_path / "mixed", wl, {s: 1.0 for s in FX.FIXTURE_RATIOS})
+    metrics = run_dir / "torch_profiler" / "metrics.json"
+    raw = json.loads(metrics.read_text())
+    second = dict(raw["inputs"]["images"][0], synthetic_id="synthetic:text_heavy:1", width_px=1280, height_px=640)
+    raw["inputs"]["images"].append(second)
+    metrics.write_text(json.dumps(raw))
+    run = load_run(run_dir)
+    cmp, preds = build_comparison(run)
+    assert sorted((p.workload.tile_rows, p.workload.tile_cols, n) for p, n in preds) == [(1, 2, 1), (3, 2, 1)]
+    sam = [p.stage_totals["vision.sam"].time_ms for p, _ in preds]  # type: ignore[index]
+    assert cmp.stages[0].predicted_ms == pytest.approx(sum(sam) / 2)
+    with pytest.raises(MismatchError, match="tiles"):
+        build_comparison(run, analytic=dump_json(preds[0][0], tmp_path / "one.json"))
+
+
+def test_report_from_another_model_version_is_flagged(run_dir: Path, tmp_path: Path) -> None:
+    raw = json.loads(REPORT.read_text())
+    raw["stage_totals"]["vision.sam"]["time_ms"] *= 1.5
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps(raw))
+    cmp, _ = build_comparison(load_run(run_dir), analytic=edited)
+    assert any("differs from the current analytic model" in n for n in cmp.notes)
+    assert cmp.stages[0].ratio == pytest.approx(FX.FIXTURE_RATIOS["vision.sam"] * 1.5)

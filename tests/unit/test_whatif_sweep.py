@@ -1,0 +1,179 @@
+"""what-if: exact reproduction with no change, right direction for one change, sweeps, bad input."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+import attrs
+import pytest
+
+from llm_perf_opt.analytic.calibration import Calibration, CalibrationError, save_calibration
+from llm_perf_opt.compare.analytic import load_analytic_report
+from llm_perf_opt.compare.analyzer_bridge import CalibratedBaseError
+from llm_perf_opt.compare.whatif import (
+    COLUMNS,
+    Scenario,
+    WhatIfError,
+    expand_sweep,
+    row_from_report,
+    run_what_if,
+)
+from llm_perf_opt.data.analytic import AnalyticModelReport
+from llm_perf_opt.data.io import dump_json
+from llm_perf_opt.hardware.catalog import UnknownGpuError
+from llm_perf_opt.runners import what_if_cli
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "compare"
+_spec = importlib.util.spec_from_file_location("compare_fixtures", DATA / "make_fixtures.py")
+assert _spec and _spec.loader
+FX = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(FX)
+
+
+@pytest.fixture(scope="module")
+def report_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A report exported by the current analyzer (tiny config, base mode, batch 1, 8 new tokens, H100)."""
+    return dump_json(FX.base_report(FX.workload()), tmp_path_factory.mktemp("wi") / "analytic-base-b1.json")
+
+
+@pytest.fixture(scope="module")
+def report(report_file: Path) -> AnalyticModelReport:
+    return load_analytic_report(report_file)
+
+
+def one(report: AnalyticModelReport, **changes):
+    (row,) = run_what_if(report, [Scenario(**changes)])
+    return row
+
+
+def test_no_change_reproduces_the_report_exactly(report: AnalyticModelReport) -> None:
+    row = one(report)
+    assert attrs.asdict(row) == attrs.asdict(row_from_report(report))
+    assert row.total_ms == report.model_totals.time_ms
+    assert row.decode_ms == report.stage_totals["decode"].time_ms  # type: ignore[index]
+    assert row.memory_total_bytes == report.memory.total_bytes
+    assert row.max_batch_size == report.memory.max_batch_size
+
+
+def test_no_change_also_exact_for_the_full_size_model(tmp_path: Path) -> None:
+    from llm_perf_opt.analytic.model import AnalyticModel
+    from llm_perf_opt.analytic.report import build_report
+    from llm_perf_opt.analytic.roofline import RooflinePeaks
+    from llm_perf_opt.analytic.workloads import get_profile
+    from llm_perf_opt.hardware.bench import effective_peaks
+    from llm_perf_opt.hardware.catalog import load_catalog
+    from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
+
+    wl = get_profile("dsocr-standard-v1")
+    peaks = RooflinePeaks.from_effective(effective_peaks(load_catalog().get("h100-sxm")), wl.dtype)
+    exported = dump_json(build_report(AnalyticModel(DeepseekOCRConfig.default(), wl), peaks), tmp_path / "r.json")
+    rep = load_analytic_report(exported)
+    assert attrs.asdict(one(rep)) == attrs.asdict(row_from_report(rep))
+
+
+def test_each_change_moves_the_right_way(report: AnalyticModelReport) -> None:
+    base = one(report)
+    faster = one(report, gpu="b200")
+    assert faster.gpu_key == "b200"
+    for col in ("vision_sam_ms", "vision_clip_ms", "prefill_ms", "decode_ms", "total_ms"):
+        assert getattr(faster, col) < getattr(base, col), col
+    assert faster.pages_per_day > base.pages_per_day
+    shorter = one(report, max_new_tokens=4)
+    assert shorter.decode_ms < base.decode_ms and shorter.total_ms < base.total_ms
+    assert shorter.vision_sam_ms == base.vision_sam_ms
+    bigger = one(report, batch_size=8)
+    assert bigger.pages_per_s > base.pages_per_s
+    assert bigger.memory_total_bytes > base.memory_total_bytes
+    more_tiles = one(report, mode="gundam", image_width_px=1700, image_height_px=2200)
+    assert more_tiles.tiles == 6 and more_tiles.vision_sam_ms > base.vision_sam_ms
+    assert more_tiles.prefill_tokens > base.prefill_tokens
+    longer_prompt = one(report, prompt_text_tokens=500)
+    assert longer_prompt.prefill_ms > base.prefill_ms
+    fp32 = one(report, dtype="fp32")
+    assert fp32.weights_bytes == 2 * base.weights_bytes and fp32.total_ms > base.total_ms
+
+
+def test_calibration_on_off(report: AnalyticModelReport, tmp_path: Path) -> None:
+    cal = Calibration(gpu_key="h100-sxm", compute_efficiencies={"gemm": 0.5},
+                      bandwidth_efficiencies={"gemm": 0.5, "attention": 0.5}, launch_overhead_s=5e-6)
+    off, on = run_what_if(report, [Scenario(), Scenario(calibrated=True)], calibration=cal)
+    assert not off.calibrated and on.calibrated
+    assert on.total_ms > off.total_ms and on.decode_ms > off.decode_ms
+    with pytest.raises(CalibrationError, match="not 'b200'"):
+        run_what_if(report, [Scenario(gpu="b200", calibrated=True)], calibration=cal)
+    with pytest.raises(WhatIfError, match="no --calibration"):
+        run_what_if(report, [Scenario(calibrated=True)])
+
+
+def test_sweep_is_cartesian_and_written(report: AnalyticModelReport, report_file: Path, tmp_path: Path) -> None:
+    scenarios = expand_sweep(gpus=["h100-sxm", "a100-sxm4-80gb"], batch_sizes=[1, 2, 4], max_new_tokens=[4, 8])
+    assert len(scenarios) == 12
+    out = tmp_path / "sweep"
+    rc = what_if_cli.main(["--report", str(report_file), "--gpu", "h100-sxm", "a100-sxm4-80gb", "--batch-size", "1",
+                           "2", "4", "--max-new-tokens", "4", "8", "--out", str(out), "--name", "s", "--quiet"])
+    assert rc == 0
+    with (out / "s.csv").open() as fh:
+        rows = list(csv.reader(fh))
+    assert tuple(rows[0]) == COLUMNS and len(rows) == 13
+    data = json.loads((out / "s.json").read_text())
+    assert len(data["rows"]) == 12 and list(data["columns"]) == list(COLUMNS)
+    assert all(data["columns"][c] for c in COLUMNS)  # every column documented
+    # CSV floats are lossless
+    direct = run_what_if(report, scenarios)
+    assert float(rows[1][COLUMNS.index("total_ms")]) == direct[0].total_ms
+
+
+def test_bad_input_is_one_line(report: AnalyticModelReport, report_file: Path, tmp_path: Path,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(UnknownGpuError, match="unknown GPU 'h999'"):
+        run_what_if(report, expand_sweep(gpus=["h100-sxm", "h999"]))
+    assert what_if_cli.main(["--report", str(report_file), "--gpu", "h999", "--out", str(tmp_path)]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    raw = json.loads(report_file.read_text())
+    raw["schema_version"] = "llm-perf-opt.analytic-report/0"
+    (tmp_path / "old.json").write_text(json.dumps(raw))
+    assert what_if_cli.main(["--report", str(tmp_path / "old.json"), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "schema_version" in err
+    with pytest.raises(WhatIfError, match="batch_size must be >= 1"):
+        run_what_if(report, [Scenario(batch_size=0)])
+    calibrated = attrs.evolve(report, peaks=attrs.evolve(report.peaks, launch_overhead_ms=0.01))
+    with pytest.raises(CalibratedBaseError, match="computed with a calibration"):
+        run_what_if(calibrated, [Scenario()])
+    cal_file = save_calibration(Calibration(gpu_key="h100-sxm"), tmp_path / "c.json")
+    assert what_if_cli.main(["--report", str(report_file), "--calibration", str(cal_file), "--gpu", "l4",
+                             "--out", str(tmp_path)]) == 2
+    assert "not 'l4'" in capsys.readouterr().err
+
+
+def test_calibrated_row_equals_the_analyzer_run_with_the_calibration(report: AnalyticModelReport) -> None:
+    from llm_perf_opt.analytic.model import AnalyticModel
+    from llm_perf_opt.analytic.report import build_report
+    from llm_perf_opt.compare.analyzer_bridge import peaks_for
+    from llm_perf_opt.hardware.catalog import load_catalog
+
+    cal = Calibration(gpu_key="h100-sxm", compute_efficiencies={"attention": 0.4},
+                      bandwidth_efficiencies={"gemm": 0.6}, launch_overhead_s=8e-6,
+                      stage_launch_overhead_s={"decode": 20e-6, "vision.sam": 3e-6})
+    direct = build_report(AnalyticModel(report.model.config, report.workload),
+                          peaks_for(report, load_catalog().get("h100-sxm"), report.workload.dtype), efficiency=cal)
+    (row,) = run_what_if(report, [Scenario(calibrated=True)], calibration=cal)
+    assert attrs.asdict(row) == attrs.asdict(row_from_report(direct, calibrated=True))
+    # the per-stage launch cost reaches the analyzer: decode kernels cost 20 us, not 8 us
+    plain = attrs.evolve(cal, stage_launch_overhead_s={})
+    (row_plain,) = run_what_if(report, [Scenario(calibrated=True)], calibration=plain)
+    assert row.decode_ms > row_plain.decode_ms and row.prefill_ms == row_plain.prefill_ms
+
+
+def test_tiles_set_the_gundam_grid(report: AnalyticModelReport) -> None:
+    rows = run_what_if(report, expand_sweep(modes=["gundam"], tiles=[(1, 1), (2, 2), (3, 2), (3, 3)]))
+    assert [r.tiles for r in rows] == [0, 4, 6, 9]
+    assert (rows[2].image_width_px, rows[2].image_height_px) == (1280, 1920)
+    assert rows[0].vision_sam_ms < rows[1].vision_sam_ms < rows[2].vision_sam_ms < rows[3].vision_sam_ms
+    with pytest.raises(WhatIfError, match="crop .gundam. mode only"):
+        run_what_if(report, [Scenario(tiles=(2, 2))])  # the report is in base mode
+    with pytest.raises(WhatIfError, match="tile count"):
+        run_what_if(report, [Scenario(mode="gundam", tiles=(4, 3))])
