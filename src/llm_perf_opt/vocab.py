@@ -7,6 +7,7 @@ report use these strings; nothing else may invent a stage or category name.
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Literal, get_args
 
 
 class Stage(StrEnum):
@@ -77,3 +78,9 @@ def parse_dtype(name: str) -> DType:
     if key not in aliases:
         raise ValueError(f"unknown dtype {name!r}; expected one of {sorted(aliases)}")
     return aliases[key]
+
+
+#: MoE experts implementations of transformers (``experts_implementation``) the project runs and models:
+#: grouped_mm (one grouped GEMM per projection), batched_mm (weights gathered per token), eager (per-expert loop)
+ExpertsImplementation = Literal["grouped_mm", "batched_mm", "eager"]
+EXPERTS_IMPLEMENTATIONS: tuple[str, ...] = get_args(ExpertsImplementation)

@@ -160,3 +160,39 @@ def test_report_from_another_model_version_is_flagged(run_dir: Path, tmp_path: P
     cmp, _ = build_comparison(load_run(run_dir), analytic=edited)
     assert any("differs from the current analytic model" in n for n in cmp.notes)
     assert cmp.stages[0].ratio == pytest.approx(FX.FIXTURE_RATIOS["vision.sam"] * 1.5)
+
+
+def test_kernel_counts_are_compared_per_stage(run_dir: Path) -> None:
+    """Measured kernels per pass (decode: per forward) from operator_table.json next to the analytic launches."""
+    from llm_perf_opt.analytic.model import AnalyticModel
+    from llm_perf_opt.analytic.target_operators import categorize_op
+    from llm_perf_opt.profiling.operators import ProfileCapture, build_operator_table
+
+    folder = run_dir / "torch_profiler"
+    table = build_operator_table(ProfileCapture.load(folder / "operator_events.json"), categorize_op)
+    summary = table.summary_dict()
+    summary["profiled_steps"] = 2
+    summary["stage_kernels"] = {"vision.sam": 300, "prefill": 1000, "decode": 2 * 90 * 15}
+    (folder / "operator_table.json").write_text(json.dumps(summary))
+    (folder / "settings.json").write_text(json.dumps({"profile_max_new_tokens": 16,
+                                                      "session": {"experts_implementation": "grouped_mm"}}))
+    run = load_run(run_dir)
+    cmp, _ = build_comparison(run, analytic=REPORT)
+    got = {s.stage: s for s in cmp.stages}
+    assert got["vision.sam"].measured_kernels == pytest.approx(150)
+    assert got["prefill"].measured_kernels == pytest.approx(500)
+    assert got["decode"].measured_kernels == pytest.approx(90)  # 2 passes x 15 forwards
+    assert got["vision.clip"].measured_kernels is None
+    report = load_analytic_report(REPORT)
+    model = AnalyticModel(report.model.config, report.workload)
+    step = model.decode_step(model.decode_mean_kv_len)
+    assert got["decode"].predicted_kernels == pytest.approx(step.forward_kernel_launches())
+    sam = model.stages[next(s for s in model.stages if s.value == "vision.sam")]
+    assert got["vision.sam"].predicted_kernels == pytest.approx(sam.forward_kernel_launches())
+
+
+def test_unknown_experts_implementation_in_settings_is_one_line(run_dir: Path) -> None:
+    (run_dir / "torch_profiler" / "settings.json").write_text(
+        json.dumps({"session": {"experts_implementation": "triton"}}))
+    with pytest.raises(RunFolderError, match="experts_implementation 'triton'"):
+        load_run(run_dir)

@@ -83,6 +83,11 @@ def _type_problems(schema: dict[str, Any], annotation: Any, where: str) -> list[
         if schema.get("enum") != [m.value for m in annotation]:
             problems.append(f"{where}: enum values differ from {annotation.__name__}")
         return problems
+    if origin is typing.Literal:
+        if schema.get("type") != "string" or schema.get("enum") != list(args):
+            return [f"{where}: expected a string enum {list(args)}, schema says {schema.get('type')} "
+                    f"{schema.get('enum')}"]
+        return []
     if annotation in SCALARS:
         return [] if schema.get("type") == SCALARS[annotation] and "enum" not in schema else [
             f"{where}: expected {SCALARS[annotation]}, schema says {schema.get('type')}"]

@@ -149,3 +149,32 @@ def test_capture_of_a_live_profile_round_trips(tmp_path: Path) -> None:
     assert again.events == cap.events
     table = build_operator_table(again, categorize_op)
     assert table.stage_ms.get(Stage.PREFILL.value, 0.0) > 0
+
+
+def test_kernels_and_host_time_are_counted_per_stage() -> None:
+    """Each operator's own kernels and self CPU time add up per innermost stage; ranges add nothing."""
+    ev = [
+        OpEvent(name="prefill", parent=None, self_cpu_us=1.0, cpu_total_us=100.0, self_device_us=0.0,
+                is_range=True, kernel_count=1),
+        OpEvent(name="vision.sam", parent=0, self_cpu_us=1.0, cpu_total_us=50.0, self_device_us=0.0,
+                is_range=True),
+        OpEvent(name="aten::conv2d", parent=1, self_cpu_us=30.0, cpu_total_us=30.0, self_device_us=8.0,
+                is_range=False, kernel_count=3),
+        OpEvent(name="aten::mm", parent=0, self_cpu_us=12.0, cpu_total_us=12.0, self_device_us=4.0,
+                is_range=False, kernel_count=1),
+        OpEvent(name="aten::add", parent=0, self_cpu_us=6.0, cpu_total_us=6.0, self_device_us=1.0,
+                is_range=False, kernel_count=2),
+    ]
+    cap = ProfileCapture(events=ev, device_kernel_us=13.0, profiled_steps=2)
+    table = build_operator_table(cap, categorize_op)
+    assert table.stage_kernels == {Stage.VISION_SAM.value: 3, Stage.PREFILL.value: 3}
+    assert table.stage_host_ms == {Stage.VISION_SAM.value: pytest.approx(0.030), Stage.PREFILL.value: pytest.approx(0.018)}
+    summary = table.summary_dict()
+    assert summary["stage_kernels"] == table.stage_kernels
+    # the capture file keeps the counts (old captures without them load as 0)
+    again = ProfileCapture.from_dict(cap.to_dict())
+    assert [e.kernel_count for e in again.events] == [1, 0, 3, 1, 2]
+    legacy = cap.to_dict()
+    for e in legacy["events"]:
+        del e["kernel_count"]
+    assert all(e.kernel_count == 0 for e in ProfileCapture.from_dict(legacy).events)

@@ -151,7 +151,8 @@ class AnalyticModel:
         for i in range(lang.num_hidden_layers):
             stage.add(DecoderLayer(decoder_layer_path(i), stage_name, lang, index=i, batch=b, q_len=q_len,
                                    kv_len=kv_len, fused=self.fused, causal_skip=self.causal_skip, act_bytes=ab,
-                                   weight_bytes=wb, tokens_per_expert=routing.get(i)))
+                                   weight_bytes=wb, tokens_per_expert=routing.get(i),
+                                   experts_implementation=self.workload.experts))
         stage.add(FinalNorm(f"{LANGUAGE_PATH}.norm", stage_name, tokens=tokens, dim=lang.hidden_size, act_bytes=ab,
                             weight_bytes=wb))
         stage.add(LMHead(LM_HEAD_PATH, stage_name, tokens=b * logits_tokens, hidden=lang.hidden_size,

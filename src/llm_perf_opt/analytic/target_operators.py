@@ -1,4 +1,8 @@
-"""TargetOperatorList: module classes, aten ops and CUDA kernel names -> OperatorCategory.
+"""OperatorCategorizer: module classes, aten ops and CUDA kernel names -> OperatorCategory.
+
+The runtime form of the spec's TargetOperatorList: compiled lookups built from
+the YAML file. ``OperatorCategorizer.to_record()`` gives the serialisable
+``llm_perf_opt.data.analytic.TargetOperatorList`` (the data-model entity).
 
 The mapping is data (``llm_perf_opt/resources/target_operators.yaml``); this
 module loads and validates it and answers lookups. Rules (also written in the
@@ -42,7 +46,7 @@ _REFINABLE = frozenset({OperatorCategory.GEMM, OperatorCategory.ELEMENTWISE, Ope
 
 
 class TargetOperatorError(UserError):
-    """The TargetOperatorList file is missing or malformed (message names file and field)."""
+    """The OperatorCategorizer file is missing or malformed (message names file and field)."""
 
 
 def normalize_op_name(op_name: str) -> str:
@@ -67,7 +71,7 @@ class KernelPattern:
 
 
 @define(kw_only=True, frozen=True)
-class TargetOperatorList:
+class OperatorCategorizer:
     """The loaded mapping; build with :func:`load_target_operators`."""
 
     source: str = field(metadata={"help": "file the mapping was read from"})
@@ -144,7 +148,7 @@ def _category(value: Any, where: str) -> OperatorCategory:
         raise TargetOperatorError(f"{where}: unknown category {value!r}; known: {known}") from None
 
 
-def parse_target_operators(raw: Any, source: str) -> TargetOperatorList:
+def parse_target_operators(raw: Any, source: str) -> OperatorCategorizer:
     """Validate the YAML structure; TargetOperatorError names file and field."""
     if not isinstance(raw, dict):
         raise TargetOperatorError(f"{source}: top level must be a mapping")
@@ -186,11 +190,11 @@ def parse_target_operators(raw: Any, source: str) -> TargetOperatorList:
         rules.append(KernelPattern(pattern=str(item["pattern"]),
                                    category=_category(item["category"], f"{source}: kernel_patterns[{i}]"),
                                    regex=regex))
-    return TargetOperatorList(source=source, aten_ops=aten, module_classes=classes, module_paths=paths,
+    return OperatorCategorizer(source=source, aten_ops=aten, module_classes=classes, module_paths=paths,
                               kernel_patterns=tuple(rules))
 
 
-def load_target_operators(path: str | Path | None = None) -> TargetOperatorList:
+def load_target_operators(path: str | Path | None = None) -> OperatorCategorizer:
     """Load the packaged list (``path=None``) or a user file."""
     if path is None:
         return _packaged()
@@ -205,13 +209,13 @@ def load_target_operators(path: str | Path | None = None) -> TargetOperatorList:
 
 
 @lru_cache(maxsize=1)
-def _packaged() -> TargetOperatorList:
+def _packaged() -> OperatorCategorizer:
     text = resources.files("llm_perf_opt.resources").joinpath(RESOURCE_NAME).read_text()
     return parse_target_operators(yaml.safe_load(text), f"llm_perf_opt/resources/{RESOURCE_NAME}")
 
 
 def categorize_op(op_name: str, module_path: str | None = None, module_class: str | None = None) -> OperatorCategory:
-    """Category of an aten op name with the packaged list (see TargetOperatorList.categorize_op)."""
+    """Category of an aten op name with the packaged list (see OperatorCategorizer.categorize_op)."""
     return _packaged().categorize_op(op_name, module_path=module_path, module_class=module_class)
 
 

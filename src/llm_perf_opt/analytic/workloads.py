@@ -27,7 +27,7 @@ from llm_perf_opt.data.common import AttentionKind
 from llm_perf_opt.errors import UserError
 from llm_perf_opt.models.deepseek_ocr.modes import MODES, TokenLayout
 from llm_perf_opt.models.deepseek_ocr.prompt import DEFAULT_PROMPT, synthetic_text_tokens
-from llm_perf_opt.vocab import DType
+from llm_perf_opt.vocab import DType, ExpertsImplementation
 
 #: US letter (8.5 x 11 in) at 200 dpi, pixels.
 LETTER_200DPI_PX = (1700, 2200)
@@ -70,7 +70,7 @@ def with_overrides(base: OCRWorkloadProfile, *, profile_id: str | None = None, m
                    image_size: tuple[int, int] | None = None, prompt_text_tokens: int | None = None,
                    max_new_tokens: int | None = None, batch_size: int | None = None,
                    dtype: DType | str | None = None, attention: AttentionKind | str | None = None,
-                   ) -> OCRWorkloadProfile:
+                   experts: ExpertsImplementation | None = None) -> OCRWorkloadProfile:
     """A copy of ``base`` with the given fields changed (tile grid re-derived); WorkloadError on bad values."""
     from llm_perf_opt.data.validators import FieldValueError
     from llm_perf_opt.models.deepseek_ocr.modes import get_mode
@@ -82,7 +82,7 @@ def with_overrides(base: OCRWorkloadProfile, *, profile_id: str | None = None, m
         if value is not None and value < low:
             raise WorkloadError(f"{name} must be >= {low}, got {value}")
     changed = any(v is not None for v in (mode, image_size, prompt_text_tokens, max_new_tokens, batch_size, dtype,
-                                          attention))
+                                          attention, experts))
     pid = profile_id or (f"{base.profile_id}-custom" if changed else base.profile_id)
     try:
         return OCRWorkloadProfile.create(
@@ -91,7 +91,8 @@ def with_overrides(base: OCRWorkloadProfile, *, profile_id: str | None = None, m
             max_new_tokens=base.max_new_tokens if max_new_tokens is None else max_new_tokens,
             batch_size=base.batch_size if batch_size is None else batch_size,
             dtype=base.dtype if dtype is None else DType(dtype),
-            attention=base.attention if attention is None else AttentionKind(attention))
+            attention=base.attention if attention is None else AttentionKind(attention),
+            experts=base.experts if experts is None else experts)
     except FieldValueError as exc:
         raise WorkloadError(f"workload: {exc}") from None
     except ValueError as exc:

@@ -143,6 +143,7 @@ def check_same_workload(report: AnalyticModelReport, workload: OCRWorkloadProfil
         ("batch_size", a.batch_size, b.batch_size),
         ("dtype", str(a.dtype), str(b.dtype)),
         ("attention", str(a.attention), str(b.attention)),
+        ("experts", a.experts, b.experts),
     ]
     if gpu_key is not None:
         checks.append(("gpu", report.gpu_key, gpu_key))

@@ -17,6 +17,7 @@ from typing import Any
 from attrs import define, field
 
 from llm_perf_opt.analytic.calibration import PURE_ROOFLINE, Calibration, SoftwareKey, check_applies
+from llm_perf_opt.analytic.workloads import request_shape
 from llm_perf_opt.compare.analytic import (
     STAGE_ORDER,
     category_folding,
@@ -52,6 +53,10 @@ class StageComparison:
     io_bytes: float = field(default=0.0, metadata={"help": "analytic bytes moved"})
     arithmetic_intensity_flops_per_byte: float = field(default=0.0, metadata={"help": "flops / io_bytes"})
     achieved_flops_per_s: float | None = field(default=None, metadata={"help": "flops / measured seconds"})
+    predicted_kernels: float = field(
+        default=0.0, metadata={"help": "analytic kernel launches per pass (decode: per decoder forward)"})
+    measured_kernels: float | None = field(
+        default=None, metadata={"help": "kernels the profiler saw per pass (decode: per forward); null: not recorded"})
 
 
 @define(kw_only=True)
@@ -165,6 +170,7 @@ def compare_run(
             vals.append((float(getattr(tot, attr)) if tot else 0.0, w))
         return _weighted(vals)
 
+    pred_kernels: dict[str, float] = {}
     cal_stage: dict[str, float] = {}
     cal_total: float | None = None
     cal_tok: float | None = None
@@ -194,10 +200,20 @@ def compare_run(
             cal_tok = (cal_tok or 0.0) + cal_rep.decode.per_token.time_ms * w / total_w
             for k, v in category_times_ms(cells, calibration).items():
                 cal_cat[k] = cal_cat.get(k, 0.0) + v * w / total_w
+        forwards = max(1, request_shape(rep.workload, rep.model.config.language.max_position_embeddings
+                                        ).decode_forwards)
         for cell in cells:
+            per = cell.kernels / forwards if cell.stage == Stage.DECODE.value else cell.kernels
+            pred_kernels[cell.stage] = pred_kernels.get(cell.stage, 0.0) + per * w / total_w
             cat_flops[cell.category] = cat_flops.get(cell.category, 0.0) + cell.flops * w / total_w
             cat_bytes[cell.category] = cat_bytes.get(cell.category, 0.0) + cell.io_bytes * w / total_w
 
+    meas_kernels: dict[str, float] = {}
+    if run.operator_table is not None and run.operator_table.stage_kernels:
+        meas_kernels = run.operator_table.kernels_per_pass()
+        if Stage.DECODE.value in meas_kernels:
+            dec_n = run.operator_table.decode_new_tokens or meta.max_new_tokens
+            meas_kernels[Stage.DECODE.value] /= max(1, dec_n - 1)
     stages: list[StageComparison] = []
     for stage in STAGE_ORDER:
         measured = run.lm_prefill_ms() if stage == Stage.PREFILL.value else run.stage_mean_ms(stage)
@@ -211,6 +227,7 @@ def compare_run(
             calibrated_ms=cal, calibrated_ratio=ratio(cal, measured), flops=flops, io_bytes=io,
             arithmetic_intensity_flops_per_byte=flops / io if io else 0.0,
             achieved_flops_per_s=flops / (measured / 1e3) if measured else None,
+            predicted_kernels=pred_kernels.get(stage, 0.0), measured_kernels=meas_kernels.get(stage),
         ))
     if run.stage_mean_ms(Stage.PREFILL) is not None:
         notes.append("measured prefill = prefill range minus the vision ranges it encloses (language-model prefill)")

@@ -20,7 +20,7 @@ import json
 import math
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from attrs import define, field
 
@@ -29,7 +29,7 @@ from llm_perf_opt.data.io import ReportLoadError, load_report
 from llm_perf_opt.data.profile import LLMProfileReport
 from llm_perf_opt.errors import UserError
 from llm_perf_opt.models.deepseek_ocr.modes import token_layout
-from llm_perf_opt.vocab import VISION_STAGES, Stage
+from llm_perf_opt.vocab import EXPERTS_IMPLEMENTATIONS, VISION_STAGES, ExpertsImplementation, Stage
 
 #: Where the LLMProfileReport of a run folder may be, in order of preference.
 REPORT_CANDIDATES = ("torch_profiler/metrics.json", "torch_profiler/report.json", "metrics.json", "report.json")
@@ -49,6 +49,13 @@ class OperatorTableView:
         metadata={"help": "stage -> category -> self time summed over the profiled passes, ms"})
     decode_new_tokens: int | None = field(
         default=None, metadata={"help": "new tokens per sequence in the profiled passes (None: the run's)"})
+    stage_kernels: dict[str, int] = field(
+        factory=dict, metadata={"help": "stage -> device kernels over the profiled passes (empty: not recorded)"})
+
+    def kernels_per_pass(self) -> dict[str, float]:
+        """stage -> device kernels per pass (empty for tables written before kernels were counted)."""
+        n = max(1, self.profiled_steps)
+        return {s: k / n for s, k in self.stage_kernels.items()}
 
     def per_pass(self) -> dict[str, dict[str, float]]:
         """stage -> category -> ms per pass."""
@@ -72,6 +79,8 @@ class MeasuredRun:
     report_path: Path
     report: LLMProfileReport
     operator_table: OperatorTableView | None = None
+    #: MoE experts implementation the run used (settings.json; transformers' default when absent)
+    experts_implementation: ExpertsImplementation = "grouped_mm"
 
     @property
     def run_id(self) -> str:
@@ -174,6 +183,7 @@ def _table_from_dict(raw: Any, source: Path) -> OperatorTableView | None:
             basis=str(raw["basis"]), profiled_steps=int(raw.get("profiled_steps", 0) or 0),
             stage_category_ms={str(st): {str(c): float(v) for c, v in cats.items()}
                                for st, cats in raw["stage_category_ms"].items()},
+            stage_kernels={str(st): int(k) for st, k in (raw.get("stage_kernels") or {}).items()},
         )
     except (AttributeError, TypeError, ValueError) as exc:
         raise RunFolderError(f"{source}: malformed operator table ({exc})") from None
@@ -206,7 +216,7 @@ def _find_operator_table(folder: Path, report_path: Path) -> OperatorTableView |
                                  ) from None
         table = build_operator_table(capture, categorize_op)
         return OperatorTableView(basis=table.basis, profiled_steps=table.profiled_steps,
-                                 stage_category_ms=table.stage_category_ms)
+                                 stage_category_ms=table.stage_category_ms, stage_kernels=table.stage_kernels)
     for p in sorted(folder.glob("*.json")):
         if p == report_path or p.stat().st_size > 50_000_000:
             continue
@@ -229,6 +239,22 @@ def _profile_new_tokens(folder: Path) -> int | None:
     return int(value) if isinstance(value, int) else None
 
 
+def _experts_implementation(folder: Path) -> ExpertsImplementation:
+    """session.experts_implementation from the runner's settings.json ('grouped_mm' when absent)."""
+    p = folder / "settings.json"
+    try:
+        raw = json.loads(p.read_text(encoding="utf-8")) if p.is_file() else {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raw = {}
+    session = raw.get("session") if isinstance(raw, dict) else None
+    value = session.get("experts_implementation") if isinstance(session, dict) else None
+    if value is None:
+        return "grouped_mm"
+    if value not in EXPERTS_IMPLEMENTATIONS:
+        raise RunFolderError(f"{p}: session.experts_implementation {value!r} is not one of {EXPERTS_IMPLEMENTATIONS}")
+    return cast(ExpertsImplementation, value)
+
+
 def load_run(run_dir: str | Path) -> MeasuredRun:
     """Load a run folder (or its report file); RunFolderError / ReportLoadError in one line."""
     path = Path(run_dir)
@@ -244,7 +270,8 @@ def load_run(run_dir: str | Path) -> MeasuredRun:
     root = path if path.is_dir() else folder
     if root.name == "torch_profiler":
         root = root.parent
-    return MeasuredRun(run_dir=root, report_path=report_path, report=report, operator_table=table)
+    return MeasuredRun(run_dir=root, report_path=report_path, report=report, operator_table=table,
+                       experts_implementation=_experts_implementation(folder))
 
 
 def prompt_tokens_per_page(run: MeasuredRun) -> int | None:
@@ -296,7 +323,7 @@ def run_workloads(run: MeasuredRun, *, prompt_text_tokens: int | None = None) ->
             profile_id=f"{run.run_id}-{layout.mode}-{layout.rows}x{layout.cols}",
             mode=meta.mode, image_width_px=w, image_height_px=h, prompt_text_tokens=t,
             max_new_tokens=new_tokens, batch_size=meta.batch_size, dtype=run.report.model.dtype,
-            attention=run.report.model.attn_implementation,
+            attention=run.report.model.attn_implementation, experts=run.experts_implementation,
         )
         key = (layout.rows, layout.cols, t)
         if key in out:

@@ -186,7 +186,7 @@ def scenario_workload(report: AnalyticModelReport, sc: Scenario) -> OCRWorkloadP
         prompt_text_tokens=sc.prompt_text_tokens if sc.prompt_text_tokens is not None else wl.prompt_text_tokens,
         max_new_tokens=sc.max_new_tokens if sc.max_new_tokens is not None else wl.max_new_tokens,
         batch_size=sc.batch_size if sc.batch_size is not None else wl.batch_size,
-        dtype=dtype, attention=wl.attention,
+        dtype=dtype, attention=wl.attention, experts=wl.experts,
     )
 
 

@@ -10,6 +10,7 @@ every class here (a test keeps them in agreement).
 from __future__ import annotations
 
 from attrs import define, field
+from attrs.validators import in_
 
 from llm_perf_opt.data.common import AttentionKind, Bound, PeakSource, Repetition
 from llm_perf_opt.data.profile import MAX_UTILIZATION
@@ -28,7 +29,7 @@ from llm_perf_opt.data.validators import (
 from llm_perf_opt.data.validators import (
     finite as _finite,
 )
-from llm_perf_opt.vocab import DType, OperatorCategory, Stage
+from llm_perf_opt.vocab import EXPERTS_IMPLEMENTATIONS, DType, ExpertsImplementation, OperatorCategory, Stage
 
 #: Bytes per contract gigabyte / terabyte and FLOPs per TFLOP (decimal prefixes).
 BYTES_PER_GB = 1e9
@@ -165,6 +166,7 @@ class WorkloadProfileView:
     batch_size: int = field(validator=at_least(1), metadata={"help": "pages per forward"})
     dtype: DType = field(converter=DType, metadata={"help": "compute dtype"})
     attention: AttentionKind = field(converter=AttentionKind, metadata={"help": "attention implementation"})
+    experts: ExpertsImplementation = field(validator=in_(EXPERTS_IMPLEMENTATIONS), metadata={"help": "MoE experts implementation"})
 
 
 @define(kw_only=True)
@@ -294,6 +296,8 @@ class DeepSeekOCRAnalyticRequest:
     )
     dtype: DType | None = field(default=None, metadata={"help": "override: compute dtype"})
     attention: AttentionKind | None = field(default=None, metadata={"help": "override: attention implementation"})
+    experts: ExpertsImplementation | None = field(default=None, validator=optional(in_(EXPERTS_IMPLEMENTATIONS)),
+                                metadata={"help": "override: MoE experts implementation"})
     peaks: PeakSource = field(
         default=PeakSource.DATASHEET, converter=PeakSource,
         metadata={"help": "datasheet peaks, or measured ceilings from a micro-benchmark file"},

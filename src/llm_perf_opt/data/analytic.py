@@ -13,6 +13,7 @@ from typing import Any
 
 import cattrs
 from attrs import define, field
+from attrs.validators import in_
 
 from llm_perf_opt.data.common import AttentionKind, Bound, PeakSource, Repetition
 from llm_perf_opt.data.validators import (
@@ -29,7 +30,7 @@ from llm_perf_opt.data.validators import (
 )
 from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
 from llm_perf_opt.models.deepseek_ocr.modes import MODES, ModeError, TokenLayout, token_layout
-from llm_perf_opt.vocab import DType, OperatorCategory, Stage
+from llm_perf_opt.vocab import EXPERTS_IMPLEMENTATIONS, DType, ExpertsImplementation, OperatorCategory, Stage
 
 #: Schema version of AnalyticModelReport files.
 ANALYTIC_REPORT_SCHEMA = "llm-perf-opt.analytic-report/1"
@@ -99,6 +100,10 @@ class OCRWorkloadProfile:
         default=AttentionKind.SDPA, converter=AttentionKind,
         metadata={"help": "attention implementation modelled: eager (materialised scores), sdpa, flash"},
     )
+    experts: ExpertsImplementation = field(
+        default="grouped_mm", validator=in_(EXPERTS_IMPLEMENTATIONS),
+        metadata={"help": "MoE experts implementation modelled: grouped_mm, batched_mm, eager (per-expert loop)"},
+    )
 
     def __attrs_post_init__(self) -> None:
         try:
@@ -115,13 +120,13 @@ class OCRWorkloadProfile:
     def create(cls, *, profile_id: str, mode: str, image_width_px: int, image_height_px: int,
                prompt_text_tokens: int, max_new_tokens: int, batch_size: int = 1,
                dtype: DType | str = DType.BF16, attention: AttentionKind | str = AttentionKind.SDPA,
-               ) -> OCRWorkloadProfile:
+               experts: ExpertsImplementation = "grouped_mm") -> OCRWorkloadProfile:
         """Profile with the tile grid derived from the mode and page size."""
         layout = token_layout(mode, image_width_px, image_height_px)
         return cls(profile_id=profile_id, mode=layout.mode, image_width_px=image_width_px,
                    image_height_px=image_height_px, tile_rows=layout.rows, tile_cols=layout.cols,
                    prompt_text_tokens=prompt_text_tokens, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                   dtype=DType(dtype), attention=AttentionKind(attention))
+                   dtype=DType(dtype), attention=AttentionKind(attention), experts=experts)
 
     @property
     def layout(self) -> TokenLayout:

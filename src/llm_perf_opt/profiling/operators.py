@@ -57,6 +57,7 @@ class OpEvent:
     cpu_total_us: float = field(metadata={"help": "CPU time including children, us"})
     self_device_us: float = field(metadata={"help": "kernel time launched directly by this call, us"})
     is_range: bool = field(metadata={"help": "true for user ranges (record_function), false for operators"})
+    kernel_count: int = field(default=0, metadata={"help": "device kernels this call launched directly"})
 
 
 @define(kw_only=True)
@@ -101,7 +102,8 @@ class ProfileCapture:
         for e in other.events:
             self.events.append(OpEvent(name=e.name, parent=None if e.parent is None else e.parent + offset,
                                        self_cpu_us=e.self_cpu_us, cpu_total_us=e.cpu_total_us,
-                                       self_device_us=e.self_device_us, is_range=e.is_range))
+                                       self_device_us=e.self_device_us, is_range=e.is_range,
+                                       kernel_count=e.kernel_count))
         self.device_kernel_us += other.device_kernel_us
         self.profiled_steps += other.profiled_steps
 
@@ -145,6 +147,7 @@ def capture_from_events(events: Iterable[Any], profiled_steps: int = 0) -> Profi
             name=str(e.name), parent=index.get(id(parent)) if parent is not None else None,
             self_cpu_us=max(0.0, self_cpu), cpu_total_us=cpu_total, self_device_us=self_dev,
             is_range=bool(getattr(e, "is_user_annotation", False)) or is_range_name(e.name),
+            kernel_count=len(kernels),
         ))
     return ProfileCapture(events=out, device_kernel_us=device_us, profiled_steps=profiled_steps)
 
@@ -195,13 +198,18 @@ class OperatorTable:
     stage_category_ms: dict[str, dict[str, float]] = field(
         metadata={"help": "stage -> category -> self time (basis), ms"})
     profiled_steps: int = field(default=0, metadata={"help": "passes the profiler captured (active steps)"})
+    stage_kernels: dict[str, int] = field(
+        factory=dict, metadata={"help": "stage -> device kernels launched by its operators (all profiled passes)"})
+    stage_host_ms: dict[str, float] = field(
+        factory=dict, metadata={"help": "stage -> self CPU time of its operators, ms (host dispatch cost)"})
 
     def summary_dict(self) -> dict[str, Any]:
         """The table's totals without the rows (operator_table.json; rows are in metrics.json)."""
         return {"basis": self.basis, "profiled_steps": self.profiled_steps, "total_self_ms": self.total_self_ms,
                 "device_kernel_ms": self.device_kernel_ms, "unattributed_device_ms": self.unattributed_device_ms,
                 "stage_ms": self.stage_ms, "category_ms": self.category_ms,
-                "stage_category_ms": self.stage_category_ms}
+                "stage_category_ms": self.stage_category_ms, "stage_kernels": self.stage_kernels,
+                "stage_host_ms": self.stage_host_ms}
 
     def top(self, k: int) -> list[OperatorSummary]:
         """The ``k`` largest rows."""
@@ -225,6 +233,8 @@ def build_operator_table(capture: ProfileCapture,
     stage_us: dict[str, float] = {}
     cat_us: dict[str, float] = {}
     stage_cat_us: dict[str, dict[str, float]] = {}
+    stage_kernels: dict[str, int] = {}
+    stage_host_us: dict[str, float] = {}
     categories: dict[str, OperatorCategory] = {}
     attributed_device_us = 0.0
     for e, stage in zip(capture.events, stages, strict=True):
@@ -242,6 +252,8 @@ def build_operator_table(capture: ProfileCapture,
         cat = categories[e.name].value
         t = e.self_device_us if basis == BASIS_CUDA else e.self_cpu_us
         stage_us[stage] = stage_us.get(stage, 0.0) + t
+        stage_kernels[stage] = stage_kernels.get(stage, 0) + e.kernel_count
+        stage_host_us[stage] = stage_host_us.get(stage, 0.0) + e.self_cpu_us
         cat_us[cat] = cat_us.get(cat, 0.0) + t
         stage_cat_us.setdefault(stage, {})
         stage_cat_us[stage][cat] = stage_cat_us[stage].get(cat, 0.0) + t
@@ -265,6 +277,8 @@ def build_operator_table(capture: ProfileCapture,
         category_ms={k: v / 1e3 for k, v in sorted(cat_us.items(), key=lambda kv: -kv[1])},
         stage_category_ms={s: {c: v / 1e3 for c, v in cs.items()} for s, cs in stage_cat_us.items()},
         profiled_steps=capture.profiled_steps,
+        stage_kernels=stage_kernels,
+        stage_host_ms={k: v / 1e3 for k, v in stage_host_us.items()},
     )
 
 

@@ -39,8 +39,8 @@ def render_compare_markdown(cmp: Comparison) -> str:
     if cal:
         head += " calibrated ms | calibrated ratio |"
         sep += "---:|---:|"
-    head += " GFLOP | AI flop/B | achieved TFLOP/s |"
-    sep += "---:|---:|---:|"
+    head += " GFLOP | AI flop/B | achieved TFLOP/s | kernels predicted | kernels measured |"
+    sep += "---:|---:|---:|---:|---:|"
     lines += [head, sep]
     for s in cmp.stages:
         row = (f"| {s.stage} | {_f(s.measured_ms)} | {_f(s.measured_std_ms)} | {s.samples} | "
@@ -48,7 +48,8 @@ def render_compare_markdown(cmp: Comparison) -> str:
         if cal:
             row += f" {_f(s.calibrated_ms)} | {_f(s.calibrated_ratio)} |"
         ach = None if s.achieved_flops_per_s is None else s.achieved_flops_per_s / 1e12
-        row += f" {s.flops / 1e9:.2f} | {s.arithmetic_intensity_flops_per_byte:.1f} | {_f(ach, '.2f')} |"
+        row += (f" {s.flops / 1e9:.2f} | {s.arithmetic_intensity_flops_per_byte:.1f} | {_f(ach, '.2f')} | "
+                f"{s.predicted_kernels:.0f} | {_f(s.measured_kernels, '.0f')} |")
         lines.append(row)
     t = cmp.totals
     lines += ["", "## Totals", "",

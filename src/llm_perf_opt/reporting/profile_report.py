@@ -332,8 +332,15 @@ def render_operators(o: RunOutcome) -> str:
     for st in stage_order(list(t.stage_ms)):
         v = t.stage_ms[st]
         label = "prefill (language part: outside the vision ranges)" if st == Stage.PREFILL.value else st
-        stage_rows.append([label, fmt(v, 3), fmt(t.per_step(v), 3), pct(v / total, 2)])
-    lines.append(table(["stage", "self ms (all passes)", "ms / pass", "share"], stage_rows))
+        kernels = t.stage_kernels.get(st)
+        host = t.stage_host_ms.get(st)
+        stage_rows.append([label, fmt(v, 3), fmt(t.per_step(v), 3), pct(v / total, 2),
+                           fmt(t.per_step(kernels), 0) if kernels is not None else "n/a",
+                           fmt(t.per_step(host), 3) if host is not None else "n/a"])
+    lines.append(table(["stage", "self ms (all passes)", "ms / pass", "share", "kernels / pass",
+                        "host self ms / pass"], stage_rows))
+    lines += ["", "Kernels: device kernels launched by the stage's operators; host self ms: the operators' own "
+              "CPU time (dispatch cost). A stage whose host ms exceeds its device ms is host bound."]
     lines += ["", "## Stage x category (self ms, all profiled passes)", ""]
     cats = list(t.category_ms)
     sc_rows = [[st, *[fmt(t.stage_category_ms.get(st, {}).get(c, 0.0), 3) for c in cats]]

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from llm_perf_opt.errors import UserError
+from llm_perf_opt.vocab import EXPERTS_IMPLEMENTATIONS
 
 DEFAULT_OUTPUT_ROOT = Path("tmp") / "profile-output"
 
@@ -56,6 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--attention", choices=["eager", "sdpa", "flash"], default=None,
                         help="override the attention implementation modelled (eager: scores in memory; sdpa: "
                              "fused; flash: fused and causal-skipping)")
+    parser.add_argument("--experts", choices=list(EXPERTS_IMPLEMENTATIONS), default=None,
+                        help="override the MoE experts implementation modelled (grouped_mm: transformers' default "
+                             "and the profiler's; batched_mm; eager: per-expert loop). Changes bytes and launches")
     parser.add_argument("--gpu", default=DEFAULT_GPU,
                         help=f"GPU catalogue key or alias (default {DEFAULT_GPU}; `llm-perf-opt hw list` shows them)")
     parser.add_argument("--ceilings", type=Path, default=None,
@@ -139,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
     workload = with_overrides(get_profile(args.workload_profile_id), mode=args.resolution_mode,
                               image_size=args.image_size, prompt_text_tokens=args.prompt_tokens,
                               max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, dtype=dtype,
-                              attention=args.attention)
+                              attention=args.attention, experts=args.experts)
     analyzer = DeepseekOCRStaticAnalyzer()
     spec = analyzer.gpu(args.gpu)
     report = analyzer.analyze(config, workload, spec, args.ceilings, calibration=args.calibration,

@@ -19,11 +19,18 @@ from llm_perf_opt.analytic.layers.common import (
 )
 from llm_perf_opt.analytic.layers.llama import LlamaAttention, RMSNorm, SwiGLUMLP
 from llm_perf_opt.models.deepseek_ocr.config import LanguageConfig
-from llm_perf_opt.vocab import OperatorCategory, Stage
+from llm_perf_opt.vocab import EXPERTS_IMPLEMENTATIONS, OperatorCategory, Stage
 
-#: launches per routed expert actually hit in an eager loop: index select, gate_up (or gate + up), act, mul,
-#: down, weight multiply, index_add
-LAUNCHES_PER_HIT_EXPERT = 7
+#: launches per routed expert actually hit in transformers' eager loop (counted from its aten calls): expert mask
+#: eq + nonzero (a host sync), 2 index gathers, gate_up and down GEMMs, silu, mul, routing-weight mul, index_add
+LAUNCHES_PER_HIT_EXPERT = 10
+#: launches of transformers' grouped_mm experts forward whatever the routing (counted from its aten calls:
+#: sort, floor_divide, 3 index gathers, int cast, histc, cumsum, 2 grouped GEMMs, silu, mul, weight mul,
+#: empty_like + arange + index_put for the inverse permutation, sum; checked by tests/unit/test_analytic_launches.py)
+LAUNCHES_GROUPED_MM = 17
+#: launches of transformers' batched_mm experts forward: repeat_interleave, 2 weight gathers, 2 bmm, silu, mul,
+#: weight mul, view-sum, plus casts (same test)
+LAUNCHES_BATCHED_MM = 10
 
 
 def expected_distinct_experts(experts: int, top_k: int, tokens: int) -> float:
@@ -97,14 +104,22 @@ class RoutedExperts(BaseLayer):
         "tensor-core FLOPs = T * k * 3 * 2 * H * I_e",
         f"CUDA-core FLOPs = T * k * (({SILU_FLOPS_PER_ELEM} + 1) * I_e + 2 * H)  (act*up, weight and sum)",
         "experts hit n = E * (1 - (1 - k/E)^T) (uniform routing) or counted from routing",
-        "io bytes = w * n * 3 * H * I_e + b * T * k * (2H + 3 I_e) + b * T * H",
+        "eager (per-expert loop): io bytes = w * n * 3 * H * I_e + b * T * k * (2H + 3 I_e) + b * T * H;"
+        f" launches = {LAUNCHES_PER_HIT_EXPERT} * n + 2",
+        "grouped_mm: eager io bytes + 4 * b * T * k * H (sorted gather, weighting, inverse gather, sum);"
+        f" launches = {LAUNCHES_GROUPED_MM}",
+        "batched_mm: weights gathered per pair: w * 3 * T * k * 3 * H * I_e (read, copy, read) + eager activations;"
+        f" launches = {LAUNCHES_BATCHED_MM}",
         "weights (resident) = E * 3 * H * I_e",
     )
 
     def __init__(self, name: str, stage: Stage, *, tokens: int, hidden: int, intermediate: int, experts: int,
                  top_k: int, act_bytes: int, weight_bytes: int,
-                 tokens_per_expert: Sequence[int] | None = None) -> None:
+                 tokens_per_expert: Sequence[int] | None = None, implementation: str = "grouped_mm") -> None:
         super().__init__(name, stage, weight_dtype_bytes=weight_bytes)
+        if implementation not in EXPERTS_IMPLEMENTATIONS:
+            raise ValueError(f"{name}: experts implementation {implementation!r} not in {EXPERTS_IMPLEMENTATIONS}")
+        self.implementation = implementation
         self.params = experts * 3 * hidden * intermediate
         if tokens_per_expert is not None:
             if len(tokens_per_expert) != experts:
@@ -116,12 +131,19 @@ class RoutedExperts(BaseLayer):
             hit = expected_distinct_experts(experts, top_k, tokens)
         self.experts_hit = hit
         self.token_expert_pairs = pairs
+        act_io = act_bytes * pairs * (2 * hidden + 3 * intermediate) + act_bytes * tokens * hidden
+        weight_io = weight_bytes * hit * 3 * hidden * intermediate
+        launches = LAUNCHES_PER_HIT_EXPERT * hit + 2
+        if implementation == "grouped_mm":
+            act_io += act_bytes * pairs * 4 * hidden
+            launches = LAUNCHES_GROUPED_MM
+        elif implementation == "batched_mm":
+            weight_io = weight_bytes * 3 * pairs * 3 * hidden * intermediate
+            launches = LAUNCHES_BATCHED_MM
         self.op(OperatorCategory.MOE_EXPERTS,
                 tc_flops=pairs * 3 * 2 * hidden * intermediate,
                 cc_flops=pairs * ((SILU_FLOPS_PER_ELEM + 1) * intermediate + 2 * hidden),
-                io_bytes=weight_bytes * hit * 3 * hidden * intermediate
-                + act_bytes * pairs * (2 * hidden + 3 * intermediate) + act_bytes * tokens * hidden,
-                launches=LAUNCHES_PER_HIT_EXPERT * hit + 2)
+                io_bytes=weight_io + act_io, launches=launches)
         self.activation_bytes = act_bytes * (tokens * hidden + pairs * 2 * intermediate)
 
 
@@ -133,14 +155,16 @@ class MoE(CompositeLayer):
                 "output = routed_scaling * sum_k(weight_k * expert_k(x)) + shared(x): T * H adds")
 
     def __init__(self, name: str, stage: Stage, cfg: LanguageConfig, *, tokens: int, act_bytes: int,
-                 weight_bytes: int, tokens_per_expert: Sequence[int] | None = None) -> None:
+                 weight_bytes: int, tokens_per_expert: Sequence[int] | None = None,
+                 experts_implementation: str = "grouped_mm") -> None:
         super().__init__(name, stage, weight_dtype_bytes=weight_bytes)
         h = cfg.hidden_size
         self.add(MoERouter("gate", stage, tokens=tokens, hidden=h, experts=cfg.n_routed_experts,
                            top_k=cfg.num_experts_per_tok, act_bytes=act_bytes, weight_bytes=weight_bytes))
         self.add(RoutedExperts("experts", stage, tokens=tokens, hidden=h, intermediate=cfg.moe_intermediate_size,
                                experts=cfg.n_routed_experts, top_k=cfg.num_experts_per_tok, act_bytes=act_bytes,
-                               weight_bytes=weight_bytes, tokens_per_expert=tokens_per_expert))
+                               weight_bytes=weight_bytes, tokens_per_expert=tokens_per_expert,
+                               implementation=experts_implementation))
         self.add(SwiGLUMLP("shared_experts", stage, tokens=tokens, hidden=h,
                            intermediate=cfg.n_shared_experts * cfg.moe_intermediate_size, act_bytes=act_bytes,
                            weight_bytes=weight_bytes, category=OperatorCategory.MOE_EXPERTS))
@@ -157,7 +181,7 @@ class DecoderLayer(CompositeLayer):
 
     def __init__(self, name: str, stage: Stage, cfg: LanguageConfig, *, index: int, batch: int, q_len: int,
                  kv_len: float, fused: bool, causal_skip: bool, act_bytes: int, weight_bytes: int,
-                 tokens_per_expert: Sequence[int] | None = None) -> None:
+                 tokens_per_expert: Sequence[int] | None = None, experts_implementation: str = "grouped_mm") -> None:
         super().__init__(name, stage, weight_dtype_bytes=weight_bytes)
         h = cfg.hidden_size
         tokens = batch * q_len
@@ -175,7 +199,7 @@ class DecoderLayer(CompositeLayer):
                          weight_bytes=weight_bytes))
         if self.is_moe:
             self.add(MoE("mlp", stage, cfg, tokens=tokens, act_bytes=act_bytes, weight_bytes=weight_bytes,
-                         tokens_per_expert=tokens_per_expert))
+                         tokens_per_expert=tokens_per_expert, experts_implementation=experts_implementation))
         else:
             self.add(SwiGLUMLP("mlp", stage, tokens=tokens, hidden=h, intermediate=cfg.intermediate_size,
                                act_bytes=act_bytes, weight_bytes=weight_bytes))

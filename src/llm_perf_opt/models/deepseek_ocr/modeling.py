@@ -53,7 +53,7 @@ from transformers.models.deepseek_ocr2.modeling_deepseek_ocr2 import (
 
 from llm_perf_opt.errors import UserError
 from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
-from llm_perf_opt.vocab import Stage
+from llm_perf_opt.vocab import EXPERTS_IMPLEMENTATIONS, Stage
 
 if TYPE_CHECKING:
     from llm_perf_opt.models.deepseek_ocr.preprocess import PreprocessedImage
@@ -65,8 +65,8 @@ ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
 #: transformers' expert kernels usable here. 'grouped_mm' is transformers' default: (token, expert) pairs
 #: sorted by expert, two grouped GEMMs with per-expert offsets (torch grouped_mm; transformers falls back
 #: to a per-expert loop where torch lacks the kernel); 'batched_mm' gathers per-pair weights and runs bmm;
-#: 'eager' is the per-hit-expert Python loop of DeepseekOcr2TextExperts.forward.
-EXPERTS_IMPLEMENTATIONS = ("grouped_mm", "batched_mm", "eager")
+#: 'eager' is the per-hit-expert Python loop of DeepseekOcr2TextExperts.forward (tuple in vocab).
+
 #: Std of the random initialisation (transformers' DeepseekOcr2 initializer_range default).
 INIT_STD = 0.02
 

@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
-# Predicted vs measured on the H100 runs, calibration fitted on some runs and checked on a held-out one.
-# Runs on CPU (no GPU needed): it reads the Stage 1 run folders brought back from the H100.
+# Predicted vs measured on Stage 1 runs of one GPU (H100, H200, ...), calibration fitted on some runs and checked on a held-out one.
+# Runs on CPU (no GPU needed): it reads the Stage 1 run folders brought back from the GPU machine.
 #
 # Usage:
-#   scripts/gpu/compare_h100.sh HELD_OUT_RUN FIT_RUN [FIT_RUN ...]
-#   scripts/gpu/compare_h100.sh --held-out RUN [--held-out RUN ...] FIT_RUN [FIT_RUN ...]
+#   scripts/gpu/compare_calibrate.sh HELD_OUT_RUN FIT_RUN [FIT_RUN ...]
+#   scripts/gpu/compare_calibrate.sh --held-out RUN [--held-out RUN ...] FIT_RUN [FIT_RUN ...]
 #     HELD_OUT_RUN  run folder(s) NOT used for fitting (another mode or batch than the fitted ones)
 #     FIT_RUN       run folder(s) the calibration is fitted on (e.g. Base batch 1; Gundam batch 1)
 #   Environment: OUT (default ./tmp/gpu-out) receives everything; the run folders are only read.
 #                CONFIG (optional): model config to analyse when a run's checkpoint folder is not on this
 #                machine ('default' = the published config.json, same as the checkpoint's).
 #
-# Writes under $OUT/h100-compare/:
-#   calibration-h100*.json            three fitted calibrations (see below), each with its held-out error
+# Writes under $OUT/compare-<gpu key>/ (gpu key of the first fit run, e.g. compare-h200):
+#   calibration-<gpu>*.json           three fitted calibrations (see below), each with its held-out error
 #   <run_id>/compare/...              uncalibrated compare (JSON, Markdown, stage bars, roofline)
 #   <run_id>/unified_report.{md,json} unified report per run
 #   held-out-calibrated/<run_id>/...  the held-out run compared with the calibration
@@ -32,8 +32,6 @@ if [[ ${#HELDS[@]} -eq 0 || $# -lt 1 ]]; then
 fi
 FITS=("$@")
 OUT="${OUT:-./tmp/gpu-out}"
-DEST="$OUT/h100-compare"
-mkdir -p "$DEST"
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 export PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}"
 PY="${PYTHON:-python}"
@@ -45,6 +43,15 @@ from llm_perf_opt.compare.runs import load_run
 print(load_run(sys.argv[1]).run_id)
 PYEOF
 }
+GPU="$("$PY" - "${FITS[0]}" <<'PYEOF'
+import sys
+from llm_perf_opt.compare.runs import load_run
+print(load_run(sys.argv[1]).gpu_key or "unknown-gpu")
+PYEOF
+)"
+DEST="$OUT/compare-$GPU"
+mkdir -p "$DEST"
+C="calibration-$GPU"
 
 echo "== uncalibrated comparison (pure roofline, datasheet peaks) =="
 for RUN in "${FITS[@]}" "${HELDS[@]}"; do
@@ -58,12 +65,12 @@ FIT_ARGS=()
 for RUN in "${FITS[@]}"; do FIT_ARGS+=(--run "$RUN"); done
 for RUN in "${HELDS[@]}"; do FIT_ARGS+=(--held-out "$RUN"); done
 # Three fits, all evaluated on the same held-out run (stage times + per-stage/category device times):
-#   calibration-h100.json              per-category efficiencies, one launch cost per stage
-#   calibration-h100-shared.json       one compute + one bandwidth efficiency, one launch cost per stage
-#   calibration-h100-one-launch.json   per-category efficiencies, a single launch cost (for reference)
-declare -A VARIANT_ARGS=([calibration-h100]="--per-stage-launch" [calibration-h100-shared]="--per-stage-launch --shared"
-                         [calibration-h100-one-launch]="")
-for NAME in calibration-h100 calibration-h100-shared calibration-h100-one-launch; do
+#   $C.json              per-category efficiencies, one launch cost per stage
+#   $C-shared.json       one compute + one bandwidth efficiency, one launch cost per stage
+#   $C-one-launch.json   per-category efficiencies, a single launch cost
+declare -A VARIANT_ARGS=(["$C"]="--per-stage-launch" ["$C-shared"]="--per-stage-launch --shared"
+                         ["$C-one-launch"]="")
+for NAME in "$C" "$C-shared" "$C-one-launch"; do
   echo "== calibration $NAME: fit on ${#FITS[@]} run(s), held out: ${HELDS[*]} =="
   # shellcheck disable=SC2086
   "$PY" -m llm_perf_opt.runners.calibrate_cli "${FIT_ARGS[@]}" "${CFG[@]}" ${VARIANT_ARGS[$NAME]} \
@@ -72,16 +79,15 @@ done
 
 for HELD in "${HELDS[@]}"; do
   HRID="$(run_id "$HELD")"
-  echo "== held-out run $HRID with the calibration (calibration-h100.json) =="
-  "$PY" -m llm_perf_opt.runners.compare_cli --run "$HELD" "${CFG[@]}" --calibration "$DEST/calibration-h100.json" \
+  echo "== held-out run $HRID with the calibration ($C.json) =="
+  "$PY" -m llm_perf_opt.runners.compare_cli --run "$HELD" "${CFG[@]}" --calibration "$DEST/$C.json" \
     --out "$DEST/held-out-calibrated/$HRID/compare" --unified-dir "$DEST/held-out-calibrated/$HRID"
 done
 
 echo "== summary (goal: |error| <= 25% uncalibrated on vision and prefill; <= 10% calibrated on every stage) =="
-"$PY" - "$DEST/summary.md" "$DEST/calibration-h100.json" "$DEST/calibration-h100-shared.json" \
-  "$DEST/calibration-h100-one-launch.json" <<'PYEOF'
+"$PY" - "$DEST/summary.md" "$DEST/$C.json" "$DEST/$C-shared.json" "$DEST/$C-one-launch.json" <<'PYEOF'
 import json, math, sys
-out = [f"# H100: predicted vs measured per stage", ""]
+out = [f"# {json.load(open(sys.argv[2]))['gpu_key']}: predicted vs measured per stage", ""]
 for path in sys.argv[2:]:
     cal = json.load(open(path))
     fit = cal["fit"]
