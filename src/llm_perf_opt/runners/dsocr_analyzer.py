@@ -115,10 +115,13 @@ def output_folder(output_dir: str | Path) -> Path:
     return Path(output_dir) / ANALYTIC_SUBDIR
 
 
-def write_outputs(report: AnalyticModelReport, output_dir: str | Path) -> Path:
+def write_outputs(report: AnalyticModelReport, output_dir: str | Path,
+                  measured_total_time_ms: float | None = None) -> Path:
     """Write report.json, report.yaml, summary.json and layers/*.md; returns report.json's path.
 
-    Refuses to overwrite an existing report (every run has its own folder).
+    ``measured_total_time_ms`` (a Stage 1 run's measured total, ms) fills the summary's
+    measured total and predicted/measured ratio. Refuses to overwrite an existing report
+    (every run has its own folder).
     """
     from llm_perf_opt.contracts.convert import to_analytic_summary, to_json_dict
 
@@ -132,7 +135,7 @@ def write_outputs(report: AnalyticModelReport, output_dir: str | Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         dump_json(report, target)
         dump_yaml(report, folder / "report.yaml")
-        summary = to_json_dict(to_analytic_summary(report))
+        summary = to_json_dict(to_analytic_summary(report, measured_total_time_ms=measured_total_time_ms))
         (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         write_layer_docs(report, folder / "layers")
     except OSError as exc:

@@ -36,16 +36,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--mode", choices=["analytic"], default="analytic",
                         help="what to produce: 'analytic' = the analytic model report (the only mode of this runner)")
-    parser.add_argument("--model", default="default",
-                        help="model config: 'default' (packaged DeepSeek-OCR config.json), 'tiny', a config.json "
-                             "or a local model folder holding one (weights are never read)")
+    parser.add_argument("--model", default=None,
+                        help="model config: 'default' (packaged DeepSeek-OCR config.json; the default), 'tiny', a "
+                             "config.json or a local model folder holding one (weights are never read); with "
+                             "--profile-run-id the run's own config unless given")
     parser.add_argument("--device", choices=["meta", "cpu", "none"], default="meta",
                         help="device on which the executable model is built to cross-check the analytic parameter "
                              "counts per top module ('meta': shapes only, no memory; 'cpu': random weights; "
                              "'none': skip the check)")
-    parser.add_argument("--workload-profile-id", default=DEFAULT_PROFILE_ID,
+    parser.add_argument("--workload-profile-id", default=None,
                         help=f"named workload profile (default {DEFAULT_PROFILE_ID}; see docs/analytic.md); the "
                              "flags below override its fields")
+    parser.add_argument("--profile-run-id", default=None, metavar="RUN",
+                        help="analyse the exact workload of a Stage 1 run (a run id under tmp/profile-output/ or "
+                             "its folder) on the run's GPU, write the report into the run folder and compare it "
+                             "with the measurements (RUN/compare/; the summary gets the measured total); the "
+                             "workload, GPU and ceilings flags do not apply")
     parser.add_argument("--resolution-mode", default=None, help="override the mode: tiny, small, base, large, gundam")
     parser.add_argument("--image-size", type=_image_size, default=None,
                         help="override the page size in pixels, WIDTHxHEIGHT (sets Gundam's tile grid)")
@@ -60,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--experts", choices=list(EXPERTS_IMPLEMENTATIONS), default=None,
                         help="override the MoE experts implementation modelled (grouped_mm: transformers' default "
                              "and the profiler's; batched_mm; eager: per-expert loop). Changes bytes and launches")
-    parser.add_argument("--gpu", default=DEFAULT_GPU,
+    parser.add_argument("--gpu", default=None,
                         help=f"GPU catalogue key or alias (default {DEFAULT_GPU}; `llm-perf-opt hw list` shows them)")
     parser.add_argument("--ceilings", type=Path, default=None,
                         help="measured ceilings file (llm-perf-opt hw bench) used instead of the datasheet peaks")
@@ -69,8 +75,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-depth", type=int, default=None,
                         help="module-tree depth kept per stage in the report (default: all nodes)")
     parser.add_argument("--output-dir", type=Path, default=None,
-                        help="run folder (default tmp/profile-output/<run_id>/); outputs go to "
-                             "<output-dir>/static_analysis/analytic_model/")
+                        help="run folder (default tmp/profile-output/<run_id>/, or the profiled run's folder with "
+                             "--profile-run-id); outputs go to <output-dir>/static_analysis/analytic_model/")
 
 
 def check_parameters(config: object, report: object, device: str) -> str:
@@ -124,28 +130,30 @@ def check_parameters(config: object, report: object, device: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Build the report, write the outputs, print the report path last."""
-    from llm_perf_opt.analytic.workloads import get_profile, with_overrides
+    from llm_perf_opt.analytic.workloads import DEFAULT_PROFILE_ID, get_profile, with_overrides
     from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
-    from llm_perf_opt.runners.dsocr_analyzer import DeepseekOCRStaticAnalyzer, write_outputs
+    from llm_perf_opt.runners.dsocr_analyzer import DEFAULT_GPU, DeepseekOCRStaticAnalyzer, write_outputs
     from llm_perf_opt.vocab import parse_dtype
 
     if args.mode != "analytic":
         raise UserError(f"--mode {args.mode!r} is not supported by this runner (use 'analytic')")
-    config = DeepseekOCRConfig.named(args.model)
+    if args.max_depth is not None and args.max_depth < 1:
+        raise UserError(f"--max-depth must be >= 1, got {args.max_depth}")
+    if args.profile_run_id is not None:
+        return run_for_profile(args)
+    config = DeepseekOCRConfig.named(args.model or "default")
     dtype = None
     if args.dtype is not None:
         try:
             dtype = parse_dtype(args.dtype)
         except ValueError as exc:
             raise UserError(f"--dtype: {exc}") from None
-    if args.max_depth is not None and args.max_depth < 1:
-        raise UserError(f"--max-depth must be >= 1, got {args.max_depth}")
-    workload = with_overrides(get_profile(args.workload_profile_id), mode=args.resolution_mode,
+    workload = with_overrides(get_profile(args.workload_profile_id or DEFAULT_PROFILE_ID), mode=args.resolution_mode,
                               image_size=args.image_size, prompt_text_tokens=args.prompt_tokens,
                               max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, dtype=dtype,
                               attention=args.attention, experts=args.experts)
     analyzer = DeepseekOCRStaticAnalyzer()
-    spec = analyzer.gpu(args.gpu)
+    spec = analyzer.gpu(args.gpu or DEFAULT_GPU)
     report = analyzer.analyze(config, workload, spec, args.ceilings, calibration=args.calibration,
                               max_depth=args.max_depth)
     if args.device != "none":
@@ -163,6 +171,58 @@ def run(args: argparse.Namespace) -> int:
     print(f"  {'total':<12} {t.total_flops / 1e9:12,.2f} GFLOP {t.io_bytes / 1e9:10,.3f} GB {t.time_ms:10,.3f} ms")
     print(f"  decode per token {report.decode.per_token.time_ms:.4f} ms; weights "
           f"{report.memory.weights_bytes / 1e9:.2f} GB; max batch {report.memory.max_batch_size}")
+    print(path)
+    return 0
+
+
+#: flags that describe a workload, GPU or peaks: a Stage 1 run fixes them under --profile-run-id
+_RUN_FIXED_FLAGS = (("--workload-profile-id", "workload_profile_id"), ("--resolution-mode", "resolution_mode"),
+                    ("--image-size", "image_size"), ("--prompt-tokens", "prompt_tokens"),
+                    ("--max-new-tokens", "max_new_tokens"), ("--batch-size", "batch_size"), ("--dtype", "dtype"),
+                    ("--attention", "attention"), ("--experts", "experts"), ("--gpu", "gpu"),
+                    ("--ceilings", "ceilings"))
+
+
+def run_for_profile(args: argparse.Namespace) -> int:
+    """--profile-run-id: the analytic report of a Stage 1 run's workload, written into the run folder and
+    compared with the run (RUN/compare/, summary with the measured total)."""
+    from llm_perf_opt.analytic.calibration import load_calibration
+    from llm_perf_opt.compare.runs import load_run
+    from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
+    from llm_perf_opt.reporting.compare_report import write_compare_outputs
+    from llm_perf_opt.runners.compare_cli import build_comparison, resolve_run_dir
+    from llm_perf_opt.runners.dsocr_analyzer import write_outputs
+
+    given = [flag for flag, attr in _RUN_FIXED_FLAGS if getattr(args, attr) is not None]
+    if given:
+        raise UserError(f"--profile-run-id takes the workload, GPU and peaks from the run; drop {', '.join(given)}")
+    measured = load_run(resolve_run_dir(args.profile_run_id))
+    calibration = load_calibration(args.calibration) if args.calibration is not None else None
+    cmp, preds = build_comparison(measured, calibration=calibration, config=args.model)
+    report = max(preds, key=lambda p: p[1])[0]
+    if args.max_depth is not None:
+        from llm_perf_opt.compare.analyzer_bridge import analyze_like
+
+        report = analyze_like(report, report.workload, max_depth=args.max_depth)
+    if args.device != "none":
+        config = DeepseekOCRConfig.named(args.model or measured.report.model.config_origin)
+        report.notes.append(check_parameters(config, report, args.device))
+    out = args.output_dir if args.output_dir is not None else measured.run_dir
+    total = cmp.totals.measured_total_ms if len(preds) == 1 else None
+    path = write_outputs(report, out, measured_total_time_ms=total)
+    paths = write_compare_outputs(cmp, out / "compare")
+    w = report.workload
+    print(f"run {measured.run_id}: workload {w.mode} {w.tile_rows}x{w.tile_cols} tiles, {w.prefill_tokens} prompt "
+          f"tokens, {w.max_new_tokens} new, batch {w.batch_size}, GPU {report.gpu_key}"
+          + (f" ({len(preds)} page-size groups: the report is the largest, compare covers all)" if len(preds) > 1
+             else ""))
+    print(f"{'stage':<12} {'measured ms':>12} {'predicted ms':>13} {'ratio':>7}")
+    for s in cmp.stages:
+        m = "-" if s.measured_ms is None else f"{s.measured_ms:.3f}"
+        r = "-" if s.ratio is None else f"{s.ratio:.3f}"
+        print(f"{s.stage:<12} {m:>12} {s.predicted_ms:>13.3f} {r:>7}")
+    for p in paths:
+        print(f"wrote {p}")
     print(path)
     return 0
 
