@@ -57,3 +57,19 @@ def test_missing_run_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert dsocr_analyzer_main.main(["--profile-run-id", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nope" in err[0]
+
+
+def test_calibration_adds_calibrated_columns_to_the_comparison(run_dir: Path, tmp_path: Path) -> None:
+    from llm_perf_opt.analytic.calibration import Calibration, save_calibration
+
+    cal = save_calibration(Calibration(gpu_key="h100-sxm", default_compute_efficiency=0.5,
+                                       default_bandwidth_efficiency=0.5, launch_overhead_s=5e-6),
+                           tmp_path / "cal.json")
+    assert dsocr_analyzer_main.main(["--profile-run-id", str(run_dir), "--device", "none",
+                                     "--calibration", str(cal)]) == 0
+    cmp = json.loads((run_dir / "compare" / "compare.json").read_text())
+    for s in cmp["stages"]:
+        assert s["calibrated_ms"] is not None and s["calibrated_ms"] > s["predicted_ms"], s["stage"]
+    # the written report stays the pure roofline that compare and what-if start from
+    report = load_report(run_dir / "static_analysis" / "analytic_model" / "report.json", AnalyticModelReport)
+    assert not report.peaks.efficiencies and not report.peaks.launch_overhead_ms

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import attrs
 import pytest
+from compare_fixtures import FX
 
 from llm_perf_opt.analytic.calibration import (
     Calibration,
@@ -20,12 +20,6 @@ from llm_perf_opt.compare.calibrate import calibrate
 from llm_perf_opt.compare.runs import load_run
 from llm_perf_opt.runners import calibrate_cli, compare_cli
 from llm_perf_opt.runners.compare_cli import build_comparison, predictions_for_run
-
-DATA = Path(__file__).resolve().parents[1] / "data" / "compare"
-_spec = importlib.util.spec_from_file_location("compare_fixtures", DATA / "make_fixtures.py")
-assert _spec and _spec.loader
-FX = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(FX)
 
 TRUTH = Calibration(
     gpu_key="h100-sxm",

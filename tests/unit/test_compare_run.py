@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
 
 import pytest
+from compare_fixtures import DATA, FX
 
 from llm_perf_opt.compare.analytic import MismatchError, load_analytic_report
 from llm_perf_opt.compare.compare import COMPARE_SCHEMA
@@ -16,19 +16,7 @@ from llm_perf_opt.data.io import ReportLoadError, dump_json
 from llm_perf_opt.runners import compare_cli
 from llm_perf_opt.runners.compare_cli import build_comparison
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "compare"
 REPORT = DATA / "analytic-base-b1.json"
-
-
-def _fixtures():
-    spec = importlib.util.spec_from_file_location("compare_fixtures", DATA / "make_fixtures.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-FX = _fixtures()
 
 
 @pytest.fixture()

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 from pathlib import Path
 
 import attrs
 import pytest
+from compare_fixtures import FX
 
 from llm_perf_opt.analytic.calibration import Calibration, CalibrationError, save_calibration
 from llm_perf_opt.compare.analytic import load_analytic_report
@@ -25,12 +25,6 @@ from llm_perf_opt.data.analytic import AnalyticModelReport
 from llm_perf_opt.data.io import dump_json
 from llm_perf_opt.hardware.catalog import UnknownGpuError
 from llm_perf_opt.runners import what_if_cli
-
-DATA = Path(__file__).resolve().parents[1] / "data" / "compare"
-_spec = importlib.util.spec_from_file_location("compare_fixtures", DATA / "make_fixtures.py")
-assert _spec and _spec.loader
-FX = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(FX)
 
 
 @pytest.fixture(scope="module")

@@ -71,7 +71,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ceilings", type=Path, default=None,
                         help="measured ceilings file (llm-perf-opt hw bench) used instead of the datasheet peaks")
     parser.add_argument("--calibration", type=Path, default=None,
-                        help="calibration file (llm-perf-opt calibrate): per-category efficiencies and launch cost")
+                        help="calibration file (llm-perf-opt calibrate): per-category efficiencies and launch cost; "
+                             "with --profile-run-id it adds calibrated columns to the comparison (the report stays "
+                             "the pure roofline, as compare needs it)")
     parser.add_argument("--max-depth", type=int, default=None,
                         help="module-tree depth kept per stage in the report (default: all nodes)")
     parser.add_argument("--output-dir", type=Path, default=None,
