@@ -17,7 +17,8 @@
 #   compare-<gpu>/...                                 compare_calibrate.sh outputs (summary.md, calibrations)
 #   calibration-set.txt                               the exact commands, exit codes and log tails
 # Overrides (env): PAGES (4), TOKENS (64), REPEATS (2), RUN_BUDGET_S (110), PREFIX (GPU catalogue key
-# from hw detect), SKIP_BENCH (1: use CEILINGS instead of measuring), CEILINGS.
+# from hw detect), SKIP_BENCH=1 with CEILINGS=FILE (use that ceilings file instead of measuring; without
+# SKIP_BENCH the bench always writes $OUT/hw-ceilings.json). Exit status: the worst of the steps.
 set -uo pipefail
 OUT="${OUT:-./tmp/gpu-out}"
 RUNS="${RUNS:-./tmp/gpu-runs}"
@@ -30,6 +31,8 @@ export PYTHONPATH="${PWD}/src${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHON="$PY"
 mkdir -p "$OUT" "$RUNS"
 LOG="$OUT/calibration-set.txt"
+RC=0
+note_rc() { local rc=$1; echo "exit $rc" | tee -a "$LOG"; if (( rc > RC )); then RC=$rc; fi; }
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 : > "$LOG"
 
@@ -42,20 +45,22 @@ if missing:
 EOF
 
 echo "command: python -m llm_perf_opt.runners.hw_cli detect --out $OUT/hw-detect.json" | tee -a "$LOG"
-$PY -m llm_perf_opt.runners.hw_cli detect --out "$OUT/hw-detect.json" >> "$LOG" 2>&1; echo "exit $?" >> "$LOG"
+$PY -m llm_perf_opt.runners.hw_cli detect --out "$OUT/hw-detect.json" >> "$LOG" 2>&1; note_rc $?
 PREFIX="${PREFIX:-$($PY -c "import json,sys; d=json.load(open(sys.argv[1])); print(d.get('catalog_key') or 'gpu')" "$OUT/hw-detect.json" 2>/dev/null || echo gpu)}"
 PREFIX="${PREFIX%%-*}"
-CEILINGS="${CEILINGS:-$OUT/hw-ceilings.json}"
-if [[ "${SKIP_BENCH:-0}" != "1" ]]; then
+if [[ "${SKIP_BENCH:-0}" == "1" ]]; then
+  CEILINGS="${CEILINGS:-}"
+else
+  CEILINGS="$OUT/hw-ceilings.json"
   echo "command: python -m llm_perf_opt.runners.hw_cli bench --out $CEILINGS" | tee -a "$LOG"
   timeout 150 $PY -m llm_perf_opt.runners.hw_cli bench --out "$CEILINGS" > "$OUT/hw-bench.txt" 2>&1
-  echo "exit $?" >> "$LOG"; cat "$OUT/hw-bench.txt" >> "$LOG"
+  note_rc $?; cat "$OUT/hw-bench.txt" >> "$LOG"
 fi
 
 COMMON=(--device cuda --config default --dtype bf16 --attn-implementation eager --experts-implementation grouped_mm
         --synthetic "$PAGES" --max-new-tokens "$TOKENS" --fixed-length --warmup 1 --repeats "$REPEATS"
         --profile-images 1 --profile-max-new-tokens 16 --no-progress --output-dir "$RUNS")
-[[ -f "$CEILINGS" ]] && COMMON+=(--ceilings "$CEILINGS")
+if [[ -n "$CEILINGS" && -f "$CEILINGS" ]]; then COMMON+=(--ceilings "$CEILINGS"); fi
 declare -A DIR
 for spec in "base 1" "gundam 1" "small 1" "base 4"; do
   read -r MODE BATCH <<<"$spec"
@@ -64,13 +69,14 @@ for spec in "base 1" "gundam 1" "small 1" "base 4"; do
   echo "command: python -m llm_perf_opt.runners.llm_profile_runner ${COMMON[*]} --mode $MODE --batch-size $BATCH --run-id $RUN_ID" | tee -a "$LOG"
   timeout -s INT -k 20 "$RUN_BUDGET_S" $PY -m llm_perf_opt.runners.llm_profile_runner "${COMMON[@]}" \
     --mode "$MODE" --batch-size "$BATCH" --run-id "$RUN_ID" > "$RUNS/$RUN_ID.stdout" 2> "$RUNS/$RUN_ID.stderr"
-  echo "exit $?" | tee -a "$LOG"; tail -n 3 "$RUNS/$RUN_ID.stderr" >> "$LOG"
+  note_rc $?; tail -n 3 "$RUNS/$RUN_ID.stderr" >> "$LOG"
 done
 tar --exclude='*.gz' -czf "$OUT/runs.tgz" -C "$(dirname "$RUNS")" "$(basename "$RUNS")"
 
 echo "command: OUT=$OUT CONFIG=default scripts/gpu/compare_calibrate.sh --held-out SMALL_B1 --held-out BASE_B4 BASE_B1 GUNDAM_B1" | tee -a "$LOG"
 OUT="$OUT" CONFIG=default timeout 200 bash scripts/gpu/compare_calibrate.sh --held-out "${DIR[small-1]}" \
   --held-out "${DIR[base-4]}" "${DIR[base-1]}" "${DIR[gundam-1]}" > "$OUT/compare.txt" 2>&1
-echo "exit $?" | tee -a "$LOG"
+note_rc $?
 tail -n 60 "$OUT/compare.txt"
-cat "$LOG" | tail -n 40
+tail -n 40 "$LOG"
+exit "$RC"

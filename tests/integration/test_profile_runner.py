@@ -116,6 +116,16 @@ def test_mfu_is_within_bounds_and_recomputes(full_run: tuple[Path, list[str]]) -
     seconds = sum(r.stage_ms["prefill"] for r in records) / 1e3
     peak = load_catalog().get("h100-sxm").peak_flops_per_s(DType.FP32)
     assert report.stage_mfu[Stage.PREFILL] == pytest.approx(flops / seconds / peak, rel=1e-9)
+    # MBU follows the run's experts implementation (the runner's default is grouped_mm): batched_mm copies
+    # the expert weights per token, so the same passes move more bytes; FLOPs do not change
+    batched = make_work_fn(DeepseekOCRConfig.tiny(), pages, mode="tiny", dtype=DType.FP32,
+                           attn_implementation="eager", experts_implementation="batched_mm")
+    grouped_bytes = sum(work(r)[Stage.PREFILL].bytes for r in records)
+    assert sum(batched(r)[Stage.PREFILL].bytes for r in records) > grouped_bytes
+    assert sum(batched(r)[Stage.PREFILL].flops for r in records) == pytest.approx(flops)
+    bytes_s = grouped_bytes / seconds
+    bandwidth = load_catalog().get("h100-sxm").memory_bandwidth_bytes_per_s
+    assert report.stage_mbu[Stage.PREFILL] == pytest.approx(bytes_s / bandwidth, rel=1e-9)
 
 
 def test_markdown_reports_carry_the_numbers(full_run: tuple[Path, list[str]]) -> None:

@@ -81,7 +81,7 @@ def test_constant_launches_match_dispatched_kernels(impl: str) -> None:
     for tokens in (1, 5, 40):
         kernels, _hit, layer = _experts_ops(impl, tokens)
         counts.add(kernels)
-        assert layer.forward_kernel_launches() == pytest.approx(kernels, abs=1), (impl, tokens)
+        assert layer.forward_kernel_launches() == kernels, (impl, tokens)
     assert len(counts) == 1, f"{impl}: kernel count should not depend on the routing, got {counts}"
 
 
@@ -90,10 +90,9 @@ def test_eager_launches_grow_with_experts_hit() -> None:
     many, hit_many, layer_many = _experts_ops("eager", 40)
     assert hit_many > hit_few
     assert many > few
-    # per extra hit expert, the analytic step and the dispatched one agree within one kernel
-    analytic_step = (layer_many.forward_kernel_launches() - layer_few.forward_kernel_launches()) / (hit_many - hit_few)
-    counted_step = (many - few) / (hit_many - hit_few)
-    assert analytic_step == pytest.approx(counted_step, abs=1.0)
+    # the constant part and the part per hit expert both agree exactly
+    assert layer_few.forward_kernel_launches() == few
+    assert layer_many.forward_kernel_launches() == many
 
 
 def test_unknown_implementation_is_refused() -> None:

@@ -91,7 +91,7 @@ def test_loaded_expert_computes_official_swiglu(tmp_path, tensors):
     got = experts(x, torch.full((4, 1), 3), torch.ones(4, 1))
     g, u, d = (tensors[f"model.layers.1.mlp.experts.3.{p}.weight"] for p in ("gate_proj", "up_proj", "down_proj"))
     want = (torch.nn.functional.silu(x @ g.T) * (x @ u.T)) @ d.T
-    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5 * float(want.abs().max()))
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5 * float(want.detach().abs().max()))
 
 
 def test_moe_is_softmax_greedy_topk_without_renormalisation(tmp_path, tensors):
@@ -106,7 +106,7 @@ def test_moe_is_softmax_greedy_topk_without_renormalisation(tmp_path, tensors):
             want[t] += w * moe.experts(x[t:t + 1], e.view(1, 1), torch.ones(1, 1))[0]
     # float32 sums in another order (grouped GEMM vs one expert at a time): entries near zero differ by
     # up to ~3e-7 of the output's scale, so the absolute tolerance is relative to that scale
-    torch.testing.assert_close(moe(x.unsqueeze(0))[0], want, rtol=1e-4, atol=1e-5 * float(want.abs().max()))
+    torch.testing.assert_close(moe(x.unsqueeze(0))[0], want, rtol=1e-4, atol=1e-5 * float(want.detach().abs().max()))
 
 
 def test_folder_without_weights_is_refused(tmp_path):

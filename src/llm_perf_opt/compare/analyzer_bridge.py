@@ -79,7 +79,8 @@ def analyze_for_run(run: MeasuredRun, workload: OCRWorkloadProfile, *, catalog: 
     try:
         model_config = DeepseekOCRConfig.named(origin)
     except UserError as exc:
-        raise UserError(f"{exc} (the run's config; pass --config default|tiny|PATH)") from None
+        raise UserError(f"{exc} (the run's config; name another one: --config default|tiny|PATH for "
+                        "compare/calibrate, --model for analyze)") from None
     peaks = RooflinePeaks.from_effective(effective_peaks(spec), workload.dtype)
     return build_report(AnalyticModel(model_config, workload), peaks, efficiency=efficiency,
                         report_id=f"analytic-{run.run_id}-{workload.tile_rows}x{workload.tile_cols}")

@@ -14,6 +14,7 @@ a token), so its work is that many steps.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import cast
 
 from llm_perf_opt.analytic.model import AnalyticModel
 from llm_perf_opt.data.analytic import OCRWorkloadProfile
@@ -22,11 +23,11 @@ from llm_perf_opt.inputs.pages import Page
 from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
 from llm_perf_opt.profiling.mfu import StageWork, WorkFn
 from llm_perf_opt.profiling.records import PassRecord
-from llm_perf_opt.vocab import VISION_STAGES, DType, Stage
+from llm_perf_opt.vocab import EXPERTS_IMPLEMENTATIONS, VISION_STAGES, DType, ExpertsImplementation, Stage
 
 #: How the work numbers were obtained (for assumptions.md).
 ANALYTIC_NOTE = ("llm_perf_opt.analytic.model.AnalyticModel per pass workload (mode, page size and tile grid, "
-                 "prompt text tokens incl. BOS, decode steps, batch, dtype, attention); measured prefill = analytic "
+                 "prompt text tokens incl. BOS, decode steps, batch, dtype, attention, experts implementation); measured prefill = analytic "
                  "vision stages + analytic prefill; decode = (decode steps - 1) forwards at the mean KV length; "
                  "FLOPs = tensor-core + CUDA-core FLOPs, bytes = the model's forward I/O estimate")
 
@@ -48,7 +49,7 @@ def _stage_work(model: AnalyticModel) -> dict[Stage, StageWork]:
 
 
 def make_work_fn(config: DeepseekOCRConfig, pages: Sequence[Page], *, mode: str, dtype: DType,
-                 attn_implementation: str) -> WorkFn:
+                 attn_implementation: str, experts_implementation: str = "grouped_mm") -> WorkFn:
     """A function giving the analytic work of every stage of a pass (cached per distinct workload).
 
     Pages of one batch with the same size form one workload with that batch
@@ -57,6 +58,9 @@ def make_work_fn(config: DeepseekOCRConfig, pages: Sequence[Page], *, mode: str,
     """
     cache: dict[tuple[int, int, int, int, int], dict[Stage, StageWork]] = {}
     attention = AttentionKind(attn_implementation)
+    if experts_implementation not in EXPERTS_IMPLEMENTATIONS:
+        raise ValueError(f"experts implementation {experts_implementation!r} not in {EXPERTS_IMPLEMENTATIONS}")
+    experts = cast(ExpertsImplementation, experts_implementation)
 
     def work_of(width: int, height: int, text_tokens: int, new_tokens: int, batch: int) -> dict[Stage, StageWork]:
         key = (width, height, text_tokens, new_tokens, batch)
@@ -64,7 +68,7 @@ def make_work_fn(config: DeepseekOCRConfig, pages: Sequence[Page], *, mode: str,
             wl = OCRWorkloadProfile.create(profile_id=f"{mode}-{width}x{height}-b{batch}", mode=mode,
                                            image_width_px=width, image_height_px=height,
                                            prompt_text_tokens=text_tokens, max_new_tokens=new_tokens,
-                                           batch_size=batch, dtype=dtype, attention=attention)
+                                           batch_size=batch, dtype=dtype, attention=attention, experts=experts)
             cache[key] = _stage_work(AnalyticModel(config, wl))
         return cache[key]
 

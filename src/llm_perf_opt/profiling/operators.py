@@ -277,7 +277,9 @@ def build_operator_table(capture: ProfileCapture,
         category_ms={k: v / 1e3 for k, v in sorted(cat_us.items(), key=lambda kv: -kv[1])},
         stage_category_ms={s: {c: v / 1e3 for c, v in cs.items()} for s, cs in stage_cat_us.items()},
         profiled_steps=capture.profiled_steps,
-        stage_kernels=stage_kernels,
+        # kernels are counted only where the capture recorded them (CUDA captures of this version):
+        # an older capture or a CPU run gives no counts rather than zeros
+        stage_kernels=stage_kernels if any(e.kernel_count for e in capture.events) else {},
         stage_host_ms={k: v / 1e3 for k, v in stage_host_us.items()},
     )
 

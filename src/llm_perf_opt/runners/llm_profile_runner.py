@@ -271,7 +271,8 @@ def run(args: argparse.Namespace) -> int:
         from llm_perf_opt.profiling.analytic_work import ANALYTIC_NOTE, make_work_fn
 
         return make_work_fn(session.config, pages, mode=mode, dtype=dtype,
-                            attn_implementation=args.attn_implementation), ANALYTIC_NOTE
+                            attn_implementation=args.attn_implementation,
+                            experts_implementation=args.experts_implementation), ANALYTIC_NOTE
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)

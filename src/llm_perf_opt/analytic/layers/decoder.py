@@ -24,13 +24,16 @@ from llm_perf_opt.vocab import EXPERTS_IMPLEMENTATIONS, OperatorCategory, Stage
 #: launches per routed expert actually hit in transformers' eager loop (counted from its aten calls): expert mask
 #: eq + nonzero (a host sync), 2 index gathers, gate_up and down GEMMs, silu, mul, routing-weight mul, index_add
 LAUNCHES_PER_HIT_EXPERT = 10
+#: launches of the eager loop whatever the routing: output zeros, the one-hot expert mask (aminmax, zeros,
+#: scatter), its sum, gt and nonzero over the experts (on CUDA one_hot with a class count may skip aminmax)
+LAUNCHES_EAGER_BASE = 7
 #: launches of transformers' grouped_mm experts forward whatever the routing (counted from its aten calls:
 #: sort, floor_divide, 3 index gathers, int cast, histc, cumsum, 2 grouped GEMMs, silu, mul, weight mul,
-#: empty_like + arange + index_put for the inverse permutation, sum; checked by tests/unit/test_analytic_launches.py)
-LAUNCHES_GROUPED_MM = 17
+#: arange + index_put for the inverse permutation, sum)
+LAUNCHES_GROUPED_MM = 16
 #: launches of transformers' batched_mm experts forward: repeat_interleave, 2 weight gathers, 2 bmm, silu, mul,
-#: weight mul, view-sum, plus casts (same test)
-LAUNCHES_BATCHED_MM = 10
+#: weight mul, view-sum. All three counts are checked exactly by tests/unit/test_analytic_launches.py.
+LAUNCHES_BATCHED_MM = 9
 
 
 def expected_distinct_experts(experts: int, top_k: int, tokens: int) -> float:
@@ -105,7 +108,7 @@ class RoutedExperts(BaseLayer):
         f"CUDA-core FLOPs = T * k * (({SILU_FLOPS_PER_ELEM} + 1) * I_e + 2 * H)  (act*up, weight and sum)",
         "experts hit n = E * (1 - (1 - k/E)^T) (uniform routing) or counted from routing",
         "eager (per-expert loop): io bytes = w * n * 3 * H * I_e + b * T * k * (2H + 3 I_e) + b * T * H;"
-        f" launches = {LAUNCHES_PER_HIT_EXPERT} * n + 2",
+        f" launches = {LAUNCHES_PER_HIT_EXPERT} * n + {LAUNCHES_EAGER_BASE}",
         "grouped_mm: eager io bytes + 4 * b * T * k * H (sorted gather, weighting, inverse gather, sum);"
         f" launches = {LAUNCHES_GROUPED_MM}",
         "batched_mm: weights gathered per pair: w * 3 * T * k * 3 * H * I_e (read, copy, read) + eager activations;"
@@ -133,7 +136,7 @@ class RoutedExperts(BaseLayer):
         self.token_expert_pairs = pairs
         act_io = act_bytes * pairs * (2 * hidden + 3 * intermediate) + act_bytes * tokens * hidden
         weight_io = weight_bytes * hit * 3 * hidden * intermediate
-        launches = LAUNCHES_PER_HIT_EXPERT * hit + 2
+        launches = LAUNCHES_PER_HIT_EXPERT * hit + LAUNCHES_EAGER_BASE
         if implementation == "grouped_mm":
             act_io += act_bytes * pairs * 4 * hidden
             launches = LAUNCHES_GROUPED_MM
