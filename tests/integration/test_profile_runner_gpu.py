@@ -50,3 +50,11 @@ def test_tiny_model_on_cuda(tmp_path: Path) -> None:
     assert totals["stage_ms"].get(Stage.DECODE.value, 0) > 0
     if report.meta.gpu_key is not None:
         assert report.model_mfu is not None and 0 < report.model_mfu < 1.5
+    # per-stage kernel counts, and the host/device timeline from the trace, for every stage
+    assert all(totals["stage_kernels"].get(s.value, 0) > 0 for s in Stage)
+    timeline = {row["stage"]: row for row in json.loads((art / "timeline.json").read_text())}
+    assert set(timeline) == {s.value for s in Stage}
+    for row in timeline.values():
+        assert row["kernels"] > 0 and row["host_ms"] > 0
+        assert 0 < row["device_busy_ms"] <= row["device_span_ms"] * (1 + 1e-9)
+    assert "Host/device timeline" in (art / "operators.md").read_text()

@@ -51,6 +51,7 @@ from llm_perf_opt.profiling.records import (
     read_records,
 )
 from llm_perf_opt.profiling.session import ModelSession, SessionSettings
+from llm_perf_opt.profiling.timeline import StageTimeline, TraceError, load_trace, stage_timelines
 from llm_perf_opt.profiling.timers import StageRecorder
 from llm_perf_opt.profiling.torch_prof import run_profiler_pass
 
@@ -62,6 +63,8 @@ TRACE_FILE = "trace.json.gz"
 EVENTS_FILE = "operator_events.json.gz"
 #: Operator-table totals by stage and category (what `compare` reads).
 OPERATOR_TABLE_FILE = "operator_table.json"
+#: per-stage host/device timeline of the profiled pass (profiling/timeline.py), from TRACE_FILE
+TIMELINE_FILE = "timeline.json"
 METRICS_FILE = "metrics.json"
 
 
@@ -96,6 +99,7 @@ class RunOutcome:
     report: LLMProfileReport = field(metadata={"help": "metrics.json content"})
     aggregates: Aggregates = field(metadata={"help": "statistics of the passes"})
     table: OperatorTable | None = field(default=None, metadata={"help": "operator table (None: no profiler pass)"})
+    timeline: list[StageTimeline] = field(factory=list, metadata={"help": "per-stage host/device timeline"})
     utilization: Utilization | None = field(default=None, metadata={"help": "MFU/MBU vs datasheet peaks"})
     utilization_measured: Utilization | None = field(default=None, metadata={
         "help": "MFU/MBU vs hw bench ceilings"})
@@ -161,6 +165,7 @@ class ProfileRunner:
         self.notes: list[str] = []
         self.session: ModelSession | None = None
         self.table: OperatorTable | None = None
+        self.timeline: list[StageTimeline] = []
         self.profiled_batches: list[int] = []
 
     # -- steps ---------------------------------------------------------------------------------------
@@ -252,6 +257,15 @@ class ProfileRunner:
         self.table = build_operator_table(capture, categorize_op)
         (self.artifact_dir / OPERATOR_TABLE_FILE).write_text(json.dumps(self.table.summary_dict(), indent=2) + "\n")
         self.profiled_batches = chosen
+        if not opts.settings.device.startswith("cuda"):
+            return  # a CPU trace has no device timeline
+        try:
+            self.timeline = stage_timelines(load_trace(self.artifact_dir / TRACE_FILE))
+        except TraceError as exc:
+            self.notes.append(f"stage timeline not computed: {exc}")
+            return
+        (self.artifact_dir / TIMELINE_FILE).write_text(
+            json.dumps([row.to_dict() for row in self.timeline], indent=2) + "\n")
 
     # -- assembling ----------------------------------------------------------------------------------
     def build_outcome(self, env: dict[str, Any], interrupted: bool) -> RunOutcome:
@@ -330,7 +344,7 @@ class ProfileRunner:
             skipped_images=skipped, peak_memory_bytes=peak_mem, notes=list(self.notes),
         )
         return RunOutcome(run_dir=self.run_dir, artifact_dir=self.artifact_dir, report=report, aggregates=agg,
-                          table=self.table, utilization=util, utilization_measured=util_measured, env=env,
+                          table=self.table, timeline=self.timeline, utilization=util, utilization_measured=util_measured, env=env,
                           options=opts, pages=self.pages, notes=self.notes, interrupted=interrupted,
                           profiled_batches=self.profiled_batches, analytic_note=analytic_note,
                           parameter_count=self.session.parameter_count if self.session else 0)
@@ -399,6 +413,6 @@ def write_metrics(outcome: RunOutcome) -> Path:
 
 
 __all__ = [
-    "ARTIFACT_DIR", "EVENTS_FILE", "METRICS_FILE", "OPERATOR_TABLE_FILE", "PASSES_FILE", "TRACE_FILE", "ProfileOptions", "ProfileRunner", "RunOutcome",
+    "ARTIFACT_DIR", "EVENTS_FILE", "METRICS_FILE", "OPERATOR_TABLE_FILE", "PASSES_FILE", "TIMELINE_FILE", "TRACE_FILE", "ProfileOptions", "ProfileRunner", "RunOutcome",
     "batches_of", "make_run_id", "spread_indices", "write_metrics",
 ]

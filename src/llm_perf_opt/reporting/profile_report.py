@@ -346,6 +346,16 @@ def render_operators(o: RunOutcome) -> str:
     sc_rows = [[st, *[fmt(t.stage_category_ms.get(st, {}).get(c, 0.0), 3) for c in cats]]
                for st in stage_order(list(t.stage_category_ms))]
     lines.append(table(["stage", *cats], sc_rows))
+    if o.timeline:
+        from llm_perf_opt.profiling.timeline import render_timeline_markdown
+
+        lines += ["", "## Host/device timeline (from trace.json.gz; ms per range, decode per step)", "",
+                  render_timeline_markdown(o.timeline), "",
+                  "Host ms: the range on the host (prefill: its language part). Device span / busy: the kernels "
+                  "launched from the range, first start to last end / union. Backlog at start: how long after the "
+                  "range began its first kernel ran (> 0: the device was still busy with earlier work); backlog "
+                  "at end: how long after the host left the range its last kernel ended (> 0: the host ran "
+                  "ahead, so the next stage's launches overlap this stage's device time). Also in timeline.json."]
     lines.append("")
     return "\n".join(lines)
 
