@@ -171,6 +171,13 @@ def test_kernel_counts_are_compared_per_stage(run_dir: Path) -> None:
     assert got["prefill"].measured_kernels == pytest.approx(500)
     assert got["decode"].measured_kernels == pytest.approx(90)  # 2 passes x 15 forwards
     assert got["vision.clip"].measured_kernels is None
+    # device time per stage: the table's stage x category ms per pass (2 passes); decode scaled from the
+    # profiled 15 forwards to the run's max_new_tokens - 1
+    per_pass = {s: sum(c.values()) / 2 for s, c in summary["stage_category_ms"].items()}
+    assert got["vision.sam"].measured_device_ms == pytest.approx(per_pass["vision.sam"])
+    n = load_run(run_dir).report.meta.max_new_tokens
+    assert got["decode"].measured_device_ms == pytest.approx(per_pass["decode"] * (n - 1) / 15)
+    assert got["prefill"].device_ratio == pytest.approx(got["prefill"].predicted_ms / per_pass["prefill"])
     report = load_analytic_report(REPORT)
     model = AnalyticModel(report.model.config, report.workload)
     step = model.decode_step(model.decode_mean_kv_len)

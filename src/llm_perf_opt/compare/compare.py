@@ -57,6 +57,11 @@ class StageComparison:
         default=0.0, metadata={"help": "analytic kernel launches per pass (decode: per decoder forward)"})
     measured_kernels: float | None = field(
         default=None, metadata={"help": "kernels the profiler saw per pass (decode: per forward); null: not recorded"})
+    measured_device_ms: float | None = field(
+        default=None, metadata={"help": "kernel time of the stage per pass from the profiler pass (decode scaled to "
+                                        "the timed passes' forwards); null without a CUDA operator table"})
+    device_ratio: float | None = field(
+        default=None, metadata={"help": "predicted_ms / measured_device_ms: the roofline against device time only"})
 
 
 @define(kw_only=True)
@@ -214,6 +219,12 @@ def compare_run(
         if Stage.DECODE.value in meas_kernels:
             dec_n = run.operator_table.decode_new_tokens or meta.max_new_tokens
             meas_kernels[Stage.DECODE.value] /= max(1, dec_n - 1)
+    meas_device: dict[str, float] = {}
+    if run.operator_table is not None and run.operator_table.basis == "cuda":
+        meas_device = {s: sum(cats.values()) for s, cats in run.operator_table.per_pass().items()}
+        if Stage.DECODE.value in meas_device:
+            profiled_n = run.operator_table.decode_new_tokens or meta.max_new_tokens
+            meas_device[Stage.DECODE.value] *= max(0, meta.max_new_tokens - 1) / max(1, profiled_n - 1)
     stages: list[StageComparison] = []
     for stage in STAGE_ORDER:
         measured = run.lm_prefill_ms() if stage == Stage.PREFILL.value else run.stage_mean_ms(stage)
@@ -228,6 +239,7 @@ def compare_run(
             arithmetic_intensity_flops_per_byte=flops / io if io else 0.0,
             achieved_flops_per_s=flops / (measured / 1e3) if measured else None,
             predicted_kernels=pred_kernels.get(stage, 0.0), measured_kernels=meas_kernels.get(stage),
+            measured_device_ms=meas_device.get(stage), device_ratio=ratio(predicted, meas_device.get(stage)),
         ))
     if run.stage_mean_ms(Stage.PREFILL) is not None:
         notes.append("measured prefill = prefill range minus the vision ranges it encloses (language-model prefill)")

@@ -39,8 +39,8 @@ def render_compare_markdown(cmp: Comparison) -> str:
     if cal:
         head += " calibrated ms | calibrated ratio |"
         sep += "---:|---:|"
-    head += " GFLOP | AI flop/B | achieved TFLOP/s | kernels predicted | kernels measured |"
-    sep += "---:|---:|---:|---:|---:|"
+    head += " GFLOP | AI flop/B | achieved TFLOP/s | kernels predicted | kernels measured | device ms | ratio to device |"
+    sep += "---:|---:|---:|---:|---:|---:|---:|"
     lines += [head, sep]
     for s in cmp.stages:
         row = (f"| {s.stage} | {_f(s.measured_ms)} | {_f(s.measured_std_ms)} | {s.samples} | "
@@ -49,8 +49,13 @@ def render_compare_markdown(cmp: Comparison) -> str:
             row += f" {_f(s.calibrated_ms)} | {_f(s.calibrated_ratio)} |"
         ach = None if s.achieved_flops_per_s is None else s.achieved_flops_per_s / 1e12
         row += (f" {s.flops / 1e9:.2f} | {s.arithmetic_intensity_flops_per_byte:.1f} | {_f(ach, '.2f')} | "
-                f"{s.predicted_kernels:.0f} | {_f(s.measured_kernels, '.0f')} |")
+                f"{s.predicted_kernels:.0f} | {_f(s.measured_kernels, '.0f')} | {_f(s.measured_device_ms)} | "
+                f"{_f(s.device_ratio)} |")
         lines.append(row)
+    lines += ["", "ratio = predicted / measured stage range (wall clock on the device timeline, host gaps "
+              "included); ratio to device = predicted / the stage's kernel time in the profiler pass, the "
+              "roofline's error on device work alone. Kernels: analytic launches vs kernels the profiler "
+              "counted (decode: per forward)."]
     t = cmp.totals
     lines += ["", "## Totals", "",
               "| quantity | measured | predicted | ratio |" + (" calibrated | calibrated ratio |" if cal else ""),
