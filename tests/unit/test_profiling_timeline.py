@@ -81,3 +81,9 @@ def test_trace_files_and_bad_input(tmp_path: Path) -> None:
     broken.write_bytes(b"not gzip")
     with pytest.raises(TraceError, match="not a readable Chrome trace"):
         load_trace(broken)
+
+
+def test_malformed_events_raise_errors_the_runner_catches() -> None:
+    """A range without a timestamp is a KeyError/TypeError, which the runner turns into a note."""
+    with pytest.raises((KeyError, TypeError, ValueError)):
+        stage_timelines({"traceEvents": [{"ph": "X", "cat": "user_annotation", "name": "prefill"}]})

@@ -261,7 +261,8 @@ class ProfileRunner:
             return  # a CPU trace has no device timeline
         try:
             self.timeline = stage_timelines(load_trace(self.artifact_dir / TRACE_FILE))
-        except TraceError as exc:
+        except (TraceError, KeyError, TypeError, ValueError) as exc:
+            # the timeline is an extra: a trace it cannot read must not cost the run its reports
             self.notes.append(f"stage timeline not computed: {exc}")
             return
         (self.artifact_dir / TIMELINE_FILE).write_text(
