@@ -16,7 +16,8 @@
 #   runs.tgz                                          the four run folders (no raw traces)
 #   compare-<gpu>/...                                 compare_calibrate.sh outputs (summary.md, calibrations)
 #   calibration-set.txt                               the exact commands, exit codes and log tails
-# Overrides (env): PAGES (4), TOKENS (64), REPEATS (2), RUN_BUDGET_S (110), PREFIX (GPU catalogue key
+# Overrides (env): EXTRA ("MODE BATCH;MODE BATCH": more held-out runs, e.g. "small 4;gundam 2"),
+# PAGES (4), TOKENS (64), REPEATS (2), RUN_BUDGET_S (110), PREFIX (GPU catalogue key
 # from hw detect), SKIP_BENCH=1 with CEILINGS=FILE (use that ceilings file instead of measuring; without
 # SKIP_BENCH the bench always writes $OUT/hw-ceilings.json). Exit status: the worst of the steps.
 set -uo pipefail
@@ -62,7 +63,17 @@ COMMON=(--device cuda --config default --dtype bf16 --attn-implementation eager 
         --profile-images 1 --profile-max-new-tokens 16 --no-progress --output-dir "$RUNS")
 if [[ -n "$CEILINGS" && -f "$CEILINGS" ]]; then COMMON+=(--ceilings "$CEILINGS"); fi
 declare -A DIR
-for spec in "base 1" "gundam 1" "small 1" "base 4"; do
+SPECS=("base 1" "gundam 1" "small 1" "base 4")
+EXTRA_HELD=()
+IFS=';' read -r -a EXTRA_SPECS <<<"${EXTRA:-}"
+for spec in "${EXTRA_SPECS[@]}"; do
+  [[ -n "${spec// /}" ]] || continue
+  read -r MODE BATCH <<<"$spec"
+  [[ -n "${MODE:-}" && "${BATCH:-}" =~ ^[0-9]+$ ]] || { echo "EXTRA: '$spec' is not 'MODE BATCH'" >&2; exit 2; }
+  SPECS+=("$MODE $BATCH")
+  EXTRA_HELD+=("$MODE-$BATCH")
+done
+for spec in "${SPECS[@]}"; do
   read -r MODE BATCH <<<"$spec"
   RUN_ID="${PREFIX}-${MODE}-b${BATCH}-${STAMP}"
   DIR["$MODE-$BATCH"]="$RUNS/$RUN_ID"
@@ -73,9 +84,11 @@ for spec in "base 1" "gundam 1" "small 1" "base 4"; do
 done
 tar --exclude='*.gz' -czf "$OUT/runs.tgz" -C "$(dirname "$RUNS")" "$(basename "$RUNS")"
 
-echo "command: OUT=$OUT CONFIG=default scripts/gpu/compare_calibrate.sh --held-out SMALL_B1 --held-out BASE_B4 BASE_B1 GUNDAM_B1" | tee -a "$LOG"
-OUT="$OUT" CONFIG=default timeout 200 bash scripts/gpu/compare_calibrate.sh --held-out "${DIR[small-1]}" \
-  --held-out "${DIR[base-4]}" "${DIR[base-1]}" "${DIR[gundam-1]}" > "$OUT/compare.txt" 2>&1
+echo "command: OUT=$OUT CONFIG=default scripts/gpu/compare_calibrate.sh --held-out SMALL_B1 --held-out BASE_B4 (--held-out EXTRA ...) BASE_B1 GUNDAM_B1" | tee -a "$LOG"
+HELD_ARGS=(--held-out "${DIR[small-1]}" --held-out "${DIR[base-4]}")
+for key in "${EXTRA_HELD[@]}"; do HELD_ARGS+=(--held-out "${DIR[$key]}"); done
+OUT="$OUT" CONFIG=default timeout 240 bash scripts/gpu/compare_calibrate.sh "${HELD_ARGS[@]}" \
+  "${DIR[base-1]}" "${DIR[gundam-1]}" > "$OUT/compare.txt" 2>&1
 note_rc $?
 tail -n 60 "$OUT/compare.txt"
 tail -n 40 "$LOG"

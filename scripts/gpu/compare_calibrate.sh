@@ -12,7 +12,7 @@
 #                machine ('default' = the published config.json, same as the checkpoint's).
 #
 # Writes under $OUT/compare-<gpu key>/ (gpu key of the first fit run, e.g. compare-h200):
-#   calibration-<gpu>*.json           three fitted calibrations (see below), each with its held-out error
+#   calibration-<gpu>*.json           four fitted calibrations (see below), each with its held-out error
 #   <run_id>/compare/...              uncalibrated compare (JSON, Markdown, stage bars, roofline)
 #   <run_id>/unified_report.{md,json} unified report per run
 #   held-out-calibrated/<run_id>/...  the held-out run compared with the calibration
@@ -64,13 +64,16 @@ done
 FIT_ARGS=()
 for RUN in "${FITS[@]}"; do FIT_ARGS+=(--run "$RUN"); done
 for RUN in "${HELDS[@]}"; do FIT_ARGS+=(--held-out "$RUN"); done
-# Three fits, all evaluated on the same held-out run (stage times + per-stage/category device times):
-#   $C.json              per-category efficiencies, one launch cost per stage
-#   $C-shared.json       one compute + one bandwidth efficiency, one launch cost per stage
-#   $C-one-launch.json   per-category efficiencies, a single launch cost
-declare -A VARIANT_ARGS=(["$C"]="--per-stage-launch" ["$C-shared"]="--per-stage-launch --shared"
-                         ["$C-one-launch"]="")
-for NAME in "$C" "$C-shared" "$C-one-launch"; do
+# Four fits, all evaluated on the same held-out runs (stage times + per-stage/category device times):
+#   $C-timeline.json     host/device timeline model: device efficiencies and per-stage device factors from
+#                        the operator device times, host us per kernel per stage from the stage times
+#                        (relative to the runs' host-speed probe when they have one)
+#   $C.json              additive: per-category efficiencies, one launch cost per stage
+#   $C-shared.json       additive: one compute + one bandwidth efficiency, one launch cost per stage
+#   $C-one-launch.json   additive: per-category efficiencies, a single launch cost
+declare -A VARIANT_ARGS=(["$C-timeline"]="--time-model timeline" ["$C"]="--per-stage-launch"
+                         ["$C-shared"]="--per-stage-launch --shared" ["$C-one-launch"]="")
+for NAME in "$C-timeline" "$C" "$C-shared" "$C-one-launch"; do
   echo "== calibration $NAME: fit on ${#FITS[@]} run(s), held out: ${HELDS[*]} =="
   # shellcheck disable=SC2086
   "$PY" -m llm_perf_opt.runners.calibrate_cli "${FIT_ARGS[@]}" "${CFG[@]}" ${VARIANT_ARGS[$NAME]} \
@@ -79,13 +82,13 @@ done
 
 for HELD in "${HELDS[@]}"; do
   HRID="$(run_id "$HELD")"
-  echo "== held-out run $HRID with the calibration ($C.json) =="
-  "$PY" -m llm_perf_opt.runners.compare_cli --run "$HELD" "${CFG[@]}" --calibration "$DEST/$C.json" \
+  echo "== held-out run $HRID with the calibration ($C-timeline.json) =="
+  "$PY" -m llm_perf_opt.runners.compare_cli --run "$HELD" "${CFG[@]}" --calibration "$DEST/$C-timeline.json" \
     --out "$DEST/held-out-calibrated/$HRID/compare" --unified-dir "$DEST/held-out-calibrated/$HRID"
 done
 
 echo "== summary (goal: |error| <= 25% uncalibrated on vision and prefill; <= 10% calibrated on every stage) =="
-"$PY" - "$DEST/summary.md" "$DEST/$C.json" "$DEST/$C-shared.json" "$DEST/$C-one-launch.json" <<'PYEOF'
+"$PY" - "$DEST/summary.md" "$DEST/$C-timeline.json" "$DEST/$C.json" "$DEST/$C-shared.json" "$DEST/$C-one-launch.json" <<'PYEOF'
 import json, math, sys
 out = [f"# {json.load(open(sys.argv[2]))['gpu_key']}: predicted vs measured per stage", ""]
 for path in sys.argv[2:]:
@@ -109,8 +112,15 @@ for path in sys.argv[2:]:
     rms = math.sqrt(sum(e * e for e in held) / len(held)) if held else float("nan")
     out += [f"## {path.rsplit('/', 1)[-1]}", "",
             f"Calibration: {cal['gpu_key']} {cal['dtype']}, torch {cal['software']['torch']}, "
-            f"transformers {cal['software']['transformers']}; launch {cal['launch_overhead_s'] * 1e6:.2f} us/kernel"
-            + "".join(f", {k} {v * 1e6:.2f}" for k, v in (cal.get("stage_launch_overhead_s") or {}).items()) + "; "
+            f"transformers {cal['software']['transformers']}; "
+            + (("timeline model, host us/kernel " + ", ".join(f"{k} {v * 1e6:.2f}" for k, v in
+                                                           cal["stage_host_s_per_kernel"].items())
+                + f", sync {cal['host_sync_s'] * 1e6:.1f} us, host probe {cal.get('host_probe_us', 0):.2f} us/op"
+                + "; device factors " + ", ".join(f"{k} {v:.2f}" for k, v in cal["stage_device_scale"].items()))
+               if cal.get("time_model") == "timeline" else
+               f"launch {cal['launch_overhead_s'] * 1e6:.2f} us/kernel"
+               + "".join(f", {k} {v * 1e6:.2f}" for k, v in (cal.get("stage_launch_overhead_s") or {}).items()))
+            + "; "
             f"fitted on {', '.join(fit['fitted_runs'])}; held out {', '.join(fit['held_out_runs'])}; "
             f"held-out rms calibrated error {rms:.1%}.",
             f"Not constrained by the data (kept at 1.0): {', '.join(fit['unidentified']) or 'none'}.", ""] + rows + [""]

@@ -78,6 +78,7 @@ def test_metrics_validate_and_agree_with_the_pass_records(full_run: tuple[Path, 
         assert len(r.decode_step_ms) == r.decode_steps == 3 and r.decode_forwards == 2
         assert sum(r.decode_step_ms) <= r.stage_ms[Stage.DECODE.value] + 1e-6
         assert r.generated_tokens == 3
+        assert r.host_probe_us is not None and 0 < r.host_probe_us < 10_000  # host speed probed per pass
     for stage in STAGE_ORDER:
         expected = Stats.from_values(r.stage_ms[stage.value] for r in records)
         got = report.stage_ms[stage]

@@ -64,7 +64,7 @@ def test_report_round_trips_through_io_and_outputs(tmp_path):
         assert loaded.snapshot("decode/lm_head") == report.snapshot("decode/lm_head")
     layers = path.parent / "layers"
     assert (layers / "summary.md").exists() and (layers / "SamAttention.md").exists()
-    assert "2 * 2 * (n_w*h) * s^4 * d" in (layers / "SamAttention.md").read_text()
+    assert "QK^T (2 * G * s^4 * d)" in (layers / "SamAttention.md").read_text()
     assert (path.parent / "summary.json").exists()
     with pytest.raises(Exception, match="already exists"):
         write_outputs(report, tmp_path / "run")

@@ -130,3 +130,78 @@ def test_mixed_gpus_refused(runs: dict[str, Path], tmp_path: Path) -> None:
 
     with pytest.raises(UserError, match="mix GPUs"):
         calibrate([_with_preds(runs["base-b1"])], [_with_preds(other)])
+
+
+#: a timeline-model truth: device efficiencies, a SAM device factor, host costs per stage, sync cost,
+#: all relative to a host whose probe reads 5 us per tiny op
+TIMELINE_TRUTH = attrs.evolve(
+    TRUTH, launch_overhead_s=0.0, time_model="timeline", host_probe_us=5.0, host_sync_s=40e-6,
+    stage_host_s_per_kernel={"vision.sam": 30e-6, "vision.clip": 18e-6, "projector": 25e-6, "prefill": 21e-6,
+                             "decode": 17e-6},
+    stage_device_scale={"vision.sam": 1.5})
+
+
+@pytest.fixture(scope="module")
+def timeline_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("timeline-runs")
+    t = TIMELINE_TRUTH
+    return {
+        "base-b1": FX.write_calibrated_run(root / "base-b1", FX.workload("base", new_tokens=24), t,
+                                           config="default", host_probe_us=4.0),
+        "gundam-b1": FX.write_calibrated_run(root / "gundam-b1", FX.workload("gundam", (1700, 2200), new_tokens=24),
+                                             t, config="default", host_probe_us=6.0),
+        "small-b4": FX.write_calibrated_run(root / "small-b4", FX.workload("small", (640, 640), batch=4,
+                                                                            new_tokens=24),
+                                            t, config="default", host_probe_us=8.0),
+    }
+
+
+def test_timeline_fit_recovers_host_costs_and_predicts_a_held_out_run(timeline_runs: dict[str, Path]) -> None:
+    from llm_perf_opt.compare.calibrate import calibrate_timeline
+
+    runs = timeline_runs
+    cal = calibrate_timeline([_with_preds(runs["base-b1"]), _with_preds(runs["gundam-b1"])],
+                             [_with_preds(runs["small-b4"])], sync_s=TIMELINE_TRUTH.host_sync_s)
+    assert cal.timeline and cal.launch_overhead_s == 0.0
+    assert cal.host_probe_us == pytest.approx(5.0)  # mean probe of the fitted runs
+    for stage, cost in TIMELINE_TRUTH.stage_host_s_per_kernel.items():
+        assert cal.host_s_per_kernel(stage) == pytest.approx(cost, rel=0.03), stage
+    # the device side: efficiencies x the per-stage factor give the held-out run's SAM device time
+    from llm_perf_opt.compare.calibrate import _run_blocks
+
+    held_run, held_preds = _with_preds(runs["small-b4"])
+    (blocks, _w), = _run_blocks(held_preds, cal)
+    modelled = sum(b.device_s for b in blocks.stages["vision.sam"]) * 1e3
+    assert held_run.operator_table is not None
+    measured = sum(held_run.operator_table.per_pass()["vision.sam"].values())
+    assert modelled == pytest.approx(measured, rel=0.03)
+    after = {(e.run_id, e.stage): e for e in cal.fit.after}
+    held = [e for (rid, _), e in after.items() if rid == "small-b4"]
+    assert len(held) == 5
+    # another mode, batch and host speed: the fit carries over
+    assert max(abs(e.relative_error) for e in held) < 0.03
+    assert max(abs(e.relative_error) for e in cal.fit.before if e.held_out) > 0.5
+
+
+def test_timeline_cli_and_calibrated_compare_at_the_run_host_speed(timeline_runs: dict[str, Path], tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "tl.json"
+    args = ["--run", str(timeline_runs["base-b1"]), "--run", str(timeline_runs["gundam-b1"]), "--out", str(out)]
+    assert calibrate_cli.main([*args, "--time-model", "timeline", "--host-sync-us", "40"]) == 0
+    assert "timeline calibration" in capsys.readouterr().out
+    cal = load_calibration(out)
+    cmp, _ = build_comparison(load_run(timeline_runs["small-b4"]), calibration=cal)
+    for s in cmp.stages:
+        assert s.calibrated_ratio == pytest.approx(1.0, abs=0.03), s.stage
+    # refused combinations: one line, exit 2
+    assert calibrate_cli.main([*args, "--time-model", "timeline", "--per-stage-launch"]) == 2
+    assert "--time-model timeline" in capsys.readouterr().err
+
+
+def test_timeline_fit_needs_device_times(tmp_path: Path) -> None:
+    from llm_perf_opt.compare.calibrate import calibrate_timeline
+    from llm_perf_opt.errors import UserError
+
+    run = FX.write_calibrated_run(tmp_path / "no-ops", FX.workload(), TRUTH, with_operators=False)
+    with pytest.raises(UserError, match="no CUDA operator table"):
+        calibrate_timeline([_with_preds(run)])

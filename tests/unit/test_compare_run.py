@@ -191,3 +191,13 @@ def test_unknown_experts_implementation_in_settings_is_one_line(run_dir: Path) -
         json.dumps({"session": {"experts_implementation": "triton"}}))
     with pytest.raises(RunFolderError, match="experts_implementation 'triton'"):
         load_run(run_dir)
+
+
+def test_host_probe_is_read_from_the_pass_records(run_dir: Path) -> None:
+    assert load_run(run_dir).host_probe_us is None  # the fixture run has no passes file
+    lines = [json.dumps({"pass_index": 0, "status": "ok", "host_probe_us": 4.0}), "{torn line",
+             json.dumps({"pass_index": 1, "status": "oom", "host_probe_us": 99.0}),
+             json.dumps({"pass_index": 2, "status": "ok", "host_probe_us": 6.0}),
+             json.dumps({"pass_index": 3, "status": "ok"})]
+    (run_dir / "torch_profiler" / "passes.jsonl").write_text("\n".join(lines) + "\n")
+    assert load_run(run_dir).host_probe_us == pytest.approx(5.0)

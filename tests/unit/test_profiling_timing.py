@@ -14,7 +14,7 @@ from llm_perf_opt.data.common import Stats
 from llm_perf_opt.profiling.aggregate import aggregate
 from llm_perf_opt.profiling.mfu import Peaks, StageWork, compute_utilization
 from llm_perf_opt.profiling.records import STATUS_OK, STATUS_OOM, PassRecord, RecordWriter, read_records
-from llm_perf_opt.profiling.timers import StageRecorder, decode_step_times
+from llm_perf_opt.profiling.timers import StageRecorder, decode_step_times, host_probe_us
 from llm_perf_opt.vocab import DECODE_STEP_RANGE, Stage
 
 
@@ -117,3 +117,26 @@ def test_mfu_is_flops_over_time_over_peak() -> None:
     assert Stage.VISION_CLIP not in util.stage_mfu
     assert all(0 < v < 1.5 for v in util.stage_mfu.values())
     assert math.isclose(util.stage_seconds[Stage.DECODE], 0.2)
+
+
+def test_host_probe_measures_host_time_per_op() -> None:
+    fast = host_probe_us("cpu", ops=50)
+    assert 0 < fast < 10_000
+    # a slower host: the same probe while another thread keeps the interpreter busy reads higher
+    import threading
+
+    stop = threading.Event()
+
+    def spin() -> None:
+        x = 0
+        while not stop.is_set():
+            x += 1
+
+    t = threading.Thread(target=spin)
+    t.start()
+    try:
+        slow = host_probe_us("cpu", ops=50)
+    finally:
+        stop.set()
+        t.join()
+    assert slow > fast

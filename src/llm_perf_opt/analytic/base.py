@@ -82,6 +82,9 @@ class BaseLayer:
         self.held_bytes: float = 0.0
         #: KV-cache bytes owned by this node (decoder attention only)
         self.kvcache_bytes: float = 0.0
+        #: host-device synchronisations per call of this node, made before its own kernels are issued
+        #: (the host waits until the device has run everything launched so far; used by the timeline model)
+        self.host_syncs: int = 0
 
     # ----------------------------------------------------------------- tree
     def add(self, child: BaseLayer) -> BaseLayer:

@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from attrs import asdict, define, field
+from attrs import asdict, define, evolve, field
 
 from llm_perf_opt.errors import UserError
 from llm_perf_opt.vocab import OperatorCategory, Stage
@@ -36,6 +36,9 @@ from llm_perf_opt.vocab import OperatorCategory, Stage
 CALIBRATION_SCHEMA_VERSION = 1
 #: Value of the "kind" field of a calibration file (guards against loading another JSON file).
 CALIBRATION_KIND = "llm_perf_opt.calibration"
+#: How a calibration turns work into stage times: "additive" (roofline + kernels x launch cost, summed
+#: per layer) or "timeline" (host and device clocks simulated over the pass, analytic/timeline_model.py).
+TIME_MODELS = ("additive", "timeline")
 
 
 class CalibrationError(UserError):
@@ -218,6 +221,16 @@ class Calibration:
         default=0.0, metadata={"help": "device seconds per kernel on top of the roofline (operator-table times only)"})
     stage_launch_overhead_s: dict[str, float] = field(
         factory=dict, metadata={"help": "stage -> seconds per kernel, replacing launch_overhead_s in that stage"})
+    stage_device_scale: dict[str, float] = field(
+        factory=dict, metadata={"help": "timeline model: stage -> factor on its device time (measured / modelled "
+                                        "device time of the fitted runs; 1 where not fitted)"})
+    time_model: str = field(default="additive", metadata={"help": "additive | timeline (see TIME_MODELS)"})
+    stage_host_s_per_kernel: dict[str, float] = field(
+        factory=dict, metadata={"help": "timeline model: stage -> host seconds to issue one analytic kernel"})
+    host_sync_s: float = field(default=0.0, metadata={"help": "timeline model: host seconds per host-device sync"})
+    host_probe_us: float = field(
+        default=0.0, metadata={"help": "timeline model: host-speed probe (us per tiny eager op) the host costs refer "
+                                       "to; 0 = the fitted runs had no probe"})
     fit: FitSummary = field(factory=FitSummary)
     created_utc: str = field(default="")
     schema_version: int = field(default=CALIBRATION_SCHEMA_VERSION)
@@ -230,7 +243,10 @@ class Calibration:
                     raise CalibrationError(f"calibration: unknown operator category {cat!r} in {label} efficiencies")
                 if not (value > 0 and math.isfinite(value)):
                     raise CalibrationError(f"calibration: {label} efficiency of {cat!r} must be > 0, got {value}")
-        for name in ("launch_overhead_s", "kernel_floor_s"):
+        if self.time_model not in TIME_MODELS:
+            raise CalibrationError(f"calibration: time_model must be one of {', '.join(TIME_MODELS)}, "
+                                   f"got {self.time_model!r}")
+        for name in ("launch_overhead_s", "kernel_floor_s", "host_sync_s", "host_probe_us"):
             value = getattr(self, name)
             if value < 0 or not math.isfinite(value):
                 raise CalibrationError(f"calibration: {name} must be >= 0, got {value}")
@@ -240,6 +256,18 @@ class Calibration:
                 raise CalibrationError(f"calibration: unknown stage {stage!r} in stage_launch_overhead_s")
             if value < 0 or not math.isfinite(value):
                 raise CalibrationError(f"calibration: stage_launch_overhead_s[{stage}] must be >= 0, got {value}")
+        for stage, value in self.stage_device_scale.items():
+            if stage not in stages:
+                raise CalibrationError(f"calibration: unknown stage {stage!r} in stage_device_scale")
+            if not (value > 0 and math.isfinite(value)):
+                raise CalibrationError(f"calibration: stage_device_scale[{stage}] must be > 0, got {value}")
+        for stage, value in self.stage_host_s_per_kernel.items():
+            if stage not in stages:
+                raise CalibrationError(f"calibration: unknown stage {stage!r} in stage_host_s_per_kernel")
+            if value < 0 or not math.isfinite(value):
+                raise CalibrationError(f"calibration: stage_host_s_per_kernel[{stage}] must be >= 0, got {value}")
+        if self.time_model == "timeline" and not self.stage_host_s_per_kernel:
+            raise CalibrationError("calibration: a timeline calibration needs stage_host_s_per_kernel")
 
     def compute_efficiency(self, category: str) -> float:
         """Fraction of peak FLOP rate achieved by ``category``."""
@@ -248,6 +276,33 @@ class Calibration:
     def bandwidth_efficiency(self, category: str) -> float:
         """Fraction of memory bandwidth achieved by ``category``."""
         return self.bandwidth_efficiencies.get(str(category), self.default_bandwidth_efficiency)
+
+    @property
+    def timeline(self) -> bool:
+        """True when stage times come from the host/device timeline model."""
+        return self.time_model == "timeline"
+
+    def device_scale(self, stage: str) -> float:
+        """Factor on the modelled device time of ``stage`` (timeline model; 1.0 where none was fitted)."""
+        return self.stage_device_scale.get(str(stage), 1.0)
+
+    def host_s_per_kernel(self, stage: str) -> float:
+        """Host seconds to issue one analytic kernel in ``stage`` (timeline model); the kernel-weighted
+        mean of the fitted stages' values is not known here, so an unfitted stage uses their plain mean."""
+        value = self.stage_host_s_per_kernel.get(str(stage))
+        if value is not None:
+            return value
+        vals = list(self.stage_host_s_per_kernel.values())
+        return sum(vals) / len(vals) if vals else self.launch_overhead_s
+
+    def at_host_speed(self, probe_us: float | None) -> Calibration:
+        """This calibration for a host whose probe reads ``probe_us`` (us per tiny eager op): host costs
+        scaled by probe_us / host_probe_us. Unchanged when either probe is unknown or the model is additive."""
+        if not self.timeline or not probe_us or probe_us <= 0 or self.host_probe_us <= 0:
+            return self
+        f = probe_us / self.host_probe_us
+        return evolve(self, stage_host_s_per_kernel={k: v * f for k, v in self.stage_host_s_per_kernel.items()},
+                      host_sync_s=self.host_sync_s * f, host_probe_us=probe_us)
 
     def for_stage(self, stage: str) -> EfficiencyModel:
         """This calibration within ``stage`` (its own launch cost when one was fitted)."""
@@ -292,6 +347,12 @@ class Calibration:
                 kernel_floor_s=float(data.get("kernel_floor_s", 0.0)),
                 stage_launch_overhead_s={str(k): float(v)
                                          for k, v in (data.get("stage_launch_overhead_s") or {}).items()},
+                stage_device_scale={str(k): float(v) for k, v in (data.get("stage_device_scale") or {}).items()},
+                time_model=str(data.get("time_model", "additive")),
+                stage_host_s_per_kernel={str(k): float(v)
+                                         for k, v in (data.get("stage_host_s_per_kernel") or {}).items()},
+                host_sync_s=float(data.get("host_sync_s", 0.0)),
+                host_probe_us=float(data.get("host_probe_us", 0.0)),
                 fit=summary, created_utc=str(data.get("created_utc", "")), schema_version=int(version),
             )
         except CalibrationError:
@@ -304,6 +365,11 @@ class Calibration:
     def describe(self) -> str:
         """One line: which GPU, software and launch cost."""
         per_stage = "".join(f", {k} {v * 1e6:.2f}" for k, v in self.stage_launch_overhead_s.items())
+        if self.timeline:
+            host = ", ".join(f"{k} {v * 1e6:.2f}" for k, v in self.stage_host_s_per_kernel.items())
+            return (f"timeline calibration for {self.gpu_key} ({self.dtype}; {self.software.describe()}), "
+                    f"host us/kernel: {host}; sync {self.host_sync_s * 1e6:.2f} us; "
+                    f"device floor {self.kernel_floor_s * 1e6:.2f} us/kernel")
         return (f"calibration for {self.gpu_key} ({self.dtype}; {self.software.describe()}), "
                 f"launch {self.launch_overhead_s * 1e6:.2f} us/kernel{per_stage}, "
                 f"device floor {self.kernel_floor_s * 1e6:.2f} us/kernel")

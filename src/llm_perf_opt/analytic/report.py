@@ -15,6 +15,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from attrs import evolve
+
 from llm_perf_opt.analytic.base import CC, IO, LAUNCH, TC, BaseLayer, CategoryCosts
 from llm_perf_opt.analytic.calibration import (
     PURE_ROOFLINE,
@@ -24,6 +26,7 @@ from llm_perf_opt.analytic.calibration import (
 )
 from llm_perf_opt.analytic.model import AnalyticModel
 from llm_perf_opt.analytic.roofline import RooflinePeaks, TimeParts, node_times, summed_node_times
+from llm_perf_opt.analytic.timeline_model import simulate_pass
 from llm_perf_opt.data.analytic import (
     AnalyticModelReport,
     AnalyticModuleNode,
@@ -232,6 +235,18 @@ def build_report(model: AnalyticModel, peaks: RooflinePeaks, *, efficiency: Effi
         zero = WorkTotals(tensor_core_flops=0.0, cuda_core_flops=0.0, io_bytes=0.0, time_ms=0.0)
         decode = DecodeTotals(tokens=shape.new_tokens, per_token=zero, total=zero)
 
+    model_totals = _totals(root)
+    timeline_note = ""
+    if isinstance(eff, Calibration) and eff.timeline:
+        sim = simulate_pass(model.stages, shape.decode_forwards, peaks, eff)
+        stage_totals = {st: evolve(tot, time_ms=sim.stage_s.get(st.value, 0.0) * 1e3)
+                        for st, tot in stage_totals.items()}
+        decode = DecodeTotals(tokens=decode.tokens, per_token=evolve(decode.per_token,
+                                                                     time_ms=sim.decode_forward_s * 1e3),
+                              total=evolve(decode.total, time_ms=sim.stage_s.get(Stage.DECODE.value, 0.0) * 1e3))
+        model_totals = evolve(model_totals, time_ms=sim.total_s * 1e3)
+        timeline_note = ("stage and model times: host/device timeline model of the calibration (host issue cost "
+                         "per kernel, syncs, device backlog); module rows: device time of the calibrated roofline")
     notes = [
         f"peaks: {peaks.source.value} ({peaks.source_ref})",
         ("efficiencies: pure roofline (1.0), no launch cost" if eff is PURE_ROOFLINE
@@ -251,6 +266,8 @@ def build_report(model: AnalyticModel, peaks: RooflinePeaks, *, efficiency: Effi
     ]
     if decode_note:
         notes.append(decode_note)
+    if timeline_note:
+        notes.append(timeline_note)
     notes.extend(extra_notes or [])
     rid = report_id or f"analytic-{workload.profile_id}-{peaks.gpu_key}"
     return AnalyticModelReport(
@@ -258,7 +275,7 @@ def build_report(model: AnalyticModel, peaks: RooflinePeaks, *, efficiency: Effi
         model=DeepSeekOCRModelSpec.from_config(model.config, parameter_count=int(weights // model.weight_bytes)),
         workload=workload, gpu_key=peaks.gpu_key, peaks=peaks_used(peaks, eff),
         modules=[a.node() for a in accs.values()], snapshots=[a.snapshot() for a in accs.values()],
-        stage_totals=stage_totals, decode=decode, model_totals=_totals(root), memory=memory,
+        stage_totals=stage_totals, decode=decode, model_totals=model_totals, memory=memory,
         generated_at=generated_at or datetime.now(UTC), notes=notes)
 
 

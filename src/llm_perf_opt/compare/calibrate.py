@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
+from attrs import evolve
+
 from llm_perf_opt.analytic.calibration import (
     PURE_ROOFLINE,
     Calibration,
@@ -24,8 +26,10 @@ from llm_perf_opt.analytic.calibration import (
     SoftwareKey,
     StageError,
 )
+from llm_perf_opt.analytic.model import AnalyticModel
+from llm_perf_opt.analytic.timeline_model import PassBlocks, pass_blocks, run_timeline
 from llm_perf_opt.compare.analytic import category_folding, report_cells
-from llm_perf_opt.compare.fit import Observation, WorkCell, fit_efficiencies
+from llm_perf_opt.compare.fit import Observation, WorkCell, fit_efficiencies, predict
 from llm_perf_opt.compare.runs import MeasuredRun
 from llm_perf_opt.data.analytic import AnalyticModelReport
 from llm_perf_opt.errors import UserError
@@ -95,21 +99,189 @@ def stage_errors(run: MeasuredRun, cells: Sequence[WorkCell], eff: EfficiencyMod
     return out
 
 
-def calibrate(
+def _run_blocks(predictions: Predictions, device: Calibration) -> list[tuple[PassBlocks, float]]:
+    """Timeline blocks of each workload group of a run under the device model, with the group's weight."""
+    total = sum(w for _, w in predictions)
+    out = []
+    for rep, w in predictions:
+        model = AnalyticModel(rep.model.config, rep.workload)
+        out.append((pass_blocks(model.stages, model.shape.decode_forwards, rep.peaks, device,
+                                kernel_floor_s=device.kernel_floor_s, device_scale=device.stage_device_scale),
+                    w / total))
+    return out
+
+
+def _timeline_ms(blocks: list[tuple[PassBlocks, float]], host: dict[str, float], sync_s: float) -> dict[str, float]:
+    """Stage -> ms per pass, the groups' timelines weighted by their share of the images."""
+    out: dict[str, float] = {}
+    for b, f in blocks:
+        for stage, sec in run_timeline(b, host, sync_s).stage_s.items():
+            out[stage] = out.get(stage, 0.0) + sec * 1e3 * f
+    return out
+
+
+def _golden(f: Callable[[float], float], lo: float, hi: float, iters: int = 60) -> float:
+    """Minimiser of a unimodal f on [lo, hi] (golden-section search)."""
+    g = (5 ** 0.5 - 1) / 2
+    a, b = lo, hi
+    c, d = b - g * (b - a), a + g * (b - a)
+    fc, fd = f(c), f(d)
+    for _ in range(iters):
+        if fc <= fd:
+            b, d, fd = d, c, fc
+            c = b - g * (b - a)
+            fc = f(c)
+        else:
+            a, c, fc = c, d, fd
+            d = a + g * (b - a)
+            fd = f(d)
+    return (a + b) / 2
+
+
+#: search range of the timeline model's host cost per kernel (s)
+HOST_S_PER_KERNEL_MAX = 1e-3
+#: default host cost of one host-device sync in the SAM rel-pos lookup (s): the index copy call plus the
+#: stream sync call when the device is idle, 0.015-0.025 ms + 0.007-0.012 ms on the H200 trace
+#: (reports/profile/h200-timeline/find-syncs.txt, calls that did not wait)
+DEFAULT_SYNC_S = 30e-6
+
+
+def fit_host_terms(runs: Sequence[tuple[dict[str, float], list[tuple[PassBlocks, float]], float]], *,
+                   sync_s: float = 0.0, sweeps: int = 6) -> tuple[dict[str, float], list[str]]:
+    """Host seconds per kernel per stage and seconds per sync that best fit measured stage times.
+
+    runs: (measured stage -> ms, timeline blocks, host-speed factor) per fitted run;
+    the factor multiplies every host term in that run (its probe over the
+    reference probe; 1.0 without probes). sync_s: host seconds per sync, held
+    fixed (every SAM pass has the same syncs per kernel, so stage times cannot
+    tell a sync from a kernel; the cost is measured on a trace instead).
+    Minimises the sum of squared relative stage errors by coordinate descent
+    (golden-section search per stage; a stage's time depends mostly on its own
+    host cost, so a few sweeps converge). Returns (host s/kernel per stage at
+    the reference speed, stages the data did not constrain).
+    """
+    stages = [st.value for st in Stage]
+    measured = {s for m, _, _ in runs for s in m}
+    # start: every stage host bound (measured ms / kernels), a mean for stages without a measurement
+    start: dict[str, list[float]] = {}
+    for m, bl, speed in runs:
+        for stage, ms in m.items():
+            k = sum(f * sum(x.kernels for x in b.stages.get(stage, ())) * (b.decode_forwards if stage == "decode"
+                                                                             else 1) for b, f in bl)
+            if k > 0:
+                start.setdefault(stage, []).append(ms / 1e3 / k / speed)
+    host = {s: sum(v) / len(v) for s, v in start.items()}
+    default = sum(host.values()) / len(host) if host else 0.0
+    for s in stages:
+        host.setdefault(s, default)
+
+    def objective(h: dict[str, float], sy: float) -> float:
+        err = 0.0
+        for m, bl, speed in runs:
+            pred = _timeline_ms(bl, {k: v * speed for k, v in h.items()}, sy * speed)
+            for stage, ms in m.items():
+                err += ((pred.get(stage, 0.0) - ms) / ms) ** 2
+        return err
+
+    free = [s for s in stages if s in measured and s in start]
+    def along(stage: str) -> Callable[[float], float]:
+        return lambda v: objective({**host, stage: v}, sync_s)
+
+    for _ in range(sweeps):
+        for s in free:
+            host[s] = _golden(along(s), 0.0, HOST_S_PER_KERNEL_MAX)
+    unidentified = [f"host_s_per_kernel[{s}]" for s in stages if s not in free]
+    return {s: host[s] for s in stages}, unidentified
+
+
+def timeline_stage_errors(run: MeasuredRun, blocks: list[tuple[PassBlocks, float]], cal: Calibration, *,
+                          held_out: bool) -> list[StageError]:
+    """Per-stage predicted (timeline model, at the run's host speed when it has a probe) vs measured."""
+    cal = cal.at_host_speed(run.host_probe_us)
+    host = {st.value: cal.host_s_per_kernel(st.value) for st in Stage}
+    pred = _timeline_ms(blocks, host, cal.host_sync_s)
+    return [StageError(run_id=run.run_id, stage=stage, measured_ms=ms, predicted_ms=pred.get(stage, 0.0),
+                       held_out=held_out) for stage, ms in measured_stage_ms(run).items()]
+
+
+def calibrate_timeline(
     fit_runs: Sequence[tuple[MeasuredRun, Predictions]],
     held_out: Sequence[tuple[MeasuredRun, Predictions]] = (),
     *,
-    use_operator_table: bool = True,
     max_efficiency: float = 1.0,
-    fit_launch: bool = True,
     shared: bool = False,
-    per_stage_launch: bool = False,
+    per_stage_device: bool = True,
+    sync_s: float = DEFAULT_SYNC_S,
 ) -> Calibration:
-    """Fit efficiencies on ``fit_runs``; evaluate on them and on ``held_out``.
+    """Fit the timeline model: the device side (efficiencies, kernel floor) on the operator-table device
+    times, then the host side (s/kernel per stage, s/sync) on the stage times through the simulated pass.
 
-    All runs must share one GPU key and dtype (the calibration's key):
-    UserError otherwise.
+    per_stage_device: each stage's device time is also scaled by measured / modelled device time of
+    the fitted runs (the same kernel category runs at different efficiencies in SAM and in decode).
+    When every fitted run has a host-speed probe (passes.jsonl host_probe_us), host costs are fitted
+    relative to it and the calibration keeps the fitted runs' mean probe as its reference.
+    sync_s: host seconds per host-device sync (held fixed, see fit_host_terms).
+    UserError when a fitted run has no CUDA operator table.
     """
+    gpu_key, dtype = _check_runs(fit_runs, held_out)
+    cells: list[WorkCell] = []
+    dev_obs: list[Observation] = []
+    for run, preds in fit_runs:
+        rc = run_cells(run, preds)
+        cells.extend(rc)
+        run_dev = [o for o in run_observations(run, rc) if not o.include_launch]
+        if not run_dev:
+            raise UserError(f"calibrate --time-model timeline: run {run.run_id} has no CUDA operator table "
+                            "(per-stage device times); profile it on a GPU with the operator table enabled")
+        dev_obs.extend(run_dev)
+    result = fit_efficiencies(cells, dev_obs, max_efficiency=max_efficiency, fit_launch=True, shared=shared)
+    # per-stage device factor: measured device time / modelled device time, summed over the fitted runs
+    dev_model = evolve(result.model, launch_overhead_s=0.0, stage_launch=None)
+    scale: dict[str, float] = {}
+    if per_stage_device:
+        meas: dict[str, float] = {}
+        mod: dict[str, float] = {}
+        for o in dev_obs:
+            if o.stage is None:
+                continue
+            meas[o.stage] = meas.get(o.stage, 0.0) + o.measured_s
+            mod[o.stage] = mod.get(o.stage, 0.0) + predict(cells, o, dev_model)
+        scale = {st: meas[st] / mod[st] for st in meas if mod.get(st, 0.0) > 0}
+    sw = fit_runs[0][0].software()
+    device = Calibration(
+        gpu_key=gpu_key, dtype=dtype,
+        software=SoftwareKey(torch=sw["torch"], transformers=sw["transformers"], cuda=sw.get("cuda", "")),
+        compute_efficiencies=dict(result.compute_efficiencies),
+        bandwidth_efficiencies=dict(result.bandwidth_efficiencies),
+        stage_device_scale=scale, launch_overhead_s=0.0, kernel_floor_s=result.kernel_floor_s,
+        created_utc=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    per_run = [(run, _run_blocks(preds, device), False) for run, preds in fit_runs]
+    per_run += [(run, _run_blocks(preds, device), True) for run, preds in held_out]
+    probes = [run.host_probe_us for run, _ in fit_runs]
+    ref = sum(p for p in probes if p) / len(probes) if all(probes) else 0.0
+    host, host_unidentified = fit_host_terms(
+        [(measured_stage_ms(run), bl, (run.host_probe_us or ref) / ref if ref else 1.0)
+         for run, bl, is_held in per_run if not is_held], sync_s=sync_s)
+    draft = evolve(device, time_model="timeline", stage_host_s_per_kernel=host, host_sync_s=sync_s,
+                   host_probe_us=ref)
+    unidentified = tuple(u for u in result.unidentified if not u.startswith("launch_overhead_s"))
+    before: list[StageError] = []
+    after: list[StageError] = []
+    all_runs = {r.run_id: preds for r, preds in [*fit_runs, *held_out]}
+    for run, bl, is_held in per_run:
+        before.extend(stage_errors(run, run_cells(run, all_runs[run.run_id]), PURE_ROOFLINE, held_out=is_held))
+        after.extend(timeline_stage_errors(run, bl, draft, held_out=is_held))
+    return evolve(draft, fit=FitSummary(
+        fitted_runs=[r.run_id for r, _ in fit_runs], held_out_runs=[r.run_id for r, _ in held_out],
+        observations=len(dev_obs) + sum(len(measured_stage_ms(r)) for r, _ in fit_runs),
+        iterations=result.iterations, before=before, after=after,
+        unidentified=(*unidentified, *host_unidentified)))
+
+
+def _check_runs(fit_runs: Sequence[tuple[MeasuredRun, Predictions]],
+                held_out: Sequence[tuple[MeasuredRun, Predictions]]) -> tuple[str, str]:
+    """(GPU key, dtype) shared by all runs; UserError for no runs, mixed GPUs/dtypes or a run given twice."""
     if not fit_runs:
         raise UserError("calibrate: give at least one run to fit")
     keys = {(r.gpu_key, str(r.report.model.dtype)) for r, _ in [*fit_runs, *held_out]}
@@ -121,6 +293,25 @@ def calibrate(
     ids = [r.run_id for r, _ in [*fit_runs, *held_out]]
     if len(set(ids)) != len(ids):
         raise UserError(f"calibrate: a run is given twice ({', '.join(ids)})")
+    return gpu_key, dtype
+
+
+def calibrate(
+    fit_runs: Sequence[tuple[MeasuredRun, Predictions]],
+    held_out: Sequence[tuple[MeasuredRun, Predictions]] = (),
+    *,
+    use_operator_table: bool = True,
+    max_efficiency: float = 1.0,
+    fit_launch: bool = True,
+    shared: bool = False,
+    per_stage_launch: bool = False,
+) -> Calibration:
+    """Fit efficiencies on ``fit_runs``; evaluate on them and on ``held_out`` (the additive model).
+
+    All runs must share one GPU key and dtype (the calibration's key):
+    UserError otherwise.
+    """
+    gpu_key, dtype = _check_runs(fit_runs, held_out)
     cells: list[WorkCell] = []
     obs: list[Observation] = []
     per_run: list[tuple[MeasuredRun, list[WorkCell], bool]] = []

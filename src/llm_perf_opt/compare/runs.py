@@ -81,6 +81,8 @@ class MeasuredRun:
     operator_table: OperatorTableView | None = None
     #: MoE experts implementation the run used (settings.json; transformers' default when absent)
     experts_implementation: ExpertsImplementation = "grouped_mm"
+    #: mean host-speed probe of the run's passes, us per tiny eager op (passes.jsonl; None: not recorded)
+    host_probe_us: float | None = None
 
     @property
     def run_id(self) -> str:
@@ -255,6 +257,31 @@ def _experts_implementation(folder: Path) -> ExpertsImplementation:
     return cast(ExpertsImplementation, value)
 
 
+def _host_probe(folder: Path) -> float | None:
+    """Mean host_probe_us of the ok passes in passes.jsonl; None when no pass has one.
+
+    A malformed line is skipped: the probe is an optional refinement, the
+    stage times come from the report.
+    """
+    p = folder / "passes.jsonl"
+    if not p.is_file():
+        return None
+    values: list[float] = []
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        v = rec.get("host_probe_us") if isinstance(rec, dict) else None
+        if isinstance(v, (int, float)) and v > 0 and rec.get("status", "ok") == "ok":
+            values.append(float(v))
+    return sum(values) / len(values) if values else None
+
+
 def load_run(run_dir: str | Path) -> MeasuredRun:
     """Load a run folder (or its report file); RunFolderError / ReportLoadError in one line."""
     path = Path(run_dir)
@@ -271,7 +298,7 @@ def load_run(run_dir: str | Path) -> MeasuredRun:
     if root.name == "torch_profiler":
         root = root.parent
     return MeasuredRun(run_dir=root, report_path=report_path, report=report, operator_table=table,
-                       experts_implementation=_experts_implementation(folder))
+                       experts_implementation=_experts_implementation(folder), host_probe_us=_host_probe(folder))
 
 
 def prompt_tokens_per_page(run: MeasuredRun) -> int | None:

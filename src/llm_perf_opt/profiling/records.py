@@ -46,6 +46,8 @@ class PassRecord:
     decode_steps: int = field(default=0, metadata={"help": "decode steps run (each picks one token per row)"})
     decode_forwards: int = field(default=0, metadata={"help": "decoder forward passes in the decode stage"})
     peak_memory_bytes: int | None = field(default=None, metadata={"help": "max allocated device memory, bytes"})
+    host_probe_us: float | None = field(
+        default=None, metadata={"help": "host us per tiny eager op, probed just before the pass (host speed)"})
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (one JSON line)."""

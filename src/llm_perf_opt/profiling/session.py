@@ -34,7 +34,7 @@ from llm_perf_opt.models.deepseek_ocr import (
 )
 from llm_perf_opt.models.deepseek_ocr.generation import DEFAULT_NO_REPEAT_NGRAM
 from llm_perf_opt.profiling.records import PassRecord
-from llm_perf_opt.profiling.timers import StageRecorder, decode_step_times, host_sync
+from llm_perf_opt.profiling.timers import StageRecorder, decode_step_times, host_probe_us, host_sync
 from llm_perf_opt.vocab import DType, Stage
 
 #: torch dtypes of the compute dtypes a session can run in.
@@ -138,6 +138,7 @@ class ModelSession:
         notify = on_stage or (lambda _name: None)
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
+        probe = host_probe_us(self.device)
         notify("preprocess")
         host_sync(self.device)
         t_start = time.perf_counter()
@@ -174,5 +175,5 @@ class ModelSession:
             image_slots=int(sum(im.layout.prompt_slots for im in images)),
             num_tiles=[int(im.layout.num_tiles) for im in images],
             generated_tokens=int(state.num_new_tokens.sum()), decode_steps=int(state.step),
-            decode_forwards=forwards, peak_memory_bytes=peak,
+            decode_forwards=forwards, peak_memory_bytes=peak, host_probe_us=probe,
         )

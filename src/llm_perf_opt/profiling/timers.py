@@ -119,3 +119,29 @@ def host_sync(device: torch.device | str) -> None:
     dev = torch.device(device)
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
+
+
+#: tiny eager ops per host-speed probe (each a separate kernel launch on CUDA)
+PROBE_OPS = 200
+
+
+def host_probe_us(device: torch.device | str, *, ops: int = PROBE_OPS, reps: int = 3) -> float:
+    """Host microseconds per eager op: the issue cost of ``ops`` in-place adds on a 1-element tensor.
+
+    The device work of each op is far shorter than its issue cost, so the loop
+    measures the host alone (Python, dispatcher, launch) at the moment of the
+    call; the median of ``reps`` loops. Taken before every timed pass, it tells
+    how fast the host was during that pass (shared machines vary by 2x).
+    """
+    dev = torch.device(device)
+    x = torch.zeros(1, device=dev)
+    times = []
+    for _ in range(reps):
+        host_sync(dev)
+        t0 = time.perf_counter()
+        for _ in range(ops):
+            x.add_(1.0)
+        times.append((time.perf_counter() - t0) / ops * 1e6)
+    host_sync(dev)
+    times.sort()
+    return times[len(times) // 2]

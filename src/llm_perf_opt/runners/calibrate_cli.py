@@ -1,4 +1,4 @@
-"""Fit per-category roofline efficiencies and a per-kernel launch cost from measured runs.
+"""Fit per-category roofline efficiencies and a per-kernel launch (or host issue) cost from measured runs.
 
 The fitted runs (--run, repeatable) and the held-out runs (--held-out) must
 share one GPU and dtype. The calibration file (JSON) is keyed by the GPU
@@ -15,9 +15,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from llm_perf_opt.analytic.calibration import Calibration, StageError, save_calibration
+from llm_perf_opt.analytic.calibration import TIME_MODELS, Calibration, StageError, save_calibration
 from llm_perf_opt.cli import run_guarded
-from llm_perf_opt.compare.calibrate import calibrate
+from llm_perf_opt.compare.calibrate import DEFAULT_SYNC_S, calibrate, calibrate_timeline
 from llm_perf_opt.compare.runs import load_run
 from llm_perf_opt.errors import UserError
 
@@ -45,6 +45,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "factor, e.g. an eager-loop expert count against grouped-GEMM experts)")
     parser.add_argument("--no-launch", action="store_true",
                         help="do not fit a per-kernel launch cost (keep it 0)")
+    parser.add_argument("--time-model", choices=TIME_MODELS, default="additive",
+                        help="additive: stage time = roofline + kernels x launch cost, fitted on stage and device "
+                             "times together; timeline: device efficiencies fitted on the operator-table device "
+                             "times, then host seconds per kernel (per stage) and per host-device sync fitted on "
+                             "the stage times through a simulated host/device timeline (needs CUDA runs with an "
+                             "operator table; --per-stage-launch and --no-launch do not apply)")
+    parser.add_argument("--host-sync-us", type=float, default=DEFAULT_SYNC_S * 1e6, metavar="US",
+                        help="timeline model: host microseconds per host-device sync, held fixed in the fit "
+                             f"(default {DEFAULT_SYNC_S * 1e6:g}: the H200 trace's copy + sync calls)")
     parser.add_argument("--config", default=None, metavar="NAME",
                         help="model config to analyse instead of the runs' ('default', 'tiny' or a config.json path)")
     parser.add_argument("--catalog", type=Path, default=None, metavar="YAML",
@@ -84,9 +93,18 @@ def run(args: argparse.Namespace) -> int:
         r = load_run(resolve_run_dir(d))
         held.append((r, predictions_for_run(r, prompt_text_tokens=args.prompt_text_tokens, catalog=args.catalog,
                                             config=args.config)[0]))
-    cal = calibrate(fit_runs, held, use_operator_table=not args.no_operator_table,
-                    max_efficiency=args.max_efficiency, fit_launch=not args.no_launch, shared=args.shared,
-                    per_stage_launch=args.per_stage_launch)
+    if args.time_model == "timeline":
+        if args.no_operator_table or args.per_stage_launch or args.no_launch:
+            raise UserError("--time-model timeline fits on the operator table and has no launch cost: "
+                            "drop --no-operator-table, --per-stage-launch and --no-launch")
+        if args.host_sync_us < 0:
+            raise UserError(f"--host-sync-us must be >= 0, got {args.host_sync_us}")
+        cal = calibrate_timeline(fit_runs, held, max_efficiency=args.max_efficiency, shared=args.shared,
+                                 sync_s=args.host_sync_us * 1e-6)
+    else:
+        cal = calibrate(fit_runs, held, use_operator_table=not args.no_operator_table,
+                        max_efficiency=args.max_efficiency, fit_launch=not args.no_launch, shared=args.shared,
+                        per_stage_launch=args.per_stage_launch)
     path = save_calibration(cal, args.out)
     print(cal.describe())
     cats = sorted(set(cal.compute_efficiencies) | set(cal.bandwidth_efficiencies))

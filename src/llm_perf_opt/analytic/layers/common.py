@@ -139,13 +139,15 @@ class AttentionCore(BaseLayer):
         "P V:         tensor-core FLOPs = 2 * N * S_q * S_k * d",
         f"softmax + scale/mask: CUDA-core FLOPs = ({SOFTMAX_FLOPS_PER_ELEM} + 1 + bias) * N * S_q * S_k",
         "fused io bytes = b * N * d * (2 S_q + 2 S_k)   (read Q, K, V, write O)",
-        "eager io bytes = fused + N * S_q * S_k * (b_s*2 [write+read scores] + b_p*2 [write+read probs] (+ b bias))",
+        "eager io bytes = fused + N * S_q * S_k * (b_s*2 [write+read scores] + b_p*2 [write+read probs] (+ b bias))"
+        " unless the caller gives its eager chain's bytes per score",
         "causal flash kernels compute S_q*S_k - S_q*(S_q-1)/2 score entries instead of S_q*S_k",
     )
 
     def __init__(self, name: str, stage: Stage, *, groups: int, q_len: int, k_len: float, head_dim: int,
                  fused: bool, causal_skip: bool, act_bytes: int, weight_bytes: int, score_bytes: int,
-                 prob_bytes: int, has_bias: bool, eager_launches: int, extra_cc_per_score: float = 0.0) -> None:
+                 prob_bytes: int, has_bias: bool, eager_launches: int, extra_cc_per_score: float = 0.0,
+                 eager_bytes_per_score: float | None = None) -> None:
         super().__init__(name, stage, weight_dtype_bytes=weight_bytes)
         entries = q_len * k_len
         if causal_skip and q_len > 1:
@@ -155,8 +157,9 @@ class AttentionCore(BaseLayer):
                 tc_flops=2 * 2 * scores * head_dim,
                 cc_flops=(SOFTMAX_FLOPS_PER_ELEM + 1 + (1 if has_bias else 0) + extra_cc_per_score) * scores,
                 io_bytes=act_bytes * groups * head_dim * (2 * q_len + 2 * k_len)
-                + (0 if fused else groups * q_len * k_len * (2 * score_bytes + 2 * prob_bytes
-                                                            + (act_bytes if has_bias else 0))),
+                + (0 if fused else groups * q_len * k_len * (
+                    eager_bytes_per_score if eager_bytes_per_score is not None
+                    else 2 * score_bytes + 2 * prob_bytes + (act_bytes if has_bias else 0))),
                 launches=1 if fused else eager_launches)
         self.activation_bytes = act_bytes * groups * q_len * head_dim
         if not fused:

@@ -15,6 +15,7 @@ from llm_perf_opt.analytic.base import BaseLayer, CompositeLayer, OpGroup
 from llm_perf_opt.analytic.layers.common import (
     GELU_FLOPS_PER_ELEM,
     QUICK_GELU_FLOPS_PER_ELEM,
+    SOFTMAX_FLOPS_PER_ELEM,
     AttentionCore,
     Conv2d,
     Elementwise,
@@ -39,6 +40,9 @@ class SamPatchEmbed(CompositeLayer):
         super().__init__(name, stage, weight_dtype_bytes=weight_bytes)
         p, c = cfg.patch_size, cfg.width
         self.grid = side_px // p
+        # encode_sam copies the pixels from pageable host memory to the device (.to): one sync per call
+        # (measured: reports/profile/h200-timeline/find-syncs.txt, the copy under aten::to in vision.sam)
+        self.host_syncs = 1
         self.add(Conv2d("projection", stage, batch=views, height=side_px, width=side_px, c_in=3, c_out=c, kernel=p,
                         stride=p, padding=0, bias=True, act_bytes=act_bytes, weight_bytes=weight_bytes))
 
@@ -48,15 +52,22 @@ class SamAttention(CompositeLayer):
 
     Windowed: the g x g map is padded to G = ceil(g/w)*w and cut into
     n_w = N*(G/w)^2 windows of w^2 tokens. Global: n_w = N windows of g^2 tokens.
+    The eager path is counted kernel by kernel as transformers runs it (checked
+    against the dispatched aten calls in tests/unit/test_analytic_dispatch.py).
     """
 
     summary = "SAM multi-head attention with decomposed relative position (windowed or global)"
     formulas = (
-        "tokens incl. padding T_p = n_w * s^2 (s = w windowed, g global)",
+        "tokens incl. padding T_p = n_w * s^2 (s = w windowed, g global); G = n_w * h groups; E = G * s^4 scores",
         "qkv:  2 * T_p * C * 3C;  proj: 2 * T_p * C * C",
-        "rel-pos (two einsums bhwc,hkc->bhwk): 2 * 2 * (n_w*h) * s^3 * d",
-        "QK^T and PV: 2 * 2 * (n_w*h) * s^4 * d",
-        "rel-pos bias add (rel_h + rel_w broadcast, added to scores): 2 * (n_w*h) * s^4 CUDA-core FLOPs",
+        "qkv split (windowed calls): the permuted qkv is copied: io = 2 * b * 3 * T_p * C",
+        "rel-pos: two table resizes and gathers, copies of q (2 * b * T_p * C each; 1 windowed, 2 global),"
+        " two einsums bhwc,hkc->bhwk"
+        " (2 * 2 * G * s^3 * d FLOPs), the broadcast rel_h + rel_w written (b * E) and copied (2 * b * E)",
+        "core (eager): q * scale, QK^T (2 * G * s^4 * d), + bias (read 2 b E, write b E), cast to fp32"
+        " (read b E, write 4 E), softmax in fp32 (read 4 E, write 4 E), cast back (read 4 E, write b E), PV",
+        "  -> 36 bytes per score in bf16; kernels per call: 20 (rel-pos 9 or 10, core 7, copies, linears)",
+        "output merge: the permuted output is copied: io = 2 * b * T_p * C",
         "weights = 3C^2 + 3C + C^2 + C + 2 * (2s'-1) * d   (s' = w windowed, img/p global)",
     )
 
@@ -65,6 +76,7 @@ class SamAttention(CompositeLayer):
         super().__init__(name, stage, weight_dtype_bytes=weight_bytes)
         c, h = cfg.width, cfg.heads
         d = c // h
+        b = act_bytes
         if window > 0:
             padded = math.ceil(grid / window) * window
             n_w = views * (padded // window) ** 2
@@ -75,27 +87,58 @@ class SamAttention(CompositeLayer):
         self.windows, self.side = n_w, side
         tokens = n_w * side * side
         groups = n_w * h
+        scores = groups * side ** 4
+        tc = tokens * c
         self.add(Linear("qkv", stage, tokens=tokens, in_features=c, out_features=3 * c, bias=True,
                         act_bytes=act_bytes, weight_bytes=weight_bytes))
+        # the permuted qkv of windowed calls cannot be viewed as (3, heads, tokens, d): one copy; the
+        # global call's can, and its query map is copied once per einsum instead (as dispatched)
+        q_copies = 1 if window > 0 else 2
+        if window > 0:
+            split = self.add(OpGroup("qkv_split", stage, weight_dtype_bytes=weight_bytes,
+                                     summary="qkv reshaped to (3, heads, tokens, d): one copy"))
+            split.op(OperatorCategory.MEMORY, io_bytes=2 * b * 3 * tc, launches=1)
         self.params = 2 * (2 * table - 1) * d  # rel_pos_h, rel_pos_w
-        # two einsums over the query map: each (n_w*h) x s x s x d x s MACs
-        rel_tc = 2 * 2 * groups * side ** 3 * d
-        rel_io = act_bytes * (2 * groups * side * side * d + 2 * groups * side ** 3) + 2 * act_bytes * 2 * side * side * d
         rel = self.add(OpGroup("rel_pos", stage, weight_dtype_bytes=weight_bytes,
-                               summary="decomposed relative position: two einsums and the broadcast bias"))
-        rel.op(OperatorCategory.ATTENTION, tc_flops=rel_tc, io_bytes=rel_io, launches=2)
-        # broadcast rel_h + rel_w into an (s^2 x s^2) bias per group (materialised in eager and SDPA)
-        bias_elems = groups * side ** 4
-        rel.op(OperatorCategory.ATTENTION, cc_flops=bias_elems,
-               io_bytes=act_bytes * (bias_elems + 2 * groups * side ** 3), launches=1)
-        rel.activation_bytes = act_bytes * bias_elems
-        # eager: q*scale (1 per q element), softmax in fp32 (score 'b' bytes, probs fp32 then cast)
-        self.add(AttentionCore("core", stage, groups=groups, q_len=side * side, k_len=side * side, head_dim=d,
-                               fused=fused, causal_skip=False, act_bytes=act_bytes, weight_bytes=weight_bytes,
-                               score_bytes=act_bytes, prob_bytes=4, has_bias=True, eager_launches=6))
+                               summary="decomposed relative position: gathers, two einsums and the broadcast bias"))
+        rel_table = 2 * side * side * d * b  # the two gathered (s, s, d) tables
+        # resize (2, a no-op copy when the table already fits) + gather (2) of the tables
+        rel.op(OperatorCategory.MEMORY, io_bytes=2 * rel_table, launches=4)
+        # the query map copied (q_copies), the two einsums as bmm (2)
+        rel.op(OperatorCategory.ATTENTION, tc_flops=2 * 2 * groups * side ** 3 * d,
+               io_bytes=q_copies * 2 * b * tc + 2 * (b * tc + rel_table // 2 + b * groups * side ** 3),
+               launches=q_copies + 2)
+        # rel_h + rel_w broadcast to (s^2 x s^2) per group, then made contiguous (a copy)
+        rel.op(OperatorCategory.ATTENTION, cc_flops=scores,
+               io_bytes=2 * b * groups * side ** 3 + b * scores + 2 * b * scores, launches=2)
+        rel.activation_bytes = b * scores
+        # transformers' get_rel_pos indexes the table with coordinates built by torch.arange on the host:
+        # each of the two lookups (h, w) copies its index to the device and synchronises
+        # (measured: 24 per 12-block SAM pass, reports/profile/h200-timeline/find-syncs.txt)
+        rel.host_syncs = 2
+        core = self.add(OpGroup("core", stage, weight_dtype_bytes=weight_bytes,
+                                summary="eager attention: scale, QK^T, + bias, fp32 softmax, cast, PV"))
+        core.op(OperatorCategory.ATTENTION, tc_flops=2 * 2 * scores * d,
+                cc_flops=tc + (SOFTMAX_FLOPS_PER_ELEM + 1) * scores,
+                io_bytes=2 * b * tc                     # q * scale
+                + 2 * b * tc + b * scores               # QK^T: read q, k; write scores
+                + 3 * b * scores                        # + bias: read both, write
+                + (b + 4) * scores + 8 * scores + (4 + b) * scores  # cast up, softmax fp32, cast down
+                + b * scores + 2 * b * tc,              # PV: read probs and v, write out
+                launches=7)
+        core.activation_bytes = b * tc + scores * (b + 4)
+        if fused:  # SDPA keeps scores and probabilities on chip: one kernel reads q, k, v and the bias
+            core.ops.clear()
+            core.op(OperatorCategory.ATTENTION, tc_flops=2 * 2 * scores * d,
+                    cc_flops=tc + (SOFTMAX_FLOPS_PER_ELEM + 1) * scores,
+                    io_bytes=4 * b * tc + b * scores, launches=1)
+            core.activation_bytes = b * tc
+        merge = self.add(OpGroup("out_merge", stage, weight_dtype_bytes=weight_bytes,
+                                 summary="attention output permuted back to (tokens, C): one copy"))
+        merge.op(OperatorCategory.MEMORY, io_bytes=2 * b * tc, launches=1)
         self.add(Linear("proj", stage, tokens=tokens, in_features=c, out_features=c, bias=True,
                         act_bytes=act_bytes, weight_bytes=weight_bytes))
-        self.held_bytes = act_bytes * bias_elems  # the bias stays alive through the core
+        self.held_bytes = b * scores  # the bias stays alive through the core
 
 
 class SamMLP(CompositeLayer):
@@ -107,11 +150,14 @@ class SamMLP(CompositeLayer):
 
     def __init__(self, name: str, stage: Stage, *, tokens: int, dim: int, hidden: int, act_bytes: int,
                  weight_bytes: int, act_flops: float = GELU_FLOPS_PER_ELEM, in_name: str = "lin1",
-                 out_name: str = "lin2") -> None:
+                 out_name: str = "lin2", quick_gelu: bool = False) -> None:
         super().__init__(name, stage, weight_dtype_bytes=weight_bytes)
         self.add(Linear(in_name, stage, tokens=tokens, in_features=dim, out_features=hidden, bias=True,
                         act_bytes=act_bytes, weight_bytes=weight_bytes))
-        self.add(Elementwise("act", stage, elements=tokens * hidden, flops_per_elem=act_flops, inputs=1,
+        # GELU: one kernel (read, write); quick_gelu x * sigmoid(1.702 x) runs eagerly as three:
+        # 1.702 * x (read, write), sigmoid (read, write), x * s (read 2, write): 7 tensor passes
+        self.add(Elementwise("act", stage, elements=tokens * hidden, flops_per_elem=act_flops,
+                             inputs=6 if quick_gelu else 1, launches=3 if quick_gelu else 1,
                              act_bytes=act_bytes, weight_bytes=weight_bytes))
         self.add(Linear(out_name, stage, tokens=tokens, in_features=hidden, out_features=dim, bias=True,
                         act_bytes=act_bytes, weight_bytes=weight_bytes))
@@ -123,7 +169,8 @@ class SamBlock(CompositeLayer):
     summary = "SAM ViT block (windowed or global attention)"
     formulas = (
         "norm1, attention, residual add, norm2, MLP, residual add",
-        "window partition + unpartition (windowed blocks): 2 copies of the padded map, io = 4 * b * T_p * C",
+        "window partition + unpartition (windowed blocks): pad, partition, unpartition and crop copies,"
+        " io = b * C * (3 T + 5 T_p)",
     )
 
     def __init__(self, name: str, stage: Stage, cfg: SamConfig, *, views: int, grid: int, window: int,
@@ -139,7 +186,9 @@ class SamBlock(CompositeLayer):
             padded_tokens = attn.windows * attn.side ** 2
             part = self.add(OpGroup("window_partition", stage, weight_dtype_bytes=weight_bytes,
                                     summary="pad to whole windows, partition and unpartition (copies)"))
-            part.op(OperatorCategory.MEMORY, io_bytes=2 * act_bytes * (tokens + padded_tokens) * c, launches=4)
+            # pad (read T, write T_p), partition copy (T_p -> T_p), unpartition copy (T_p -> T_p),
+            # crop copy (T -> T)
+            part.op(OperatorCategory.MEMORY, io_bytes=act_bytes * (3 * tokens + 5 * padded_tokens) * c, launches=4)
             part.activation_bytes = act_bytes * padded_tokens * c
         self.add(attn)
         self.add(Elementwise("residual1", stage, elements=tokens * c, flops_per_elem=1, inputs=2,
@@ -253,9 +302,10 @@ class ClipEmbeddings(CompositeLayer):
         c = cfg.width
         self.params = c + c * 3 * cfg.patch_size ** 2 + cfg.num_positions * c
         tokens = views * (grid * grid + 1)
-        self.op(OperatorCategory.MEMORY, io_bytes=2 * act_bytes * tokens * c, launches=2)
-        self.op(OperatorCategory.ELEMENTWISE, cc_flops=tokens * c, io_bytes=3 * act_bytes * tokens * c, launches=1)
         pos_side = cfg.image_size // cfg.patch_size
+        # the CLS + patches concat (and, when resized, the CLS + position table concat)
+        self.op(OperatorCategory.MEMORY, io_bytes=2 * act_bytes * tokens * c, launches=1 if grid == pos_side else 2)
+        self.op(OperatorCategory.ELEMENTWISE, cc_flops=tokens * c, io_bytes=3 * act_bytes * tokens * c, launches=1)
         if grid != pos_side:
             out = grid * grid * c
             self.op(OperatorCategory.ELEMENTWISE, cc_flops=BICUBIC_FLOPS_PER_ELEM * out,
@@ -269,7 +319,10 @@ class ClipAttention(CompositeLayer):
 
     summary = "CLIP multi-head self-attention (no mask)"
     formulas = ("q/k/v_proj: 3 * 2 * T * C * C;  out_proj: 2 * T * C * C",
-                "QK^T and PV: 2 * 2 * (N*h) * (q^2+1)^2 * d", "weights = 4C^2 + 4C")
+                "QK^T and PV: 2 * 2 * (N*h) * (q^2+1)^2 * d",
+                "eager: scores scaled, cast to fp32, softmax, cast back: 6b + 16 bytes per score, 6 kernels;"
+                " the output is copied back to (tokens, C)",
+                "weights = 4C^2 + 4C")
 
     def __init__(self, name: str, stage: Stage, cfg: ClipConfig, *, views: int, seq: int, fused: bool,
                  act_bytes: int, weight_bytes: int) -> None:
@@ -279,9 +332,16 @@ class ClipAttention(CompositeLayer):
         for proj in ("q_proj", "k_proj", "v_proj"):
             self.add(Linear(proj, stage, tokens=tokens, in_features=c, out_features=c, bias=True,
                             act_bytes=act_bytes, weight_bytes=weight_bytes))
+        # eager chain per score: QK^T writes (b), * scale (b + b), cast to fp32 (b + 4), softmax fp32 (4 + 4),
+        # cast back (4 + b), PV reads (b): 6b + 16 bytes in 6 kernels
         self.add(AttentionCore("core", stage, groups=views * h, q_len=seq, k_len=seq, head_dim=c // h, fused=fused,
                                causal_skip=False, act_bytes=act_bytes, weight_bytes=weight_bytes,
-                               score_bytes=act_bytes, prob_bytes=act_bytes, has_bias=False, eager_launches=5))
+                               score_bytes=act_bytes, prob_bytes=4, has_bias=False, eager_launches=6,
+                               eager_bytes_per_score=6 * act_bytes + 16))
+        if not fused:
+            merge = self.add(OpGroup("out_merge", stage, weight_dtype_bytes=weight_bytes,
+                                     summary="attention output transposed back to (tokens, C): one copy"))
+            merge.op(OperatorCategory.MEMORY, io_bytes=2 * act_bytes * tokens * c, launches=1)
         self.add(Linear("out_proj", stage, tokens=tokens, in_features=c, out_features=c, bias=True,
                         act_bytes=act_bytes, weight_bytes=weight_bytes))
 
@@ -306,7 +366,7 @@ class ClipBlock(CompositeLayer):
                              act_bytes=act_bytes, weight_bytes=weight_bytes))
         self.add(LayerNorm("layer_norm2", stage, tokens=tokens, dim=c, act_bytes=act_bytes, weight_bytes=weight_bytes))
         self.add(SamMLP("mlp", stage, tokens=tokens, dim=c, hidden=cfg.mlp_dim, act_bytes=act_bytes,
-                        weight_bytes=weight_bytes, act_flops=QUICK_GELU_FLOPS_PER_ELEM, in_name="fc1",
+                        weight_bytes=weight_bytes, act_flops=QUICK_GELU_FLOPS_PER_ELEM, quick_gelu=True, in_name="fc1",
                         out_name="fc2"))
         self.add(Elementwise("residual2", stage, elements=tokens * c, flops_per_elem=1, inputs=2,
                              act_bytes=act_bytes, weight_bytes=weight_bytes))

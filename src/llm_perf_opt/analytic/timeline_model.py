@@ -1,0 +1,206 @@
+"""Host/device timeline model of one pass: stage times when the host issues kernels one by one.
+
+Eager PyTorch issues every kernel from the host (Python, dispatcher, launch) and
+the device runs them in order. The roofline gives the device side; on the
+measured runs the host side dominates small stages, and host-device syncs
+(transformers' SAM looks up its relative positions with host-built indices) stop
+the host from running ahead. Adding the two (the "additive" calibration) cannot
+express either effect, so this model runs two clocks over the layer tree::
+
+    block of work (one layer's own kernels: device seconds D, analytic kernels K) issued in stage s
+    from host time h, blocks in execution order:
+        host:   h' = h + K * c_s                            (c_s: host seconds per kernel of stage s)
+        device: d' = max(max(d, h + c_s) + D, h + K * c_s)    (starts after the first launch,
+                                                             ends after the last)
+    n host syncs before a node's kernels:  h = max(h, d) + n * sync_s
+
+Stage times are what the profiler's CUDA events measure: the start event runs
+on the device at max(d, h) when the host enters the stage, the end event at
+max(d, h) when it leaves, so a stage whose host ran ahead starts late and one
+that inherits a device backlog ends late.
+
+Device seconds of a block = g_s * (sum over its categories of
+max(compute_s / ce, memory_s / be) + kernels * kernel_floor_s): the calibrated
+device model (efficiencies as in analytic/calibration.py) times a per-stage
+factor g_s fitted on the stage's measured device time. The stages run in
+the order of :class:`llm_perf_opt.vocab.Stage`; decode repeats the mean step
+``decode_forwards`` times.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+from attrs import define, field
+
+from llm_perf_opt.analytic.base import CC, IO, LAUNCH, TC, BaseLayer
+from llm_perf_opt.analytic.calibration import EfficiencyModel, efficiency_for_stage
+from llm_perf_opt.vocab import Stage
+
+
+class HostModel(EfficiencyModel, Protocol):
+    """An EfficiencyModel with the timeline model's host terms (a timeline Calibration)."""
+
+    @property
+    def kernel_floor_s(self) -> float:
+        """Device seconds per kernel on top of the roofline."""
+        ...
+
+    @property
+    def host_sync_s(self) -> float:
+        """Host seconds per host-device sync."""
+        ...
+
+    def host_s_per_kernel(self, stage: str) -> float:
+        """Host seconds to issue one analytic kernel of ``stage``."""
+        ...
+
+    def device_scale(self, stage: str) -> float:
+        """Factor on the modelled device seconds of ``stage``."""
+        ...
+
+
+class Rates(Protocol):
+    """The peaks a block's device time is computed against (RooflinePeaks, or a report's PeaksUsed)."""
+
+    @property
+    def tensor_core_flops_per_s(self) -> float: ...
+    @property
+    def cuda_core_flops_per_s(self) -> float: ...
+    @property
+    def memory_bytes_per_s(self) -> float: ...
+
+
+@define(frozen=True)
+class WorkBlock:
+    """Work issued without a sync in between: device seconds, kernels, host syncs made before it."""
+
+    device_s: float
+    kernels: float
+    syncs_before: int = 0
+
+
+@define(frozen=True)
+class PassBlocks:
+    """The blocks of one pass per stage (decode: ONE mean forward, run ``decode_forwards`` times)."""
+
+    stages: dict[str, list[WorkBlock]]
+    decode_forwards: int
+
+
+@define(kw_only=True, frozen=True)
+class PassTimeline:
+    """Simulated times of one pass (seconds)."""
+
+    stage_s: dict[str, float] = field(metadata={"help": "stage -> seconds as CUDA events at its bounds measure"})
+    decode_forward_s: float = field(metadata={"help": "mean seconds per decode forward"})
+    total_s: float = field(metadata={"help": "first stage start to last stage end"})
+
+
+def _own_device_s(layer: BaseLayer, peaks: Rates, eff: EfficiencyModel, floor_s: float) -> float:
+    """Device seconds of the node's own ops (one call, count not applied)."""
+    t = 0.0
+    for cat, vec in layer.ops.items():
+        compute = vec[TC] / peaks.tensor_core_flops_per_s + vec[CC] / peaks.cuda_core_flops_per_s
+        memory = vec[IO] / peaks.memory_bytes_per_s
+        c = compute / eff.compute_efficiency(cat.value) if compute else 0.0
+        m = memory / eff.bandwidth_efficiency(cat.value) if memory else 0.0
+        t += max(c, m) + vec[LAUNCH] * floor_s
+    return t
+
+
+def _own_kernels(layer: BaseLayer) -> float:
+    return sum(vec[LAUNCH] for vec in layer.ops.values())
+
+
+def stage_blocks(tree: BaseLayer, peaks: Rates, eff: EfficiencyModel, *, kernel_floor_s: float = 0.0
+                 ) -> list[WorkBlock]:
+    """The work of ``tree`` in execution order, one block per node with own work (repetitions expanded:
+    a FOR-repeated composite runs its children ``count`` times; a repeated leaf is one block of ``count``
+    times its work), each carrying the host syncs made before it."""
+    blocks: list[WorkBlock] = []
+    syncs = 0
+
+    def walk(layer: BaseLayer) -> None:
+        nonlocal syncs
+        if not layer.children:
+            syncs += layer.host_syncs
+            d = _own_device_s(layer, peaks, eff, kernel_floor_s) * layer.count
+            k = _own_kernels(layer) * layer.count
+            if d or k:
+                blocks.append(WorkBlock(d, k, syncs))
+                syncs = 0
+            return
+        for _ in range(layer.count):
+            syncs += layer.host_syncs
+            d = _own_device_s(layer, peaks, eff, kernel_floor_s)
+            k = _own_kernels(layer)
+            if d or k:
+                blocks.append(WorkBlock(d, k, syncs))
+                syncs = 0
+            for child in layer.children:
+                walk(child)
+
+    walk(tree)
+    if syncs:
+        blocks.append(WorkBlock(0.0, 0.0, syncs))
+    return blocks
+
+
+def pass_blocks(stages: Mapping[Stage, BaseLayer], decode_forwards: int, peaks: Rates,
+                eff: EfficiencyModel, *, kernel_floor_s: float = 0.0,
+                device_scale: Mapping[str, float] | None = None) -> PassBlocks:
+    """Blocks of every stage of an AnalyticModel's ``stages`` (decode tree = one mean forward);
+    ``device_scale``: stage -> factor on its blocks' device seconds (1 where absent)."""
+    scale = device_scale or {}
+    out: dict[str, list[WorkBlock]] = {}
+    for st in Stage:
+        if st not in stages:
+            continue
+        f = scale.get(st.value, 1.0)
+        out[st.value] = [WorkBlock(b.device_s * f, b.kernels, b.syncs_before)
+                         for b in stage_blocks(stages[st], peaks, efficiency_for_stage(eff, st.value),
+                                               kernel_floor_s=kernel_floor_s)]
+    return PassBlocks(out, max(0, decode_forwards))
+
+
+def run_timeline(blocks: PassBlocks, host_s_per_kernel: Mapping[str, float], sync_s: float) -> PassTimeline:
+    """Run the two clocks over ``blocks`` (see the module doc); host costs per stage in s/kernel."""
+    h = d = 0.0
+    stage_s: dict[str, float] = {}
+    first_start: float | None = None
+    end = 0.0
+    for stage in Stage:
+        seq: Sequence[WorkBlock] | None = blocks.stages.get(stage.value)
+        if not seq:
+            continue
+        repeats = blocks.decode_forwards if stage is Stage.DECODE else 1
+        if repeats <= 0:
+            continue
+        c = host_s_per_kernel[stage.value]
+        start = max(d, h)
+        if first_start is None:
+            first_start = start
+        for _ in range(repeats):
+            for b in seq:
+                if b.syncs_before:
+                    h = max(h, d) + b.syncs_before * sync_s
+                issue = b.kernels * c
+                # the first kernel reaches the device one issue cost after the host starts the block
+                d = max(max(d, h + (c if b.kernels else 0.0)) + b.device_s, h + issue)
+                h += issue
+        end = max(d, h)
+        stage_s[stage.value] = end - start
+    dec = stage_s.get(Stage.DECODE.value, 0.0)
+    return PassTimeline(stage_s=stage_s, decode_forward_s=dec / blocks.decode_forwards if blocks.decode_forwards else 0.0,
+                        total_s=end - (first_start or 0.0))
+
+
+def simulate_pass(stages: Mapping[Stage, BaseLayer], decode_forwards: int, peaks: Rates,
+                  model: HostModel) -> PassTimeline:
+    """Stage times of one pass of an AnalyticModel's ``stages`` under a timeline calibration."""
+    blocks = pass_blocks(stages, decode_forwards, peaks, model, kernel_floor_s=model.kernel_floor_s,
+                         device_scale={st.value: model.device_scale(st.value) for st in Stage})
+    host = {st.value: model.host_s_per_kernel(st.value) for st in Stage}
+    return run_timeline(blocks, host, model.host_sync_s)

@@ -1,0 +1,98 @@
+"""Analytic kernels and bytes of the vision layers against what the real modules dispatch.
+
+The default (full-size) model is built on the meta device, so every tensor
+has its real shape but nothing is computed; tests/unit/dispatch_meter.py
+counts the kernels and the bytes read + written of the aten calls each module
+makes. The SAM blocks (windowed and global attention) and the CLIP tower must
+agree with the analytic layers: their kernel counts drive the host side of the
+timeline model and their bytes its device side.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from dispatch_meter import meter_module
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from llm_perf_opt.analytic.layers.vision import ClipEncoder, SamBlock, SamEncoder
+from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
+from llm_perf_opt.models.deepseek_ocr.modeling import build_model
+from llm_perf_opt.vocab import Stage
+
+CFG = DeepseekOCRConfig.named("default")
+
+
+@pytest.fixture(scope="module")
+def model() -> Any:
+    return build_model(CFG, device="meta", dtype=torch.bfloat16)
+
+
+def _pixels(side: int, views: int = 1) -> torch.Tensor:
+    return torch.zeros(views, 3, side, side, device="meta", dtype=torch.bfloat16)
+
+
+@pytest.mark.parametrize("side", [1024, 640])
+@pytest.mark.parametrize("index", [0, 2])  # block 0 is windowed, block 2 global (global_attn_indexes)
+def test_sam_block_matches_dispatched_kernels_and_bytes(model: Any, side: int, index: int) -> None:
+    sam = model.model.sam_model
+    x = _pixels(side)
+    meter = meter_module(model, sam.layers[index], lambda: model.encode_sam(x))
+    window = 0 if index in CFG.sam.global_attn_indexes else CFG.sam.window_size
+    layer = SamBlock("b", Stage.VISION_SAM, CFG.sam, views=1, grid=side // CFG.sam.patch_size, window=window,
+                     fused=False, act_bytes=2, weight_bytes=2)
+    assert layer.forward_kernel_launches() == meter.total_kernels, dict(meter.kernels)
+    assert layer.forward_cal_io() == pytest.approx(meter.total_bytes, rel=0.005)
+
+
+@pytest.mark.parametrize("side", [1024, 640])
+def test_sam_encoder_bytes_match(model: Any, side: int) -> None:
+    x = _pixels(side)
+    meter = meter_module(model, model.model.sam_model, lambda: model.encode_sam(x))
+    layer = SamEncoder("sam", Stage.VISION_SAM, CFG.sam, views=1, side_px=side, fused=False, act_bytes=2,
+                       weight_bytes=2)
+    assert layer.forward_cal_io() == pytest.approx(meter.total_bytes, rel=0.01)
+    # the neck's two channel-first LayerNorms are counted as 3 launches each (permute copies on CUDA);
+    # everything else is one kernel per dispatched call
+    assert layer.forward_kernel_launches() == meter.total_kernels + 4
+
+
+@pytest.mark.parametrize("side", [1024, 640])  # 640: the position table is resized (bicubic in fp32)
+def test_clip_encoder_matches_dispatched_kernels_and_bytes(model: Any, side: int) -> None:
+    feats = model.encode_sam(_pixels(side))
+    meter = meter_module(model, model.model.vision_model, lambda: model.encode_clip(feats))
+    grid = feats.shape[-1]
+    layer = ClipEncoder("clip", Stage.VISION_CLIP, CFG.clip, views=1, grid=grid, fused=False, act_bytes=2,
+                        weight_bytes=2)
+    assert layer.forward_kernel_launches() == meter.total_kernels, dict(meter.kernels)
+    assert layer.forward_cal_io() == pytest.approx(meter.total_bytes, rel=0.01)
+
+
+class _HostIndices(TorchDispatchMode):
+    """Counts device gathers whose index tensor lives on the host (each one a copy + sync on CUDA)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.host_indexed = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        if func.__name__.startswith("index.") and args and isinstance(args[0], torch.Tensor):
+            indices = args[1] if len(args) > 1 else []
+            if args[0].device.type == "meta" and any(isinstance(i, torch.Tensor) and i.device.type == "cpu"
+                                                     for i in indices):
+                self.host_indexed += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_sam_host_syncs_follow_the_implementation(model: Any) -> None:
+    """The timeline model's syncs: 2 host-indexed gathers per SAM attention + the pixel upload."""
+    mode = _HostIndices()
+    with torch.no_grad(), mode:
+        model.encode_sam(_pixels(1024))
+    layer = SamEncoder("sam", Stage.VISION_SAM, CFG.sam, views=1, side_px=1024, fused=False, act_bytes=2,
+                       weight_bytes=2)
+    syncs = [node.host_syncs for _, node in layer.walk() if node.host_syncs]
+    assert mode.host_indexed == 2 * CFG.sam.depth
+    assert sum(syncs) == mode.host_indexed + 1  # + the pageable pixel copy of encode_sam

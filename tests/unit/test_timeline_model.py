@@ -1,0 +1,148 @@
+"""The host/device timeline model: the two clocks on hand-computed cases, blocks from a layer tree,
+calibration files with the timeline terms, and stage times of a report built under one."""
+
+from __future__ import annotations
+
+import pytest
+
+from llm_perf_opt.analytic.base import BaseLayer, CompositeLayer, OpGroup
+from llm_perf_opt.analytic.calibration import Calibration, CalibrationError
+from llm_perf_opt.analytic.model import AnalyticModel
+from llm_perf_opt.analytic.report import build_report
+from llm_perf_opt.analytic.roofline import RooflinePeaks
+from llm_perf_opt.analytic.timeline_model import (
+    PassBlocks,
+    WorkBlock,
+    run_timeline,
+    simulate_pass,
+    stage_blocks,
+)
+from llm_perf_opt.analytic.workloads import get_profile
+from llm_perf_opt.hardware.bench import effective_peaks
+from llm_perf_opt.hardware.catalog import load_catalog
+from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
+from llm_perf_opt.vocab import DType, OperatorCategory, Stage
+
+SAM, CLIP, DEC = Stage.VISION_SAM.value, Stage.VISION_CLIP.value, Stage.DECODE.value
+
+
+def _host(**per_stage: float) -> dict[str, float]:
+    out = {s.value: 1.0 for s in Stage}
+    out.update({k.replace("_", "."): v for k, v in per_stage.items()})
+    return out
+
+
+def test_host_bound_block_takes_its_issue_time() -> None:
+    # 10 kernels at 1 s each, 5 s of device work: the device waits for the host
+    t = run_timeline(PassBlocks({SAM: [WorkBlock(5.0, 10.0)]}, 0), _host(), 0.0)
+    assert t.stage_s[SAM] == pytest.approx(10.0)
+
+
+def test_device_bound_block_starts_after_the_first_launch() -> None:
+    t = run_timeline(PassBlocks({SAM: [WorkBlock(10.0, 2.0)]}, 0), _host(), 0.0)
+    assert t.stage_s[SAM] == pytest.approx(11.0)  # 1 s to issue the first kernel, then 10 s of device work
+
+
+def test_a_sync_stops_the_host_from_running_ahead() -> None:
+    free = PassBlocks({SAM: [WorkBlock(10.0, 1.0), WorkBlock(0.0, 5.0)]}, 0)
+    synced = PassBlocks({SAM: [WorkBlock(10.0, 1.0), WorkBlock(0.0, 5.0, syncs_before=1)]}, 0)
+    # without the sync the second block's 5 s of issue hide under the first block's device time
+    assert run_timeline(free, _host(), 0.0).stage_s[SAM] == pytest.approx(11.0)
+    # with it the host waits until 11 s, pays 0.5 s for the sync, then issues for 5 s
+    assert run_timeline(synced, _host(), 0.5).stage_s[SAM] == pytest.approx(16.5)
+
+
+def test_a_device_backlog_hides_the_next_stage_launches() -> None:
+    blocks = PassBlocks({SAM: [WorkBlock(10.0, 1.0)], CLIP: [WorkBlock(1.0, 5.0)]}, 0)
+    t = run_timeline(blocks, _host(), 0.0)
+    # SAM leaves the device busy until 11 s while the host is at 1 s; CLIP's issue (1..6 s) is hidden and
+    # its range (start event at 11 s) measures only its own device second
+    assert t.stage_s[SAM] == pytest.approx(11.0)
+    assert t.stage_s[CLIP] == pytest.approx(1.0)
+    assert t.total_s == pytest.approx(12.0)
+
+
+def test_decode_repeats_the_mean_forward() -> None:
+    blocks = PassBlocks({DEC: [WorkBlock(0.5, 3.0)]}, 4)
+    t = run_timeline(blocks, _host(decode=0.25), 0.0)
+    assert t.stage_s[DEC] == pytest.approx(4 * 0.75)
+    assert t.decode_forward_s == pytest.approx(0.75)
+
+
+def _leaf(name: str, launches: float, io: float, syncs: int = 0) -> BaseLayer:
+    leaf = OpGroup(name, Stage.VISION_SAM, weight_dtype_bytes=2)
+    leaf.op(OperatorCategory.MEMORY, io_bytes=io, launches=launches)
+    leaf.host_syncs = syncs
+    return leaf
+
+
+def test_blocks_follow_execution_order_repetitions_and_syncs() -> None:
+    root = CompositeLayer("root", Stage.VISION_SAM, weight_dtype_bytes=2)
+    root.add(_leaf("a", 2, 100.0))
+    rep = CompositeLayer("rep", Stage.VISION_SAM, weight_dtype_bytes=2, count=3)
+    rep.add(_leaf("b", 1, 10.0, syncs=2))
+    rep.add(_leaf("c", 4, 0.0))
+    root.add(rep)
+    peaks = RooflinePeaks.from_effective(effective_peaks(load_catalog().get("h100-sxm")), DType.BF16)
+    bw = peaks.memory_bytes_per_s
+    blocks = stage_blocks(root, peaks, Calibration(gpu_key="x"))
+    assert [(round(b.device_s * bw, 9), b.kernels, b.syncs_before) for b in blocks] == (
+        [(100.0, 2.0, 0)] + [(10.0, 1.0, 2), (0.0, 4.0, 0)] * 3)
+
+
+def _timeline_cal(**kw: object) -> Calibration:
+    base: dict[str, object] = dict(gpu_key="h100-sxm", time_model="timeline",
+                                   stage_host_s_per_kernel={s.value: 20e-6 for s in Stage}, host_sync_s=50e-6,
+                                   stage_device_scale={SAM: 2.0})
+    base.update(kw)
+    return Calibration(**base)  # type: ignore[arg-type]
+
+
+def test_calibration_file_keeps_the_timeline_terms() -> None:
+    cal = _timeline_cal(host_probe_us=5.0)
+    back = Calibration.from_dict(cal.to_dict())
+    assert back == cal
+    assert back.timeline and back.device_scale(SAM) == 2.0 and back.device_scale(CLIP) == 1.0
+    assert "timeline calibration" in back.describe()
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"time_model": "linear"}, "time_model"),
+    ({"stage_host_s_per_kernel": {}}, "needs stage_host_s_per_kernel"),
+    ({"stage_device_scale": {SAM: 0.0}}, "stage_device_scale"),
+    ({"stage_host_s_per_kernel": {"vision.sam": -1.0}}, "stage_host_s_per_kernel"),
+    ({"host_sync_s": -1.0}, "host_sync_s"),
+])
+def test_malformed_timeline_terms_are_refused(bad: dict[str, object], message: str) -> None:
+    with pytest.raises(CalibrationError, match=message):
+        _timeline_cal(**bad)
+
+
+def test_host_speed_scales_the_host_terms_only() -> None:
+    cal = _timeline_cal(host_probe_us=4.0)
+    slow = cal.at_host_speed(6.0)
+    assert slow.host_s_per_kernel(SAM) == pytest.approx(30e-6)
+    assert slow.host_sync_s == pytest.approx(75e-6)
+    assert slow.stage_device_scale == cal.stage_device_scale
+    assert cal.at_host_speed(None) is cal
+    assert _timeline_cal().at_host_speed(6.0).host_s_per_kernel(SAM) == pytest.approx(20e-6)  # no reference
+
+
+def test_report_stage_times_come_from_the_simulated_pass() -> None:
+    cfg = DeepseekOCRConfig.named("default")
+    wl = get_profile("dsocr-base-v1")
+    model = AnalyticModel(cfg, wl)
+    peaks = RooflinePeaks.from_effective(effective_peaks(load_catalog().get("h100-sxm")), wl.dtype)
+    cal = _timeline_cal()
+    sim = simulate_pass(model.stages, model.shape.decode_forwards, peaks, cal)
+    rep = build_report(model, peaks, efficiency=cal)
+    for stage, sec in sim.stage_s.items():
+        assert rep.stage_totals[Stage(stage)].time_ms == pytest.approx(sec * 1e3)
+    assert rep.model_totals.time_ms == pytest.approx(sum(sim.stage_s.values()) * 1e3)
+    assert rep.decode.per_token.time_ms == pytest.approx(sim.decode_forward_s * 1e3)
+    # slower host, longer stages; the SAM syncs cost time
+    slower = simulate_pass(model.stages, model.shape.decode_forwards, peaks,
+                           _timeline_cal(stage_host_s_per_kernel={s.value: 40e-6 for s in Stage}))
+    assert all(slower.stage_s[s] > sim.stage_s[s] for s in sim.stage_s)
+    no_sync = simulate_pass(model.stages, model.shape.decode_forwards, peaks, _timeline_cal(host_sync_s=0.0))
+    assert no_sync.stage_s[SAM] < sim.stage_s[SAM]
