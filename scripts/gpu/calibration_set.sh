@@ -87,7 +87,7 @@ tar --exclude='*.gz' -czf "$OUT/runs.tgz" -C "$(dirname "$RUNS")" "$(basename "$
 echo "command: OUT=$OUT CONFIG=default scripts/gpu/compare_calibrate.sh --held-out SMALL_B1 --held-out BASE_B4 (--held-out EXTRA ...) BASE_B1 GUNDAM_B1" | tee -a "$LOG"
 HELD_ARGS=(--held-out "${DIR[small-1]}" --held-out "${DIR[base-4]}")
 for key in "${EXTRA_HELD[@]}"; do HELD_ARGS+=(--held-out "${DIR[$key]}"); done
-OUT="$OUT" CONFIG=default timeout 240 bash scripts/gpu/compare_calibrate.sh "${HELD_ARGS[@]}" \
+OUT="$OUT" CONFIG=default timeout 480 bash scripts/gpu/compare_calibrate.sh "${HELD_ARGS[@]}" \
   "${DIR[base-1]}" "${DIR[gundam-1]}" > "$OUT/compare.txt" 2>&1
 note_rc $?
 tail -n 60 "$OUT/compare.txt"

@@ -49,6 +49,8 @@ class DispatchMeter(TorchDispatchMode):
         self.kernels: Counter[str] = Counter()
         self.read: Counter[str] = Counter()
         self.written: Counter[str] = Counter()
+        #: ops computed on host tensors (index arithmetic): host time, no kernel
+        self.host_ops: Counter[str] = Counter()
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         out = func(*args, **(kwargs or {}))
@@ -60,6 +62,8 @@ class DispatchMeter(TorchDispatchMode):
             self.kernels[name] += 1
             self.read[name] += _bytes(list(args)) + _bytes(list((kwargs or {}).values()))
             self.written[name] += _bytes(out)
+        elif not view and _on(out, "cpu"):
+            self.host_ops[name] += 1
         return out
 
     @property

@@ -45,6 +45,8 @@ def test_sam_block_matches_dispatched_kernels_and_bytes(model: Any, side: int, i
                      fused=False, act_bytes=2, weight_bytes=2)
     assert layer.forward_kernel_launches() == meter.total_kernels, dict(meter.kernels)
     assert layer.forward_cal_io() == pytest.approx(meter.total_bytes, rel=0.005)
+    # the host-side index arithmetic of the two rel-pos lookups (timeline model: host time, no kernel)
+    assert sum(node.host_ops for _, node in layer.walk()) == sum(meter.host_ops.values()), dict(meter.host_ops)
 
 
 @pytest.mark.parametrize("side", [1024, 640])
@@ -96,3 +98,38 @@ def test_sam_host_syncs_follow_the_implementation(model: Any) -> None:
     syncs = [node.host_syncs for _, node in layer.walk() if node.host_syncs]
     assert mode.host_indexed == 2 * CFG.sam.depth
     assert sum(syncs) == mode.host_indexed + 1  # + the pageable pixel copy of encode_sam
+
+
+@pytest.mark.parametrize("mode, batch", [("base", 1), ("base", 4), ("gundam", 2)])
+def test_projector_stage_matches_the_projector_range(model: Any, mode: str, batch: int) -> None:
+    """Everything the runner's projector range dispatches: fusion, projection, newline/separator layout."""
+    import contextlib
+    from collections.abc import Iterator
+
+    from dispatch_meter import DispatchMeter
+
+    from llm_perf_opt.analytic.model import AnalyticModel
+    from llm_perf_opt.data.analytic import OCRWorkloadProfile
+    from llm_perf_opt.inputs.synthetic import synthetic_pages
+    from llm_perf_opt.models.deepseek_ocr.preprocess import preprocess_image
+
+    pages = synthetic_pages(batch)
+    images = [preprocess_image(p.load(), mode) for p in pages]
+    meter = DispatchMeter()
+
+    @contextlib.contextmanager
+    def scope(name: str) -> Iterator[None]:
+        before, meter.active = meter.active, name == Stage.PROJECTOR.value
+        try:
+            yield
+        finally:
+            meter.active = before
+
+    with torch.no_grad(), meter:
+        model.embed_images(images, scope)
+    wl = OCRWorkloadProfile.create(profile_id="p", mode=mode, image_width_px=pages[0].width,
+                                   image_height_px=pages[0].height, prompt_text_tokens=9, max_new_tokens=4,
+                                   batch_size=batch)
+    stage = AnalyticModel(CFG, wl).stages[Stage.PROJECTOR]
+    assert stage.forward_kernel_launches() == meter.total_kernels, dict(meter.kernels)
+    assert stage.forward_cal_io() == pytest.approx(meter.total_bytes, rel=0.01)

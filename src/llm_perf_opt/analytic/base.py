@@ -85,6 +85,8 @@ class BaseLayer:
         #: host-device synchronisations per call of this node, made before its own kernels are issued
         #: (the host waits until the device has run everything launched so far; used by the timeline model)
         self.host_syncs: int = 0
+        #: host-side ops per call that launch no kernel (index arithmetic on CPU tensors): host time only
+        self.host_ops: float = 0.0
 
     # ----------------------------------------------------------------- tree
     def add(self, child: BaseLayer) -> BaseLayer:

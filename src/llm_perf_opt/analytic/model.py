@@ -128,9 +128,12 @@ class AnalyticModel:
                                     act_bytes=self.act_bytes, weight_bytes=self.weight_bytes))
             stage.add(Projector(PROJECTOR_PATH, Stage.PROJECTOR, self.config.projector, tokens=tokens,
                                 act_bytes=self.act_bytes, weight_bytes=self.weight_bytes))
-        stage.add(ImageTokenLayout(LAYOUT_PATH, Stage.PROJECTOR, slots=self.shape.batch * self.shape.layout.prompt_slots,
+        layout = self.shape.layout
+        q_t = self.sam_out_side(self.shape.tile_side_px) if layout.num_tiles else 0
+        stage.add(ImageTokenLayout(LAYOUT_PATH, Stage.PROJECTOR, slots=self.shape.batch * layout.prompt_slots,
                                    hidden=self.config.language.hidden_size, act_bytes=self.act_bytes,
-                                   weight_bytes=self.weight_bytes))
+                                   weight_bytes=self.weight_bytes, images=self.shape.batch,
+                                   local_tokens=self.shape.batch * layout.num_tiles * q_t * q_t))
         return stage
 
     # ---------------------------------------------------------- decoder

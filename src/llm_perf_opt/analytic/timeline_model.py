@@ -7,11 +7,11 @@ measured runs the host side dominates small stages, and host-device syncs
 the host from running ahead. Adding the two (the "additive" calibration) cannot
 express either effect, so this model runs two clocks over the layer tree::
 
-    block of work (one layer's own kernels: device seconds D, analytic kernels K) issued in stage s
-    from host time h, blocks in execution order:
-        host:   h' = h + K * c_s                            (c_s: host seconds per kernel of stage s)
-        device: d' = max(max(d, h + c_s) + D, h + K * c_s)    (starts after the first launch,
-                                                             ends after the last)
+    block of work (one layer's own kernels: device seconds D, analytic kernels K, host-only ops O)
+    issued in stage s from host time h, blocks in execution order:
+        host:   h' = h + (K + O) * c_s                      (c_s: host seconds per op of stage s)
+        device: d' = max(max(d, h + (O + 1) c_s) + D, h')     (starts after the host-only ops and the
+                                                             first launch, ends after the last)
     n host syncs before a node's kernels:  h = max(h, d) + n * sync_s
 
 Stage times are what the profiler's CUDA events measure: the start event runs
@@ -74,11 +74,13 @@ class Rates(Protocol):
 
 @define(frozen=True)
 class WorkBlock:
-    """Work issued without a sync in between: device seconds, kernels, host syncs made before it."""
+    """One layer's own work: device seconds, kernels, host syncs made before it, host-only ops
+    (no kernel: they cost host time before the block's first launch)."""
 
     device_s: float
     kernels: float
     syncs_before: int = 0
+    host_ops: float = 0.0
 
 
 @define(frozen=True)
@@ -128,16 +130,16 @@ def stage_blocks(tree: BaseLayer, peaks: Rates, eff: EfficiencyModel, *, kernel_
             syncs += layer.host_syncs
             d = _own_device_s(layer, peaks, eff, kernel_floor_s) * layer.count
             k = _own_kernels(layer) * layer.count
-            if d or k:
-                blocks.append(WorkBlock(d, k, syncs))
+            if d or k or layer.host_ops:
+                blocks.append(WorkBlock(d, k, syncs, layer.host_ops * layer.count))
                 syncs = 0
             return
         for _ in range(layer.count):
             syncs += layer.host_syncs
             d = _own_device_s(layer, peaks, eff, kernel_floor_s)
             k = _own_kernels(layer)
-            if d or k:
-                blocks.append(WorkBlock(d, k, syncs))
+            if d or k or layer.host_ops:
+                blocks.append(WorkBlock(d, k, syncs, layer.host_ops))
                 syncs = 0
             for child in layer.children:
                 walk(child)
@@ -186,9 +188,10 @@ def run_timeline(blocks: PassBlocks, host_s_per_kernel: Mapping[str, float], syn
             for b in seq:
                 if b.syncs_before:
                     h = max(h, d) + b.syncs_before * sync_s
-                issue = b.kernels * c
-                # the first kernel reaches the device one issue cost after the host starts the block
-                d = max(max(d, h + (c if b.kernels else 0.0)) + b.device_s, h + issue)
+                issue = (b.kernels + b.host_ops) * c
+                # the first kernel reaches the device after the host-only ops and one launch
+                first = (b.host_ops + 1.0) * c if b.kernels else issue
+                d = max(max(d, h + first) + b.device_s, h + issue)
                 h += issue
         end = max(d, h)
         stage_s[stage.value] = end - start

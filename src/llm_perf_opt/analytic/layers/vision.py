@@ -64,8 +64,9 @@ class SamAttention(CompositeLayer):
         "rel-pos: two table resizes and gathers, copies of q (2 * b * T_p * C each; 1 windowed, 2 global),"
         " two einsums bhwc,hkc->bhwk"
         " (2 * 2 * G * s^3 * d FLOPs), the broadcast rel_h + rel_w written (b * E) and copied (2 * b * E)",
-        "core (eager): q * scale, QK^T (2 * G * s^4 * d), + bias (read 2 b E, write b E), cast to fp32"
-        " (read b E, write 4 E), softmax in fp32 (read 4 E, write 4 E), cast back (read 4 E, write b E), PV",
+        "eager, in dispatch order: q * scale and QK^T (2 * G * s^4 * d) first, then the rel-pos lookups, then"
+        " + bias (read 2 b E, write b E), cast to fp32 (read b E, write 4 E), softmax in fp32 (read 4 E,"
+        " write 4 E), cast back (read 4 E, write b E), PV",
         "  -> 36 bytes per score in bf16; kernels per call: 20 (rel-pos 9 or 10, core 7, copies, linears)",
         "output merge: the permuted output is copied: io = 2 * b * T_p * C",
         "weights = 3C^2 + 3C + C^2 + C + 2 * (2s'-1) * d   (s' = w windowed, img/p global)",
@@ -99,6 +100,14 @@ class SamAttention(CompositeLayer):
                                      summary="qkv reshaped to (3, heads, tokens, d): one copy"))
             split.op(OperatorCategory.MEMORY, io_bytes=2 * b * 3 * tc, launches=1)
         self.params = 2 * (2 * table - 1) * d  # rel_pos_h, rel_pos_w
+        # eager order as dispatched: q * scale and QK^T, then the rel-pos lookups (which wait for them),
+        # then bias, softmax and PV
+        if not fused:
+            qk = self.add(OpGroup("scores", stage, weight_dtype_bytes=weight_bytes,
+                                  summary="q * scale and the QK^T scores"))
+            qk.op(OperatorCategory.ATTENTION, tc_flops=2 * scores * d, cc_flops=tc,
+                  io_bytes=2 * b * tc + 2 * b * tc + b * scores, launches=2)  # scale; QK^T reads q, k, writes E
+            qk.activation_bytes = b * scores
         rel = self.add(OpGroup("rel_pos", stage, weight_dtype_bytes=weight_bytes,
                                summary="decomposed relative position: gathers, two einsums and the broadcast bias"))
         rel_table = 2 * side * side * d * b  # the two gathered (s, s, d) tables
@@ -114,18 +123,18 @@ class SamAttention(CompositeLayer):
         rel.activation_bytes = b * scores
         # transformers' get_rel_pos indexes the table with coordinates built by torch.arange on the host:
         # each of the two lookups (h, w) copies its index to the device and synchronises
-        # (measured: 24 per 12-block SAM pass, reports/profile/h200-timeline/find-syncs.txt)
+        # (measured: 24 per 12-block SAM pass, reports/profile/h200-timeline/find-syncs.txt); building the
+        # coordinates takes 7 host-side ops per lookup (arange x2, mul x2, sub, add, cast) and no kernel
         rel.host_syncs = 2
+        rel.host_ops = 14
         core = self.add(OpGroup("core", stage, weight_dtype_bytes=weight_bytes,
-                                summary="eager attention: scale, QK^T, + bias, fp32 softmax, cast, PV"))
-        core.op(OperatorCategory.ATTENTION, tc_flops=2 * 2 * scores * d,
-                cc_flops=tc + (SOFTMAX_FLOPS_PER_ELEM + 1) * scores,
-                io_bytes=2 * b * tc                     # q * scale
-                + 2 * b * tc + b * scores               # QK^T: read q, k; write scores
-                + 3 * b * scores                        # + bias: read both, write
+                                summary="eager attention: + bias, fp32 softmax, cast, PV"))
+        core.op(OperatorCategory.ATTENTION, tc_flops=2 * scores * d,
+                cc_flops=(SOFTMAX_FLOPS_PER_ELEM + 1) * scores,
+                io_bytes=3 * b * scores                 # + bias: read both, write
                 + (b + 4) * scores + 8 * scores + (4 + b) * scores  # cast up, softmax fp32, cast down
                 + b * scores + 2 * b * tc,              # PV: read probs and v, write out
-                launches=7)
+                launches=5)
         core.activation_bytes = b * tc + scores * (b + 4)
         if fused:  # SDPA keeps scores and probabilities on chip: one kernel reads q, k, v and the bias
             core.ops.clear()
@@ -399,7 +408,7 @@ class FeatureFusion(BaseLayer):
 
     def __init__(self, name: str, stage: Stage, *, tokens: int, dim: int, act_bytes: int, weight_bytes: int) -> None:
         super().__init__(name, stage, weight_dtype_bytes=weight_bytes)
-        self.op(OperatorCategory.MEMORY, io_bytes=2 * act_bytes * tokens * dim, launches=2)
+        self.op(OperatorCategory.MEMORY, io_bytes=2 * act_bytes * tokens * dim, launches=1)
         self.activation_bytes = act_bytes * tokens * dim
 
 
@@ -422,10 +431,17 @@ class ImageTokenLayout(BaseLayer):
 
     summary = "newline / separator layout of the image tokens"
     formulas = ("slots = (q_t*rows) * (q_t*cols + 1) + q_g * (q_g + 1) + 1",
-                "io bytes = 2 * b * slots * H (gather into the slot order)", "weights = 2 * H (newline, separator)")
+                "per image: each grid concatenated with its newlines, then the views and the separator:"
+                " io bytes = 4 * b * slots * H; tiled pages also copy the permuted tile grid first"
+                " (2 * b * T_local * H): 2 kernels per page, 4 when tiled",
+                "weights = 2 * H (newline, separator)")
 
-    def __init__(self, name: str, stage: Stage, *, slots: int, hidden: int, act_bytes: int, weight_bytes: int) -> None:
+    def __init__(self, name: str, stage: Stage, *, slots: int, hidden: int, act_bytes: int, weight_bytes: int,
+                 images: int = 1, local_tokens: int = 0) -> None:
+        """slots: all images' slots; images: pages in the batch; local_tokens: tile-grid tokens of all pages."""
         super().__init__(name, stage, weight_dtype_bytes=weight_bytes)
         self.params = 2 * hidden
-        self.op(OperatorCategory.MEMORY, io_bytes=2 * act_bytes * slots * hidden, launches=4)
+        per_image = 4 if local_tokens else 2
+        self.op(OperatorCategory.MEMORY, io_bytes=act_bytes * hidden * (4 * slots + 2 * local_tokens),
+                launches=per_image * images)
         self.activation_bytes = act_bytes * slots * hidden
