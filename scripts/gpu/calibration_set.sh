@@ -18,7 +18,7 @@
 #   calibration-set.txt                               the exact commands, exit codes and log tails
 # Overrides (env): EXTRA ("MODE BATCH;MODE BATCH": more held-out runs, e.g. "small 4;gundam 2"),
 # PAGES (4), TOKENS (64), REPEATS (2), RUN_BUDGET_S (110), PREFIX (GPU catalogue key
-# from hw detect), SKIP_BENCH=1 with CEILINGS=FILE (use that ceilings file instead of measuring; without
+# from hw detect), SKIP_COMPARE=1 (runs and runs.tgz only), SKIP_BENCH=1 with CEILINGS=FILE (use that ceilings file instead of measuring; without
 # SKIP_BENCH the bench always writes $OUT/hw-ceilings.json). Exit status: the worst of the steps.
 set -uo pipefail
 OUT="${OUT:-./tmp/gpu-out}"
@@ -84,6 +84,10 @@ for spec in "${SPECS[@]}"; do
 done
 tar --exclude='*.gz' -czf "$OUT/runs.tgz" -C "$(dirname "$RUNS")" "$(basename "$RUNS")"
 
+if [[ "${SKIP_COMPARE:-0}" == "1" ]]; then
+  echo "SKIP_COMPARE=1: runs only (compare them on CPU with scripts/gpu/compare_calibrate.sh)" | tee -a "$LOG"
+  exit "$RC"
+fi
 echo "command: OUT=$OUT CONFIG=default scripts/gpu/compare_calibrate.sh --held-out SMALL_B1 --held-out BASE_B4 (--held-out EXTRA ...) BASE_B1 GUNDAM_B1" | tee -a "$LOG"
 HELD_ARGS=(--held-out "${DIR[small-1]}" --held-out "${DIR[base-4]}")
 for key in "${EXTRA_HELD[@]}"; do HELD_ARGS+=(--held-out "${DIR[$key]}"); done

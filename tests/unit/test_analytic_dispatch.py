@@ -133,3 +133,32 @@ def test_projector_stage_matches_the_projector_range(model: Any, mode: str, batc
     stage = AnalyticModel(CFG, wl).stages[Stage.PROJECTOR]
     assert stage.forward_kernel_launches() == meter.total_kernels, dict(meter.kernels)
     assert stage.forward_cal_io() == pytest.approx(meter.total_bytes, rel=0.01)
+
+
+@pytest.mark.parametrize("index", [0, 1])  # layer 0 is dense, layer 1 MoE (first_k_dense_replace = 1)
+def test_decoder_layer_matches_dispatched_kernels_prefill_and_decode(model: Any, index: int) -> None:
+    """RMSNorm, RoPE, KV-cache concat, eager attention and MLP as dispatched; MoE layers by kernel count.
+
+    The routed experts' bytes depend on which experts a token hits; on meta tensors grouped_mm reads every
+    expert's weights, so only the dense layer's bytes are compared (the experts' launches have their own
+    test in test_analytic_launches.py).
+    """
+    from llm_perf_opt.analytic.layers.decoder import DecoderLayer
+
+    lang = CFG.language
+    lm = model.model.language
+    s = 37
+    x = torch.zeros(1, s, lang.hidden_size, device="meta", dtype=torch.bfloat16)
+    assert lang.is_moe_layer(index) == (index == 1)
+    prefill = meter_module(model, lm.layers[index], lambda: lm(inputs_embeds=x, use_cache=True))
+    with torch.no_grad():
+        cache = lm(inputs_embeds=x, use_cache=True).past_key_values
+    step = torch.zeros(1, 1, lang.hidden_size, device="meta", dtype=torch.bfloat16)
+    decode = meter_module(model, lm.layers[index], lambda: lm(
+        inputs_embeds=step, past_key_values=cache, use_cache=True, position_ids=torch.tensor([[s]], device="meta")))
+    for meter, q_len, kv_len, stage in ((prefill, s, s, Stage.PREFILL), (decode, 1, s + 1, Stage.DECODE)):
+        layer = DecoderLayer("l", stage, lang, index=index, batch=1, q_len=q_len, kv_len=kv_len, fused=False,
+                             causal_skip=False, act_bytes=2, weight_bytes=2)
+        assert layer.forward_kernel_launches() == meter.total_kernels, (stage, dict(meter.kernels))
+        if index == 0:
+            assert layer.forward_cal_io() == pytest.approx(meter.total_bytes, rel=0.005), stage

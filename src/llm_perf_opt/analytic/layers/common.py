@@ -98,14 +98,15 @@ class RMSNorm(BaseLayer):
 
     summary = "RMS normalisation x / rms(x) * g"
     formulas = (f"CUDA-core FLOPs = {RMSNORM_FLOPS_PER_ELEM} * T * C",
-                "io bytes = 2 * b * T * C + w * C", "weights = C")
+                "eager (8 kernels): cast to fp32 (b + 4), square (8), row mean (4), + eps and rsqrt on T values,"
+                " x * rsqrt (8), cast back (4 + b), * weight (2b): io bytes = (4b + 28) * T * C + 24 * T + w * C",
+                "weights = C")
 
-    def __init__(self, name: str, stage: Stage, *, tokens: int, dim: int, act_bytes: int, weight_bytes: int,
-                 launches: int = 1) -> None:
+    def __init__(self, name: str, stage: Stage, *, tokens: int, dim: int, act_bytes: int, weight_bytes: int) -> None:
         super().__init__(name, stage, weight_dtype_bytes=weight_bytes)
         self.params = dim
         self.op(OperatorCategory.NORM, cc_flops=RMSNORM_FLOPS_PER_ELEM * tokens * dim,
-                io_bytes=2 * act_bytes * tokens * dim + weight_bytes * dim, launches=launches)
+                io_bytes=(4 * act_bytes + 28) * tokens * dim + 24 * tokens + weight_bytes * dim, launches=8)
         self.activation_bytes = act_bytes * tokens * dim
 
 

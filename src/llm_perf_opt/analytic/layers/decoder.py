@@ -89,7 +89,7 @@ class MoERouter(CompositeLayer):
                 cc_flops=(SOFTMAX_FLOPS_PER_ELEM + 1) * tokens * experts,
                 io_bytes=(act_bytes + 4) * tokens * hidden + (weight_bytes + 4) * experts * hidden
                 + 3 * 4 * tokens * experts + 12 * tokens * top_k,
-                launches=6)
+                launches=5)  # casts of x and W, softmax, top-k, routing-weight scale (+ the gate mm above)
         self.activation_bytes = 4 * tokens * experts
 
 

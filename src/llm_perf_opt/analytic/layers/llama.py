@@ -47,14 +47,15 @@ class ApplyRotary(BaseLayer):
 
     summary = "apply rotary position embedding to q and k"
     formulas = (f"CUDA-core FLOPs = {ROPE_FLOPS_PER_ELEM} * T * (h_q + h_kv) * d",
-                "io bytes = 2 * b * T * (h_q + h_kv) * d + 2 * b * T * d (cos, sin)")
+                "eager per tensor: x * cos, -x2, cat, * sin, add: io bytes = 10 * b * T * (h_q + h_kv) * d"
+                " + 4 * b * T * d (cos, sin read by the four multiplies); 10 kernels")
 
     def __init__(self, name: str, stage: Stage, *, tokens: int, heads_q: int, heads_kv: int, head_dim: int,
                  act_bytes: int, weight_bytes: int) -> None:
         super().__init__(name, stage, weight_dtype_bytes=weight_bytes)
         elems = tokens * (heads_q + heads_kv) * head_dim
         self.op(OperatorCategory.ELEMENTWISE, cc_flops=ROPE_FLOPS_PER_ELEM * elems,
-                io_bytes=2 * act_bytes * elems + 2 * act_bytes * tokens * head_dim, launches=10)
+                io_bytes=10 * act_bytes * elems + 4 * act_bytes * tokens * head_dim, launches=10)
         self.activation_bytes = act_bytes * elems
 
 
@@ -70,7 +71,10 @@ class LlamaAttention(CompositeLayer):
         "q_proj: 2*T*H*h_q*d; k_proj, v_proj: 2*T*H*h_kv*d each; o_proj: 2*T*h_q*d*H",
         "QK^T and PV: 2 * 2 * (B*h_q) * S_q * L * d (full rectangle as executed by eager/SDPA;"
         " causal flash kernels skip the upper triangle)",
-        "KV-cache append: io = 2 * b * T * h_kv * d written (+ read of the whole cache by the core)",
+        "KV-cache append (torch.cat of the whole cache, K and V): io = 4 * b * B * L * h_kv * d",
+        "eager core per score: QK^T writes (b), * scale (2b), + mask (2b), cast to fp32 (b + 4), softmax"
+        " (8), cast back (4 + b), PV reads (b): 8b + 16 bytes, + the mask (b * B * S_q * L); 7 kernels;"
+        " prefill copies the output back to (tokens, h_q * d)",
         "KV-cache bytes = 2 * B * L * h_kv * d * b",
         "weights = H*h_q*d + 2*H*h_kv*d + h_q*d*H",
     )
@@ -88,12 +92,21 @@ class LlamaAttention(CompositeLayer):
         # cache append (torch.cat / index_copy of the new k, v); the cache itself is owned here
         cache = self.add(OpGroup("kv_cache_update", stage, weight_dtype_bytes=weight_bytes,
                                  summary="append the new keys and values to the KV cache"))
-        cache.op(OperatorCategory.MEMORY, io_bytes=2 * 2 * act_bytes * tokens * heads_kv * head_dim, launches=2)
+        # DynamicCache appends with torch.cat: the old cache is read and the whole cache written, K and V
+        cache.op(OperatorCategory.MEMORY, io_bytes=2 * act_bytes * batch * (2 * kv_len) * heads_kv * head_dim,
+                 launches=2)
         cache.kvcache_bytes = 2 * batch * kv_len * heads_kv * head_dim * act_bytes
         # the core reads K, V for all h_q heads (h_kv == h_q here; GQA would read each KV head once)
-        self.add(AttentionCore("core", stage, groups=batch * heads_q, q_len=q_len, k_len=kv_len, head_dim=head_dim,
-                               fused=fused, causal_skip=causal_skip, act_bytes=act_bytes, weight_bytes=weight_bytes,
-                               score_bytes=act_bytes, prob_bytes=act_bytes, has_bias=True, eager_launches=6))
+        core = self.add(AttentionCore("core", stage, groups=batch * heads_q, q_len=q_len, k_len=kv_len,
+                                      head_dim=head_dim, fused=fused, causal_skip=causal_skip, act_bytes=act_bytes,
+                                      weight_bytes=weight_bytes, score_bytes=act_bytes, prob_bytes=4, has_bias=True,
+                                      eager_launches=7, eager_bytes_per_score=8 * act_bytes + 16))
+        if not fused:
+            core.op(OperatorCategory.ATTENTION, io_bytes=act_bytes * batch * q_len * kv_len)  # the additive mask
+            if q_len > 1:  # (B, h, S, d) -> (B, S, h*d) is a copy unless S == 1
+                merge = self.add(OpGroup("out_merge", stage, weight_dtype_bytes=weight_bytes,
+                                         summary="attention output transposed back to (tokens, h_q * d): one copy"))
+                merge.op(OperatorCategory.MEMORY, io_bytes=2 * act_bytes * tokens * heads_q * head_dim, launches=1)
         self.add(Linear("o_proj", stage, tokens=tokens, in_features=heads_q * head_dim, out_features=hidden,
                         bias=False, act_bytes=act_bytes, weight_bytes=weight_bytes))
 
@@ -111,7 +124,8 @@ class SwiGLUMLP(CompositeLayer):
         for proj in ("gate_proj", "up_proj"):
             self.add(Linear(proj, stage, tokens=tokens, in_features=hidden, out_features=intermediate, bias=False,
                             act_bytes=act_bytes, weight_bytes=weight_bytes, category=category))
+        # silu(gate) (read, write), * up (read 2, write): 5 tensor passes in 2 kernels
         self.add(Elementwise("act_mul", stage, elements=tokens * intermediate, flops_per_elem=SILU_FLOPS_PER_ELEM + 1,
-                             inputs=2, act_bytes=act_bytes, weight_bytes=weight_bytes, launches=2))
+                             inputs=4, act_bytes=act_bytes, weight_bytes=weight_bytes, launches=2))
         self.add(Linear("down_proj", stage, tokens=tokens, in_features=intermediate, out_features=hidden, bias=False,
                         act_bytes=act_bytes, weight_bytes=weight_bytes, category=category))
