@@ -231,6 +231,8 @@ class Calibration:
     host_probe_us: float = field(
         default=0.0, metadata={"help": "timeline model: host-speed probe (us per tiny eager op) the host costs refer "
                                        "to; 0 = the fitted runs had no probe"})
+    host_probe_exponent: float = field(
+        default=1.0, metadata={"help": "timeline model: host costs scale as (probe / host_probe_us) ** exponent"})
     fit: FitSummary = field(factory=FitSummary)
     created_utc: str = field(default="")
     schema_version: int = field(default=CALIBRATION_SCHEMA_VERSION)
@@ -246,7 +248,7 @@ class Calibration:
         if self.time_model not in TIME_MODELS:
             raise CalibrationError(f"calibration: time_model must be one of {', '.join(TIME_MODELS)}, "
                                    f"got {self.time_model!r}")
-        for name in ("launch_overhead_s", "kernel_floor_s", "host_sync_s", "host_probe_us"):
+        for name in ("launch_overhead_s", "kernel_floor_s", "host_sync_s", "host_probe_us", "host_probe_exponent"):
             value = getattr(self, name)
             if value < 0 or not math.isfinite(value):
                 raise CalibrationError(f"calibration: {name} must be >= 0, got {value}")
@@ -297,10 +299,11 @@ class Calibration:
 
     def at_host_speed(self, probe_us: float | None) -> Calibration:
         """This calibration for a host whose probe reads ``probe_us`` (us per tiny eager op): host costs
-        scaled by probe_us / host_probe_us. Unchanged when either probe is unknown or the model is additive."""
+        scaled by (probe_us / host_probe_us) ** host_probe_exponent. Unchanged when either probe is unknown
+        or the model is additive."""
         if not self.timeline or not probe_us or probe_us <= 0 or self.host_probe_us <= 0:
             return self
-        f = probe_us / self.host_probe_us
+        f = (probe_us / self.host_probe_us) ** self.host_probe_exponent
         return evolve(self, stage_host_s_per_kernel={k: v * f for k, v in self.stage_host_s_per_kernel.items()},
                       host_sync_s=self.host_sync_s * f, host_probe_us=probe_us)
 
@@ -353,6 +356,7 @@ class Calibration:
                                          for k, v in (data.get("stage_host_s_per_kernel") or {}).items()},
                 host_sync_s=float(data.get("host_sync_s", 0.0)),
                 host_probe_us=float(data.get("host_probe_us", 0.0)),
+                host_probe_exponent=float(data.get("host_probe_exponent", 1.0)),
                 fit=summary, created_utc=str(data.get("created_utc", "")), schema_version=int(version),
             )
         except CalibrationError:
@@ -369,6 +373,7 @@ class Calibration:
             host = ", ".join(f"{k} {v * 1e6:.2f}" for k, v in self.stage_host_s_per_kernel.items())
             return (f"timeline calibration for {self.gpu_key} ({self.dtype}; {self.software.describe()}), "
                     f"host us/kernel: {host}; sync {self.host_sync_s * 1e6:.2f} us; "
+                    f"host probe {self.host_probe_us:.2f} us/op, exponent {self.host_probe_exponent:.2f}; "
                     f"device floor {self.kernel_floor_s * 1e6:.2f} us/kernel")
         return (f"calibration for {self.gpu_key} ({self.dtype}; {self.software.describe()}), "
                 f"launch {self.launch_overhead_s * 1e6:.2f} us/kernel{per_stage}, "

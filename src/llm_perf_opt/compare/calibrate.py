@@ -13,6 +13,7 @@ Cells are the analytic report's leaf x category work (compare/analytic.py).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
@@ -194,6 +195,41 @@ def fit_host_terms(runs: Sequence[tuple[dict[str, float], list[tuple[PassBlocks,
     return {s: host[s] for s in stages}, unidentified
 
 
+#: the probe exponent is fitted only on at least this many probed passes with this spread of log(probe)
+MIN_PROBE_PASSES = 6
+MIN_LOG_PROBE_STD = 0.03
+#: bounds of the fitted exponent (0: host costs ignore the probe; 1: proportional)
+PROBE_EXPONENT_RANGE = (0.0, 1.5)
+
+
+def fit_probe_exponent(runs: Sequence[Sequence[tuple[float, float]]]) -> float | None:
+    """How strongly host-bound time follows the host probe: the slope of log(decode ms) on log(probe)
+    over the passes of the fitted runs, each run centred on its own means (only the host-speed
+    variation within a run counts, not the workload differences between runs).
+
+    runs: per run, (probe us, decode ms) per pass. None when there are fewer than MIN_PROBE_PASSES
+    passes or the probe hardly varied; else the slope clamped to PROBE_EXPONENT_RANGE.
+    """
+    xs: list[float] = []
+    ys: list[float] = []
+    for pairs in runs:
+        if len(pairs) < 2:
+            continue
+        lx = [math.log(p) for p, _ in pairs]
+        ly = [math.log(d) for _, d in pairs]
+        mx, my = sum(lx) / len(lx), sum(ly) / len(ly)
+        xs += [x - mx for x in lx]
+        ys += [y - my for y in ly]
+    if len(xs) < MIN_PROBE_PASSES:
+        return None
+    sxx = sum(x * x for x in xs)
+    if math.sqrt(sxx / len(xs)) < MIN_LOG_PROBE_STD:
+        return None
+    slope = sum(x * y for x, y in zip(xs, ys, strict=True)) / sxx
+    lo, hi = PROBE_EXPONENT_RANGE
+    return min(hi, max(lo, slope))
+
+
 def timeline_stage_errors(run: MeasuredRun, blocks: list[tuple[PassBlocks, float]], cal: Calibration, *,
                           held_out: bool) -> list[StageError]:
     """Per-stage predicted (timeline model, at the run's host speed when it has a probe) vs measured."""
@@ -219,7 +255,9 @@ def calibrate_timeline(
     per_stage_device: each stage's device time is also scaled by measured / modelled device time of
     the fitted runs (the same kernel category runs at different efficiencies in SAM and in decode).
     When every fitted run has a host-speed probe (passes.jsonl host_probe_us), host costs are fitted
-    relative to it and the calibration keeps the fitted runs' mean probe as its reference.
+    relative to it, scaled by (probe / reference) ** exponent with the exponent fitted on the passes
+    (fit_probe_exponent; 1.0 when they cannot tell), and the calibration keeps the fitted runs' mean
+    probe as its reference.
     sync_s: host seconds per host-device sync (held fixed, see fit_host_terms).
     UserError when a fitted run has no CUDA operator table.
     """
@@ -260,11 +298,15 @@ def calibrate_timeline(
     per_run += [(run, _run_blocks(preds, device), True) for run, preds in held_out]
     probes = [run.host_probe_us for run, _ in fit_runs]
     ref = sum(p for p in probes if p) / len(probes) if all(probes) else 0.0
+    fitted_exponent = fit_probe_exponent([run.probe_decode for run, _ in fit_runs]) if ref else None
+    exponent = 1.0 if fitted_exponent is None else fitted_exponent
     host, host_unidentified = fit_host_terms(
-        [(measured_stage_ms(run), bl, (run.host_probe_us or ref) / ref if ref else 1.0)
+        [(measured_stage_ms(run), bl, ((run.host_probe_us or ref) / ref) ** exponent if ref else 1.0)
          for run, bl, is_held in per_run if not is_held], sync_s=sync_s)
+    if ref and fitted_exponent is None:
+        host_unidentified.append("host_probe_exponent")
     draft = evolve(device, time_model="timeline", stage_host_s_per_kernel=host, host_sync_s=sync_s,
-                   host_probe_us=ref)
+                   host_probe_us=ref, host_probe_exponent=exponent)
     unidentified = tuple(u for u in result.unidentified if not u.startswith("launch_overhead_s"))
     before: list[StageError] = []
     after: list[StageError] = []

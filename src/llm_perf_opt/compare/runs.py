@@ -83,6 +83,8 @@ class MeasuredRun:
     experts_implementation: ExpertsImplementation = "grouped_mm"
     #: mean host-speed probe of the run's passes, us per tiny eager op (passes.jsonl; None: not recorded)
     host_probe_us: float | None = None
+    #: (probe us, decode ms) of each ok pass that has both (passes.jsonl; empty: not recorded)
+    probe_decode: tuple[tuple[float, float], ...] = ()
 
     @property
     def run_id(self) -> str:
@@ -257,29 +259,36 @@ def _experts_implementation(folder: Path) -> ExpertsImplementation:
     return cast(ExpertsImplementation, value)
 
 
-def _host_probe(folder: Path) -> float | None:
-    """Mean host_probe_us of the ok passes in passes.jsonl; None when no pass has one.
+def _host_probe(folder: Path) -> tuple[float | None, tuple[tuple[float, float], ...]]:
+    """(mean host_probe_us of the ok passes, (probe, decode ms) per ok pass having both) from passes.jsonl.
 
     A malformed line is skipped: the probe is an optional refinement, the
     stage times come from the report.
     """
     p = folder / "passes.jsonl"
     if not p.is_file():
-        return None
+        return None, ()
     values: list[float] = []
+    pairs: list[tuple[float, float]] = []
     try:
         lines = p.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError):
-        return None
+        return None, ()
     for line in lines:
         try:
             rec = json.loads(line)
         except json.JSONDecodeError:
             continue
-        v = rec.get("host_probe_us") if isinstance(rec, dict) else None
-        if isinstance(v, (int, float)) and v > 0 and rec.get("status", "ok") == "ok":
+        if not isinstance(rec, dict) or rec.get("status", "ok") != "ok":
+            continue
+        v = rec.get("host_probe_us")
+        if isinstance(v, (int, float)) and v > 0:
             values.append(float(v))
-    return sum(values) / len(values) if values else None
+            stages = rec.get("stage_ms")
+            dec = stages.get(Stage.DECODE.value) if isinstance(stages, dict) else None
+            if isinstance(dec, (int, float)) and dec > 0:
+                pairs.append((float(v), float(dec)))
+    return (sum(values) / len(values) if values else None), tuple(pairs)
 
 
 def load_run(run_dir: str | Path) -> MeasuredRun:
@@ -294,11 +303,13 @@ def load_run(run_dir: str | Path) -> MeasuredRun:
     table = _find_operator_table(folder, report_path)
     if table is not None:
         table.decode_new_tokens = _profile_new_tokens(folder)
+    probe, pairs = _host_probe(folder)
     root = path if path.is_dir() else folder
     if root.name == "torch_profiler":
         root = root.parent
     return MeasuredRun(run_dir=root, report_path=report_path, report=report, operator_table=table,
-                       experts_implementation=_experts_implementation(folder), host_probe_us=_host_probe(folder))
+                       experts_implementation=_experts_implementation(folder), host_probe_us=probe,
+                       probe_decode=pairs)
 
 
 def prompt_tokens_per_page(run: MeasuredRun) -> int | None:
