@@ -289,8 +289,8 @@ class Calibration:
         return self.stage_device_scale.get(str(stage), 1.0)
 
     def host_s_per_kernel(self, stage: str) -> float:
-        """Host seconds to issue one analytic kernel in ``stage`` (timeline model); the kernel-weighted
-        mean of the fitted stages' values is not known here, so an unfitted stage uses their plain mean."""
+        """Host seconds per analytic kernel (or host-only op) in ``stage`` (timeline model); a stage
+        without a fitted value gets the mean of the fitted ones."""
         value = self.stage_host_s_per_kernel.get(str(stage))
         if value is not None:
             return value
