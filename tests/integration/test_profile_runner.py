@@ -136,6 +136,8 @@ def test_markdown_reports_carry_the_numbers(full_run: tuple[Path, list[str]]) ->
     for stage in STAGE_ORDER:
         assert stage.value in md
     assert f"{report.stage_ms[Stage.DECODE].mean:,.2f}" in md
+    probes = [r.host_probe_us for r in read_records(art / "passes.jsonl") if r.host_probe_us]
+    assert f"mean {sum(probes) / len(probes):,.2f}, min {min(probes):,.2f}" in md  # the host speed line
     ops = (art / "operators.md").read_text()
     assert report.operators[0].op_name in ops and "self CPU time" in ops
     summary = (art / "stakeholder_summary.md").read_text()

@@ -76,6 +76,17 @@ def _util_cells(util: Utilization | None, stage: Stage) -> list[str]:
     return [pct(util.stage_mfu.get(stage)), pct(util.stage_mbu.get(stage))]
 
 
+def host_probe_line(records: Sequence[PassRecord]) -> str:
+    """One line on the host-speed probe of the passes (us per tiny eager op; a spread means the host's
+    speed changed during the run, and host-bound stages with it)."""
+    vals = [r.host_probe_us for r in records if r.host_probe_us]
+    if not vals:
+        return "- Host speed probe: not recorded."
+    st = Stats.from_values(vals)
+    return (f"- Host speed probe (us per tiny eager op, before each pass): mean {fmt(st.mean)}, "
+            f"min {fmt(min(vals))}, max {fmt(max(vals))}; host-bound stages slow down with it.")
+
+
 def stage_section(o: RunOutcome) -> str:
     """Stage timing table with tokens/s, MFU and MBU."""
     agg = o.aggregates
@@ -236,6 +247,7 @@ def render_report(o: RunOutcome) -> str:
         f"(std {fmt(agg.preprocessing_ms.std if agg.preprocessing_ms else None)}); image load/draw "
         f"{fmt(agg.load_ms.mean if agg.load_ms else None)} ms (not in end to end).",
         f"- Peak device memory: {fmt(r.peak_memory_bytes / 2**30 if r.peak_memory_bytes else None)} GiB.",
+        host_probe_line(agg.ok_records),
         "",
         "## Utilisation (MFU / MBU)",
         "",
