@@ -8,11 +8,13 @@
 #     HELD_OUT_RUN  run folder(s) NOT used for fitting (another mode or batch than the fitted ones)
 #     FIT_RUN       run folder(s) the calibration is fitted on (e.g. Base batch 1; Gundam batch 1)
 #   Environment: OUT (default ./tmp/gpu-out) receives everything; the run folders are only read.
+#                CEILINGS (optional): hw bench ceilings of the GPU for the prior (uncalibrated timeline model).
 #                CONFIG (optional): model config to analyse when a run's checkpoint folder is not on this
 #                machine ('default' = the published config.json, same as the checkpoint's).
 #
 # Writes under $OUT/compare-<gpu key>/ (gpu key of the first fit run, e.g. compare-h200):
-#   calibration-<gpu>*.json           four fitted calibrations (see below), each with its held-out error
+#   calibration-<gpu>*.json           four fitted calibrations (see below), each with its held-out error,
+#                                     and calibration-<gpu>-prior.json, the uncalibrated timeline model
 #   <run_id>/compare/...              uncalibrated compare (JSON, Markdown, stage bars, roofline)
 #   <run_id>/unified_report.{md,json} unified report per run
 #   held-out-calibrated/<run_id>/...  the held-out run compared with the calibration
@@ -80,6 +82,15 @@ for NAME in "$C-timeline" "$C" "$C-shared" "$C-one-launch"; do
     --out "$DEST/$NAME.json"
 done
 
+# The prior: the uncalibrated timeline model (nothing fitted), evaluated on every run: roofline at the
+# measured ceilings' fractions of the datasheet peaks (CEILINGS, a hw bench file; datasheet without it) and
+# the reference baseline's host time per launch.
+PRIOR_ARGS=()
+if [[ -n "${CEILINGS:-}" ]]; then PRIOR_ARGS=(--ceilings "$CEILINGS"); fi
+echo "== prior $C-prior: uncalibrated timeline model on all runs =="
+"$PY" -m llm_perf_opt.runners.calibrate_cli "${FIT_ARGS[@]}" "${CFG[@]}" --prior "${PRIOR_ARGS[@]}" \
+  --out "$DEST/$C-prior.json"
+
 for HELD in "${HELDS[@]}"; do
   HRID="$(run_id "$HELD")"
   echo "== held-out run $HRID with the calibration ($C-timeline.json) =="
@@ -88,14 +99,17 @@ for HELD in "${HELDS[@]}"; do
 done
 
 echo "== summary (goal: |error| <= 25% uncalibrated on vision and prefill; <= 10% calibrated on every stage) =="
-"$PY" - "$DEST/summary.md" "$DEST/$C-timeline.json" "$DEST/$C.json" "$DEST/$C-shared.json" "$DEST/$C-one-launch.json" <<'PYEOF'
+"$PY" - "$DEST/summary.md" "$DEST/$C-timeline.json" "$DEST/$C.json" "$DEST/$C-shared.json" "$DEST/$C-one-launch.json" \
+  "$DEST/$C-prior.json" <<'PYEOF'
 import json, math, sys
 out = [f"# {json.load(open(sys.argv[2]))['gpu_key']}: predicted vs measured per stage", ""]
 for path in sys.argv[2:]:
     cal = json.load(open(path))
     fit = cal["fit"]
     after = {(e["run_id"], e["stage"]): e for e in fit["after"]}
-    rows = ["| run | set | stage | measured ms | roofline ms | roofline error | goal | calibrated ms | calibrated error | goal |",
+    prior = any(u.startswith("prior") for u in fit["unidentified"])
+    label = "prior (uncalibrated timeline)" if prior else "calibrated"
+    rows = [f"| run | set | stage | measured ms | roofline ms | roofline error | goal | {label} ms | {label} error | goal |",
             "|---|---|---|---:|---:|---:|---|---:|---:|---|"]
     held = []
     for b in fit["before"]:
@@ -106,6 +120,8 @@ for path in sys.argv[2:]:
             held.append(ea)
         uncal_goal = "(none)" if b["stage"] == "decode" else ("<= 25% met" if abs(eb) <= 0.25 else "<= 25% MISSED")
         cal_goal = ("<= 10% met" if abs(ea) <= 0.10 else "<= 10% MISSED") if b["held_out"] else "(fitted)"
+        if prior:
+            cal_goal = "(none)" if b["stage"] == "decode" else ("<= 25% met" if abs(ea) <= 0.25 else "<= 25% MISSED")
         rows.append(f"| {b['run_id']} | {'held-out' if b['held_out'] else 'fit'} | {b['stage']} | "
                     f"{b['measured_ms']:.3f} | {b['predicted_ms']:.3f} | {eb:+.1%} | {uncal_goal} | "
                     f"{a['predicted_ms']:.3f} | {ea:+.1%} | {cal_goal} |")
@@ -122,7 +138,7 @@ for path in sys.argv[2:]:
                + "".join(f", {k} {v * 1e6:.2f}" for k, v in (cal.get("stage_launch_overhead_s") or {}).items()))
             + "; "
             f"fitted on {', '.join(fit['fitted_runs'])}; held out {', '.join(fit['held_out_runs'])}; "
-            f"held-out rms calibrated error {rms:.1%}.",
+            f"held-out rms {label} error {rms:.1%}.",
             f"Not constrained by the data (kept at 1.0): {', '.join(fit['unidentified']) or 'none'}.", ""] + rows + [""]
 text = "\n".join(out)
 open(sys.argv[1], "w").write(text)

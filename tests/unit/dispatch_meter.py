@@ -1,6 +1,7 @@
 """Kernels and bytes a real module dispatches, counted on meta tensors (no FLOPs run, any size).
 
-Every aten call that returns a new tensor on the module's device counts as one
+Every aten call that returns a new tensor on the module's device, or writes one
+in place (``add_``, ``masked_fill_``, ``copy_``, ``out=`` variants), counts as one
 kernel; its bytes are the bytes of its tensor arguments (read) plus those of
 its outputs (written). Views (ops whose result aliases an input) and host-side
 ops (index arithmetic on CPU tensors) launch nothing and are skipped. This is
@@ -57,7 +58,11 @@ class DispatchMeter(TorchDispatchMode):
         if not self.active:
             return out
         name = func.__name__.split(".")[0]
-        view = name in ALIASING or name in ALLOCATING or any(r.alias_info is not None for r in func._schema.returns)
+        returns = func._schema.returns
+        # in-place and out= ops return an alias they write (a kernel); views return one they do not
+        writes = any(r.alias_info is not None and r.alias_info.is_write for r in returns)
+        view = name in ALIASING or name in ALLOCATING or (
+            not writes and any(r.alias_info is not None for r in returns))
         if not view and _on(out, self.device):
             self.kernels[name] += 1
             self.read[name] += _bytes(list(args)) + _bytes(list((kwargs or {}).values()))

@@ -81,7 +81,8 @@ def test_constant_launches_match_dispatched_kernels(impl: str) -> None:
     for tokens in (1, 5, 40):
         kernels, _hit, layer = _experts_ops(impl, tokens)
         counts.add(kernels)
-        assert layer.forward_kernel_launches() == kernels, (impl, tokens)
+        # the CPU dispatch shows the aten calls; CUDA's extra launches are checked by test_kernel_census.py
+        assert layer.forward_kernel_launches() - layer.forward_cuda_launches() == kernels, (impl, tokens)
     assert len(counts) == 1, f"{impl}: kernel count should not depend on the routing, got {counts}"
 
 

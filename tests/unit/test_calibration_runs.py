@@ -16,10 +16,12 @@ from llm_perf_opt.analytic.calibration import (
     load_calibration,
     save_calibration,
 )
-from llm_perf_opt.compare.calibrate import calibrate
+from llm_perf_opt.analytic.model import AnalyticModel
+from llm_perf_opt.compare.calibrate import calibrate, host_s_per_op_from_per_kernel
 from llm_perf_opt.compare.runs import load_run
 from llm_perf_opt.runners import calibrate_cli, compare_cli
 from llm_perf_opt.runners.compare_cli import build_comparison, predictions_for_run
+from llm_perf_opt.vocab import Stage
 
 TRUTH = Calibration(
     gpu_key="h100-sxm",
@@ -219,3 +221,74 @@ def test_probe_exponent_is_the_within_run_slope() -> None:
     assert fit_probe_exponent([run(1200.0, probes, 3.0)]) == 1.5  # clamped
     assert fit_probe_exponent([run(1200.0, probes[:3], 0.5)]) is None  # too few passes
     assert fit_probe_exponent([run(1200.0, [8.0] * 8, 0.5)]) is None  # the host speed did not vary
+
+
+PRIOR_TRUTH = Calibration(
+    gpu_key="h100-sxm", dtype="bf16", default_compute_efficiency=0.8, default_bandwidth_efficiency=0.9,
+    time_model="timeline", stage_host_s_per_kernel={s: 20e-6 for s in ("vision.sam", "vision.clip", "projector",
+                                                                        "prefill", "decode")},
+    host_sync_s=30e-6)
+
+
+def test_per_kernel_host_cost_becomes_a_cost_per_dispatched_op() -> None:
+    from llm_perf_opt.analytic.base import OpGroup
+    from llm_perf_opt.analytic.timeline_model import CUDA_LAUNCH_HOST_WEIGHT
+    from llm_perf_opt.vocab import OperatorCategory
+
+    stage = OpGroup("decode", Stage.DECODE, weight_dtype_bytes=2)
+    stage.op(OperatorCategory.GEMM, launches=80)
+    stage.cuda_op(OperatorCategory.GEMM, 20)  # 100 kernels, 20 of them inside other calls
+    # 100 kernels at 1 s make 100 s; the model issues 80 ops + 20 * w ops' worth
+    per_op = host_s_per_op_from_per_kernel(1.0, stage)
+    assert per_op * (80 + 20 * CUDA_LAUNCH_HOST_WEIGHT) == pytest.approx(100.0)
+
+
+def test_reference_host_cost_is_read_from_the_reference_baseline() -> None:
+    import re
+
+    from llm_perf_opt.compare.calibrate import REFERENCE_HOST_S_PER_KERNEL
+
+    text = (Path(__file__).parents[1] / "data" / "gpu-measurements.md").read_text()
+    per_token_ms = float(re.search(r"decode: ([\d.]+) ms per token", text).group(1))  # type: ignore[union-attr]
+    kernels = float(re.search(r"about (\d+) CUDA kernels per decoded token", text).group(1))  # type: ignore[union-attr]
+    assert pytest.approx(per_token_ms * 1e-3 / kernels) == REFERENCE_HOST_S_PER_KERNEL
+
+
+def test_prior_predicts_a_run_made_with_its_parameters_and_misses_with_others(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from llm_perf_opt.hardware import load_catalog, load_ceilings
+    from llm_perf_opt.hardware.bench import BenchMethod, MeasuredCeilings, save_ceilings
+
+    run = FX.write_calibrated_run(tmp_path / "base-b1", FX.workload("base", new_tokens=24), PRIOR_TRUTH,
+                                  config="default")
+    spec = load_catalog().get("h100-sxm")
+    ceilings = save_ceilings(MeasuredCeilings(
+        gpu_key="h100-sxm", device_name="NVIDIA H100 80GB HBM3",
+        matmul_flops_per_s={"bf16": 0.8 * spec.peak_flops_per_s("bf16")},
+        memory_bandwidth_bytes_per_s=0.9 * spec.memory_bandwidth_bytes_per_s,
+        method=BenchMethod(matmul_size=8192, warmup=1, repeats=3, inner=1, copy_buffer_bytes=1 << 30)),
+        tmp_path / "ceilings.json")
+    out = tmp_path / "prior.json"
+    base = ["--prior", "--run", str(run), "--out", str(out), "--ceilings", str(ceilings)]
+    # --host-us-per-kernel counts CUDA kernels of a decode step; the model's cost per dispatched op is higher
+    # by K / (K - 0.7 K_c) of the run's decode stage: ask for the per-kernel cost that makes it 20 us per op
+    _run, preds = _with_preds(run)
+    decode = AnalyticModel(preds[0][0].model.config, preds[0][0].workload).stages[Stage.DECODE]
+    per_kernel_us = 20.0 / host_s_per_op_from_per_kernel(1.0, decode)
+    assert 0.8 < per_kernel_us / 20.0 < 1.0
+    assert calibrate_cli.main([*base, "--host-us-per-kernel", f"{per_kernel_us:.6f}", "--host-sync-us", "30"]) == 0
+    assert "prior (nothing fitted): 0.800 of the datasheet FLOP rate, 0.900 of its bandwidth" in capsys.readouterr().out
+    cal = load_calibration(out)
+    assert cal.host_s_per_kernel("vision.sam") == pytest.approx(20e-6, rel=1e-5)
+    assert cal.timeline and cal.fit.fitted_runs == () and len(cal.fit.after) == 5
+    assert max(abs(e.relative_error) for e in cal.fit.after) < 0.03
+    # half the host cost: the launch-bound stages come out about half as long
+    assert calibrate_cli.main([*base, "--host-us-per-kernel", f"{per_kernel_us / 2:.6f}", "--host-sync-us", "30"]) == 0
+    decode = next(e for e in load_calibration(out).fit.after if e.stage == "decode")
+    assert -0.6 < decode.relative_error < -0.3
+    capsys.readouterr()
+    other = tmp_path / "other.json"
+    save_ceilings(attrs.evolve(load_ceilings(ceilings), gpu_key="h200"), other)
+    assert calibrate_cli.main(["--prior", "--run", str(run), "--out", str(out), "--ceilings", str(other)]) == 2
+    assert "measured on 'h200', the runs are on 'h100-sxm'" in capsys.readouterr().err
+

@@ -90,6 +90,29 @@ def test_blocks_follow_execution_order_repetitions_and_syncs() -> None:
         [(100.0, 2.0, 0)] + [(10.0, 1.0, 2), (0.0, 4.0, 0)] * 3)
 
 
+def test_launches_inside_a_call_cost_a_fraction_of_the_host_time() -> None:
+    from llm_perf_opt.analytic.timeline_model import CUDA_LAUNCH_HOST_WEIGHT
+
+    # 10 launches of which 4 happen inside other calls (memsets, a second kernel), 2 host-only ops
+    blocks = PassBlocks({SAM: [WorkBlock(0.0, 10.0, host_ops=2.0, inner_kernels=4.0)]}, 0)
+    t = run_timeline(blocks, _host(), 0.0)
+    assert t.stage_s[SAM] == pytest.approx(6.0 + 4.0 * CUDA_LAUNCH_HOST_WEIGHT + 2.0)
+
+
+def test_pass_blocks_keep_host_ops_and_inner_launches() -> None:
+    from llm_perf_opt.analytic.timeline_model import pass_blocks
+
+    leaf = _leaf("a", 3, 100.0)
+    leaf.host_ops = 5.0
+    leaf.cuda_op(OperatorCategory.MEMORY, 2)
+    peaks = RooflinePeaks.from_effective(effective_peaks(load_catalog().get("h100-sxm")), DType.BF16)
+    (block,) = pass_blocks({Stage.VISION_SAM: leaf}, 0, peaks, Calibration(gpu_key="x"),
+                           device_scale={SAM: 2.0}).stages[SAM]
+    (plain,) = stage_blocks(leaf, peaks, Calibration(gpu_key="x"))
+    assert (block.kernels, block.host_ops, block.inner_kernels) == (5.0, 5.0, 2.0)
+    assert block.device_s == pytest.approx(2.0 * plain.device_s)
+
+
 def _timeline_cal(**kw: object) -> Calibration:
     base: dict[str, object] = dict(gpu_key="h100-sxm", time_model="timeline",
                                    stage_host_s_per_kernel={s.value: 20e-6 for s in Stage}, host_sync_s=50e-6,

@@ -87,6 +87,15 @@ class BaseLayer:
         self.host_syncs: int = 0
         #: host-side ops per call that launch no kernel (index arithmetic on CPU tensors): host time only
         self.host_ops: float = 0.0
+        #: launches per call that the CUDA build adds to the dispatched aten calls (host-index copies,
+        #: zero-fills, contiguity copies inside kernels, multi-kernel ops); already in ``ops``
+        self.cuda_launches: float = 0.0
+        #: launches per call made inside another aten call, without a Python-level op of their own (all of
+        #: ``cuda_launches`` plus copies that reshape/contiguous make): the timeline model charges them the
+        #: runtime's launch call only; already in ``ops``
+        self.inner_launches: float = 0.0
+        #: bytes moved per call by those launches; already in ``ops``
+        self.cuda_io_bytes: float = 0.0
 
     # ----------------------------------------------------------------- tree
     def add(self, child: BaseLayer) -> BaseLayer:
@@ -119,6 +128,32 @@ class BaseLayer:
            launches: float = 0.0) -> None:
         """Add one operator group's cost to this leaf."""
         _add(self.ops, cat, [float(tc_flops), float(cc_flops), float(io_bytes), float(launches)])
+
+    def cuda_op(self, cat: OperatorCategory, launches: float, *, io_bytes: float = 0.0) -> None:
+        """Launches (and their bytes) that CUDA adds inside dispatched aten calls; counted in ``ops`` and
+        in :attr:`cuda_launches` (the dispatch-meter tests subtract them, the kernel census counts them)."""
+        self.op(cat, io_bytes=io_bytes, launches=launches)
+        self.cuda_launches += float(launches)
+        self.cuda_io_bytes += float(io_bytes)
+        self.inner_launches += float(launches)
+
+    def inner_op(self, cat: OperatorCategory, launches: float, *, io_bytes: float = 0.0) -> None:
+        """Dispatched aten calls that another call makes (the copy of a reshape that cannot view): counted in
+        ``ops`` and :attr:`inner_launches` (cheap on the host), visible to the dispatch meter."""
+        self.op(cat, io_bytes=io_bytes, launches=launches)
+        self.inner_launches += float(launches)
+
+    def forward_cuda_launches(self) -> float:
+        """Launches of :meth:`forward_kernel_launches` that CUDA adds to the dispatched aten calls."""
+        return (self.cuda_launches + sum(c.forward_cuda_launches() for c in self.children)) * self.count
+
+    def forward_inner_launches(self) -> float:
+        """Launches of :meth:`forward_kernel_launches` made inside another aten call (see :meth:`inner_op`)."""
+        return (self.inner_launches + sum(c.forward_inner_launches() for c in self.children)) * self.count
+
+    def forward_cuda_io(self) -> float:
+        """Bytes of :meth:`forward_cal_io` moved by the launches CUDA adds (see :meth:`cuda_op`)."""
+        return (self.cuda_io_bytes + sum(c.forward_cuda_io() for c in self.children)) * self.count
 
     # --------------------------------------------------------- aggregation
     def category_costs(self) -> CategoryCosts:

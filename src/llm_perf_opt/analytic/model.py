@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from llm_perf_opt.analytic.base import RequestRoot, StageCost
+from llm_perf_opt.analytic.base import OpGroup, RequestRoot, StageCost
 from llm_perf_opt.analytic.layers.decoder import DecoderLayer, Embedding, FinalNorm, ImageTokenMerge, LMHead
 from llm_perf_opt.analytic.layers.llama import RotaryEmbedding
 from llm_perf_opt.analytic.layers.vision import (
@@ -35,7 +35,7 @@ from llm_perf_opt.analytic.workloads import RequestShape, request_shape
 from llm_perf_opt.data.analytic import OCRWorkloadProfile
 from llm_perf_opt.data.common import AttentionKind
 from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
-from llm_perf_opt.vocab import DTYPE_BYTES, Stage
+from llm_perf_opt.vocab import DTYPE_BYTES, OperatorCategory, Stage
 
 #: Executable-model module paths of the top modules (keys for per-module checks).
 SAM_PATH = "model.sam_model"
@@ -45,6 +45,14 @@ LAYOUT_PATH = "model.embed_images"
 MERGE_PATH = "model.merge_embeddings"
 LANGUAGE_PATH = "model.language"
 LM_HEAD_PATH = "lm_head"
+#: launches per decode forward outside the layer tree: per step and per batch row (greedy selection and the
+#: n-gram ban run per row). Fitted exactly to the H200 kernel census of batch 1 and 4 (51 and 80 launches per
+#: forward beyond the tree; batch 2 predicted 60.7, counted 61): reports/profile/h200-census/census-h200.json
+DECODE_STEP_LAUNCHES = 41.3
+DECODE_ROW_LAUNCHES = 9.7
+#: the same for the prefill forward (same census; base b1 35, base b4 53, gundam b2 49 launches)
+PREFILL_SETUP_LAUNCHES = 29.0
+PREFILL_ROW_LAUNCHES = 6.0
 
 #: Routing counts: decoder layer index -> tokens routed to each expert (length E) in one forward.
 Routing = Mapping[int, Sequence[int]]
@@ -160,6 +168,21 @@ class AnalyticModel:
                             weight_bytes=wb))
         stage.add(LMHead(LM_HEAD_PATH, stage_name, tokens=b * logits_tokens, hidden=lang.hidden_size,
                          vocab=lang.vocab_size, act_bytes=ab, weight_bytes=wb))
+        if stage_name == Stage.PREFILL:
+            setup = stage.add(OpGroup("setup", stage_name, weight_dtype_bytes=wb,
+                                      summary="prefill outside the modules: masks, positions, cache set-up, "
+                                              "logits cast; cuBLAS split-K kernels"))
+            # fitted exactly to the census's batch-1 and batch-4 prefills (35 and 53 launches beyond the tree)
+            setup.op(OperatorCategory.MEMORY, io_bytes=4 * b * lang.vocab_size,
+                     launches=PREFILL_SETUP_LAUNCHES + PREFILL_ROW_LAUNCHES * b)
+        if stage_name == Stage.DECODE:
+            gen = stage.add(OpGroup("generation", stage_name, weight_dtype_bytes=wb,
+                                    summary="greedy step outside the modules: n-gram ban, argmax, token and "
+                                            "mask appends, logits cast; cuBLAS split-K kernels of the step"))
+            # launches per decode forward that the layer tree does not itemise, from the H200 kernel
+            # census (reports/profile/h200-census/census-h200.json: 51 at batch 1, 80 at batch 4, 61 at 2)
+            gen.op(OperatorCategory.MEMORY, io_bytes=2 * 4 * b * lang.vocab_size,
+                   launches=DECODE_STEP_LAUNCHES + DECODE_ROW_LAUNCHES * b)
         return stage
 
     def decode_step(self, kv_len: float, routing: Routing | None = None) -> StageCost:

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 
 from attrs import evolve
 
+from llm_perf_opt.analytic.base import BaseLayer
 from llm_perf_opt.analytic.calibration import (
     PURE_ROOFLINE,
     Calibration,
@@ -28,7 +29,12 @@ from llm_perf_opt.analytic.calibration import (
     StageError,
 )
 from llm_perf_opt.analytic.model import AnalyticModel
-from llm_perf_opt.analytic.timeline_model import PassBlocks, pass_blocks, run_timeline
+from llm_perf_opt.analytic.timeline_model import (
+    CUDA_LAUNCH_HOST_WEIGHT,
+    PassBlocks,
+    pass_blocks,
+    run_timeline,
+)
 from llm_perf_opt.compare.analytic import category_folding, report_cells
 from llm_perf_opt.compare.fit import Observation, WorkCell, fit_efficiencies, predict
 from llm_perf_opt.compare.runs import MeasuredRun
@@ -385,3 +391,57 @@ def calibrate(
                        unidentified=result.unidentified),
         created_utc=datetime.now(UTC).isoformat(timespec="seconds"),
     )
+
+
+#: host seconds to issue one CUDA kernel from eager PyTorch + transformers, known before any run of this
+#: model: the reference baseline decoded 19.4 ms per token with about 960 kernels per token on the lent H100
+#: (shared reference gpu-measurements.md, transformers' DeepSeek-OCR-2, torch 2.11, transformers 5.17)
+REFERENCE_HOST_S_PER_KERNEL = 19.4e-3 / 960
+
+
+def host_s_per_op_from_per_kernel(per_kernel_s: float, decode: BaseLayer) -> float:
+    """Host seconds per dispatched op of the timeline model from host seconds per CUDA kernel as a profiler
+    counts them in a decode step: the model charges a launch made inside another aten call
+    CUDA_LAUNCH_HOST_WEIGHT of an op, so the same step time spread over K kernels of which K_c are such
+    launches is per_kernel * K / (K - (1 - w) K_c) per op (``decode``: the analytic decode stage)."""
+    k = decode.forward_kernel_launches()
+    kc = decode.forward_inner_launches()
+    weighted = k - (1.0 - CUDA_LAUNCH_HOST_WEIGHT) * kc
+    return per_kernel_s * k / weighted if weighted > 0 else per_kernel_s
+
+
+def prior_calibration(gpu_key: str, dtype: str, *, compute_efficiency: float = 1.0,
+                      bandwidth_efficiency: float = 1.0, host_s_per_kernel: float = REFERENCE_HOST_S_PER_KERNEL,
+                      sync_s: float = DEFAULT_SYNC_S, software: SoftwareKey | None = None) -> Calibration:
+    """A timeline calibration fitted on nothing: the roofline at the given fractions of the datasheet peaks
+    (e.g. measured ceilings / datasheet) plus ``host_s_per_kernel`` seconds of host time per launch in every
+    stage and ``sync_s`` per host-device sync. The uncalibrated prediction of a host-bound eager run."""
+    for name, value in (("compute_efficiency", compute_efficiency), ("bandwidth_efficiency", bandwidth_efficiency)):
+        if not (0 < value <= 1.5 and math.isfinite(value)):
+            raise UserError(f"prior calibration: {name} must be in (0, 1.5], got {value}")
+    if not (host_s_per_kernel >= 0 and math.isfinite(host_s_per_kernel)):
+        raise UserError(f"prior calibration: host seconds per kernel must be >= 0, got {host_s_per_kernel}")
+    return Calibration(
+        gpu_key=gpu_key, dtype=dtype, software=software or SoftwareKey(),
+        default_compute_efficiency=compute_efficiency, default_bandwidth_efficiency=bandwidth_efficiency,
+        time_model="timeline", stage_host_s_per_kernel={st.value: host_s_per_kernel for st in Stage},
+        host_sync_s=sync_s, created_utc=datetime.now(UTC).isoformat(timespec="seconds"),
+        fit=FitSummary(unidentified=("prior: nothing fitted",)),
+    )
+
+
+def evaluate_prior(prior: Calibration, runs: Sequence[tuple[MeasuredRun, Predictions]]) -> Calibration:
+    """``prior`` with its error on ``runs`` (all held out) in ``fit.before`` (pure roofline) and ``fit.after``."""
+    if not runs:
+        raise UserError("calibrate --prior: give at least one run to evaluate the prior on")
+    gpu_key, dtype = _check_runs(runs, ())
+    if (gpu_key, dtype) != (prior.gpu_key, prior.dtype):
+        raise UserError(f"calibrate --prior: the runs are {gpu_key}/{dtype}, the prior is for "
+                        f"{prior.gpu_key}/{prior.dtype}")
+    before: list[StageError] = []
+    after: list[StageError] = []
+    for run, preds in runs:
+        before.extend(stage_errors(run, run_cells(run, preds), PURE_ROOFLINE, held_out=True))
+        after.extend(timeline_stage_errors(run, _run_blocks(preds, prior), prior, held_out=True))
+    return evolve(prior, fit=evolve(prior.fit, held_out_runs=[r.run_id for r, _ in runs], before=before,
+                                    after=after))

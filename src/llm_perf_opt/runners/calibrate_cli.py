@@ -14,10 +14,25 @@ import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from llm_perf_opt.analytic.calibration import TIME_MODELS, Calibration, StageError, save_calibration
+from llm_perf_opt.analytic.calibration import (
+    TIME_MODELS,
+    Calibration,
+    SoftwareKey,
+    StageError,
+    save_calibration,
+)
 from llm_perf_opt.cli import run_guarded
-from llm_perf_opt.compare.calibrate import DEFAULT_SYNC_S, calibrate, calibrate_timeline
+from llm_perf_opt.compare.calibrate import (
+    DEFAULT_SYNC_S,
+    REFERENCE_HOST_S_PER_KERNEL,
+    calibrate,
+    calibrate_timeline,
+    evaluate_prior,
+    host_s_per_op_from_per_kernel,
+    prior_calibration,
+)
 from llm_perf_opt.compare.runs import load_run
 from llm_perf_opt.errors import UserError
 
@@ -54,6 +69,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host-sync-us", type=float, default=DEFAULT_SYNC_S * 1e6, metavar="US",
                         help="timeline model: host microseconds per host-device sync, held fixed in the fit "
                              f"(default {DEFAULT_SYNC_S * 1e6:g}: the H200 trace's copy + sync calls)")
+    parser.add_argument("--prior", action="store_true",
+                        help="fit nothing: write the uncalibrated timeline model (roofline at the --ceilings "
+                             "fractions of the datasheet peaks, --host-us-per-kernel host time per launch, "
+                             "--host-sync-us per sync) and report its error on every --run and --held-out run")
+    parser.add_argument("--ceilings", type=Path, default=None, metavar="FILE",
+                        help="with --prior: measured ceilings (llm-perf-opt hw bench) whose fractions of the "
+                             "datasheet peaks become the efficiencies (default: the datasheet peaks)")
+    parser.add_argument("--host-us-per-kernel", type=float, default=REFERENCE_HOST_S_PER_KERNEL * 1e6, metavar="US",
+                        help="with --prior: host microseconds per CUDA kernel of a decode step as the profiler "
+                             "counts them (default "
+                             f"{REFERENCE_HOST_S_PER_KERNEL * 1e6:.1f}: the reference eager baseline's 19.4 ms per "
+                             "token over ~960 kernels); converted to the model's cost per dispatched op with the "
+                             "runs' decode stage")
     parser.add_argument("--config", default=None, metavar="NAME",
                         help="model config to analyse instead of the runs' ('default', 'tiny' or a config.json path)")
     parser.add_argument("--catalog", type=Path, default=None, metavar="YAML",
@@ -77,6 +105,41 @@ def rms(errors: Sequence[StageError]) -> float:
     return math.sqrt(sum(v * v for v in vals) / len(vals)) if vals else math.nan
 
 
+def _prior(args: argparse.Namespace, runs: list[tuple[Any, Any]]) -> Calibration:
+    """The --prior calibration for the runs' GPU and dtype, evaluated on all of them."""
+    from llm_perf_opt.analytic.model import AnalyticModel
+    from llm_perf_opt.hardware import load_catalog, load_ceilings
+    from llm_perf_opt.vocab import Stage
+
+    if args.host_sync_us < 0:
+        raise UserError(f"--host-sync-us must be >= 0, got {args.host_sync_us}")
+    run0 = runs[0][0]
+    dtype = str(run0.report.model.dtype)
+    ce = be = 1.0
+    if args.ceilings is not None:
+        spec = load_catalog(args.catalog).get(run0.gpu_key or "")
+        ceilings = load_ceilings(args.ceilings)
+        if ceilings.gpu_key != spec.key:
+            raise UserError(f"--ceilings {args.ceilings}: measured on {ceilings.gpu_key or ceilings.device_name!r}, "
+                            f"the runs are on {spec.key!r}")
+        flops = ceilings.flops_per_s(dtype)
+        if flops is None:
+            raise UserError(f"--ceilings {args.ceilings}: no {dtype} matmul ceiling measured")
+        ce = flops / spec.peak_flops_per_s(dtype)
+        be = ceilings.memory_bandwidth_bytes_per_s / spec.memory_bandwidth_bytes_per_s
+    sw = run0.software()
+    if args.host_us_per_kernel < 0:
+        raise UserError(f"--host-us-per-kernel must be >= 0, got {args.host_us_per_kernel}")
+    rep = runs[0][1][0][0]
+    decode = AnalyticModel(rep.model.config, rep.workload).stages[Stage.DECODE]
+    per_op = host_s_per_op_from_per_kernel(args.host_us_per_kernel * 1e-6, decode)
+    prior = prior_calibration(run0.gpu_key or "", dtype, compute_efficiency=ce, bandwidth_efficiency=be,
+                              host_s_per_kernel=per_op, sync_s=args.host_sync_us * 1e-6,
+                              software=SoftwareKey(torch=sw["torch"], transformers=sw["transformers"],
+                                                   cuda=sw.get("cuda", "")))
+    return evaluate_prior(prior, runs)
+
+
 def run(args: argparse.Namespace) -> int:
     """Fit, save, print the error table."""
     from llm_perf_opt.runners.compare_cli import predictions_for_run, resolve_run_dir
@@ -93,7 +156,9 @@ def run(args: argparse.Namespace) -> int:
         r = load_run(resolve_run_dir(d))
         held.append((r, predictions_for_run(r, prompt_text_tokens=args.prompt_text_tokens, catalog=args.catalog,
                                             config=args.config)[0]))
-    if args.time_model == "timeline":
+    if args.prior:
+        cal = _prior(args, [*fit_runs, *held])
+    elif args.time_model == "timeline":
         if args.no_operator_table or args.per_stage_launch or args.no_launch:
             raise UserError("--time-model timeline fits on the operator table and has no launch cost: "
                             "drop --no-operator-table, --per-stage-launch and --no-launch")
@@ -116,7 +181,13 @@ def run(args: argparse.Namespace) -> int:
     print(error_table(cal))
     fit_b = [e for e in cal.fit.before if not e.held_out]
     fit_a = [e for e in cal.fit.after if not e.held_out]
-    print(f"rms stage error on fitted runs: {rms(fit_b):.1%} -> {rms(fit_a):.1%}")
+    if args.prior:
+        print(f"prior (nothing fitted): {cal.default_compute_efficiency:.3f} of the datasheet FLOP rate, "
+              f"{cal.default_bandwidth_efficiency:.3f} of its bandwidth, {args.host_us_per_kernel:.1f} us host time "
+              f"per kernel = {cal.host_s_per_kernel('decode') * 1e6:.1f} us per dispatched op, "
+              f"{cal.host_sync_s * 1e6:.1f} us per sync")
+    if fit_b:
+        print(f"rms stage error on fitted runs: {rms(fit_b):.1%} -> {rms(fit_a):.1%}")
     if held:
         hb = [e for e in cal.fit.before if e.held_out]
         ha = [e for e in cal.fit.after if e.held_out]

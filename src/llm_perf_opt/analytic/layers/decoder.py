@@ -31,6 +31,17 @@ LAUNCHES_EAGER_BASE = 7
 #: sort, floor_divide, 3 index gathers, int cast, histc, cumsum, 2 grouped GEMMs, silu, mul, weight mul,
 #: arange + index_put for the inverse permutation, sum)
 LAUNCHES_GROUPED_MM = 16
+#: launches the profiled CUDA stack (torch 2.11, transformers 5.17, H200 kernel census in
+#: reports/profile/h200-census/) adds to each grouped_mm experts call besides the sort: _grouped_mm runs 2
+#: kernels (x2 calls), cumsum 2, histc zero-fills its bins, and transformers 5.17 masks sentinel rows
+#: unconditionally (ge, clamp_, masked_fill_ and two out-of-place masked_fill of clone + fill: 7)
+LAUNCHES_GROUPED_MM_CUDA = 2 + 1 + 1 + 7
+#: CUDA sorts up to this many keys in place (1 kernel + 3 copies + an index arange: 4 more launches than the
+#: one aten call); more keys go to cub's radix sort (10 memsets, histogram, exclusive sum, 8 one-sweep passes
+#: of the int64 keys, reverse indices, 1 copy: 21 more), as counted in the census's prefills (11 MoE layers)
+SORT_SMALL_MAX_KEYS = 4096
+SORT_SMALL_EXTRA = 4
+SORT_RADIX_EXTRA = 21
 #: launches of transformers' batched_mm experts forward: repeat_interleave, 2 weight gathers, 2 bmm, silu, mul,
 #: weight mul, view-sum. All three counts are checked exactly by tests/unit/test_analytic_launches.py.
 LAUNCHES_BATCHED_MM = 9
@@ -110,7 +121,8 @@ class RoutedExperts(BaseLayer):
         "eager (per-expert loop): io bytes = w * n * 3 * H * I_e + b * T * k * (2H + 3 I_e) + b * T * H;"
         f" launches = {LAUNCHES_PER_HIT_EXPERT} * n + {LAUNCHES_EAGER_BASE}",
         "grouped_mm: eager io bytes + 4 * b * T * k * H (sorted gather, weighting, inverse gather, sum);"
-        f" launches = {LAUNCHES_GROUPED_MM}",
+        f" launches = {LAUNCHES_GROUPED_MM} (+1 cast below fp32) + {LAUNCHES_GROUPED_MM_CUDA} on CUDA"
+        f" + sort: {SORT_SMALL_EXTRA} (T * k <= {SORT_SMALL_MAX_KEYS}) or {SORT_RADIX_EXTRA}",
         "batched_mm: weights gathered per pair: w * 3 * T * k * 3 * H * I_e (read, copy, read) + eager activations;"
         f" launches = {LAUNCHES_BATCHED_MM}",
         "weights (resident) = E * 3 * H * I_e",
@@ -137,9 +149,16 @@ class RoutedExperts(BaseLayer):
         act_io = act_bytes * pairs * (2 * hidden + 3 * intermediate) + act_bytes * tokens * hidden
         weight_io = weight_bytes * hit * 3 * hidden * intermediate
         launches = LAUNCHES_PER_HIT_EXPERT * hit + LAUNCHES_EAGER_BASE
+        cuda = 0.0
+        cuda_io = 0.0
         if implementation == "grouped_mm":
             act_io += act_bytes * pairs * 4 * hidden
-            launches = LAUNCHES_GROUPED_MM
+            # + the cast of the fp32 routing weights to the activation dtype (none in fp32)
+            launches = LAUNCHES_GROUPED_MM + (1 if act_bytes != 4 else 0)
+            cuda = LAUNCHES_GROUPED_MM_CUDA + (SORT_RADIX_EXTRA if pairs > SORT_SMALL_MAX_KEYS else SORT_SMALL_EXTRA)
+            # sentinel masks: masked_fill_ on the gathered rows (read, write), clone + fill of the up and
+            # down outputs (read, write, write)
+            cuda_io = act_bytes * pairs * (2 * hidden + 3 * (2 * intermediate + hidden))
         elif implementation == "batched_mm":
             weight_io = weight_bytes * 3 * pairs * 3 * hidden * intermediate
             launches = LAUNCHES_BATCHED_MM
@@ -147,6 +166,8 @@ class RoutedExperts(BaseLayer):
                 tc_flops=pairs * 3 * 2 * hidden * intermediate,
                 cc_flops=pairs * ((SILU_FLOPS_PER_ELEM + 1) * intermediate + 2 * hidden),
                 io_bytes=weight_io + act_io, launches=launches)
+        if cuda:
+            self.cuda_op(OperatorCategory.MOE_EXPERTS, cuda, io_bytes=cuda_io)
         self.activation_bytes = act_bytes * (tokens * hidden + pairs * 2 * intermediate)
 
 

@@ -43,6 +43,9 @@ class SamPatchEmbed(CompositeLayer):
         # encode_sam copies the pixels from pageable host memory to the device (.to): one sync per call
         # (measured: reports/profile/h200-timeline/find-syncs.txt, the copy under aten::to in vision.sam)
         self.host_syncs = 1
+        # the copy itself is a launch (Memcpy HtoD, kernel census reports/profile/h200-census/)
+        self.cuda_launches = 1
+        self.op(OperatorCategory.MEMORY, launches=1)
         self.add(Conv2d("projection", stage, batch=views, height=side_px, width=side_px, c_in=3, c_out=c, kernel=p,
                         stride=p, padding=0, bias=True, act_bytes=act_bytes, weight_bytes=weight_bytes))
 
@@ -67,7 +70,8 @@ class SamAttention(CompositeLayer):
         "eager, in dispatch order: q * scale and QK^T (2 * G * s^4 * d) first, then the rel-pos lookups, then"
         " + bias (read 2 b E, write b E), cast to fp32 (read b E, write 4 E), softmax in fp32 (read 4 E,"
         " write 4 E), cast back (read 4 E, write b E), PV",
-        "  -> 36 bytes per score in bf16; kernels per call: 20 (rel-pos 9 or 10, core 7, copies, linears)",
+        "  -> 36 bytes per score in bf16; kernels per call: 20 (rel-pos 9 or 10, core 7, copies, linears)"
+        " + 4 on CUDA (the two index copies to the device, two zero-fills of the table resizes)",
         "output merge: the permuted output is copied: io = 2 * b * T_p * C",
         "weights = 3C^2 + 3C + C^2 + C + 2 * (2s'-1) * d   (s' = w windowed, img/p global)",
     )
@@ -127,6 +131,10 @@ class SamAttention(CompositeLayer):
         # coordinates takes 7 host-side ops per lookup (arange x2, mul x2, sub, add, cast) and no kernel
         rel.host_syncs = 2
         rel.host_ops = 14
+        # on CUDA each lookup's index copy is a launch (Memcpy HtoD) and upsample_linear1d zero-fills its
+        # output first (aten::fill_ under aten::zero_): 4 launches the meta dispatch does not show
+        # (kernel census, reports/profile/h200-census/census-h200.json)
+        rel.cuda_op(OperatorCategory.MEMORY, 4, io_bytes=2 * 2 * (2 * table - 1) * d * b)
         core = self.add(OpGroup("core", stage, weight_dtype_bytes=weight_bytes,
                                 summary="eager attention: + bias, fp32 softmax, cast, PV"))
         core.op(OperatorCategory.ATTENTION, tc_flops=2 * scores * d,
@@ -179,7 +187,8 @@ class SamBlock(CompositeLayer):
     formulas = (
         "norm1, attention, residual add, norm2, MLP, residual add",
         "window partition + unpartition (windowed blocks): pad, partition, unpartition and crop copies,"
-        " io = b * C * (3 T + 5 T_p)",
+        " io = b * C * (3 T + 5 T_p); on CUDA the pad is a fill and a copy (+1 launch, + b * T * C)",
+        "on CUDA each LayerNorm copies its non-contiguous input first: +1 launch, + 2 * b * T * C each",
     )
 
     def __init__(self, name: str, stage: Stage, cfg: SamConfig, *, views: int, grid: int, window: int,
@@ -188,7 +197,8 @@ class SamBlock(CompositeLayer):
         c = cfg.width
         tokens = views * grid * grid
         self.window = window
-        self.add(LayerNorm("layer_norm1", stage, tokens=tokens, dim=c, act_bytes=act_bytes, weight_bytes=weight_bytes))
+        ln1 = self.add(LayerNorm("layer_norm1", stage, tokens=tokens, dim=c, act_bytes=act_bytes,
+                                 weight_bytes=weight_bytes))
         attn = SamAttention("attn", stage, cfg, views=views, grid=grid, window=window, fused=fused,
                             act_bytes=act_bytes, weight_bytes=weight_bytes)
         if window > 0:
@@ -198,11 +208,19 @@ class SamBlock(CompositeLayer):
             # pad (read T, write T_p), partition copy (T_p -> T_p), unpartition copy (T_p -> T_p),
             # crop copy (T -> T)
             part.op(OperatorCategory.MEMORY, io_bytes=act_bytes * (3 * tokens + 5 * padded_tokens) * c, launches=4)
+            # CUDA pads as fill (whole padded map, counted above) + copy of the input into it: one more
+            # launch, the input written once more (kernel census)
+            part.cuda_op(OperatorCategory.MEMORY, 1, io_bytes=act_bytes * tokens * c)
             part.activation_bytes = act_bytes * padded_tokens * c
         self.add(attn)
         self.add(Elementwise("residual1", stage, elements=tokens * c, flops_per_elem=1, inputs=2,
                              act_bytes=act_bytes, weight_bytes=weight_bytes))
-        self.add(LayerNorm("layer_norm2", stage, tokens=tokens, dim=c, act_bytes=act_bytes, weight_bytes=weight_bytes))
+        ln2 = self.add(LayerNorm("layer_norm2", stage, tokens=tokens, dim=c, act_bytes=act_bytes,
+                                 weight_bytes=weight_bytes))
+        # the CUDA layer_norm kernel wants a contiguous input: SAM's (sliced, permuted) hidden states are
+        # copied first (aten::clone under native_layer_norm, 25 of 26 SAM LayerNorms in the kernel census)
+        for ln in (ln1, ln2):
+            ln.cuda_op(OperatorCategory.MEMORY, 1, io_bytes=2 * act_bytes * tokens * c)
         self.add(SamMLP("mlp", stage, tokens=tokens, dim=c, hidden=cfg.mlp_dim, act_bytes=act_bytes,
                         weight_bytes=weight_bytes))
         self.add(Elementwise("residual2", stage, elements=tokens * c, flops_per_elem=1, inputs=2,
@@ -236,6 +254,9 @@ class SamNeck(CompositeLayer):
                         padding=1, bias=False, act_bytes=act_bytes, weight_bytes=weight_bytes))
         self.add(LayerNorm2d("layer_norm2", stage, tokens=views * grid * grid, dim=co, act_bytes=act_bytes,
                              weight_bytes=weight_bytes, launches=3))
+        # cuDNN copies the permuted input of conv1 and the compressor convs' inputs to contiguous (3 clones)
+        # and adds conv biases in place: 5 launches of which the LayerNorm2d launches above hold 4
+        self.cuda_op(OperatorCategory.MEMORY, 1)
 
 
 class SamCompressor(CompositeLayer):
@@ -330,7 +351,8 @@ class ClipAttention(CompositeLayer):
     formulas = ("q/k/v_proj: 3 * 2 * T * C * C;  out_proj: 2 * T * C * C",
                 "QK^T and PV: 2 * 2 * (N*h) * (q^2+1)^2 * d",
                 "eager: scores scaled, cast to fp32, softmax, cast back: 6b + 16 bytes per score, 6 kernels;"
-                " the output is copied back to (tokens, C)",
+                " the output is copied back to (tokens, C); with N > 1 views q, k, v are copied to (N*h, T, d)"
+                " first (3 * 2 * b * T * C, 3 kernels)",
                 "weights = 4C^2 + 4C")
 
     def __init__(self, name: str, stage: Stage, cfg: ClipConfig, *, views: int, seq: int, fused: bool,
@@ -341,6 +363,15 @@ class ClipAttention(CompositeLayer):
         for proj in ("q_proj", "k_proj", "v_proj"):
             self.add(Linear(proj, stage, tokens=tokens, in_features=c, out_features=c, bias=True,
                             act_bytes=act_bytes, weight_bytes=weight_bytes))
+        if views > 1 and not fused:
+            # (N, h, T, d) from a transposed view merges N and h for the batched products only by a copy
+            # when N > 1 (at N = 1 it is a view): q, k and v are each copied once
+            heads = self.add(OpGroup("qkv_heads", stage, weight_dtype_bytes=weight_bytes,
+                                     summary="q, k, v copied to (N*h, T, d) for the batched products (N > 1)"))
+            # the copies are made inside reshape (no Python-level op of their own): cheap on the host; the
+            # census's CLIP host time did not grow with them (11.9 ms at batch 4 on a host 0.65x as slow per
+            # decode kernel as the batch-1 pass's 18.4 ms)
+            heads.inner_op(OperatorCategory.MEMORY, 3, io_bytes=3 * 2 * act_bytes * tokens * c)
         # eager chain per score: QK^T writes (b), * scale (b + b), cast to fp32 (b + 4), softmax fp32 (4 + 4),
         # cast back (4 + b), PV reads (b): 6b + 16 bytes in 6 kernels
         self.add(AttentionCore("core", stage, groups=views * h, q_len=seq, k_len=seq, head_dim=c // h, fused=fused,

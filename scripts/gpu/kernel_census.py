@@ -1,0 +1,133 @@
+#!/usr/bin/env python
+"""Kernel census: per stage and aten operator, the calls, device kernels and host time of one pass.
+
+For each workload (mode x batch) it runs the project's model (random weights) through
+``ModelSession.run_pass`` twice as warm-up, then once under torch.profiler with the stage
+ranges, and writes, per stage and operator name: calls, device kernels (and memcpy/memset)
+launched directly by those calls with their names and the operators that called them, self
+CPU us and self device us. Decode
+values are per decoder forward. This is the data the analytic kernel counts are checked
+against (the dispatch meter counts one kernel per tensor-producing aten call).
+
+    PYTHONPATH=src python scripts/gpu/kernel_census.py --out census.json \
+        [--workload base:1 --workload small:1 ...] [--new-tokens 4] [--config default] [--device cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.autograd import DeviceType
+from torch.profiler import ProfilerActivity, profile
+
+from llm_perf_opt.errors import UserError
+from llm_perf_opt.inputs.synthetic import synthetic_pages
+from llm_perf_opt.models.deepseek_ocr import DEFAULT_PROMPT
+from llm_perf_opt.profiling.operators import capture_from_events, stage_of
+from llm_perf_opt.profiling.session import ModelSession, SessionSettings, resolve_device
+from llm_perf_opt.profiling.timers import StageRecorder
+
+
+def _workload(text: str) -> tuple[str, int]:
+    mode, _, batch = text.partition(":")
+    try:
+        return mode, int(batch or "1")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--workload {text!r}: expected MODE:BATCH, e.g. base:4") from exc
+
+
+def census_of(events: list[Any], forwards: int) -> dict[str, dict[str, dict[str, Any]]]:
+    """stage -> op -> {calls, kernels, self_cpu_us, self_device_us, kernel_names}; decode divided by
+    ``forwards``. Uses the project's event flattening so the stages are those of the operator table."""
+    cpu = [e for e in events if e.device_type == DeviceType.CPU and not getattr(e, "is_async", False)]
+    cpu.sort(key=lambda e: (e.time_range.start, -(e.time_range.end - e.time_range.start)))
+    capture = capture_from_events(events)
+    if len(capture.events) != len(cpu):
+        raise RuntimeError("event flattening changed: census and capture disagree on the CPU events")
+    stages = stage_of(capture)
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for ev, op, stage in zip(cpu, capture.events, stages, strict=True):
+        if op.is_range:
+            continue
+        row = out.setdefault(stage, {}).setdefault(op.name, {"calls": 0.0, "kernels": 0.0, "self_cpu_us": 0.0,
+                                                              "self_device_us": 0.0, "kernel_names": Counter()})
+        row["calls"] += 1
+        row["kernels"] += op.kernel_count
+        row["self_cpu_us"] += op.self_cpu_us
+        row["self_device_us"] += op.self_device_us
+        for k in getattr(ev, "kernels", []):
+            row["kernel_names"][str(k.name)[:120]] += 1
+        if op.kernel_count:
+            chain, parent = [], op.parent
+            while parent is not None and len(chain) < 4 and not capture.events[parent].is_range:
+                chain.append(capture.events[parent].name)
+                parent = capture.events[parent].parent
+            row.setdefault("callers", Counter())[" <- ".join(chain) or "(stage)"] += op.kernel_count
+    for stage, ops in out.items():
+        div = max(1, forwards) if stage == "decode" else 1
+        for row in ops.values():
+            for key in ("calls", "kernels", "self_cpu_us", "self_device_us"):
+                row[key] /= div
+            row["kernel_names"] = {k: v / div for k, v in row["kernel_names"].most_common(8)}
+            if "callers" in row:
+                row["callers"] = {k: v / div for k, v in row["callers"].most_common(12)}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
+    parser.add_argument("--workload", type=_workload, action="append", default=None, metavar="MODE:BATCH",
+                        help="resolution mode and pages per pass (repeatable; default base:1 small:1 base:4 "
+                             "gundam:1)")
+    parser.add_argument("--new-tokens", type=int, default=4, help="decode steps of the profiled pass (default 4)")
+    parser.add_argument("--config", default="default", help="model config: default | tiny | config.json path")
+    parser.add_argument("--device", default="cuda", help="torch device (default cuda)")
+    args = parser.parse_args(argv)
+    workloads = args.workload or [("base", 1), ("small", 1), ("base", 4), ("gundam", 1)]
+    try:
+        return _run(args, workloads)
+    except UserError as exc:
+        print(f"kernel_census.py: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace, workloads: list[tuple[str, int]]) -> int:
+    device = resolve_device(args.device)
+    session: ModelSession | None = None
+    result: dict[str, Any] = {"torch": torch.__version__, "device": str(device),
+                              "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+                              "new_tokens": args.new_tokens, "workloads": {}}
+    for mode, batch in workloads:
+        settings = SessionSettings(config_name=args.config, mode=mode, prompt=DEFAULT_PROMPT,
+                                   max_new_tokens=args.new_tokens, batch_size=batch, device=str(device))
+        if session is None:
+            session = ModelSession(settings, device)
+        else:
+            session.settings = settings
+        pages = synthetic_pages(batch)
+        for _ in range(2):
+            session.run_pass(pages, StageRecorder(device, nvtx=False, timing=False))
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        with profile(activities=activities, record_shapes=False) as prof:
+            rec = session.run_pass(pages, StageRecorder(device, nvtx=False, record_function=True, timing=False))
+        key = f"{mode}:{batch}"
+        result["workloads"][key] = {"decode_forwards": rec.decode_forwards,
+                                    "stages": census_of(list(prof.events()), rec.decode_forwards)}
+        totals = {s: round(sum(r["kernels"] for r in ops.values()), 1)
+                  for s, ops in result["workloads"][key]["stages"].items()}
+        print(f"{key}: kernels per stage {totals}", file=sys.stderr)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
