@@ -292,3 +292,29 @@ def test_prior_predicts_a_run_made_with_its_parameters_and_misses_with_others(
     assert calibrate_cli.main(["--prior", "--run", str(run), "--out", str(out), "--ceilings", str(other)]) == 2
     assert "measured on 'h200', the runs are on 'h100-sxm'" in capsys.readouterr().err
 
+
+
+def test_prior_without_runs_is_written_for_a_catalogue_gpu(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from llm_perf_opt.compare.calibrate import REFERENCE_HOST_S_PER_KERNEL
+    from llm_perf_opt.runners import what_if_cli
+
+    out = tmp_path / "b200-prior.json"
+    assert calibrate_cli.main(["--prior", "--gpu", "b200", "--out", str(out)]) == 0
+    assert "prior for b200 bf16 (nothing fitted, no run)" in capsys.readouterr().out
+    cal = load_calibration(out)
+    assert cal.gpu_key == "b200" and cal.timeline and cal.fit.before == () and cal.fit.after == ()
+    # the reference per-kernel cost, spread over the dispatched ops of the default decode step
+    assert REFERENCE_HOST_S_PER_KERNEL < cal.host_s_per_kernel("prefill") < 1.3 * REFERENCE_HOST_S_PER_KERNEL
+    # capacity planning on that GPU from a saved report, with the prior
+    report = Path(__file__).parents[1] / "data" / "compare" / "analytic-base-b1.json"
+    assert what_if_cli.main(["--report", str(report), "--gpu", "b200", "--calibration", str(out),
+                             "--calibrated", "both", "--out", str(tmp_path), "--name", "plan", "--quiet"]) == 0
+    rows = {r["calibrated"]: r for r in json.loads((tmp_path / "plan.json").read_text())["rows"]}
+    # the prior adds the host's issue time the roofline does not have
+    assert rows[True]["decode_ms"] > 2 * rows[False]["decode_ms"]
+    capsys.readouterr()
+    # no run and no GPU, or an unknown GPU: one line, exit 2
+    assert calibrate_cli.main(["--prior", "--out", str(out)]) == 2
+    assert "--prior --gpu KEY" in capsys.readouterr().err
+    assert calibrate_cli.main(["--prior", "--gpu", "no-such-gpu", "--out", str(out)]) == 2
+    assert "unknown GPU 'no-such-gpu'" in capsys.readouterr().err

@@ -35,12 +35,14 @@ from llm_perf_opt.compare.calibrate import (
 )
 from llm_perf_opt.compare.runs import load_run
 from llm_perf_opt.errors import UserError
+from llm_perf_opt.vocab import DType
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `llm-perf-opt calibrate`."""
-    parser.add_argument("--run", dest="runs", action="append", type=Path, required=True, metavar="RUN_DIR",
-                        help="profiling run folder to fit on (repeat for several runs)")
+    parser.add_argument("--run", dest="runs", action="append", type=Path, default=[], metavar="RUN_DIR",
+                        help="profiling run folder to fit on (repeat for several runs; at least one, except "
+                             "for --prior --gpu)")
     parser.add_argument("--held-out", dest="held_out", action="append", type=Path, default=[], metavar="RUN_DIR",
                         help="run folder NOT used for fitting; its error is reported (repeatable)")
     parser.add_argument("--out", type=Path, required=True, metavar="FILE",
@@ -73,6 +75,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fit nothing: write the uncalibrated timeline model (roofline at the --ceilings "
                              "fractions of the datasheet peaks, --host-us-per-kernel host time per launch, "
                              "--host-sync-us per sync) and report its error on every --run and --held-out run")
+    parser.add_argument("--gpu", default=None, metavar="KEY",
+                        help="with --prior and no --run: the GPU catalogue key to write the prior for (a machine "
+                             "with no run of this model yet; what-if and analyze take the file)")
+    parser.add_argument("--dtype", default="bf16", choices=[d.value for d in DType],
+                        help="with --prior and no --run: compute dtype of the prior (default bf16)")
     parser.add_argument("--ceilings", type=Path, default=None, metavar="FILE",
                         help="with --prior: measured ceilings (llm-perf-opt hw bench) whose fractions of the "
                              "datasheet peaks become the efficiencies (default: the datasheet peaks)")
@@ -105,39 +112,59 @@ def rms(errors: Sequence[StageError]) -> float:
     return math.sqrt(sum(v * v for v in vals) / len(vals)) if vals else math.nan
 
 
+#: prompt tokens besides the image slots of the prior's conversion workload (BOS + the default OCR prompt)
+PRIOR_PROMPT_TOKENS = 9
+
+
 def _prior(args: argparse.Namespace, runs: list[tuple[Any, Any]]) -> Calibration:
-    """The --prior calibration for the runs' GPU and dtype, evaluated on all of them."""
+    """The --prior calibration for the runs' GPU and dtype (or --gpu / --dtype without runs), evaluated on
+    every run given."""
     from llm_perf_opt.analytic.model import AnalyticModel
+    from llm_perf_opt.data.analytic import OCRWorkloadProfile
     from llm_perf_opt.hardware import load_catalog, load_ceilings
+    from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
     from llm_perf_opt.vocab import Stage
 
     if args.host_sync_us < 0:
         raise UserError(f"--host-sync-us must be >= 0, got {args.host_sync_us}")
-    run0 = runs[0][0]
-    dtype = str(run0.report.model.dtype)
+    if args.host_us_per_kernel < 0:
+        raise UserError(f"--host-us-per-kernel must be >= 0, got {args.host_us_per_kernel}")
+    catalog = load_catalog(args.catalog)
+    if runs:
+        run0, rep = runs[0][0], runs[0][1][0][0]
+        spec = catalog.get(run0.gpu_key or "")
+        if args.gpu is not None and catalog.get(args.gpu).key != spec.key:
+            raise UserError(f"--gpu {args.gpu}: the runs are on {spec.key!r}")
+        dtype = str(run0.report.model.dtype)
+        model = AnalyticModel(rep.model.config, rep.workload)
+        sw = run0.software()
+        software = SoftwareKey(torch=sw["torch"], transformers=sw["transformers"], cuda=sw.get("cuda", ""))
+    else:
+        if args.gpu is None:
+            raise UserError("calibrate --prior without --run needs --gpu KEY (a GPU catalogue key)")
+        spec = catalog.get(args.gpu)
+        dtype = args.dtype
+        # the decode stage that converts the per-kernel host cost: one Base page of the default prompt
+        wl = OCRWorkloadProfile.create(profile_id="prior", mode="base", image_width_px=1240, image_height_px=1754,
+                                       prompt_text_tokens=PRIOR_PROMPT_TOKENS, max_new_tokens=64, dtype=dtype,
+                                       attention="eager", experts="grouped_mm")
+        model = AnalyticModel(DeepseekOCRConfig.named(args.config or "default"), wl)
+        software = SoftwareKey()
     ce = be = 1.0
     if args.ceilings is not None:
-        spec = load_catalog(args.catalog).get(run0.gpu_key or "")
         ceilings = load_ceilings(args.ceilings)
         if ceilings.gpu_key != spec.key:
             raise UserError(f"--ceilings {args.ceilings}: measured on {ceilings.gpu_key or ceilings.device_name!r}, "
-                            f"the runs are on {spec.key!r}")
+                            f"the {'runs are' if runs else 'prior is'} on {spec.key!r}")
         flops = ceilings.flops_per_s(dtype)
         if flops is None:
             raise UserError(f"--ceilings {args.ceilings}: no {dtype} matmul ceiling measured")
         ce = flops / spec.peak_flops_per_s(dtype)
         be = ceilings.memory_bandwidth_bytes_per_s / spec.memory_bandwidth_bytes_per_s
-    sw = run0.software()
-    if args.host_us_per_kernel < 0:
-        raise UserError(f"--host-us-per-kernel must be >= 0, got {args.host_us_per_kernel}")
-    rep = runs[0][1][0][0]
-    decode = AnalyticModel(rep.model.config, rep.workload).stages[Stage.DECODE]
-    per_op = host_s_per_op_from_per_kernel(args.host_us_per_kernel * 1e-6, decode)
-    prior = prior_calibration(run0.gpu_key or "", dtype, compute_efficiency=ce, bandwidth_efficiency=be,
-                              host_s_per_kernel=per_op, sync_s=args.host_sync_us * 1e-6,
-                              software=SoftwareKey(torch=sw["torch"], transformers=sw["transformers"],
-                                                   cuda=sw.get("cuda", "")))
-    return evaluate_prior(prior, runs)
+    per_op = host_s_per_op_from_per_kernel(args.host_us_per_kernel * 1e-6, model.stages[Stage.DECODE])
+    prior = prior_calibration(spec.key, dtype, compute_efficiency=ce, bandwidth_efficiency=be,
+                              host_s_per_kernel=per_op, sync_s=args.host_sync_us * 1e-6, software=software)
+    return evaluate_prior(prior, runs) if runs else prior
 
 
 def run(args: argparse.Namespace) -> int:
@@ -146,6 +173,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_efficiency <= 0:
         raise UserError(f"--max-efficiency must be > 0, got {args.max_efficiency}")
+    if not args.runs and not (args.prior and args.gpu):
+        raise UserError("give at least one --run to fit (or --prior --gpu KEY for a prior without runs)")
     fit_runs = []
     for d in args.runs:
         r = load_run(resolve_run_dir(d))
@@ -158,6 +187,14 @@ def run(args: argparse.Namespace) -> int:
                                             config=args.config)[0]))
     if args.prior:
         cal = _prior(args, [*fit_runs, *held])
+        if not fit_runs and not held:
+            path = save_calibration(cal, args.out)
+            print(f"prior for {cal.gpu_key} {cal.dtype} (nothing fitted, no run): "
+                  f"{cal.default_compute_efficiency:.3f} of the datasheet FLOP rate, "
+                  f"{cal.default_bandwidth_efficiency:.3f} of its bandwidth, {args.host_us_per_kernel:.1f} us host "
+                  f"time per kernel = {cal.host_s_per_kernel('decode') * 1e6:.1f} us per dispatched op")
+            print(f"wrote {path}")
+            return 0
     elif args.time_model == "timeline":
         if args.no_operator_table or args.per_stage_launch or args.no_launch:
             raise UserError("--time-model timeline fits on the operator table and has no launch cost: "
