@@ -318,3 +318,9 @@ def test_prior_without_runs_is_written_for_a_catalogue_gpu(tmp_path: Path, capsy
     assert "--prior --gpu KEY" in capsys.readouterr().err
     assert calibrate_cli.main(["--prior", "--gpu", "no-such-gpu", "--out", str(out)]) == 2
     assert "unknown GPU 'no-such-gpu'" in capsys.readouterr().err
+    # flags that would do nothing are refused, not ignored
+    assert calibrate_cli.main(["--prior", "--gpu", "b200", "--shared", "--out", str(out)]) == 2
+    assert "--prior fits nothing: drop --shared" in capsys.readouterr().err
+    assert calibrate_cli.main(["--run", str(report.parent / "run-base-b1"), "--ceilings", str(out), "--out",
+                               str(out)]) == 2
+    assert "--ceilings only apply with --prior" in capsys.readouterr().err

@@ -78,12 +78,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpu", default=None, metavar="KEY",
                         help="with --prior and no --run: the GPU catalogue key to write the prior for (a machine "
                              "with no run of this model yet; what-if and analyze take the file)")
-    parser.add_argument("--dtype", default="bf16", choices=[d.value for d in DType],
+    parser.add_argument("--dtype", default=None, choices=[d.value for d in DType],
                         help="with --prior and no --run: compute dtype of the prior (default bf16)")
     parser.add_argument("--ceilings", type=Path, default=None, metavar="FILE",
                         help="with --prior: measured ceilings (llm-perf-opt hw bench) whose fractions of the "
                              "datasheet peaks become the efficiencies (default: the datasheet peaks)")
-    parser.add_argument("--host-us-per-kernel", type=float, default=REFERENCE_HOST_S_PER_KERNEL * 1e6, metavar="US",
+    parser.add_argument("--host-us-per-kernel", type=float, default=None, metavar="US",
                         help="with --prior: host microseconds per CUDA kernel of a decode step as the profiler "
                              "counts them (default "
                              f"{REFERENCE_HOST_S_PER_KERNEL * 1e6:.1f}: the reference eager baseline's 19.4 ms per "
@@ -127,8 +127,9 @@ def _prior(args: argparse.Namespace, runs: list[tuple[Any, Any]]) -> Calibration
 
     if args.host_sync_us < 0:
         raise UserError(f"--host-sync-us must be >= 0, got {args.host_sync_us}")
-    if args.host_us_per_kernel < 0:
-        raise UserError(f"--host-us-per-kernel must be >= 0, got {args.host_us_per_kernel}")
+    per_kernel_us = REFERENCE_HOST_S_PER_KERNEL * 1e6 if args.host_us_per_kernel is None else args.host_us_per_kernel
+    if per_kernel_us < 0:
+        raise UserError(f"--host-us-per-kernel must be >= 0, got {per_kernel_us}")
     catalog = load_catalog(args.catalog)
     if runs:
         run0, rep = runs[0][0], runs[0][1][0][0]
@@ -136,6 +137,8 @@ def _prior(args: argparse.Namespace, runs: list[tuple[Any, Any]]) -> Calibration
         if args.gpu is not None and catalog.get(args.gpu).key != spec.key:
             raise UserError(f"--gpu {args.gpu}: the runs are on {spec.key!r}")
         dtype = str(run0.report.model.dtype)
+        if args.dtype is not None and args.dtype != dtype:
+            raise UserError(f"--dtype {args.dtype}: the runs are {dtype}")
         model = AnalyticModel(rep.model.config, rep.workload)
         sw = run0.software()
         software = SoftwareKey(torch=sw["torch"], transformers=sw["transformers"], cuda=sw.get("cuda", ""))
@@ -143,7 +146,7 @@ def _prior(args: argparse.Namespace, runs: list[tuple[Any, Any]]) -> Calibration
         if args.gpu is None:
             raise UserError("calibrate --prior without --run needs --gpu KEY (a GPU catalogue key)")
         spec = catalog.get(args.gpu)
-        dtype = args.dtype
+        dtype = args.dtype or "bf16"
         # the decode stage that converts the per-kernel host cost: one Base page of the default prompt
         wl = OCRWorkloadProfile.create(profile_id="prior", mode="base", image_width_px=1240, image_height_px=1754,
                                        prompt_text_tokens=PRIOR_PROMPT_TOKENS, max_new_tokens=64, dtype=dtype,
@@ -161,7 +164,7 @@ def _prior(args: argparse.Namespace, runs: list[tuple[Any, Any]]) -> Calibration
             raise UserError(f"--ceilings {args.ceilings}: no {dtype} matmul ceiling measured")
         ce = flops / spec.peak_flops_per_s(dtype)
         be = ceilings.memory_bandwidth_bytes_per_s / spec.memory_bandwidth_bytes_per_s
-    per_op = host_s_per_op_from_per_kernel(args.host_us_per_kernel * 1e-6, model.stages[Stage.DECODE])
+    per_op = host_s_per_op_from_per_kernel(per_kernel_us * 1e-6, model.stages[Stage.DECODE])
     prior = prior_calibration(spec.key, dtype, compute_efficiency=ce, bandwidth_efficiency=be,
                               host_s_per_kernel=per_op, sync_s=args.host_sync_us * 1e-6, software=software)
     return evaluate_prior(prior, runs) if runs else prior
@@ -175,6 +178,17 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--max-efficiency must be > 0, got {args.max_efficiency}")
     if not args.runs and not (args.prior and args.gpu):
         raise UserError("give at least one --run to fit (or --prior --gpu KEY for a prior without runs)")
+    prior_only = [f for f, given in (("--gpu", args.gpu is not None), ("--dtype", args.dtype is not None),
+                                     ("--ceilings", args.ceilings is not None),
+                                     ("--host-us-per-kernel", args.host_us_per_kernel is not None)) if given]
+    if prior_only and not args.prior:
+        raise UserError(f"{', '.join(prior_only)} only apply with --prior")
+    fit_only = [f for f, given in (("--time-model timeline", args.time_model != "additive"), ("--shared", args.shared),
+                                   ("--per-stage-launch", args.per_stage_launch), ("--no-launch", args.no_launch),
+                                   ("--no-operator-table", args.no_operator_table),
+                                   ("--max-efficiency", args.max_efficiency != 1.0)) if given]
+    if fit_only and args.prior:
+        raise UserError(f"--prior fits nothing: drop {', '.join(fit_only)}")
     fit_runs = []
     for d in args.runs:
         r = load_run(resolve_run_dir(d))
@@ -191,8 +205,8 @@ def run(args: argparse.Namespace) -> int:
             path = save_calibration(cal, args.out)
             print(f"prior for {cal.gpu_key} {cal.dtype} (nothing fitted, no run): "
                   f"{cal.default_compute_efficiency:.3f} of the datasheet FLOP rate, "
-                  f"{cal.default_bandwidth_efficiency:.3f} of its bandwidth, {args.host_us_per_kernel:.1f} us host "
-                  f"time per kernel = {cal.host_s_per_kernel('decode') * 1e6:.1f} us per dispatched op")
+                  f"{cal.default_bandwidth_efficiency:.3f} of its bandwidth, "
+                  f"{cal.host_s_per_kernel('decode') * 1e6:.1f} us host time per dispatched op")
             print(f"wrote {path}")
             return 0
     elif args.time_model == "timeline":
@@ -220,8 +234,8 @@ def run(args: argparse.Namespace) -> int:
     fit_a = [e for e in cal.fit.after if not e.held_out]
     if args.prior:
         print(f"prior (nothing fitted): {cal.default_compute_efficiency:.3f} of the datasheet FLOP rate, "
-              f"{cal.default_bandwidth_efficiency:.3f} of its bandwidth, {args.host_us_per_kernel:.1f} us host time "
-              f"per kernel = {cal.host_s_per_kernel('decode') * 1e6:.1f} us per dispatched op, "
+              f"{cal.default_bandwidth_efficiency:.3f} of its bandwidth, "
+              f"{cal.host_s_per_kernel('decode') * 1e6:.1f} us host time per dispatched op, "
               f"{cal.host_sync_s * 1e6:.1f} us per sync")
     if fit_b:
         print(f"rms stage error on fitted runs: {rms(fit_b):.1%} -> {rms(fit_a):.1%}")
