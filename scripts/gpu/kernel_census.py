@@ -64,7 +64,8 @@ def census_of(events: list[Any], forwards: int) -> dict[str, dict[str, dict[str,
         for k in getattr(ev, "kernels", []):
             row["kernel_names"][str(k.name)[:120]] += 1
         if op.kernel_count:
-            chain, parent = [], op.parent
+            chain: list[str] = []
+            parent = op.parent
             while parent is not None and len(chain) < 4 and not capture.events[parent].is_range:
                 chain.append(capture.events[parent].name)
                 parent = capture.events[parent].parent
@@ -99,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, workloads: list[tuple[str, int]]) -> int:
+    if args.new_tokens < 1:
+        raise UserError(f"--new-tokens {args.new_tokens}: must be >= 1")
     device = resolve_device(args.device)
     session: ModelSession | None = None
     result: dict[str, Any] = {"torch": torch.__version__, "device": str(device),
@@ -123,8 +126,9 @@ def _run(args: argparse.Namespace, workloads: list[tuple[str, int]]) -> int:
         totals = {s: round(sum(r["kernels"] for r in ops.values()), 1)
                   for s, ops in result["workloads"][key]["stages"].items()}
         print(f"{key}: kernels per stage {totals}", file=sys.stderr)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+        # written after every workload: an interrupted census keeps the workloads already counted
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
 

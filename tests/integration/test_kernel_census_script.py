@@ -42,8 +42,17 @@ def test_bad_workload_is_one_clear_line(capsys: pytest.CaptureFixture[str]) -> N
     assert "expected MODE:BATCH" in capsys.readouterr().err
 
 
-def test_unknown_mode_is_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert _script().main(["--out", str(tmp_path / "c.json"), "--config", "tiny", "--device", "cpu",
-                           "--workload", "huge:1"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
+def test_unknown_mode_is_one_clear_line_and_earlier_workloads_are_kept(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "c.json"
+    assert _script().main(["--out", str(out), "--config", "tiny", "--device", "cpu", "--new-tokens", "2",
+                           "--workload", "tiny:1", "--workload", "huge:1"]) == 2
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if "kernel_census.py:" in line]
     assert len(err) == 1 and "huge" in err[0]
+    assert list(json.loads(out.read_text())["workloads"]) == ["tiny:1"]
+
+
+def test_zero_new_tokens_is_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _script().main(["--out", str(tmp_path / "c.json"), "--config", "tiny", "--device", "cpu",
+                           "--new-tokens", "0"]) == 2
+    assert "--new-tokens 0: must be >= 1" in capsys.readouterr().err

@@ -44,8 +44,7 @@ class SamPatchEmbed(CompositeLayer):
         # (measured: reports/profile/h200-timeline/find-syncs.txt, the copy under aten::to in vision.sam)
         self.host_syncs = 1
         # the copy itself is a launch (Memcpy HtoD, kernel census reports/profile/h200-census/)
-        self.cuda_launches = 1
-        self.op(OperatorCategory.MEMORY, launches=1)
+        self.cuda_op(OperatorCategory.MEMORY, 1)
         self.add(Conv2d("projection", stage, batch=views, height=side_px, width=side_px, c_in=3, c_out=c, kernel=p,
                         stride=p, padding=0, bias=True, act_bytes=act_bytes, weight_bytes=weight_bytes))
 
@@ -369,8 +368,8 @@ class ClipAttention(CompositeLayer):
             heads = self.add(OpGroup("qkv_heads", stage, weight_dtype_bytes=weight_bytes,
                                      summary="q, k, v copied to (N*h, T, d) for the batched products (N > 1)"))
             # the copies are made inside reshape (no Python-level op of their own): cheap on the host; the
-            # census's CLIP host time did not grow with them (11.9 ms at batch 4 on a host 0.65x as slow per
-            # decode kernel as the batch-1 pass's 18.4 ms)
+            # census's CLIP host time did not grow with them (11.9 ms at batch 4, on a host that took 0.65x the
+            # batch-1 pass's time per decode kernel, against 18.4 ms at batch 1)
             heads.inner_op(OperatorCategory.MEMORY, 3, io_bytes=3 * 2 * act_bytes * tokens * c)
         # eager chain per score: QK^T writes (b), * scale (b + b), cast to fp32 (b + 4), softmax fp32 (4 + 4),
         # cast back (4 + b), PV reads (b): 6b + 16 bytes in 6 kernels

@@ -1,0 +1,68 @@
+"""scripts/analytical/host_figures.py on the committed census, runs and calibrations (CPU only)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+RUNS = ROOT / "reports" / "profile"
+
+
+def _script() -> Any:
+    spec = importlib.util.spec_from_file_location("host_figures", ROOT / "scripts" / "analytical" / "host_figures.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_census_host_time_per_launch_call_and_per_kernel(capsys: pytest.CaptureFixture[str]) -> None:
+    census = ROOT / "reports" / "profile" / "h200-census" / "census-h200.json"
+    assert _script().main(["census", str(census), "--workload", "base:1"]) == 0
+    rows = {line.split()[1]: line.split() for line in capsys.readouterr().out.splitlines()[1:]}
+    kernels, per_call, per_kernel = (float(rows["decode"][i]) for i in (2, 4, 5))
+    assert kernels == 1049
+    # the runtime's launch call is a fraction of the host time per kernel (CUDA_LAUNCH_HOST_WEIGHT)
+    assert 0.2 < per_call / per_kernel < 0.4
+
+
+def test_probe_slopes_and_a_clear_line_for_a_run_without_probes(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    runs = [str(RUNS / f"h200-{m}-b1-20261202T033259Z") for m in ("base", "gundam", "small")]
+    assert _script().main(["probe", *runs]) == 0
+    out = capsys.readouterr().out
+    assert "between run means: slope" in out and "(3 runs)" in out and "all passes pooled" in out
+    # the H100 runs predate the probe
+    assert _script().main(["probe", str(RUNS / "h100-base-20261122T053733Z")]) == 2
+    assert "no pass has both a host probe and a decode time" in capsys.readouterr().err
+
+
+def test_prior_table_and_exponent_variants(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from llm_perf_opt.analytic.calibration import Calibration, save_calibration
+
+    cals = sorted((ROOT / "reports" / "compare").glob("*/calibration-*-prior.json"))
+    assert len(cals) >= 2
+    assert _script().main(["prior", *map(str, cals)]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("all")
+    cal = ROOT / "reports" / "compare" / "compare-h200-20261202T033259Z" / "calibration-h200-timeline.json"
+    assert _script().main(["exponents", "--calibration", str(cal),
+                           str(RUNS / "h200-base-b1-20261202T042320Z")]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split(" within")[0].strip() for line in lines] == ["fitted e = 0.55", "e = 1", "e = 0"]
+    # a calibration without evaluated runs is refused in one line
+    empty = save_calibration(Calibration(gpu_key="h200"), tmp_path / "empty.json")
+    assert _script().main(["prior", str(empty)]) == 2
+    assert "holds no evaluated run" in capsys.readouterr().err
+
+
+def test_launches_next_to_the_census(capsys: pytest.CaptureFixture[str]) -> None:
+    stages = ROOT / "tests" / "data" / "census" / "census-h200-stages.json"
+    assert _script().main(["launches", str(stages)]) == 0
+    rows = {(r[0], r[1]): r for r in (line.split() for line in capsys.readouterr().out.splitlines()[1:])}
+    census, analytic = float(rows[("base:1", "decode")][2]), float(rows[("base:1", "decode")][4])
+    assert abs(analytic - census) <= 1
