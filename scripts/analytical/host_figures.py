@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Figures about host time that docs/results-h200.md section 7 quotes, from committed files (CPU only).
+"""Figures about host and device time that docs/results-h200.md quotes, from committed files (CPU only).
 
     python scripts/analytical/host_figures.py census CENSUS.json [--workload base:1 ...]
         per stage: CUDA runtime launch calls and their host us per launch, host us per kernel of the stage
@@ -12,6 +12,12 @@
         per workload and stage: launches counted by the census (GEMM memsets apart) and by the analytic model
     python scripts/analytical/host_figures.py prior CAL.json [CAL.json ...]
         per stage: stages of the evaluated runs within 25% and the rms error of each (prior) calibration
+    python scripts/analytical/host_figures.py device CENSUS.json --calibration CAL [--workload base:1 ...]
+        per workload and stage: the census kernels' device ms next to the timeline model's device ms
+    python scripts/analytical/host_figures.py table COMPARE_DIR
+        the per-run, per-stage error table of a compare_calibrate.sh folder (every calibration file in it)
+    python scripts/analytical/host_figures.py cross SET_DIR
+        per run of a folder of calibrated compares (compare_cli --calibration): the stage errors
 """
 
 from __future__ import annotations
@@ -172,6 +178,122 @@ def prior(paths: Sequence[Path]) -> list[str]:
     return lines
 
 
+def _census_pages(key: str, config: str) -> Any:
+    """The analytic model of a census workload 'mode:batch' (synthetic pages, as the census ran)."""
+    from llm_perf_opt.analytic.model import AnalyticModel
+    from llm_perf_opt.data.analytic import OCRWorkloadProfile
+    from llm_perf_opt.inputs.synthetic import synthetic_pages
+    from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
+
+    mode, _, batch = key.partition(":")
+    page = synthetic_pages(int(batch))[0]
+    wl = OCRWorkloadProfile.create(profile_id=key, mode=mode, image_width_px=page.width,
+                                   image_height_px=page.height, prompt_text_tokens=9, max_new_tokens=64,
+                                   batch_size=int(batch), attention="eager", experts="grouped_mm")
+    return AnalyticModel(DeepseekOCRConfig.named(config), wl)
+
+
+def device(path: Path, cal_path: Path, workloads: Sequence[str] | None, config: str) -> list[str]:
+    """Per workload and stage: device ms of the census kernels (decode: per forward) and of the timeline
+    model's blocks under the calibration (device factors included)."""
+    from llm_perf_opt.analytic.roofline import RooflinePeaks
+    from llm_perf_opt.analytic.timeline_model import pass_blocks
+    from llm_perf_opt.hardware import effective_peaks, load_catalog
+    from llm_perf_opt.vocab import parse_dtype
+
+    try:
+        data = json.loads(path.read_text())["workloads"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"{path}: not a kernel census ({exc})") from exc
+    cal = load_calibration(cal_path)
+    peaks = RooflinePeaks.from_effective(effective_peaks(load_catalog().get(cal.gpu_key)), parse_dtype(cal.dtype))
+    stages = ("vision.sam", "vision.clip", "prefill", "decode")
+    lines = [f"{'workload':<10} " + " ".join(f"{s + ' census/model ms':>34}" for s in stages)]
+    for key in workloads or list(data):
+        if key not in data:
+            raise UserError(f"{path}: no workload {key!r} (has {', '.join(data)})")
+        model = _census_pages(key, config)
+        blocks = pass_blocks(model.stages, model.shape.decode_forwards, peaks, cal,
+                             kernel_floor_s=cal.kernel_floor_s, device_scale=cal.stage_device_scale)
+        cells = []
+        for st in stages:
+            ops = data[key]["stages"].get(st, {})
+            census_ms = sum(float(r.get("self_device_us", 0.0)) for r in ops.values()) / 1e3
+            model_ms = sum(b.device_s for b in blocks.stages.get(st, [])) * 1e3
+            err = f"{model_ms / census_ms - 1:+.0%}" if census_ms else "-"
+            cells.append(f"{census_ms:9.2f} / {model_ms:9.2f} ({err:>5})".rjust(34))
+        lines.append(f"{key:<10} " + " ".join(cells))
+    return lines
+
+
+def _stage_err(e: Any) -> float:
+    return float(e.relative_error)
+
+
+def table(folder: Path) -> list[str]:
+    """The error table of a compare_calibrate.sh output folder: measured ms, then the error of the pure
+    roofline and of each calibration file (prior, timeline, additive variants) per run and stage."""
+    order = [("-prior", "prior (uncalibrated timeline)"), ("-timeline", "timeline"), ("", "per-stage launch"),
+             ("-shared", "shared efficiency"), ("-one-launch", "one launch cost")]
+    found = sorted(folder.glob("calibration-*-timeline.json"))
+    if not found:
+        raise UserError(f"{folder}: no calibration-*-timeline.json (a compare_calibrate.sh output folder?)")
+    base = found[0].name[: -len("-timeline.json")]
+    cals = {}
+    for suffix, label in order:
+        path = folder / f"{base}{suffix}.json"
+        if not path.is_file():
+            raise UserError(f"{folder}: {path.name} missing (a compare_calibrate.sh output folder?)")
+        cals[label] = load_calibration(path)
+    timeline = cals["timeline"]
+    lines = ["| run | set | stage | measured ms | roofline (uncalibrated) | "
+             + " | ".join(label for _, label in order) + " |", "|---|---|---|---:|---:|" + "---:|" * len(order)]
+    after = {label: {(e.run_id, e.stage): e for e in c.fit.after} for label, c in cals.items()}
+    held: list[float] = []
+    within = 0
+    for b in timeline.fit.before:
+        row = [b.run_id, "held-out" if b.held_out else "fit", b.stage, f"{b.measured_ms:.2f}",
+               f"{_stage_err(b):+.1%}"]
+        for _, label in order:
+            e = after[label].get((b.run_id, b.stage))
+            row.append("-" if e is None else f"{_stage_err(e):+.1%}")
+        lines.append("| " + " | ".join(row) + " |")
+        if b.held_out:
+            t = _stage_err(after["timeline"][(b.run_id, b.stage)])
+            held.append(t)
+            within += abs(t) <= 0.10
+    lines.append("")
+    lines.append(f"timeline, held-out stages: rms {_rms(held):.1%}, {within} of {len(held)} within 10%")
+    return lines
+
+
+def cross(folder: Path) -> list[str]:
+    """Per run folder under ``folder`` (compare/compare.json with a calibration): calibrated stage errors,
+    then rms and stages within 10% with and without the projector."""
+    lines = ["| run | " + " | ".join(STAGES) + " |", "|---|" + "---:|" * len(STAGES)]
+    errs: list[tuple[str, float]] = []
+    for cmp_path in sorted(folder.glob("*/compare/compare.json")):
+        data = json.loads(cmp_path.read_text())
+        by_stage = {s["stage"]: s for s in data["stages"]}
+        row = []
+        for st in STAGES:
+            s = by_stage.get(st)
+            if s is None or s.get("calibrated_ratio") is None:
+                row.append("-")
+                continue
+            e = float(s["calibrated_ratio"]) - 1.0
+            errs.append((st, e))
+            row.append(f"{e:+.1%}")
+        lines.append(f"| {cmp_path.parent.parent.name} | " + " | ".join(row) + " |")
+    if not errs:
+        raise UserError(f"{folder}: no */compare/compare.json with calibrated stages")
+    rest = [e for st, e in errs if st != "projector"]
+    lines += ["", f"{sum(abs(e) <= 0.10 for _, e in errs)} of {len(errs)} stages within 10% (rms "
+              f"{_rms([e for _, e in errs]):.1%}); without the projector {sum(abs(e) <= 0.10 for e in rest)} of "
+              f"{len(rest)} (rms {_rms(rest):.1%})"]
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -189,6 +311,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--config", default="default", metavar="NAME", help="model config to analyse (default default)")
     p = sub.add_parser("prior", help="stages within 25% per calibration file (its evaluated runs)")
     p.add_argument("files", type=Path, nargs="+", metavar="CAL", help="calibration JSON with fit.after errors")
+    p = sub.add_parser("device", help="census device ms per stage next to the timeline model's")
+    p.add_argument("file", type=Path, help="census JSON (scripts/gpu/kernel_census.py)")
+    p.add_argument("--calibration", type=Path, required=True, metavar="FILE",
+                   help="calibration whose device model to use (e.g. a prior with access patterns)")
+    p.add_argument("--workload", action="append", default=None, metavar="MODE:BATCH", help="only these workloads")
+    p.add_argument("--config", default="default", metavar="NAME", help="model config to analyse (default default)")
+    p = sub.add_parser("table", help="per-run, per-stage error table of a compare_calibrate.sh folder")
+    p.add_argument("folder", type=Path, help="e.g. reports/compare/compare-h200")
+    p = sub.add_parser("cross", help="calibrated stage errors of the runs of a cross-session folder")
+    p.add_argument("folder", type=Path, help="e.g. reports/compare/cross-session-h200-20261202T142808Z")
     args = parser.parse_args(argv)
     try:
         if args.cmd == "census":
@@ -199,6 +331,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             lines = launches(args.file, args.config)
         elif args.cmd == "exponents":
             lines = exponents(args.calibration, args.runs, args.config)
+        elif args.cmd == "device":
+            lines = device(args.file, args.calibration, args.workload, args.config)
+        elif args.cmd == "table":
+            lines = table(args.folder)
+        elif args.cmd == "cross":
+            lines = cross(args.folder)
         else:
             lines = prior(args.files)
     except UserError as exc:

@@ -8,7 +8,8 @@
 #     HELD_OUT_RUN  run folder(s) NOT used for fitting (another mode or batch than the fitted ones)
 #     FIT_RUN       run folder(s) the calibration is fitted on (e.g. Base batch 1; Gundam batch 1)
 #   Environment: OUT (default ./tmp/gpu-out) receives everything; the run folders are only read.
-#                CEILINGS (optional): hw bench ceilings of the GPU for the prior (uncalibrated timeline model).
+#                CEILINGS (optional): hw bench ceilings of the GPU for the prior (uncalibrated timeline model);
+#                with access-pattern bandwidths measured, also the timeline fit's device model.
 #                CONFIG (optional): model config to analyse when a run's checkpoint folder is not on this
 #                machine ('default' = the published config.json, same as the checkpoint's).
 #
@@ -29,7 +30,7 @@ while [[ $# -gt 0 && "$1" == "--held-out" ]]; do
 done
 if [[ ${#HELDS[@]} -eq 0 && $# -ge 1 ]]; then HELDS=("$1"); shift; fi
 if [[ ${#HELDS[@]} -eq 0 || $# -lt 1 ]]; then
-  sed -n '2,13p' "$0" >&2
+  sed -n '2,14p' "$0" >&2
   exit 2
 fi
 FITS=("$@")
@@ -73,7 +74,16 @@ for RUN in "${HELDS[@]}"; do FIT_ARGS+=(--held-out "$RUN"); done
 #   $C.json              additive: per-category efficiencies, one launch cost per stage
 #   $C-shared.json       additive: one compute + one bandwidth efficiency, one launch cost per stage
 #   $C-one-launch.json   additive: per-category efficiencies, a single launch cost
-declare -A VARIANT_ARGS=(["$C-timeline"]="--time-model timeline" ["$C"]="--per-stage-launch"
+# With a CEILINGS file that has access-pattern bandwidths (hw bench --pattern-sides), the timeline fit takes
+# its device model from it (ceilings, kernel floor, patterns) and fits only the per-stage device factors.
+TIMELINE_ARGS="--time-model timeline"
+if [[ -n "${CEILINGS:-}" ]] && "$PY" - "$CEILINGS" <<'PYEOF'
+import sys
+from llm_perf_opt.hardware import load_ceilings
+sys.exit(0 if load_ceilings(sys.argv[1]).pattern_bandwidth_bytes_per_s else 1)
+PYEOF
+then TIMELINE_ARGS="$TIMELINE_ARGS --ceilings $CEILINGS"; fi
+declare -A VARIANT_ARGS=(["$C-timeline"]="$TIMELINE_ARGS" ["$C"]="--per-stage-launch"
                          ["$C-shared"]="--per-stage-launch --shared" ["$C-one-launch"]="")
 for NAME in "$C-timeline" "$C" "$C-shared" "$C-one-launch"; do
   echo "== calibration $NAME: fit on ${#FITS[@]} run(s), held out: ${HELDS[*]} =="

@@ -10,7 +10,8 @@ values are per decoder forward. This is the data the analytic kernel counts are 
 against (the dispatch meter counts one kernel per tensor-producing aten call).
 
     PYTHONPATH=src python scripts/gpu/kernel_census.py --out census.json \
-        [--workload base:1 --workload small:1 ...] [--new-tokens 4] [--config default] [--device cuda]
+        [--workload base:1 --workload small:1 ...] [--new-tokens 4] [--config default] [--device cuda] \
+        [--detail vision.sam]
 """
 
 from __future__ import annotations
@@ -42,9 +43,12 @@ def _workload(text: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(f"--workload {text!r}: expected MODE:BATCH, e.g. base:4") from exc
 
 
-def census_of(events: list[Any], forwards: int) -> dict[str, dict[str, dict[str, Any]]]:
+def census_of(events: list[Any], forwards: int, detail: set[str] | None = None,
+              details: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, dict[str, dict[str, Any]]]:
     """stage -> op -> {calls, kernels, self_cpu_us, self_device_us, kernel_names}; decode divided by
-    ``forwards``. Uses the project's event flattening so the stages are those of the operator table."""
+    ``forwards``. Uses the project's event flattening so the stages are those of the operator table.
+    For the stages in ``detail``, ``details[stage]`` receives the kernels grouped by (operator, callers,
+    input shapes, kernel name): calls and device us (per pass, not divided), largest total first."""
     cpu = [e for e in events if e.device_type == DeviceType.CPU and not getattr(e, "is_async", False)]
     cpu.sort(key=lambda e: (e.time_range.start, -(e.time_range.end - e.time_range.start)))
     capture = capture_from_events(events)
@@ -52,6 +56,7 @@ def census_of(events: list[Any], forwards: int) -> dict[str, dict[str, dict[str,
         raise RuntimeError("event flattening changed: census and capture disagree on the CPU events")
     stages = stage_of(capture)
     out: dict[str, dict[str, dict[str, Any]]] = {}
+    grouped: dict[str, dict[tuple[str, str, str, str], list[float]]] = {}
     for ev, op, stage in zip(cpu, capture.events, stages, strict=True):
         if op.is_range:
             continue
@@ -70,6 +75,13 @@ def census_of(events: list[Any], forwards: int) -> dict[str, dict[str, dict[str,
                 chain.append(capture.events[parent].name)
                 parent = capture.events[parent].parent
             row.setdefault("callers", Counter())[" <- ".join(chain) or "(stage)"] += op.kernel_count
+            if detail and stage in detail and details is not None:
+                shapes = str(getattr(ev, "input_shapes", ""))[:160]
+                for k in getattr(ev, "kernels", []):
+                    group = (op.name, " <- ".join(chain), shapes, str(k.name)[:90])
+                    acc = grouped.setdefault(stage, {}).setdefault(group, [0, 0.0])
+                    acc[0] += 1
+                    acc[1] += float(k.duration)
     for stage, ops in out.items():
         div = max(1, forwards) if stage == "decode" else 1
         for row in ops.values():
@@ -78,6 +90,11 @@ def census_of(events: list[Any], forwards: int) -> dict[str, dict[str, dict[str,
             row["kernel_names"] = {k: v / div for k, v in row["kernel_names"].most_common(8)}
             if "callers" in row:
                 row["callers"] = {k: v / div for k, v in row["callers"].most_common(12)}
+    if details is not None:
+        for stage, groups in grouped.items():
+            details[stage] = [{"op": g[0], "callers": g[1], "input_shapes": g[2], "kernel": g[3],
+                               "launches": int(v[0]), "device_us": round(v[1], 1)}
+                              for g, v in sorted(groups.items(), key=lambda kv: -kv[1][1])][:80]
     return out
 
 
@@ -90,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--new-tokens", type=int, default=4, help="decode steps of the profiled pass (default 4)")
     parser.add_argument("--config", default="default", help="model config: default | tiny | config.json path")
     parser.add_argument("--device", default="cuda", help="torch device (default cuda)")
+    parser.add_argument("--detail", action="append", default=[], metavar="STAGE",
+                        help="also list this stage's kernels grouped by operator, callers, input shapes and "
+                             "kernel name with their device time (repeatable; records shapes)")
     args = parser.parse_args(argv)
     workloads = args.workload or [("base", 1), ("small", 1), ("base", 4), ("gundam", 1)]
     try:
@@ -118,11 +138,15 @@ def _run(args: argparse.Namespace, workloads: list[tuple[str, int]]) -> int:
         for _ in range(2):
             session.run_pass(pages, StageRecorder(device, nvtx=False, timing=False))
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-        with profile(activities=activities, record_shapes=False) as prof:
+        with profile(activities=activities, record_shapes=bool(args.detail)) as prof:
             rec = session.run_pass(pages, StageRecorder(device, nvtx=False, record_function=True, timing=False))
         key = f"{mode}:{batch}"
+        details: dict[str, list[dict[str, Any]]] = {}
         result["workloads"][key] = {"decode_forwards": rec.decode_forwards,
-                                    "stages": census_of(list(prof.events()), rec.decode_forwards)}
+                                    "stages": census_of(list(prof.events()), rec.decode_forwards,
+                                                        set(args.detail), details)}
+        if args.detail:
+            result["workloads"][key]["kernel_detail"] = details
         totals = {s: round(sum(r["kernels"] for r in ops.values()), 1)
                   for s, ops in result["workloads"][key]["stages"].items()}
         print(f"{key}: kernels per stage {totals}", file=sys.stderr)

@@ -7,6 +7,7 @@ import pytest
 from llm_perf_opt.hardware.bench import run_bench
 from llm_perf_opt.hardware.catalog import load_catalog
 from llm_perf_opt.hardware.detect import detect_gpu
+from llm_perf_opt.hardware.patterns import PATTERNS
 
 pytestmark = pytest.mark.gpu
 
@@ -32,3 +33,16 @@ def test_measured_ceilings_below_and_near_the_datasheet() -> None:
     for name in ("bf16", "fp16"):
         assert 0.3 < ratios[name] <= 1.05, (name, ratios)
     assert 0.5 < ratios["memory_bandwidth"] <= 1.05, ratios
+
+
+def test_kernel_floor_and_access_patterns_are_plausible() -> None:
+    gpu = detect_gpu()
+    assert gpu is not None and gpu.catalog_key is not None
+    spec = load_catalog().get(gpu.catalog_key)
+    ceilings = run_bench(spec=spec, matmul_size=2048, warmup=2, repeats=5, inner=2, pattern_sides=[14, 64])
+    # a queued tiny kernel costs the device about a microsecond or two, not nothing and not a host launch
+    assert ceilings.kernel_floor_s is not None and 0.2e-6 < ceilings.kernel_floor_s < 10e-6
+    ratios = ceilings.pattern_ratios()
+    assert set(ratios) == {f"{p}@{s}" for p in PATTERNS for s in (14, 64)}
+    # the contiguous patterns run near the copy rate; the broadcast outer add far below it
+    assert 0.7 < ratios["bias_add@64"] < 1.3 and ratios["outer_add@64"] < 0.5

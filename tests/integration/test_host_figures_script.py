@@ -66,3 +66,38 @@ def test_launches_next_to_the_census(capsys: pytest.CaptureFixture[str]) -> None
     rows = {(r[0], r[1]): r for r in (line.split() for line in capsys.readouterr().out.splitlines()[1:])}
     census, analytic = float(rows[("base:1", "decode")][2]), float(rows[("base:1", "decode")][4])
     assert abs(analytic - census) <= 1
+
+
+def test_device_model_from_the_measured_ceilings_next_to_the_census(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from llm_perf_opt.runners import calibrate_cli
+
+    prior = tmp_path / "prior.json"
+    ceilings = ROOT / "reports" / "hardware" / "h200" / "hw-ceilings.json"
+    assert calibrate_cli.main(["--prior", "--gpu", "h200", "--ceilings", str(ceilings), "--out", str(prior)]) == 0
+    capsys.readouterr()
+    census = ROOT / "reports" / "profile" / "h200-census" / "census-h200.json"
+    assert _script().main(["device", str(census), "--calibration", str(prior), "--workload", "base:1",
+                           "--workload", "base:4"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3
+    for line in lines[1:]:
+        # SAM's kernels: the census's ms, then the model's from the measured ceilings, kernel floor and
+        # access-pattern bandwidths alone (nothing fitted)
+        census_ms, model_ms = float(line.split()[1]), float(line.split()[3])
+        assert model_ms == pytest.approx(census_ms, rel=0.10), line
+    assert _script().main(["device", str(census), "--calibration", str(prior), "--workload", "huge:9"]) == 2
+    assert "no workload 'huge:9'" in capsys.readouterr().err
+
+
+def test_error_tables_of_the_committed_comparisons(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _script().main(["table", str(ROOT / "reports" / "compare" / "compare-h200")]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| h200-")]
+    assert len(rows) == 4 * 5 and "timeline, held-out stages: rms" in out
+    assert _script().main(["cross", str(ROOT / "reports" / "compare" / "cross-session-h200-20261202T142808Z")]) == 0
+    out = capsys.readouterr().out
+    assert sum(line.startswith("| h200-") for line in out.splitlines()) == 8 and "without the projector" in out
+    assert _script().main(["table", str(tmp_path)]) == 2
+    assert "no calibration-*-timeline.json" in capsys.readouterr().err
+    assert _script().main(["cross", str(tmp_path)]) == 2

@@ -323,4 +323,68 @@ def test_prior_without_runs_is_written_for_a_catalogue_gpu(tmp_path: Path, capsy
     assert "--prior fits nothing: drop --shared" in capsys.readouterr().err
     assert calibrate_cli.main(["--run", str(report.parent / "run-base-b1"), "--ceilings", str(out), "--out",
                                str(out)]) == 2
-    assert "--ceilings only apply with --prior" in capsys.readouterr().err
+    assert "--ceilings only applies with --prior or --time-model timeline" in capsys.readouterr().err
+
+
+def test_ceilings_access_patterns_go_into_the_prior_and_the_timeline_fit(
+        timeline_runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from llm_perf_opt.compare.calibrate import _run_blocks, _stage_device_ms
+    from llm_perf_opt.hardware import load_catalog
+    from llm_perf_opt.hardware.bench import BenchMethod, MeasuredCeilings, save_ceilings
+
+    spec = load_catalog().get("h100-sxm")
+    bw = 0.9 * spec.memory_bandwidth_bytes_per_s
+    plain = MeasuredCeilings(gpu_key="h100-sxm", device_name="NVIDIA H100 80GB HBM3",
+                             matmul_flops_per_s={"bf16": 0.8 * spec.peak_flops_per_s("bf16")},
+                             memory_bandwidth_bytes_per_s=bw,
+                             method=BenchMethod(matmul_size=8192, warmup=1, repeats=3, inner=1,
+                                                copy_buffer_bytes=1 << 30))
+    no_patterns = save_ceilings(plain, tmp_path / "plain.json")
+    slow = {f"{p}@{s}": 0.25 * bw for p in ("outer_add", "permuted_copy", "cast_up") for s in (14, 64)}
+    with_patterns = save_ceilings(attrs.evolve(plain, pattern_bandwidth_bytes_per_s=slow, kernel_floor_s=2e-6),
+                                  tmp_path / "pat.json")
+    runs = ["--run", str(timeline_runs["base-b1"]), "--run", str(timeline_runs["gundam-b1"])]
+    # the prior takes the ratios to the copy bandwidth; SAM's device time grows with them, decode's does not
+    out_plain, out_pat = tmp_path / "prior-plain.json", tmp_path / "prior-pat.json"
+    assert calibrate_cli.main([*runs, "--prior", "--ceilings", str(no_patterns), "--out", str(out_plain)]) == 0
+    assert calibrate_cli.main([*runs, "--prior", "--ceilings", str(with_patterns), "--out", str(out_pat)]) == 0
+    cal_plain, cal_pat = load_calibration(out_plain), load_calibration(out_pat)
+    assert cal_plain.pattern_bandwidth_ratios == {} and cal_plain.kernel_floor_s == 0.0
+    assert cal_pat.pattern_bandwidth_ratios == {k: pytest.approx(0.25) for k in slow}
+    assert cal_pat.kernel_floor_s == 2e-6
+    _run, preds = _with_preds(timeline_runs["base-b1"])
+    (bp, _), = _run_blocks(preds, cal_plain)
+    (bq, _), = _run_blocks(preds, cal_pat)
+
+    def dev(b, stage: str) -> float:
+        return sum(x.device_s for x in b.stages[stage])
+
+    assert dev(bq, "vision.sam") > 1.5 * dev(bp, "vision.sam")
+    # decode has no pattern: only the floor's 2 us per kernel differs
+    kernels = sum(x.kernels for x in bq.stages["decode"])
+    assert dev(bq, "decode") == pytest.approx(dev(bp, "decode") + kernels * 2e-6)
+    # a timeline fit with --ceilings keeps that device model (efficiencies, patterns) and fits only the
+    # per-stage device factors: summed over the fitted runs, the modelled device time of every stage is what
+    # their operator tables measured
+    out_fit = tmp_path / "fit.json"
+    assert calibrate_cli.main([*runs, "--time-model", "timeline", "--ceilings", str(with_patterns),
+                               "--out", str(out_fit)]) == 0
+    fit = load_calibration(out_fit)
+    assert fit.pattern_bandwidth_ratios == cal_pat.pattern_bandwidth_ratios
+    assert fit.default_bandwidth_efficiency == pytest.approx(0.9) and fit.bandwidth_efficiencies == {}
+    assert fit.kernel_floor_s == 2e-6
+    assert any("not fitted" in u for u in fit.fit.unidentified)
+    for stage in ("vision.sam", "prefill", "decode"):
+        modelled = measured = 0.0
+        for name in ("base-b1", "gundam-b1"):
+            run, preds = _with_preds(timeline_runs[name])
+            modelled += _stage_device_ms(_run_blocks(preds, fit))[stage]
+            measured += sum(run.operator_table.per_pass()[stage].values())  # type: ignore[union-attr]
+        assert modelled == pytest.approx(measured, rel=1e-6), stage
+    # the fitted host terms still follow the runs (the truth's device model differs, the stage times fit)
+    assert max(abs(e.relative_error) for e in fit.fit.after) < 0.15
+    capsys.readouterr()
+    # --ceilings fixes the device efficiencies: flags that would shape their fit are refused
+    assert calibrate_cli.main([*runs, "--time-model", "timeline", "--ceilings", str(no_patterns), "--shared",
+                               "--out", str(out_fit)]) == 2
+    assert "drop --shared and --max-efficiency" in capsys.readouterr().err

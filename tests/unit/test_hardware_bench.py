@@ -81,7 +81,7 @@ def test_run_bench_on_cpu_with_fake_timer() -> None:
     # each timed repeat covers `inner` ops: bf16 median 4 ms -> 2 ms/op; fp16 8 ms -> 4 ms/op; copy 1 ms -> 0.5
     timer = FakeTimer([[4.0, 3.0, 5.0], [8.0, 8.0, 9.0], [1.0, 1.0, 1.0]])
     ceilings = run_bench(spec=None, dtypes=[DType.BF16, DType.FP16], matmul_size=n, warmup=1, repeats=repeats,
-                         inner=inner, copy_bytes=4 * MIB, timer=timer, device="cpu")
+                         inner=inner, copy_bytes=4 * MIB, timer=timer, device="cpu", pattern_sides=[])
     assert timer.calls == [(1, 3)] * 3
     assert ceilings.gpu_key is None and ceilings.device_name == "cpu"
     assert ceilings.matmul_flops_per_s["bf16"] == pytest.approx(2 * n**3 / 2e-3)

@@ -230,3 +230,32 @@ def test_driver_info_from_nvidia_smi(monkeypatch: pytest.MonkeyPatch) -> None:
     assert info.driver_version == "580.159.04" and info.cuda_driver_version == "13.0"
     assert info.clocks.sm_current_mhz == 1755
     assert calls[0][1:3] == ["-i", "GPU-abc"]
+
+
+def test_bench_pattern_sides_reach_the_bench_and_the_table(monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    import types
+
+    from llm_perf_opt.hardware.bench import BenchMethod, MeasuredCeilings
+
+    seen: list[object] = []
+
+    def fake_bench(**kwargs: object) -> MeasuredCeilings:
+        seen.append(kwargs["pattern_sides"])
+        return MeasuredCeilings(gpu_key="h200", device_name="NVIDIA H200", matmul_flops_per_s={"bf16": 6.8e14},
+                                memory_bandwidth_bytes_per_s=4.0e12,
+                                method=BenchMethod(matmul_size=8192, warmup=1, repeats=1, inner=1,
+                                                   copy_buffer_bytes=1 << 31),
+                                pattern_bandwidth_bytes_per_s={"outer_add@64": 0.6e12})
+
+    gpu = types.SimpleNamespace(catalog_key="h200", catalog_error=None, driver_version="1", name="NVIDIA H200")
+    monkeypatch.setattr(hw_cli, "detect_gpu", lambda *_a, **_k: gpu)
+    monkeypatch.setattr(hw_cli, "run_bench", fake_bench)
+    rc, out, _ = _run(capsys, "bench", "--pattern-sides", "14,64,14")
+    assert rc == 0 and seen == [[14, 64]]
+    assert "pattern outer_add@64" in out and "0.150 of copy" in out
+    rc, _, _ = _run(capsys, "bench", "--pattern-sides", "none")
+    assert rc == 0 and seen[-1] == []
+    with pytest.raises(SystemExit) as info:
+        hw_cli.main(["bench", "--pattern-sides", "14,0"])
+    assert info.value.code == 2 and "positive integer" in capsys.readouterr().err

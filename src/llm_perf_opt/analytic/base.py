@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from llm_perf_opt.data.common import Repetition
+from llm_perf_opt.hardware.patterns import split_key
 from llm_perf_opt.vocab import OperatorCategory, Stage
 
 #: Index of the per-category cost vector: [tensor-core FLOPs, CUDA-core FLOPs, IO bytes, kernel launches].
@@ -96,6 +97,10 @@ class BaseLayer:
         self.inner_launches: float = 0.0
         #: bytes moved per call by those launches; already in ``ops``
         self.cuda_io_bytes: float = 0.0
+        #: category -> access-pattern key ('<pattern>@<side>', llm_perf_opt.hardware.patterns) -> bytes per
+        #: call moved in that pattern; already in ``ops``' io bytes. The timeline model divides them by the
+        #: pattern's measured bandwidth where a calibration has it, the roofline ignores them.
+        self.pattern_io: dict[OperatorCategory, dict[str, float]] = {}
 
     # ----------------------------------------------------------------- tree
     def add(self, child: BaseLayer) -> BaseLayer:
@@ -125,14 +130,20 @@ class BaseLayer:
             yield from child.walk(path)
 
     def op(self, cat: OperatorCategory, *, tc_flops: float = 0.0, cc_flops: float = 0.0, io_bytes: float = 0.0,
-           launches: float = 0.0) -> None:
-        """Add one operator group's cost to this leaf."""
+           launches: float = 0.0, pattern: str | None = None) -> None:
+        """Add one operator group's cost to this leaf; ``pattern``: the access-pattern key its bytes move in
+        (:func:`llm_perf_opt.hardware.patterns.pattern_key`), None for contiguous, vectorised access."""
         _add(self.ops, cat, [float(tc_flops), float(cc_flops), float(io_bytes), float(launches)])
+        if pattern is not None and io_bytes:
+            split_key(pattern)
+            by_key = self.pattern_io.setdefault(cat, {})
+            by_key[pattern] = by_key.get(pattern, 0.0) + float(io_bytes)
 
-    def cuda_op(self, cat: OperatorCategory, launches: float, *, io_bytes: float = 0.0) -> None:
+    def cuda_op(self, cat: OperatorCategory, launches: float, *, io_bytes: float = 0.0,
+                pattern: str | None = None) -> None:
         """Launches (and their bytes) that CUDA adds inside dispatched aten calls; counted in ``ops`` and
         in :attr:`cuda_launches` (the dispatch-meter tests subtract them, the kernel census counts them)."""
-        self.op(cat, io_bytes=io_bytes, launches=launches)
+        self.op(cat, io_bytes=io_bytes, launches=launches, pattern=pattern)
         self.cuda_launches += float(launches)
         self.cuda_io_bytes += float(io_bytes)
         self.inner_launches += float(launches)

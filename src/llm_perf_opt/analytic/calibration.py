@@ -30,6 +30,7 @@ from typing import Any, Protocol, runtime_checkable
 from attrs import asdict, define, evolve, field
 
 from llm_perf_opt.errors import UserError
+from llm_perf_opt.hardware.patterns import pattern_ratio, split_key
 from llm_perf_opt.vocab import OperatorCategory, Stage
 
 #: Version of the calibration file format; a file with another version is refused.
@@ -102,6 +103,9 @@ class _StageView:
 
     def bandwidth_efficiency(self, category: str) -> float:
         return self.base.bandwidth_efficiency(category)
+
+    def pattern_bandwidth_ratio(self, key: str) -> float:
+        return self.base.pattern_bandwidth_ratio(key)
 
 
 def bound_time_s(*, compute_s: float, memory_s: float, category: str, kernels: float = 0.0,
@@ -233,6 +237,10 @@ class Calibration:
                                        "to; 0 = the fitted runs had no probe"})
     host_probe_exponent: float = field(
         default=1.0, metadata={"help": "timeline model: host costs scale as (probe / host_probe_us) ** exponent"})
+    pattern_bandwidth_ratios: dict[str, float] = field(
+        factory=dict, metadata={"help": "timeline model: access pattern '<pattern>@<side>' -> its measured bandwidth / "
+                                        "the copy bandwidth (hw bench; llm_perf_opt.hardware.patterns); "
+                                        "patterns not listed move at the copy bandwidth"})
     fit: FitSummary = field(factory=FitSummary)
     created_utc: str = field(default="")
     schema_version: int = field(default=CALIBRATION_SCHEMA_VERSION)
@@ -268,6 +276,13 @@ class Calibration:
                 raise CalibrationError(f"calibration: unknown stage {stage!r} in stage_host_s_per_kernel")
             if value < 0 or not math.isfinite(value):
                 raise CalibrationError(f"calibration: stage_host_s_per_kernel[{stage}] must be >= 0, got {value}")
+        for key, value in self.pattern_bandwidth_ratios.items():
+            try:
+                split_key(key)
+            except UserError as exc:
+                raise CalibrationError(f"calibration: pattern_bandwidth_ratios: {exc}") from None
+            if not (value > 0 and math.isfinite(value)):
+                raise CalibrationError(f"calibration: pattern_bandwidth_ratios[{key}] must be > 0, got {value}")
         if self.time_model == "timeline" and not self.stage_host_s_per_kernel:
             raise CalibrationError("calibration: a timeline calibration needs stage_host_s_per_kernel")
 
@@ -278,6 +293,11 @@ class Calibration:
     def bandwidth_efficiency(self, category: str) -> float:
         """Fraction of memory bandwidth achieved by ``category``."""
         return self.bandwidth_efficiencies.get(str(category), self.default_bandwidth_efficiency)
+
+    def pattern_bandwidth_ratio(self, key: str) -> float:
+        """Bandwidth of access pattern ``key`` relative to the copy bandwidth (nearest measured side;
+        1.0 when the pattern was not measured)."""
+        return pattern_ratio(self.pattern_bandwidth_ratios, key)
 
     @property
     def timeline(self) -> bool:
@@ -357,6 +377,8 @@ class Calibration:
                 host_sync_s=float(data.get("host_sync_s", 0.0)),
                 host_probe_us=float(data.get("host_probe_us", 0.0)),
                 host_probe_exponent=float(data.get("host_probe_exponent", 1.0)),
+                pattern_bandwidth_ratios={str(k): float(v)
+                                          for k, v in (data.get("pattern_bandwidth_ratios") or {}).items()},
                 fit=summary, created_utc=str(data.get("created_utc", "")), schema_version=int(version),
             )
         except CalibrationError:
@@ -374,7 +396,9 @@ class Calibration:
             return (f"timeline calibration for {self.gpu_key} ({self.dtype}; {self.software.describe()}), "
                     f"host us/kernel: {host}; sync {self.host_sync_s * 1e6:.2f} us; "
                     f"host probe {self.host_probe_us:.2f} us/op, exponent {self.host_probe_exponent:.2f}; "
-                    f"device floor {self.kernel_floor_s * 1e6:.2f} us/kernel")
+                    f"device floor {self.kernel_floor_s * 1e6:.2f} us/kernel"
+                    + (f"; {len(self.pattern_bandwidth_ratios)} access-pattern bandwidths"
+                       if self.pattern_bandwidth_ratios else ""))
         return (f"calibration for {self.gpu_key} ({self.dtype}; {self.software.describe()}), "
                 f"launch {self.launch_overhead_s * 1e6:.2f} us/kernel{per_stage}, "
                 f"device floor {self.kernel_floor_s * 1e6:.2f} us/kernel")

@@ -24,7 +24,11 @@ that inherits a device backlog ends late.
 Device seconds of a block = g_s * (sum over its categories of
 max(compute_s / ce, memory_s / be) + kernels * kernel_floor_s): the calibrated
 device model (efficiencies as in analytic/calibration.py) times a per-stage
-factor g_s fitted on the stage's measured device time. The stages run in
+factor g_s fitted on the stage's measured device time. memory_s counts the
+bytes a layer moves in a measured access pattern (broadcast outer add, permuted
+copy, fp32 casts and softmax: llm_perf_opt.hardware.patterns) at the pattern's
+bandwidth, the calibration's ratio r_p to the copy bandwidth: bytes / (bw * r_p).
+The stages run in
 the order of :class:`llm_perf_opt.vocab.Stage`; decode repeats the mean step
 ``decode_forwards`` times.
 """
@@ -104,12 +108,23 @@ class PassTimeline:
     total_s: float = field(metadata={"help": "first stage start to last stage end"})
 
 
+def pattern_ratio_of(eff: EfficiencyModel, key: str) -> float:
+    """Measured bandwidth of access pattern ``key`` relative to the copy bandwidth under ``eff``
+    (1.0 when ``eff`` has no access-pattern ratios)."""
+    lookup = getattr(eff, "pattern_bandwidth_ratio", None)
+    return float(lookup(key)) if callable(lookup) else 1.0
+
+
 def _own_device_s(layer: BaseLayer, peaks: Rates, eff: EfficiencyModel, floor_s: float) -> float:
-    """Device seconds of the node's own ops (one call, count not applied)."""
+    """Device seconds of the node's own ops (one call, count not applied); bytes moved in an access
+    pattern (``layer.pattern_io``) run at the pattern's measured fraction of the bandwidth."""
     t = 0.0
     for cat, vec in layer.ops.items():
         compute = vec[TC] / peaks.tensor_core_flops_per_s + vec[CC] / peaks.cuda_core_flops_per_s
-        memory = vec[IO] / peaks.memory_bytes_per_s
+        io = vec[IO]
+        for key, nbytes in layer.pattern_io.get(cat, {}).items():
+            io += nbytes * (1.0 / pattern_ratio_of(eff, key) - 1.0)
+        memory = io / peaks.memory_bytes_per_s
         c = compute / eff.compute_efficiency(cat.value) if compute else 0.0
         m = memory / eff.bandwidth_efficiency(cat.value) if memory else 0.0
         t += max(c, m) + vec[LAUNCH] * floor_s

@@ -14,7 +14,7 @@ Cells are the analytic report's leaf x category work (compare/analytic.py).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
 from attrs import evolve
@@ -254,6 +254,7 @@ def calibrate_timeline(
     shared: bool = False,
     per_stage_device: bool = True,
     sync_s: float = DEFAULT_SYNC_S,
+    device_prior: Calibration | None = None,
 ) -> Calibration:
     """Fit the timeline model: the device side (efficiencies, kernel floor) on the operator-table device
     times, then the host side (s/kernel per stage, s/sync) on the stage times through the simulated pass.
@@ -265,9 +266,15 @@ def calibrate_timeline(
     (fit_probe_exponent; 1.0 when they cannot tell), and the calibration keeps the fitted runs' mean
     probe as its reference.
     sync_s: host seconds per host-device sync (held fixed, see fit_host_terms).
+    device_prior: a device model measured on the hardware (:func:`prior_calibration` from hw bench
+    ceilings: efficiencies, access patterns, kernel floor) used instead of fitting category efficiencies;
+    only the per-stage device factors are fitted, as the fitted runs' operator-table device time / the
+    prior's block device time.
     UserError when a fitted run has no CUDA operator table.
     """
     gpu_key, dtype = _check_runs(fit_runs, held_out)
+    if device_prior is not None:
+        return _timeline_on_prior(fit_runs, held_out, device_prior, sync_s=sync_s)
     cells: list[WorkCell] = []
     dev_obs: list[Observation] = []
     for run, preds in fit_runs:
@@ -300,6 +307,16 @@ def calibrate_timeline(
         stage_device_scale=scale, launch_overhead_s=0.0, kernel_floor_s=result.kernel_floor_s,
         created_utc=datetime.now(UTC).isoformat(timespec="seconds"),
     )
+    unidentified = tuple(u for u in result.unidentified if not u.startswith("launch_overhead_s"))
+    return _fit_host_side(fit_runs, held_out, device, sync_s=sync_s, observations=len(dev_obs),
+                          iterations=result.iterations, unidentified=unidentified)
+
+
+def _fit_host_side(fit_runs: Sequence[tuple[MeasuredRun, Predictions]],
+                   held_out: Sequence[tuple[MeasuredRun, Predictions]], device: Calibration, *, sync_s: float,
+                   observations: int, iterations: int, unidentified: tuple[str, ...]) -> Calibration:
+    """The host side of a timeline fit on top of the ``device`` model: host s/kernel per stage (relative to
+    the fitted runs' host-speed probe, exponent fitted within runs), then the errors of every run."""
     per_run = [(run, _run_blocks(preds, device), False) for run, preds in fit_runs]
     per_run += [(run, _run_blocks(preds, device), True) for run, preds in held_out]
     probes = [run.host_probe_us for run, _ in fit_runs]
@@ -313,7 +330,6 @@ def calibrate_timeline(
         host_unidentified.append("host_probe_exponent")
     draft = evolve(device, time_model="timeline", stage_host_s_per_kernel=host, host_sync_s=sync_s,
                    host_probe_us=ref, host_probe_exponent=exponent)
-    unidentified = tuple(u for u in result.unidentified if not u.startswith("launch_overhead_s"))
     before: list[StageError] = []
     after: list[StageError] = []
     all_runs = {r.run_id: preds for r, preds in [*fit_runs, *held_out]}
@@ -322,9 +338,55 @@ def calibrate_timeline(
         after.extend(timeline_stage_errors(run, bl, draft, held_out=is_held))
     return evolve(draft, fit=FitSummary(
         fitted_runs=[r.run_id for r, _ in fit_runs], held_out_runs=[r.run_id for r, _ in held_out],
-        observations=len(dev_obs) + sum(len(measured_stage_ms(r)) for r, _ in fit_runs),
-        iterations=result.iterations, before=before, after=after,
-        unidentified=(*unidentified, *host_unidentified)))
+        observations=observations + sum(len(measured_stage_ms(r)) for r, _ in fit_runs),
+        iterations=iterations, before=before, after=after, unidentified=(*unidentified, *host_unidentified)))
+
+
+def _stage_device_ms(blocks: list[tuple[PassBlocks, float]]) -> dict[str, float]:
+    """Stage -> modelled device ms per pass of a run's blocks (decode: every forward)."""
+    out: dict[str, float] = {}
+    for b, f in blocks:
+        for stage, seq in b.stages.items():
+            n = b.decode_forwards if stage == Stage.DECODE.value else 1
+            out[stage] = out.get(stage, 0.0) + sum(x.device_s for x in seq) * n * 1e3 * f
+    return out
+
+
+def _timeline_on_prior(fit_runs: Sequence[tuple[MeasuredRun, Predictions]],
+                       held_out: Sequence[tuple[MeasuredRun, Predictions]], prior: Calibration, *,
+                       sync_s: float) -> Calibration:
+    """calibrate_timeline with the device side taken from ``prior`` (see there)."""
+    gpu_key, dtype = _check_runs(fit_runs, held_out)
+    if (gpu_key, dtype) != (prior.gpu_key, prior.dtype):
+        raise UserError(f"calibrate: the runs are {gpu_key}/{dtype}, the device prior is for "
+                        f"{prior.gpu_key}/{prior.dtype}")
+    base = evolve(prior, stage_device_scale={}, fit=FitSummary())
+    meas: dict[str, float] = {}
+    mod: dict[str, float] = {}
+    observations = 0
+    for run, preds in fit_runs:
+        # the operator table's device times per stage, as the category fit reads them (a decode profiled
+        # over another number of tokens than the timed passes is left out)
+        device_ms: dict[str, float] = {}
+        for o in run_observations(run):
+            if not o.include_launch and o.stage is not None:
+                device_ms[o.stage] = device_ms.get(o.stage, 0.0) + o.measured_s * 1e3
+        if not device_ms:
+            raise UserError(f"calibrate --time-model timeline: run {run.run_id} has no CUDA operator table "
+                            "(per-stage device times); profile it on a GPU with the operator table enabled")
+        modelled = _stage_device_ms(_run_blocks(preds, base))
+        for stage, ms in device_ms.items():
+            if modelled.get(stage, 0.0) > 0:
+                meas[stage] = meas.get(stage, 0.0) + ms
+                mod[stage] = mod.get(stage, 0.0) + modelled[stage]
+                observations += 1
+    scale = {st: meas[st] / mod[st] for st in meas if meas[st] > 0}
+    sw = fit_runs[0][0].software()
+    device = evolve(base, software=SoftwareKey(torch=sw["torch"], transformers=sw["transformers"],
+                                               cuda=sw.get("cuda", "")),
+                    stage_device_scale=scale, created_utc=datetime.now(UTC).isoformat(timespec="seconds"))
+    return _fit_host_side(fit_runs, held_out, device, sync_s=sync_s, observations=observations, iterations=0,
+                          unidentified=("device efficiencies: measured ceilings (hw bench), not fitted",))
 
 
 def _check_runs(fit_runs: Sequence[tuple[MeasuredRun, Predictions]],
@@ -412,20 +474,28 @@ def host_s_per_op_from_per_kernel(per_kernel_s: float, decode: BaseLayer) -> flo
 
 def prior_calibration(gpu_key: str, dtype: str, *, compute_efficiency: float = 1.0,
                       bandwidth_efficiency: float = 1.0, host_s_per_kernel: float = REFERENCE_HOST_S_PER_KERNEL,
-                      sync_s: float = DEFAULT_SYNC_S, software: SoftwareKey | None = None) -> Calibration:
+                      sync_s: float = DEFAULT_SYNC_S, software: SoftwareKey | None = None,
+                      pattern_bandwidth_ratios: Mapping[str, float] | None = None,
+                      kernel_floor_s: float = 0.0) -> Calibration:
     """A timeline calibration fitted on nothing: the roofline at the given fractions of the datasheet peaks
     (e.g. measured ceilings / datasheet) plus ``host_s_per_kernel`` seconds of host time per launch in every
-    stage and ``sync_s`` per host-device sync. The uncalibrated prediction of a host-bound eager run."""
+    stage and ``sync_s`` per host-device sync. The uncalibrated prediction of a host-bound eager run.
+    ``pattern_bandwidth_ratios``: access pattern -> measured bandwidth / copy bandwidth (hw bench), for the
+    bytes the model moves in those patterns; ``kernel_floor_s``: device seconds per kernel on top of the
+    roofline (hw bench's tiny-kernel floor)."""
     for name, value in (("compute_efficiency", compute_efficiency), ("bandwidth_efficiency", bandwidth_efficiency)):
         if not (0 < value <= 1.5 and math.isfinite(value)):
             raise UserError(f"prior calibration: {name} must be in (0, 1.5], got {value}")
     if not (host_s_per_kernel >= 0 and math.isfinite(host_s_per_kernel)):
         raise UserError(f"prior calibration: host seconds per kernel must be >= 0, got {host_s_per_kernel}")
+    if not (kernel_floor_s >= 0 and math.isfinite(kernel_floor_s)):
+        raise UserError(f"prior calibration: kernel floor must be >= 0 s, got {kernel_floor_s}")
     return Calibration(
         gpu_key=gpu_key, dtype=dtype, software=software or SoftwareKey(),
         default_compute_efficiency=compute_efficiency, default_bandwidth_efficiency=bandwidth_efficiency,
         time_model="timeline", stage_host_s_per_kernel={st.value: host_s_per_kernel for st in Stage},
         host_sync_s=sync_s, created_utc=datetime.now(UTC).isoformat(timespec="seconds"),
+        pattern_bandwidth_ratios=dict(pattern_bandwidth_ratios or {}), kernel_floor_s=kernel_floor_s,
         fit=FitSummary(unidentified=("prior: nothing fitted",)),
     )
 

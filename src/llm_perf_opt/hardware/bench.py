@@ -30,6 +30,12 @@ from attrs import define, field
 from llm_perf_opt.data.common import PeakSource
 from llm_perf_opt.errors import UserError
 from llm_perf_opt.hardware.catalog import GIB, MIB, GpuSpec
+from llm_perf_opt.hardware.patterns import (
+    DEFAULT_PATTERN_SCORES,
+    DEFAULT_PATTERN_SIDES,
+    measure_patterns,
+    split_key,
+)
 from llm_perf_opt.vocab import DType, parse_dtype
 
 #: Dtypes the matmul benchmark can measure (fp8 needs scaled-matmul kernels and is not measured).
@@ -121,6 +127,10 @@ class BenchMethod:
     statistic: str = field(default="median", metadata={"help": "statistic over repeats"})
     data: str = field(default="torch.randn, seed 0", metadata={"help": "input data"})
     bytes_counted: str = field(default="read + written", metadata={"help": "what a copy's bytes count"})
+    pattern_scores: int = field(default=0, metadata={
+        "help": "access patterns: scores per measured tensor (0: patterns not measured)"})
+    pattern_groups: Mapping[str, int] = field(factory=dict, metadata={
+        "help": "access patterns: token-grid side -> groups of s x s grids measured"})
 
 
 @define(kw_only=True, frozen=True)
@@ -140,6 +150,13 @@ class MeasuredCeilings:
     matmul_times_ms: Mapping[str, list[float]] = field(factory=dict, metadata={
         "help": "dtype -> per-repeat ms per matmul"})
     copy_times_ms: list[float] = field(factory=list, metadata={"help": "per-repeat ms per copy"})
+    pattern_bandwidth_bytes_per_s: Mapping[str, float] = field(factory=dict, metadata={
+        "help": "access pattern '<pattern>@<side>' -> median bytes/s read + written "
+                "(llm_perf_opt.hardware.patterns)"})
+    pattern_times_ms: Mapping[str, list[float]] = field(factory=dict, metadata={
+        "help": "access pattern -> per-repeat ms per call"})
+    kernel_floor_s: float | None = field(default=None, metadata={
+        "help": "device seconds per tiny kernel queued behind others (1-element add; None: not measured)"})
 
     def flops_per_s(self, dtype: DType | str) -> float | None:
         """Measured matmul FLOP/s for ``dtype``, None if not measured; UserError for an unknown dtype name."""
@@ -151,7 +168,14 @@ class MeasuredCeilings:
         out["format_version"] = CEILINGS_FORMAT_VERSION
         out["matmul_flops_per_s"] = dict(self.matmul_flops_per_s)
         out["matmul_times_ms"] = {k: list(v) for k, v in self.matmul_times_ms.items()}
+        out["pattern_bandwidth_bytes_per_s"] = dict(self.pattern_bandwidth_bytes_per_s)
+        out["pattern_times_ms"] = {k: list(v) for k, v in self.pattern_times_ms.items()}
+        out["method"]["pattern_groups"] = dict(self.method.pattern_groups)
         return out
+
+    def pattern_ratios(self) -> dict[str, float]:
+        """Access pattern -> its measured bandwidth / the measured copy bandwidth (empty if not measured)."""
+        return {k: v / self.memory_bandwidth_bytes_per_s for k, v in self.pattern_bandwidth_bytes_per_s.items()}
 
     def ratios_to(self, spec: GpuSpec) -> dict[str, float]:
         """Measured / datasheet for each measured dtype ('<dtype>') and for bandwidth ('memory_bandwidth')."""
@@ -218,6 +242,17 @@ def load_ceilings(path: Path) -> MeasuredCeilings:
     method = data["method"]
     if not isinstance(method, dict):
         raise CeilingsError(f"{path}: method must be a mapping")
+    if data.get("kernel_floor_s") is not None:
+        data["kernel_floor_s"] = _positive(f"{path}: kernel_floor_s", data["kernel_floor_s"])
+    patterns = data.get("pattern_bandwidth_bytes_per_s", {})
+    if not isinstance(patterns, dict):
+        raise CeilingsError(f"{path}: pattern_bandwidth_bytes_per_s must map '<pattern>@<side>' -> bytes/s")
+    for key, value in patterns.items():
+        try:
+            split_key(str(key))
+        except UserError as exc:
+            raise CeilingsError(f"{path}: pattern_bandwidth_bytes_per_s: {exc}") from None
+        _positive(f"{path}: pattern_bandwidth_bytes_per_s.{key}", value)
     try:
         data["method"] = BenchMethod(**method)
         return MeasuredCeilings(**data)
@@ -359,6 +394,36 @@ def measure_copy(buffer_bytes: int, *, device: str, timer: Timer, warmup: int, r
     return rate_from_times(copy_bytes_moved(numel * 4), per_op), per_op
 
 
+#: Tiny kernels timed per repeat of the kernel-floor measurement (few enough for the host to stay ahead
+#: of the device behind a queued 8192^3 matmul).
+FLOOR_KERNELS = 200
+
+
+def measure_kernel_floor(*, device: str, repeats: int) -> tuple[float, list[float]]:
+    """(median device seconds per tiny kernel, per-repeat us per kernel): ``FLOOR_KERNELS`` in-place adds
+    on a 1-element tensor issued behind a queued matmul, timed by CUDA events around the adds alone, so
+    the host is ahead and the events see the device's own time per kernel (run time and the gap to the
+    next one). CUDA only."""
+    import torch
+
+    x = torch.zeros(1, device=device)
+    a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+    per_kernel_us: list[float] = []
+    for _ in range(repeats + 1):  # the first repeat warms up
+        torch.cuda.synchronize()
+        for _ in range(3):
+            a @ a  # ~5 ms of queued work on an H100-class GPU
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(FLOOR_KERNELS):
+            x.add_(1.0)
+        end.record()
+        torch.cuda.synchronize()
+        per_kernel_us.append(float(start.elapsed_time(end)) * 1e3 / FLOOR_KERNELS)
+    times = per_kernel_us[1:]
+    return statistics.median(times) * 1e-6, times
+
+
 def require_cuda() -> None:
     """Raise NoGpuError unless torch sees a CUDA device."""
     import torch
@@ -372,8 +437,10 @@ def run_bench(*, spec: GpuSpec | None, device_index: int = 0, dtypes: Sequence[D
               matmul_size: int = DEFAULT_MATMUL_SIZE, warmup: int = DEFAULT_WARMUP,
               repeats: int = DEFAULT_REPEATS, inner: int = DEFAULT_INNER, copy_bytes: int | None = None,
               timer: Timer = cuda_event_timer, device: str | None = None,
+              pattern_sides: Sequence[int] = DEFAULT_PATTERN_SIDES, pattern_scores: int = DEFAULT_PATTERN_SCORES,
               progress: Callable[[str], None] | None = None) -> MeasuredCeilings:
-    """Measure matmul FLOP/s per dtype and copy bandwidth on CUDA device ``device_index``.
+    """Measure matmul FLOP/s per dtype, copy bandwidth and, at each of ``pattern_sides`` (none: skipped),
+    the access-pattern bandwidths of :mod:`llm_perf_opt.hardware.patterns` on CUDA device ``device_index``.
 
     ``spec`` (the catalogue entry of the device, or None if uncatalogued) sizes the copy buffer from
     its L2. ``device``/``timer`` exist so tests can run the arithmetic on CPU with a fake timer.
@@ -403,13 +470,26 @@ def run_bench(*, spec: GpuSpec | None, device_index: int = 0, dtypes: Sequence[D
                                          repeats=repeats, inner=inner)
     if progress:
         progress(f"copy {buffer / GIB:.2f} GiB: {bandwidth / 1e12:.3f} TB/s (read + write)")
+    p_rates: dict[str, float] = {}
+    p_times: dict[str, list[float]] = {}
+    p_groups: dict[str, int] = {}
+    floor_s: float | None = None
+    if device.startswith("cuda"):
+        floor_s, floor_us = measure_kernel_floor(device=device, repeats=repeats)
+        if progress:
+            progress(f"kernel floor ({FLOOR_KERNELS} tiny kernels queued): {floor_s * 1e6:.2f} us per kernel")
+    if pattern_sides:
+        p_rates, p_times, p_groups = measure_patterns(pattern_sides, device=device, timer=timer, warmup=warmup,
+                                                      repeats=repeats, inner=inner, scores=pattern_scores,
+                                                      progress=progress)
     return MeasuredCeilings(
         gpu_key=spec.key if spec else None,
         device_name=name,
         matmul_flops_per_s=flops,
         memory_bandwidth_bytes_per_s=bandwidth,
         method=BenchMethod(matmul_size=matmul_size, warmup=warmup, repeats=repeats, inner=inner,
-                           copy_buffer_bytes=buffer,
+                           copy_buffer_bytes=buffer, pattern_scores=pattern_scores if pattern_sides else 0,
+                           pattern_groups=p_groups,
                            timer="cuda-events" if timer is cuda_event_timer else getattr(timer, "__name__", "custom")),
         torch_version=str(torch.__version__),
         cuda_version=torch.version.cuda,
@@ -417,4 +497,7 @@ def run_bench(*, spec: GpuSpec | None, device_index: int = 0, dtypes: Sequence[D
         host=platform.node(),
         matmul_times_ms=times,
         copy_times_ms=copy_times,
+        pattern_bandwidth_bytes_per_s=p_rates,
+        pattern_times_ms=p_times,
+        kernel_floor_s=floor_s,
     )

@@ -82,7 +82,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --prior and no --run: compute dtype of the prior (default bf16)")
     parser.add_argument("--ceilings", type=Path, default=None, metavar="FILE",
                         help="with --prior: measured ceilings (llm-perf-opt hw bench) whose fractions of the "
-                             "datasheet peaks become the efficiencies (default: the datasheet peaks)")
+                             "datasheet peaks become the efficiencies (default: the datasheet peaks), with their "
+                             "access-pattern bandwidths and kernel floor when measured; with --time-model "
+                             "timeline: that device model replaces the fitted category efficiencies (only the "
+                             "per-stage device factors and the host terms are fitted)")
     parser.add_argument("--host-us-per-kernel", type=float, default=None, metavar="US",
                         help="with --prior: host microseconds per CUDA kernel of a decode step as the profiler "
                              "counts them (default "
@@ -116,7 +119,16 @@ def rms(errors: Sequence[StageError]) -> float:
 PRIOR_PROMPT_TOKENS = 9
 
 
-def _prior(args: argparse.Namespace, runs: list[tuple[Any, Any]]) -> Calibration:
+def _device_prior(args: argparse.Namespace, runs: list[tuple[Any, Any]]) -> Calibration:
+    """The device model of --ceilings for a timeline fit (efficiencies, access patterns, kernel floor);
+    UserError when --shared or --max-efficiency would have nothing to act on."""
+    if args.shared or args.max_efficiency != 1.0:
+        raise UserError("--ceilings fixes the device efficiencies of a timeline fit: drop --shared and "
+                        "--max-efficiency")
+    return _prior(args, runs, evaluate=False)
+
+
+def _prior(args: argparse.Namespace, runs: list[tuple[Any, Any]], evaluate: bool = True) -> Calibration:
     """The --prior calibration for the runs' GPU and dtype (or --gpu / --dtype without runs), evaluated on
     every run given."""
     from llm_perf_opt.analytic.model import AnalyticModel
@@ -154,6 +166,8 @@ def _prior(args: argparse.Namespace, runs: list[tuple[Any, Any]]) -> Calibration
         model = AnalyticModel(DeepseekOCRConfig.named(args.config or "default"), wl)
         software = SoftwareKey()
     ce = be = 1.0
+    ratios: dict[str, float] = {}
+    floor = 0.0
     if args.ceilings is not None:
         ceilings = load_ceilings(args.ceilings)
         if ceilings.gpu_key != spec.key:
@@ -164,10 +178,13 @@ def _prior(args: argparse.Namespace, runs: list[tuple[Any, Any]]) -> Calibration
             raise UserError(f"--ceilings {args.ceilings}: no {dtype} matmul ceiling measured")
         ce = flops / spec.peak_flops_per_s(dtype)
         be = ceilings.memory_bandwidth_bytes_per_s / spec.memory_bandwidth_bytes_per_s
+        ratios = ceilings.pattern_ratios()
+        floor = ceilings.kernel_floor_s or 0.0
     per_op = host_s_per_op_from_per_kernel(per_kernel_us * 1e-6, model.stages[Stage.DECODE])
     prior = prior_calibration(spec.key, dtype, compute_efficiency=ce, bandwidth_efficiency=be,
-                              host_s_per_kernel=per_op, sync_s=args.host_sync_us * 1e-6, software=software)
-    return evaluate_prior(prior, runs) if runs else prior
+                              host_s_per_kernel=per_op, sync_s=args.host_sync_us * 1e-6, software=software,
+                              pattern_bandwidth_ratios=ratios, kernel_floor_s=floor)
+    return evaluate_prior(prior, runs) if runs and evaluate else prior
 
 
 def run(args: argparse.Namespace) -> int:
@@ -179,10 +196,11 @@ def run(args: argparse.Namespace) -> int:
     if not args.runs and not (args.prior and args.gpu):
         raise UserError("give at least one --run to fit (or --prior --gpu KEY for a prior without runs)")
     prior_only = [f for f, given in (("--gpu", args.gpu is not None), ("--dtype", args.dtype is not None),
-                                     ("--ceilings", args.ceilings is not None),
                                      ("--host-us-per-kernel", args.host_us_per_kernel is not None)) if given]
     if prior_only and not args.prior:
         raise UserError(f"{', '.join(prior_only)} only apply with --prior")
+    if args.ceilings is not None and not (args.prior or args.time_model == "timeline"):
+        raise UserError("--ceilings only applies with --prior or --time-model timeline")
     fit_only = [f for f, given in (("--time-model timeline", args.time_model != "additive"), ("--shared", args.shared),
                                    ("--per-stage-launch", args.per_stage_launch), ("--no-launch", args.no_launch),
                                    ("--no-operator-table", args.no_operator_table),
@@ -215,8 +233,9 @@ def run(args: argparse.Namespace) -> int:
                             "drop --no-operator-table, --per-stage-launch and --no-launch")
         if args.host_sync_us < 0:
             raise UserError(f"--host-sync-us must be >= 0, got {args.host_sync_us}")
+        prior = _device_prior(args, fit_runs) if args.ceilings is not None else None
         cal = calibrate_timeline(fit_runs, held, max_efficiency=args.max_efficiency, shared=args.shared,
-                                 sync_s=args.host_sync_us * 1e-6)
+                                 sync_s=args.host_sync_us * 1e-6, device_prior=prior)
     else:
         cal = calibrate(fit_runs, held, use_operator_table=not args.no_operator_table,
                         max_efficiency=args.max_efficiency, fit_launch=not args.no_launch, shared=args.shared,

@@ -3,7 +3,7 @@
     llm-perf-opt hw list [--json]
     llm-perf-opt hw show KEY [--json]
     llm-perf-opt hw detect [--json] [--out FILE]
-    llm-perf-opt hw bench [--out FILE] [--json] [--dtypes bf16,fp16] [--size 8192] ...
+    llm-perf-opt hw bench [--out FILE] [--json] [--dtypes bf16,fp16] [--size 8192] [--pattern-sides 14,64] ...
 
 Every subcommand accepts ``--catalog FILE``: a user YAML (same schema as the
 packaged gpus.yaml) whose entries are added to, or replace, the packaged ones.
@@ -34,6 +34,7 @@ from llm_perf_opt.hardware.bench import (
 )
 from llm_perf_opt.hardware.catalog import GIB, MIB, TERA, GpuCatalog, GpuSpec, load_catalog
 from llm_perf_opt.hardware.detect import DetectedGpu, detect_gpu
+from llm_perf_opt.hardware.patterns import DEFAULT_PATTERN_SIDES
 from llm_perf_opt.vocab import DType, parse_dtype
 
 PROG = "llm-perf-opt hw"
@@ -71,6 +72,12 @@ def _non_negative_int(text: str) -> int:
     if v < 0:
         raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
     return v
+
+
+def _sides(text: str) -> list[int]:
+    if text.strip().lower() == "none":
+        return []
+    return list(dict.fromkeys(_positive_int(part) for part in text.split(",")))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -116,6 +123,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     bench.add_argument("--copy-mib", type=_positive_int, default=None,
                        help="size of each copy buffer in MiB (default max(2 GiB, 8 x the GPU's L2), "
                             "capped by free memory)")
+    bench.add_argument("--pattern-sides", type=_sides, default=list(DEFAULT_PATTERN_SIDES), metavar="S,S,...|none",
+                       help="token-grid sides at which to measure the access-pattern bandwidths of eager "
+                            "decomposed-rel-pos attention (outer add, permuted copy, bias add, fp32 casts and "
+                            "softmax; llm_perf_opt.hardware.patterns), or 'none' to skip them (default "
+                            f"{','.join(map(str, DEFAULT_PATTERN_SIDES))})")
 
 
 # ------------------------------------------------------------------------------------------ rendering
@@ -225,7 +237,8 @@ def _cmd_bench(args: argparse.Namespace, catalog: GpuCatalog) -> int:
     progress = None if args.json else (lambda line: print(line, flush=True))
     ceilings = run_bench(spec=spec, device_index=args.device, dtypes=args.dtypes, matmul_size=args.size,
                          warmup=args.warmup, repeats=args.repeats, inner=args.inner,
-                         copy_bytes=None if args.copy_mib is None else args.copy_mib * MIB, progress=progress)
+                         copy_bytes=None if args.copy_mib is None else args.copy_mib * MIB,
+                         pattern_sides=args.pattern_sides, progress=progress)
     ceilings = attrs.evolve(ceilings, driver_version=gpu.driver_version)
     if args.out is not None:
         save_ceilings(ceilings, args.out)
@@ -243,6 +256,11 @@ def _cmd_bench(args: argparse.Namespace, catalog: GpuCatalog) -> int:
     rows.append([f"copy {ceilings.method.copy_buffer_bytes / GIB:.2f} GiB (read+write)",
                  f"{ceilings.memory_bandwidth_bytes_per_s / TERA:.3f} TB/s",
                  "-" if sheet_bw is None else f"{sheet_bw:.3f} TB/s", _fmt(ratios.get("memory_bandwidth"), 3)])
+    if ceilings.kernel_floor_s is not None:
+        rows.append(["kernel floor (tiny kernels queued)", f"{ceilings.kernel_floor_s * 1e6:.2f} us/kernel", "-", "-"])
+    for key, ratio in ceilings.pattern_ratios().items():
+        rows.append([f"pattern {key}", f"{ceilings.pattern_bandwidth_bytes_per_s[key] / TERA:.3f} TB/s", "-",
+                     f"{ratio:.3f} of copy"])
     print(f"{gpu.name} ({spec.key if spec else 'uncatalogued'}), torch {ceilings.torch_version}, "
           f"CUDA {ceilings.cuda_version}, driver {gpu.driver_version or '-'}")
     print(_table(["measurement", "measured", "datasheet", "ratio"], rows))

@@ -62,7 +62,8 @@ class Conv2d(BaseLayer):
     )
 
     def __init__(self, name: str, stage: Stage, *, batch: int, height: int, width: int, c_in: int, c_out: int,
-                 kernel: int, stride: int, padding: int, bias: bool, act_bytes: int, weight_bytes: int) -> None:
+                 kernel: int, stride: int, padding: int, bias: bool, act_bytes: int, weight_bytes: int,
+                 pattern: str | None = None) -> None:
         super().__init__(name, stage, weight_dtype_bytes=weight_bytes)
         self.h_out = (height + 2 * padding - kernel) // stride + 1
         self.w_out = (width + 2 * padding - kernel) // stride + 1
@@ -73,7 +74,7 @@ class Conv2d(BaseLayer):
                 tc_flops=2 * out_elems * c_in * kernel * kernel,
                 cc_flops=out_elems if bias else 0,
                 io_bytes=act_bytes * (batch * c_in * height * width + out_elems) + weight_bytes * self.params,
-                launches=1)
+                launches=1, pattern=pattern)
         self.activation_bytes = act_bytes * out_elems
 
 
@@ -118,10 +119,10 @@ class Elementwise(BaseLayer):
 
     def __init__(self, name: str, stage: Stage, *, elements: int, flops_per_elem: float, inputs: int,
                  act_bytes: int, weight_bytes: int, category: OperatorCategory = OperatorCategory.ELEMENTWISE,
-                 launches: int = 1) -> None:
+                 launches: int = 1, pattern: str | None = None) -> None:
         super().__init__(name, stage, weight_dtype_bytes=weight_bytes)
         self.op(category, cc_flops=flops_per_elem * elements, io_bytes=act_bytes * elements * (inputs + 1),
-                launches=launches)
+                launches=launches, pattern=pattern)
         self.activation_bytes = act_bytes * elements
 
 

@@ -22,6 +22,7 @@ from llm_perf_opt.analytic.layers.common import (
     LayerNorm,
     Linear,
 )
+from llm_perf_opt.hardware.patterns import pattern_key
 from llm_perf_opt.models.deepseek_ocr.config import ClipConfig, ProjectorConfig, SamConfig
 from llm_perf_opt.vocab import OperatorCategory, Stage
 
@@ -43,10 +44,17 @@ class SamPatchEmbed(CompositeLayer):
         # encode_sam copies the pixels from pageable host memory to the device (.to): one sync per call
         # (measured: reports/profile/h200-timeline/find-syncs.txt, the copy under aten::to in vision.sam)
         self.host_syncs = 1
-        # the copy itself is a launch (Memcpy HtoD, kernel census reports/profile/h200-census/)
-        self.cuda_op(OperatorCategory.MEMORY, 1)
+        # the copy itself is a launch (Memcpy HtoD, kernel census reports/profile/h200-census/) moving the
+        # fp32 pixels from pageable host memory, at the h2d_pageable rate hw bench measures
+        upload = self.add(OpGroup("pixel_upload", stage, weight_dtype_bytes=weight_bytes,
+                                  summary="the page's fp32 pixels copied from pageable host memory"))
+        upload.cuda_op(OperatorCategory.MEMORY, 1, io_bytes=4 * views * 3 * side_px * side_px,
+                       pattern=pattern_key("h2d_pageable", side_px // p))
+        # cuDNN runs this conv far below the tensor-core rate (a generic implicit GEMM, kernel census): its
+        # bytes move at the patch_conv rate hw bench measures
         self.add(Conv2d("projection", stage, batch=views, height=side_px, width=side_px, c_in=3, c_out=c, kernel=p,
-                        stride=p, padding=0, bias=True, act_bytes=act_bytes, weight_bytes=weight_bytes))
+                        stride=p, padding=0, bias=True, act_bytes=act_bytes, weight_bytes=weight_bytes,
+                        pattern=pattern_key("patch_conv", side_px // p)))
 
 
 class SamAttention(CompositeLayer):
@@ -101,7 +109,8 @@ class SamAttention(CompositeLayer):
         if window > 0:
             split = self.add(OpGroup("qkv_split", stage, weight_dtype_bytes=weight_bytes,
                                      summary="qkv reshaped to (3, heads, tokens, d): one copy"))
-            split.op(OperatorCategory.MEMORY, io_bytes=2 * b * 3 * tc, launches=1)
+            split.op(OperatorCategory.MEMORY, io_bytes=2 * b * 3 * tc, launches=1,
+                     pattern=pattern_key("head_split", side))
         self.params = 2 * (2 * table - 1) * d  # rel_pos_h, rel_pos_w
         # eager order as dispatched: q * scale and QK^T, then the rel-pos lookups (which wait for them),
         # then bias, softmax and PV
@@ -116,13 +125,17 @@ class SamAttention(CompositeLayer):
         rel_table = 2 * side * side * d * b  # the two gathered (s, s, d) tables
         # resize (2, a no-op copy when the table already fits) + gather (2) of the tables
         rel.op(OperatorCategory.MEMORY, io_bytes=2 * rel_table, launches=4)
-        # the query map copied (q_copies), the two einsums as bmm (2)
+        # the query map copied (q_copies: a permutation of heads like the qkv split), the two einsums as bmm (2)
         rel.op(OperatorCategory.ATTENTION, tc_flops=2 * 2 * groups * side ** 3 * d,
-               io_bytes=q_copies * 2 * b * tc + 2 * (b * tc + rel_table // 2 + b * groups * side ** 3),
-               launches=q_copies + 2)
-        # rel_h + rel_w broadcast to (s^2 x s^2) per group, then made contiguous (a copy)
-        rel.op(OperatorCategory.ATTENTION, cc_flops=scores,
-               io_bytes=2 * b * groups * side ** 3 + b * scores + 2 * b * scores, launches=2)
+               io_bytes=2 * (b * tc + rel_table // 2 + b * groups * side ** 3), launches=2)
+        rel.op(OperatorCategory.ATTENTION, io_bytes=q_copies * 2 * b * tc, launches=q_copies,
+               pattern=pattern_key("head_split", side))
+        # rel_h + rel_w broadcast to (s^2 x s^2) per group (written in the einsums' permuted layout), then
+        # made contiguous (a copy): the access patterns hw bench measures (llm_perf_opt.hardware.patterns)
+        rel.op(OperatorCategory.ATTENTION, cc_flops=scores, io_bytes=2 * b * groups * side ** 3 + b * scores,
+               launches=1, pattern=pattern_key("outer_add", side))
+        rel.op(OperatorCategory.ATTENTION, io_bytes=2 * b * scores, launches=1,
+               pattern=pattern_key("permuted_copy", side))
         rel.activation_bytes = b * scores
         # transformers' get_rel_pos indexes the table with coordinates built by torch.arange on the host:
         # each of the two lookups (h, w) copies its index to the device and synchronises
@@ -138,20 +151,24 @@ class SamAttention(CompositeLayer):
                                 summary="eager attention: + bias, fp32 softmax, cast, PV"))
         core.op(OperatorCategory.ATTENTION, tc_flops=2 * scores * d,
                 cc_flops=(SOFTMAX_FLOPS_PER_ELEM + 1) * scores,
-                io_bytes=3 * b * scores                 # + bias: read both, write
-                + (b + 4) * scores + 8 * scores + (4 + b) * scores  # cast up, softmax fp32, cast down
-                + b * scores + 2 * b * tc,              # PV: read probs and v, write out
+                io_bytes=b * scores + 2 * b * tc,       # PV: read probs and v, write out
                 launches=5)
+        # + bias (read both, write), cast up, softmax in fp32, cast down: each in its measured access pattern
+        for pattern, nbytes in (("bias_add", 3 * b * scores), ("cast_up", (b + 4) * scores),
+                                ("softmax_fp32", 8 * scores), ("cast_down", (4 + b) * scores)):
+            core.op(OperatorCategory.ATTENTION, io_bytes=nbytes, pattern=pattern_key(pattern, side))
         core.activation_bytes = b * tc + scores * (b + 4)
         if fused:  # SDPA keeps scores and probabilities on chip: one kernel reads q, k, v and the bias
             core.ops.clear()
+            core.pattern_io.clear()
             core.op(OperatorCategory.ATTENTION, tc_flops=2 * 2 * scores * d,
                     cc_flops=tc + (SOFTMAX_FLOPS_PER_ELEM + 1) * scores,
                     io_bytes=4 * b * tc + b * scores, launches=1)
             core.activation_bytes = b * tc
         merge = self.add(OpGroup("out_merge", stage, weight_dtype_bytes=weight_bytes,
                                  summary="attention output permuted back to (tokens, C): one copy"))
-        merge.op(OperatorCategory.MEMORY, io_bytes=2 * b * tc, launches=1)
+        # the inverse permutation of the qkv split, taken at its measured rate
+        merge.op(OperatorCategory.MEMORY, io_bytes=2 * b * tc, launches=1, pattern=pattern_key("head_split", side))
         self.add(Linear("proj", stage, tokens=tokens, in_features=c, out_features=c, bias=True,
                         act_bytes=act_bytes, weight_bytes=weight_bytes))
         self.held_bytes = b * scores  # the bias stays alive through the core
@@ -188,6 +205,8 @@ class SamBlock(CompositeLayer):
         "window partition + unpartition (windowed blocks): pad, partition, unpartition and crop copies,"
         " io = b * C * (3 T + 5 T_p); on CUDA the pad is a fill and a copy (+1 launch, + b * T * C)",
         "on CUDA each LayerNorm copies its non-contiguous input first: +1 launch, + 2 * b * T * C each",
+        "the residual stream is a (N, g, g, C) view of channel-major memory (the patch conv's layout): the"
+        " LayerNorm copies and residual adds move their bytes in the transposed_copy / transposed_add patterns",
     )
 
     def __init__(self, name: str, stage: Stage, cfg: SamConfig, *, views: int, grid: int, window: int,
@@ -196,6 +215,9 @@ class SamBlock(CompositeLayer):
         c = cfg.width
         tokens = views * grid * grid
         self.window = window
+        # residual stream: a (views, g, g, C) view of the patch conv's channel-major output (the adds keep
+        # that layout, so every LayerNorm copies it and every residual add is strided)
+        stream_add = pattern_key("transposed_add", grid)
         ln1 = self.add(LayerNorm("layer_norm1", stage, tokens=tokens, dim=c, act_bytes=act_bytes,
                                  weight_bytes=weight_bytes))
         attn = SamAttention("attn", stage, cfg, views=views, grid=grid, window=window, fused=fused,
@@ -213,17 +235,18 @@ class SamBlock(CompositeLayer):
             part.activation_bytes = act_bytes * padded_tokens * c
         self.add(attn)
         self.add(Elementwise("residual1", stage, elements=tokens * c, flops_per_elem=1, inputs=2,
-                             act_bytes=act_bytes, weight_bytes=weight_bytes))
+                             act_bytes=act_bytes, weight_bytes=weight_bytes, pattern=stream_add))
         ln2 = self.add(LayerNorm("layer_norm2", stage, tokens=tokens, dim=c, act_bytes=act_bytes,
                                  weight_bytes=weight_bytes))
         # the CUDA layer_norm kernel wants a contiguous input: SAM's (sliced, permuted) hidden states are
         # copied first (aten::clone under native_layer_norm, 25 of 26 SAM LayerNorms in the kernel census)
         for ln in (ln1, ln2):
-            ln.cuda_op(OperatorCategory.MEMORY, 1, io_bytes=2 * act_bytes * tokens * c)
+            ln.cuda_op(OperatorCategory.MEMORY, 1, io_bytes=2 * act_bytes * tokens * c,
+                       pattern=pattern_key("transposed_copy", grid))
         self.add(SamMLP("mlp", stage, tokens=tokens, dim=c, hidden=cfg.mlp_dim, act_bytes=act_bytes,
                         weight_bytes=weight_bytes))
         self.add(Elementwise("residual2", stage, elements=tokens * c, flops_per_elem=1, inputs=2,
-                             act_bytes=act_bytes, weight_bytes=weight_bytes))
+                             act_bytes=act_bytes, weight_bytes=weight_bytes, pattern=stream_add))
         self.held_bytes = act_bytes * tokens * c
 
 
@@ -292,7 +315,8 @@ class SamEncoder(CompositeLayer):
         elems = views * g * g * c
         pos = self.add(OpGroup("pos_embed", stage, weight_dtype_bytes=weight_bytes,
                                summary="absolute position embedding: resize (when needed) and add"))
-        pos.op(OperatorCategory.ELEMENTWISE, cc_flops=elems, io_bytes=3 * act_bytes * elems, launches=1)
+        pos.op(OperatorCategory.ELEMENTWISE, cc_flops=elems, io_bytes=3 * act_bytes * elems, launches=1,
+               pattern=pattern_key("transposed_add", g))  # the patch conv's channel-major output + table
         if g != pos_grid:  # bicubic (antialiased) resize of the 64 x 64 table in fp32
             out = g * g * c
             pos.op(OperatorCategory.ELEMENTWISE, cc_flops=BICUBIC_FLOPS_PER_ELEM * out,

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Regenerate every committed comparison under reports/compare/ from the committed run folders (CPU only):
+# the three compare_calibrate.sh sets (H200 sets 1 and 2, H100) and the three cross-session H200 sets
+# (sections 6-8 of docs/results-h200.md: set 2's timeline calibration and the prior on runs not fitted).
+#
+# Usage: scripts/analytical/regenerate_compare.sh        (PYTHON=python by default; ~40 min on 2 cores)
+# Writes to tmp/regen/ first and replaces each reports/compare/<set>/ only once that set is complete.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+cd "$ROOT"
+export PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}"
+PY="${PYTHON:-python}"
+P=reports/profile
+H200=reports/hardware/h200/hw-ceilings.json
+H100=reports/hardware/hw-ceilings.json
+TMP=tmp/regen
+rm -rf "$TMP"; mkdir -p "$TMP"
+
+replace() {  # replace reports/compare/$2 with the finished $1
+  rm -rf "reports/compare/$2"; cp -r "$1" "reports/compare/$2"; echo "== reports/compare/$2 regenerated"
+}
+
+S1=20261202T012852Z
+OUT=$TMP/h200 CONFIG=default CEILINGS=$H200 PYTHON="$PY" bash scripts/gpu/compare_calibrate.sh \
+  --held-out $P/h200-small-b1-$S1 --held-out $P/h200-base-b4-$S1 $P/h200-base-b1-$S1 $P/h200-gundam-b1-$S1
+replace "$TMP/h200/compare-h200" compare-h200
+
+S2=20261202T033259Z
+OUT=$TMP/h200new CONFIG=default CEILINGS=$H200 PYTHON="$PY" bash scripts/gpu/compare_calibrate.sh \
+  --held-out $P/h200-small-b1-$S2 --held-out $P/h200-base-b4-$S2 --held-out $P/h200-small-b4-$S2 \
+  --held-out $P/h200-gundam-b2-$S2 $P/h200-base-b1-$S2 $P/h200-gundam-b1-$S2
+replace "$TMP/h200new/compare-h200" compare-h200-$S2
+
+OUT=$TMP/h100 CONFIG=default CEILINGS=$H100 PYTHON="$PY" bash scripts/gpu/compare_calibrate.sh \
+  --held-out $P/h100-small-b1-20261122T054520Z --held-out $P/h100-base-b4-20261122T054520Z \
+  $P/h100-base-20261122T053733Z $P/h100-gundam-20261122T053733Z
+replace "$TMP/h100/compare-h100-sxm" compare-h100-sxm
+
+CAL=reports/compare/compare-h200-$S2/calibration-h200-timeline.json
+for S in 20261202T042320Z 20261202T142808Z 20261202T173413Z; do
+  D=$TMP/cross-session-h200-$S
+  RUNS=()
+  for RUN in $P/h200-*-$S; do
+    [[ -d "$RUN" ]] || continue
+    R="$(basename "$RUN")"
+    RUNS+=(--run "$RUN")
+    "$PY" -m llm_perf_opt.runners.compare_cli --run "$RUN" --config default --calibration "$CAL" \
+      --out "$D/$R/compare" --unified-dir "$D/$R"
+  done
+  "$PY" -m llm_perf_opt.runners.calibrate_cli "${RUNS[@]}" --config default --prior --ceilings "$H200" \
+    --out "$D/calibration-h200-prior.json"
+  replace "$D" "cross-session-h200-$S"
+done
