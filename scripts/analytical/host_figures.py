@@ -18,6 +18,9 @@
         the per-run, per-stage error table of a compare_calibrate.sh folder (every calibration file in it)
     python scripts/analytical/host_figures.py cross SET_DIR
         per run of a folder of calibrated compares (compare_cli --calibration): the stage errors
+    python scripts/analytical/host_figures.py rates CENSUS_DETAIL.json --ceilings FILE --workload base:1
+        per kernel group of a census with --detail that runs a measured access pattern: device ms, bytes,
+        achieved TB/s next to the bench's rate for that pattern
 """
 
 from __future__ import annotations
@@ -294,6 +297,87 @@ def cross(folder: Path) -> list[str]:
     return lines
 
 
+def _pattern_of(op: str, callers: str, shapes: list[Any], kernel: str) -> tuple[str, int] | None:
+    """(access-pattern key, bytes per call) of one census kernel group, None when it runs no measured
+    pattern. The groups are recognised by operator, callers and input shapes as SAM dispatches them."""
+    from llm_perf_opt.hardware.patterns import UPLOAD_PATCH, pattern_bytes, pattern_key
+
+    dims = [list(x) for x in shapes if isinstance(x, list) and x]
+    if not dims:
+        return None
+    a = dims[0]
+    sq = math.isqrt(a[-1]) if len(a) == 3 else 0
+    square = len(a) == 3 and a[1] == a[2] and sq * sq == a[2]
+    if op == "aten::add" and len(dims) == 2 and len(a) == 5 and a[4] == 1 and dims[1][3] == 1:
+        return pattern_key("outer_add", a[1]), pattern_bytes("outer_add", a[0], a[1])
+    if op == "aten::add" and len(dims) == 2 and dims[0] == dims[1] and square:
+        return pattern_key("bias_add", sq), pattern_bytes("bias_add", a[0], sq)
+    if op == "aten::add" and len(dims) == 2 and dims[0] == dims[1] and len(a) == 4 and a[1] == a[2]:
+        return pattern_key("transposed_add", a[1]), pattern_bytes("transposed_add", a[0], a[1], channels=a[3])
+    if op == "aten::_softmax" and square:
+        return pattern_key("softmax_fp32", sq), pattern_bytes("softmax_fp32", a[0], sq)
+    if op == "aten::cudnn_convolution" and len(a) == 4 and a[1] == 3 and len(dims) > 1:
+        side = a[2] // UPLOAD_PATCH
+        return pattern_key("patch_conv", side), pattern_bytes("patch_conv", a[0], side, channels=dims[1][0])
+    if op != "aten::copy_":
+        return None
+    if kernel.startswith("Memcpy HtoD") and len(a) == 4 and a[1] == 3:
+        side = a[2] // UPLOAD_PATCH
+        return pattern_key("h2d_pageable", side), pattern_bytes("h2d_pageable", a[0], side)
+    if square and callers.endswith("aten::softmax"):
+        return pattern_key("cast_up", sq), pattern_bytes("cast_up", a[0], sq)
+    if square and callers == "aten::_to_copy <- aten::to":
+        return pattern_key("cast_down", sq), pattern_bytes("cast_down", a[0], sq)
+    if len(a) == 5 and callers.endswith("aten::reshape_as") and len(set(a[1:])) == 1:
+        return pattern_key("permuted_copy", a[1]), pattern_bytes("permuted_copy", a[0], a[1])
+    if len(a) == 4 and a[1] == a[2] and "native_layer_norm" in callers:
+        return pattern_key("transposed_copy", a[1]), pattern_bytes("transposed_copy", a[0], a[1], channels=a[3])
+    if len(a) == 5 and a[0] == 3 and callers == "aten::clone <- aten::reshape" and math.isqrt(a[3]) ** 2 == a[3]:
+        return pattern_key("head_split", math.isqrt(a[3])), 2 * 2 * math.prod(a)
+    return None
+
+
+def rates(path: Path, ceilings_path: Path, workload: str, stage: str) -> list[str]:
+    """Per kernel group of ``stage`` in a census with --detail that runs a measured access pattern: calls,
+    device ms, bytes and achieved TB/s, next to the bench's TB/s for that pattern (nearest side)."""
+    import ast
+
+    from llm_perf_opt.hardware import load_ceilings
+    from llm_perf_opt.hardware.patterns import pattern_ratio
+
+    try:
+        data = json.loads(path.read_text())["workloads"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"{path}: not a kernel census ({exc})") from exc
+    if workload not in data:
+        raise UserError(f"{path}: no workload {workload!r} (has {', '.join(data)})")
+    detail = data[workload].get("kernel_detail", {}).get(stage)
+    if detail is None:
+        raise UserError(f"{path}: no kernel detail for {workload} {stage} (kernel_census.py --detail {stage})")
+    ceilings = load_ceilings(ceilings_path)
+    bw = ceilings.memory_bandwidth_bytes_per_s
+    lines = [f"{'pattern':<20} {'calls':>5} {'device ms':>9} {'GB':>8} {'TB/s':>7} {'bench TB/s':>10}  operator / callers"]
+    matched = 0.0
+    for g in detail:
+        try:
+            shapes = ast.literal_eval(g["input_shapes"])
+        except (ValueError, SyntaxError):
+            continue  # shapes cut at the census's 160 characters
+        found = _pattern_of(g["op"], g["callers"], shapes, g["kernel"])
+        if found is None:
+            continue
+        key, per_call = found
+        ms = g["device_us"] / 1e3
+        nbytes = per_call * g["launches"]
+        bench = pattern_ratio(ceilings.pattern_ratios(), key) * bw if ceilings.pattern_bandwidth_bytes_per_s else 0.0
+        matched += ms
+        lines.append(f"{key:<20} {g['launches']:>5} {ms:>9.2f} {nbytes / 1e9:>8.3f} {nbytes / ms / 1e9:>7.3f} "
+                     f"{bench / 1e12:>10.3f}  {g['op']} <- {g['callers'] or '(stage)'}")
+    total = sum(float(r.get("self_device_us", 0.0)) for r in data[workload]["stages"].get(stage, {}).values()) / 1e3
+    lines.append(f"matched groups: {matched:.2f} of the stage's {total:.2f} device ms")
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -321,6 +405,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("folder", type=Path, help="e.g. reports/compare/compare-h200")
     p = sub.add_parser("cross", help="calibrated stage errors of the runs of a cross-session folder")
     p.add_argument("folder", type=Path, help="e.g. reports/compare/cross-session-h200-20261202T142808Z")
+    p = sub.add_parser("rates", help="achieved rate of the census kernel groups that run a measured access pattern")
+    p.add_argument("file", type=Path, help="census JSON written with --detail (scripts/gpu/kernel_census.py)")
+    p.add_argument("--ceilings", type=Path, required=True, metavar="FILE", help="hw bench ceilings with patterns")
+    p.add_argument("--workload", default="base:1", metavar="MODE:BATCH", help="census workload (default base:1)")
+    p.add_argument("--stage", default="vision.sam", help="stage with kernel detail (default vision.sam)")
     args = parser.parse_args(argv)
     try:
         if args.cmd == "census":
@@ -337,6 +426,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             lines = table(args.folder)
         elif args.cmd == "cross":
             lines = cross(args.folder)
+        elif args.cmd == "rates":
+            lines = rates(args.file, args.ceilings, args.workload, args.stage)
         else:
             lines = prior(args.files)
     except UserError as exc:

@@ -101,3 +101,20 @@ def test_error_tables_of_the_committed_comparisons(tmp_path: Path, capsys: pytes
     assert _script().main(["table", str(tmp_path)]) == 2
     assert "no calibration-*-timeline.json" in capsys.readouterr().err
     assert _script().main(["cross", str(tmp_path)]) == 2
+
+
+def test_census_kernel_groups_at_the_bench_rates(capsys: pytest.CaptureFixture[str]) -> None:
+    detail = ROOT / "reports" / "profile" / "h200-census" / "census-h200-detail.json"
+    ceilings = ROOT / "reports" / "hardware" / "h200" / "hw-ceilings.json"
+    assert _script().main(["rates", str(detail), "--ceilings", str(ceilings), "--workload", "base:1"]) == 0
+    rows = {}
+    for line in capsys.readouterr().out.splitlines()[1:-1]:
+        parts = line.split()
+        rows.setdefault(parts[0], (float(parts[4]), float(parts[5])))
+    # every score pattern of the global layers, as recognised from the census's operators and shapes
+    for key in ("outer_add@64", "permuted_copy@64", "bias_add@64", "cast_up@64", "softmax_fp32@64",
+                "cast_down@64", "transposed_add@64", "transposed_copy@64", "head_split@14", "patch_conv@64"):
+        achieved, bench = rows[key]
+        assert achieved == pytest.approx(bench, rel=0.05), key
+    assert _script().main(["rates", str(detail), "--ceilings", str(ceilings), "--workload", "gundam:1"]) == 2
+    assert "no workload 'gundam:1'" in capsys.readouterr().err

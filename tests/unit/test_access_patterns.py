@@ -9,6 +9,7 @@ from pathlib import Path
 import attrs
 import pytest
 import torch
+from test_hardware_bench import FakeTimer
 
 from llm_perf_opt.analytic.base import OpGroup
 from llm_perf_opt.analytic.calibration import Calibration, CalibrationError
@@ -39,17 +40,6 @@ from llm_perf_opt.hardware.patterns import (
 )
 from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
 from llm_perf_opt.vocab import DType, OperatorCategory, Stage
-
-
-class FakeTimer:
-    """Runs fn once (the code path is exercised) and returns canned per-repeat times in ms."""
-
-    def __init__(self, times_ms: list[list[float]]) -> None:
-        self.queue = list(times_ms)
-
-    def __call__(self, fn, *, warmup: int, repeats: int) -> list[float]:
-        fn()
-        return self.queue.pop(0)
 
 
 def _nbytes(t: torch.Tensor) -> int:
@@ -242,3 +232,23 @@ def test_kernel_floor_in_the_ceilings_file(tmp_path: Path) -> None:
     assert load_ceilings(save_ceilings(c, tmp_path / "c.json")).kernel_floor_s == 1.8e-6
     with pytest.raises(CeilingsError, match="kernel_floor_s: expected a positive number"):
         load_ceilings(save_ceilings(attrs.evolve(c, kernel_floor_s=-1.0), tmp_path / "d.json"))
+
+
+def test_out_of_memory_in_the_patterns_keeps_the_ceilings_before_them() -> None:
+    class OomAfter(FakeTimer):
+        """The fake timer, out of device memory from its third call on (the first access pattern)."""
+
+        def __call__(self, fn, *, warmup: int, repeats: int) -> list[float]:
+            if len(self.calls) >= 2:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+            return super().__call__(fn, warmup=warmup, repeats=repeats)
+
+    kept: list[MeasuredCeilings] = []
+    with pytest.raises(UserError, match=r"out of device memory while measuring the access patterns at sides 3,5 "
+                                        r"\(choose smaller --pattern-sides, or none\)") as info:
+        run_bench(spec=None, dtypes=[DType.BF16], matmul_size=8, warmup=0, repeats=1, inner=1, copy_bytes=MIB,
+                  timer=OomAfter([[1.0], [1.0]]), device="cpu", pattern_sides=[3, 5], pattern_scores=2 ** 8,
+                  checkpoint=kept.append)
+    assert "\n" not in str(info.value)
+    (partial,) = kept
+    assert partial.matmul_flops_per_s["bf16"] > 0 and partial.pattern_bandwidth_bytes_per_s == {}

@@ -259,3 +259,28 @@ def test_bench_pattern_sides_reach_the_bench_and_the_table(monkeypatch: pytest.M
     with pytest.raises(SystemExit) as info:
         hw_cli.main(["bench", "--pattern-sides", "14,0"])
     assert info.value.code == 2 and "positive integer" in capsys.readouterr().err
+
+
+def test_bench_keeps_the_ceilings_when_the_patterns_fail(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    import types
+
+    from llm_perf_opt.errors import UserError
+    from llm_perf_opt.hardware.bench import BenchMethod, MeasuredCeilings, load_ceilings
+
+    def failing_bench(**kwargs: object) -> MeasuredCeilings:
+        kwargs["checkpoint"](MeasuredCeilings(  # type: ignore[operator]
+            gpu_key="h200", device_name="NVIDIA H200", matmul_flops_per_s={"bf16": 6.8e14},
+            memory_bandwidth_bytes_per_s=4.0e12,
+            method=BenchMethod(matmul_size=8192, warmup=1, repeats=1, inner=1, copy_buffer_bytes=1 << 31)))
+        raise UserError("out of device memory while measuring the access patterns at sides 80")
+
+    gpu = types.SimpleNamespace(catalog_key="h200", catalog_error=None, driver_version="1", name="NVIDIA H200")
+    monkeypatch.setattr(hw_cli, "detect_gpu", lambda *_a, **_k: gpu)
+    monkeypatch.setattr(hw_cli, "run_bench", failing_bench)
+    out = tmp_path / "ceilings.json"
+    rc, stdout, err = _run(capsys, "bench", "--out", str(out))
+    assert rc == 2 and len(err.strip().splitlines()) == 1
+    assert "out of device memory" in err and f"are in {out}" in err
+    kept = load_ceilings(out)
+    assert kept.matmul_flops_per_s == {"bf16": 6.8e14} and kept.driver_version == "1"

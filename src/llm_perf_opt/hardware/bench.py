@@ -399,8 +399,8 @@ def measure_copy(buffer_bytes: int, *, device: str, timer: Timer, warmup: int, r
 FLOOR_KERNELS = 200
 
 
-def measure_kernel_floor(*, device: str, repeats: int) -> tuple[float, list[float]]:
-    """(median device seconds per tiny kernel, per-repeat us per kernel): ``FLOOR_KERNELS`` in-place adds
+def measure_kernel_floor(*, device: str, repeats: int) -> float:
+    """Median device seconds per tiny kernel: ``FLOOR_KERNELS`` in-place adds
     on a 1-element tensor issued behind a queued matmul, timed by CUDA events around the adds alone, so
     the host is ahead and the events see the device's own time per kernel (run time and the gap to the
     next one). CUDA only."""
@@ -420,8 +420,7 @@ def measure_kernel_floor(*, device: str, repeats: int) -> tuple[float, list[floa
         end.record()
         torch.cuda.synchronize()
         per_kernel_us.append(float(start.elapsed_time(end)) * 1e3 / FLOOR_KERNELS)
-    times = per_kernel_us[1:]
-    return statistics.median(times) * 1e-6, times
+    return statistics.median(per_kernel_us[1:]) * 1e-6
 
 
 def require_cuda() -> None:
@@ -438,12 +437,15 @@ def run_bench(*, spec: GpuSpec | None, device_index: int = 0, dtypes: Sequence[D
               repeats: int = DEFAULT_REPEATS, inner: int = DEFAULT_INNER, copy_bytes: int | None = None,
               timer: Timer = cuda_event_timer, device: str | None = None,
               pattern_sides: Sequence[int] = DEFAULT_PATTERN_SIDES, pattern_scores: int = DEFAULT_PATTERN_SCORES,
-              progress: Callable[[str], None] | None = None) -> MeasuredCeilings:
+              progress: Callable[[str], None] | None = None,
+              checkpoint: Callable[[MeasuredCeilings], None] | None = None) -> MeasuredCeilings:
     """Measure matmul FLOP/s per dtype, copy bandwidth and, at each of ``pattern_sides`` (none: skipped),
     the access-pattern bandwidths of :mod:`llm_perf_opt.hardware.patterns` on CUDA device ``device_index``.
 
     ``spec`` (the catalogue entry of the device, or None if uncatalogued) sizes the copy buffer from
     its L2. ``device``/``timer`` exist so tests can run the arithmetic on CPU with a fake timer.
+    ``checkpoint`` receives the ceilings measured before the access patterns (so a caller can keep them
+    if the patterns fail). Running out of device memory is a UserError naming the measurement.
     """
     import torch
 
@@ -460,44 +462,54 @@ def run_bench(*, spec: GpuSpec | None, device_index: int = 0, dtypes: Sequence[D
     buffer = copy_buffer_bytes(spec.l2_bytes if spec else None, free, copy_bytes)
     flops: dict[str, float] = {}
     times: dict[str, list[float]] = {}
-    for dt in dtypes:
-        rate, per_op = measure_matmul(dt, matmul_size, device=device, timer=timer, warmup=warmup,
-                                      repeats=repeats, inner=inner)
-        flops[str(dt)], times[str(dt)] = rate, per_op
+    what = "the matmuls"
+    try:
+        for dt in dtypes:
+            what = f"the {dt} matmul ({matmul_size}^3; lower --size)"
+            rate, per_op = measure_matmul(dt, matmul_size, device=device, timer=timer, warmup=warmup,
+                                          repeats=repeats, inner=inner)
+            flops[str(dt)], times[str(dt)] = rate, per_op
+            if progress:
+                progress(f"matmul {dt} {matmul_size}^3: {rate / 1e12:.1f} TFLOP/s")
+        what = f"the {buffer / GIB:.2f} GiB copy (lower --copy-mib)"
+        bandwidth, copy_times = measure_copy(buffer, device=device, timer=timer, warmup=warmup,
+                                             repeats=repeats, inner=inner)
         if progress:
-            progress(f"matmul {dt} {matmul_size}^3: {rate / 1e12:.1f} TFLOP/s")
-    bandwidth, copy_times = measure_copy(buffer, device=device, timer=timer, warmup=warmup,
-                                         repeats=repeats, inner=inner)
-    if progress:
-        progress(f"copy {buffer / GIB:.2f} GiB: {bandwidth / 1e12:.3f} TB/s (read + write)")
-    p_rates: dict[str, float] = {}
-    p_times: dict[str, list[float]] = {}
-    p_groups: dict[str, int] = {}
-    floor_s: float | None = None
-    if device.startswith("cuda"):
-        floor_s, floor_us = measure_kernel_floor(device=device, repeats=repeats)
-        if progress:
-            progress(f"kernel floor ({FLOOR_KERNELS} tiny kernels queued): {floor_s * 1e6:.2f} us per kernel")
-    if pattern_sides:
+            progress(f"copy {buffer / GIB:.2f} GiB: {bandwidth / 1e12:.3f} TB/s (read + write)")
+        floor_s: float | None = None
+        if device.startswith("cuda"):
+            what = "the kernel floor"
+            floor_s = measure_kernel_floor(device=device, repeats=repeats)
+            if progress:
+                progress(f"kernel floor ({FLOOR_KERNELS} tiny kernels queued): {floor_s * 1e6:.2f} us per kernel")
+        ceilings = MeasuredCeilings(
+            gpu_key=spec.key if spec else None,
+            device_name=name,
+            matmul_flops_per_s=flops,
+            memory_bandwidth_bytes_per_s=bandwidth,
+            method=BenchMethod(matmul_size=matmul_size, warmup=warmup, repeats=repeats, inner=inner,
+                               copy_buffer_bytes=buffer,
+                               timer="cuda-events" if timer is cuda_event_timer
+                               else getattr(timer, "__name__", "custom")),
+            torch_version=str(torch.__version__),
+            cuda_version=torch.version.cuda,
+            date_utc=datetime.now(UTC).isoformat(timespec="seconds"),
+            host=platform.node(),
+            matmul_times_ms=times,
+            copy_times_ms=copy_times,
+            kernel_floor_s=floor_s,
+        )
+        if checkpoint is not None:
+            checkpoint(ceilings)
+        if not pattern_sides:
+            return ceilings
+        what = (f"the access patterns at sides {','.join(map(str, pattern_sides))} "
+                "(choose smaller --pattern-sides, or none)")
         p_rates, p_times, p_groups = measure_patterns(pattern_sides, device=device, timer=timer, warmup=warmup,
                                                       repeats=repeats, inner=inner, scores=pattern_scores,
                                                       progress=progress)
-    return MeasuredCeilings(
-        gpu_key=spec.key if spec else None,
-        device_name=name,
-        matmul_flops_per_s=flops,
-        memory_bandwidth_bytes_per_s=bandwidth,
-        method=BenchMethod(matmul_size=matmul_size, warmup=warmup, repeats=repeats, inner=inner,
-                           copy_buffer_bytes=buffer, pattern_scores=pattern_scores if pattern_sides else 0,
-                           pattern_groups=p_groups,
-                           timer="cuda-events" if timer is cuda_event_timer else getattr(timer, "__name__", "custom")),
-        torch_version=str(torch.__version__),
-        cuda_version=torch.version.cuda,
-        date_utc=datetime.now(UTC).isoformat(timespec="seconds"),
-        host=platform.node(),
-        matmul_times_ms=times,
-        copy_times_ms=copy_times,
-        pattern_bandwidth_bytes_per_s=p_rates,
-        pattern_times_ms=p_times,
-        kernel_floor_s=floor_s,
-    )
+    except torch.cuda.OutOfMemoryError:
+        raise UserError(f"out of device memory while measuring {what}") from None
+    return attrs.evolve(ceilings, pattern_bandwidth_bytes_per_s=p_rates, pattern_times_ms=p_times,
+                        method=attrs.evolve(ceilings.method, pattern_scores=pattern_scores,
+                                            pattern_groups=p_groups))

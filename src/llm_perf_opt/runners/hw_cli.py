@@ -28,6 +28,7 @@ from llm_perf_opt.hardware.bench import (
     DEFAULT_MATMUL_SIZE,
     DEFAULT_REPEATS,
     DEFAULT_WARMUP,
+    MeasuredCeilings,
     NoGpuError,
     run_bench,
     save_ceilings,
@@ -235,10 +236,25 @@ def _cmd_bench(args: argparse.Namespace, catalog: GpuCatalog) -> int:
     if spec is None:
         print(f"{PROG} bench: warning: {gpu.catalog_error}; measuring without datasheet ratios", file=sys.stderr)
     progress = None if args.json else (lambda line: print(line, flush=True))
-    ceilings = run_bench(spec=spec, device_index=args.device, dtypes=args.dtypes, matmul_size=args.size,
-                         warmup=args.warmup, repeats=args.repeats, inner=args.inner,
-                         copy_bytes=None if args.copy_mib is None else args.copy_mib * MIB,
-                         pattern_sides=args.pattern_sides, progress=progress)
+    saved: list[Path] = []
+
+    def keep(partial: MeasuredCeilings) -> None:
+        # the ceilings measured before the access patterns are on disk if the patterns fail
+        if args.out is not None and args.pattern_sides:
+            saved.append(save_ceilings(attrs.evolve(partial, driver_version=gpu.driver_version), args.out))
+
+    try:
+        ceilings = run_bench(spec=spec, device_index=args.device, dtypes=args.dtypes, matmul_size=args.size,
+                             warmup=args.warmup, repeats=args.repeats, inner=args.inner,
+                             copy_bytes=None if args.copy_mib is None else args.copy_mib * MIB,
+                             pattern_sides=args.pattern_sides, progress=progress, checkpoint=keep)
+    except (UserError, KeyboardInterrupt) as exc:
+        if not saved:
+            raise
+        note = f"; the ceilings measured before it (no access patterns) are in {saved[0]}"
+        if isinstance(exc, KeyboardInterrupt):
+            raise UserError(f"interrupted while measuring the access patterns{note}") from None
+        raise UserError(f"{exc}{note}") from None
     ceilings = attrs.evolve(ceilings, driver_version=gpu.driver_version)
     if args.out is not None:
         save_ceilings(ceilings, args.out)
