@@ -84,10 +84,12 @@ def census(path: Path, workloads: Sequence[str] | None) -> list[str]:
 
 
 def probe(runs: Sequence[Path]) -> list[str]:
-    """Mean probe and decode per run; between-run and pooled log-log slopes."""
+    """Mean probe and decode per run; log-log slopes of decode time on the probe between run means, over
+    all passes pooled and within runs (least squares and reduced major axis)."""
     lines = [f"{'run':<36} {'probe us/op':>11} {'decode ms/pass':>14} {'passes':>6}"]
     means: list[tuple[float, float]] = []
     pooled: list[tuple[float, float]] = []
+    centred: list[tuple[float, float]] = []
     for d in runs:
         run = load_run(d)
         pairs = list(run.probe_decode)
@@ -97,12 +99,20 @@ def probe(runs: Sequence[Path]) -> list[str]:
         t = sum(b for _, b in pairs) / len(pairs)
         means.append((p, t))
         pooled.extend(pairs)
+        if len(pairs) >= 2:
+            lp = sum(math.log(a) for a, _ in pairs) / len(pairs)
+            lt = sum(math.log(b) for _, b in pairs) / len(pairs)
+            centred.extend((math.log(a) - lp, math.log(b) - lt) for a, b in pairs)
         lines.append(f"{run.run_id:<36} {p:>11.2f} {t:>14.1f} {len(pairs):>6}")
     if len(means) >= 2:
         s, r = _slope([math.log(p) for p, _ in means], [math.log(t) for _, t in means])
         lines.append(f"between run means: slope {s:.2f}, correlation {r:.2f} ({len(means)} runs)")
     s, r = _slope([math.log(p) for p, _ in pooled], [math.log(t) for _, t in pooled])
     lines.append(f"all passes pooled: slope {s:.2f}, correlation {r:.2f} ({len(pooled)} passes)")
+    if len(centred) >= 3:
+        s, r = _slope([x for x, _ in centred], [y for _, y in centred])
+        lines.append(f"within runs (each centred on its means): slope {s:.2f}, correlation {r:.2f}, "
+                     f"reduced-major-axis slope {s / r:.2f} ({len(centred)} passes)")
     return lines
 
 
@@ -233,6 +243,35 @@ def _stage_err(e: Any) -> float:
     return float(e.relative_error)
 
 
+#: a stage counts as matched when its error is within this, or within SEM_FACTOR standard errors of the
+#: measured mean (the measurement cannot tell the two apart)
+GOAL = 0.10
+SEM_FACTOR = 2.0
+
+
+def _sems(folder: Path) -> dict[tuple[str, str], float]:
+    """(run id, stage) -> standard error of the measured stage mean relative to the mean, from each
+    ``<run>/compare/compare.json`` under ``folder`` (measured_std_ms / sqrt(samples) / measured_ms)."""
+    out: dict[tuple[str, str], float] = {}
+    for path in sorted(folder.glob("*/compare/compare.json")):
+        for s in json.loads(path.read_text())["stages"]:
+            n, mean, std = s.get("samples") or 0, s.get("measured_ms") or 0.0, s.get("measured_std_ms")
+            if n >= 2 and mean > 0 and std is not None:
+                out[(path.parent.parent.name, s["stage"])] = float(std) / math.sqrt(n) / float(mean)
+    return out
+
+
+def _matched(err: float, sem: float | None) -> bool:
+    return abs(err) <= max(GOAL, SEM_FACTOR * (sem or 0.0))
+
+
+def _summary(errs: Sequence[tuple[str, float, float | None]]) -> str:
+    """'N of M within 10% (rms), K within 10% or 2 standard errors' over (stage, error, sem) rows."""
+    return (f"{sum(abs(e) <= GOAL for _, e, _ in errs)} of {len(errs)} within 10% (rms "
+            f"{_rms([e for _, e, _ in errs]):.1%}), {sum(_matched(e, m) for _, e, m in errs)} within 10% "
+            f"or {SEM_FACTOR:g} standard errors of the measured mean")
+
+
 def table(folder: Path) -> list[str]:
     """The error table of a compare_calibrate.sh output folder: measured ms, then the error of the pure
     roofline and of each calibration file (prior, timeline, additive variants) per run and stage."""
@@ -249,24 +288,24 @@ def table(folder: Path) -> list[str]:
             raise UserError(f"{folder}: {path.name} missing (a compare_calibrate.sh output folder?)")
         cals[label] = load_calibration(path)
     timeline = cals["timeline"]
-    lines = ["| run | set | stage | measured ms | roofline (uncalibrated) | "
-             + " | ".join(label for _, label in order) + " |", "|---|---|---|---:|---:|" + "---:|" * len(order)]
+    sems = _sems(folder)
+    lines = ["| run | set | stage | measured ms | sem | roofline (uncalibrated) | "
+             + " | ".join(label for _, label in order) + " |", "|---|---|---|---:|---:|---:|" + "---:|" * len(order)]
     after = {label: {(e.run_id, e.stage): e for e in c.fit.after} for label, c in cals.items()}
-    held: list[float] = []
-    within = 0
+    held: list[tuple[str, float, float | None]] = []
     for b in timeline.fit.before:
+        sem = sems.get((b.run_id, b.stage))
         row = [b.run_id, "held-out" if b.held_out else "fit", b.stage, f"{b.measured_ms:.2f}",
-               f"{_stage_err(b):+.1%}"]
+               "-" if sem is None else f"{sem:.1%}", f"{_stage_err(b):+.1%}"]
         for _, label in order:
             e = after[label].get((b.run_id, b.stage))
             row.append("-" if e is None else f"{_stage_err(e):+.1%}")
         lines.append("| " + " | ".join(row) + " |")
         if b.held_out:
-            t = _stage_err(after["timeline"][(b.run_id, b.stage)])
-            held.append(t)
-            within += abs(t) <= 0.10
+            held.append((b.stage, _stage_err(after["timeline"][(b.run_id, b.stage)]), sem))
     lines.append("")
-    lines.append(f"timeline, held-out stages: rms {_rms(held):.1%}, {within} of {len(held)} within 10%")
+    lines.append(f"timeline, held-out stages: {_summary(held)}")
+    lines.append("sem: standard error of the measured mean (std / sqrt(samples)) relative to it")
     return lines
 
 
@@ -274,7 +313,7 @@ def cross(folder: Path) -> list[str]:
     """Per run folder under ``folder`` (compare/compare.json with a calibration): calibrated stage errors,
     then rms and stages within 10% with and without the projector."""
     lines = ["| run | " + " | ".join(STAGES) + " |", "|---|" + "---:|" * len(STAGES)]
-    errs: list[tuple[str, float]] = []
+    errs: list[tuple[str, float, float | None]] = []
     for cmp_path in sorted(folder.glob("*/compare/compare.json")):
         data = json.loads(cmp_path.read_text())
         by_stage = {s["stage"]: s for s in data["stages"]}
@@ -285,15 +324,16 @@ def cross(folder: Path) -> list[str]:
                 row.append("-")
                 continue
             e = float(s["calibrated_ratio"]) - 1.0
-            errs.append((st, e))
-            row.append(f"{e:+.1%}")
+            n, mean, std = s.get("samples") or 0, s.get("measured_ms") or 0.0, s.get("measured_std_ms")
+            sem = float(std) / math.sqrt(n) / float(mean) if n >= 2 and mean > 0 and std is not None else None
+            errs.append((st, e, sem))
+            row.append(f"{e:+.1%}" + ("" if sem is None else f" (sem {sem:.1%})"))
         lines.append(f"| {cmp_path.parent.parent.name} | " + " | ".join(row) + " |")
     if not errs:
         raise UserError(f"{folder}: no */compare/compare.json with calibrated stages")
-    rest = [e for st, e in errs if st != "projector"]
-    lines += ["", f"{sum(abs(e) <= 0.10 for _, e in errs)} of {len(errs)} stages within 10% (rms "
-              f"{_rms([e for _, e in errs]):.1%}); without the projector {sum(abs(e) <= 0.10 for e in rest)} of "
-              f"{len(rest)} (rms {_rms(rest):.1%})"]
+    rest = [x for x in errs if x[0] != "projector"]
+    lines += ["", f"all stages: {_summary(errs)}", f"without the projector: {_summary(rest)}",
+              "sem: standard error of the measured mean (std / sqrt(samples)) relative to it"]
     return lines
 
 
@@ -337,14 +377,9 @@ def _pattern_of(op: str, callers: str, shapes: list[Any], kernel: str) -> tuple[
     return None
 
 
-def rates(path: Path, ceilings_path: Path, workload: str, stage: str) -> list[str]:
-    """Per kernel group of ``stage`` in a census with --detail that runs a measured access pattern: calls,
-    device ms, bytes and achieved TB/s, next to the bench's TB/s for that pattern (nearest side)."""
-    import ast
-
-    from llm_perf_opt.hardware import load_ceilings
-    from llm_perf_opt.hardware.patterns import pattern_ratio
-
+def _census_detail(path: Path, workload: str, stage: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(workloads of a kernel census, the kernel groups of ``workload``'s ``stage``); UserError naming what
+    is missing."""
     try:
         data = json.loads(path.read_text())["workloads"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -354,6 +389,18 @@ def rates(path: Path, ceilings_path: Path, workload: str, stage: str) -> list[st
     detail = data[workload].get("kernel_detail", {}).get(stage)
     if detail is None:
         raise UserError(f"{path}: no kernel detail for {workload} {stage} (kernel_census.py --detail {stage})")
+    return data, detail
+
+
+def rates(path: Path, ceilings_path: Path, workload: str, stage: str) -> list[str]:
+    """Per kernel group of ``stage`` in a census with --detail that runs a measured access pattern: calls,
+    device ms, bytes and achieved TB/s, next to the bench's TB/s for that pattern (nearest side)."""
+    import ast
+
+    from llm_perf_opt.hardware import load_ceilings
+    from llm_perf_opt.hardware.patterns import pattern_ratio
+
+    data, detail = _census_detail(path, workload, stage)
     ceilings = load_ceilings(ceilings_path)
     bw = ceilings.memory_bandwidth_bytes_per_s
     lines = [f"{'pattern':<20} {'calls':>5} {'device ms':>9} {'GB':>8} {'TB/s':>7} {'bench TB/s':>10}  operator / callers"]
@@ -375,6 +422,91 @@ def rates(path: Path, ceilings_path: Path, workload: str, stage: str) -> list[st
                      f"{bench / 1e12:>10.3f}  {g['op']} <- {g['callers'] or '(stage)'}")
     total = sum(float(r.get("self_device_us", 0.0)) for r in data[workload]["stages"].get(stage, {}).values()) / 1e3
     lines.append(f"matched groups: {matched:.2f} of the stage's {total:.2f} device ms")
+    return lines
+
+
+def _gemm_dims(op: str, shapes: list[Any]) -> tuple[int, int, int, int] | None:
+    """(batch, M, N, K) of a census GEMM group from its input shapes (addmm, mm, bmm, baddbmm)."""
+    dims = [list(x) for x in shapes if isinstance(x, list)]
+    try:
+        if op == "aten::addmm":
+            (m, k), (_, n) = dims[1], dims[2]
+            return 1, m, n, k
+        if op == "aten::mm":
+            (m, k), (_, n) = dims[0], dims[1]
+            return 1, m, n, k
+        if op == "aten::bmm":
+            (b, m, k), (_, _, n) = dims[0], dims[1]
+            return b, m, n, k
+        if op == "aten::baddbmm":
+            (b, m, k), (_, _, n) = dims[1], dims[2]
+            return b, m, n, k
+    except (IndexError, ValueError):
+        return None
+    return None
+
+
+def gemms(path: Path, ceilings_path: Path, workload: str, stage: str) -> list[str]:
+    """Per GEMM kernel group of ``stage`` in a census with --detail: shape, calls, device us per call and
+    achieved TFLOP/s, next to the roofline at the bench's measured matmul and copy ceilings plus its
+    kernel floor (what the device model charges a GEMM of that shape)."""
+    import ast
+
+    from llm_perf_opt.hardware import load_ceilings
+
+    data, detail = _census_detail(path, workload, stage)
+    c = load_ceilings(ceilings_path)
+    floor = c.kernel_floor_s or 0.0
+    mm_rate = c.flops_per_s("bf16")
+    if not mm_rate:
+        raise UserError(f"{ceilings_path}: no bf16 matmul ceiling")
+    from llm_perf_opt.hardware.gemms import gemm_key, gemm_time
+
+    bench_s = c.gemm_times_s()
+    lines = [f"{'operator':<14} {'batch x M x N x K':<22} {'calls':>5} {'us/call':>8} {'TFLOP/s':>8} "
+             f"{'model us':>8} {'model/meas':>10} {'bench us':>8} {'bench/meas':>10}  kernel"]
+    meas_ms = model_ms = bench_ms = bench_meas_ms = 0.0
+    for g in sorted(detail, key=lambda g: -float(g["device_us"])):
+        try:
+            shapes = ast.literal_eval(g["input_shapes"])
+        except (ValueError, SyntaxError):
+            continue  # shapes cut at the census's 160 characters
+        found = _gemm_dims(g["op"], shapes)
+        if found is None or not g["kernel"] or g["kernel"].startswith("Memset"):  # the op's workspace memsets
+            continue
+        b, m, n, k = found
+        flops = 2.0 * b * m * n * k
+        nbytes = 2.0 * b * (m * k + k * n + m * n)  # bf16 operands and result
+        per_call = float(g["device_us"]) / g["launches"]
+        model = (max(flops / mm_rate, nbytes / c.memory_bandwidth_bytes_per_s) + floor) * 1e6
+        meas_ms += float(g["device_us"]) / 1e3
+        model_ms += model * g["launches"] / 1e3
+        # the census's input shapes do not tell q @ k^T from p @ v (the transposed view is a stride): a bmm
+        # takes the timed shape of either kind
+        kinds = {"aten::addmm": ("linear_bias",), "aten::mm": ("linear",)}.get(g["op"], ("bmm_nt", "bmm_nn"))
+        bench = None
+        if bench_s:
+            keys = [gemm_key(kd, b, m, n, k) for kd in kinds]
+            found = [t for t in (bench_s.get(key) for key in keys) if t is not None]
+            if not found:
+                found = [t for t in (gemm_time(bench_s, key) for key in keys) if t is not None]
+            bench = min(found) * 1e6 if found else None
+        if bench is not None:
+            bench_ms += bench * g["launches"] / 1e3
+            bench_meas_ms += float(g["device_us"]) / 1e3
+        lines.append(f"{g['op'].removeprefix('aten::'):<14} {f'{b}x{m}x{n}x{k}':<22} {g['launches']:>5} "
+                     f"{per_call:>8.2f} {flops / per_call / 1e6:>8.1f} {model:>8.2f} {model / per_call:>10.2f} "
+                     f"{'-' if bench is None else f'{bench:.2f}':>8} "
+                     f"{'-' if bench is None else f'{bench / per_call:.2f}':>10}  {g['kernel'][:48]}")
+    if not meas_ms:
+        raise UserError(f"{path}: no GEMM kernel group in {workload} {stage}")
+    total = sum(float(r.get("self_device_us", 0.0)) for r in data[workload]["stages"].get(stage, {}).values()) / 1e3
+    lines.append(f"GEMMs: {meas_ms:.2f} of the stage's {total:.2f} device ms; the roofline at the measured ceilings "
+                 f"+ {floor * 1e6:.2f} us floor gives {model_ms:.2f} ms ({model_ms / meas_ms - 1:+.0%}); "
+                 f"bf16 matmul ceiling {mm_rate / 1e12:.1f} TFLOP/s")
+    if bench_meas_ms:
+        lines.append(f"bench GEMM times: {bench_ms:.2f} ms for the {bench_meas_ms:.2f} ms of GEMMs with a timed "
+                     f"shape ({bench_ms / bench_meas_ms - 1:+.0%})")
     return lines
 
 
@@ -410,6 +542,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--ceilings", type=Path, required=True, metavar="FILE", help="hw bench ceilings with patterns")
     p.add_argument("--workload", default="base:1", metavar="MODE:BATCH", help="census workload (default base:1)")
     p.add_argument("--stage", default="vision.sam", help="stage with kernel detail (default vision.sam)")
+    p = sub.add_parser("gemms", help="achieved TFLOP/s of the census GEMM groups next to the roofline's")
+    p.add_argument("file", type=Path, help="census JSON written with --detail (scripts/gpu/kernel_census.py)")
+    p.add_argument("--ceilings", type=Path, required=True, metavar="FILE", help="hw bench ceilings")
+    p.add_argument("--workload", default="base:1", metavar="MODE:BATCH", help="census workload (default base:1)")
+    p.add_argument("--stage", default="vision.clip", help="stage with kernel detail (default vision.clip)")
     args = parser.parse_args(argv)
     try:
         if args.cmd == "census":
@@ -428,6 +565,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             lines = cross(args.folder)
         elif args.cmd == "rates":
             lines = rates(args.file, args.ceilings, args.workload, args.stage)
+        elif args.cmd == "gemms":
+            lines = gemms(args.file, args.ceilings, args.workload, args.stage)
         else:
             lines = prior(args.files)
     except UserError as exc:

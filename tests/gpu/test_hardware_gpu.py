@@ -46,3 +46,28 @@ def test_kernel_floor_and_access_patterns_are_plausible() -> None:
     assert set(ratios) == {f"{p}@{s}" for p in PATTERNS for s in (14, 64)}
     # the contiguous patterns run near the copy rate; the broadcast outer add far below it
     assert 0.7 < ratios["bias_add@64"] < 1.3 and ratios["outer_add@64"] < 0.5
+
+
+def test_gemm_times_are_device_times_and_see_the_alignment() -> None:
+    import time
+
+    import torch
+
+    from llm_perf_opt.hardware.gemms import gemm_flops, gemm_program, measure_gemms, queued_cuda_timer
+
+    keys = ["bmm_nt@16x257x257x64", "bmm_nt@16x256x256x64", "linear_bias@1x257x1024x1024"]
+    times = {k: sorted(v)[len(v) // 2] for k, v in measure_gemms(keys, device="cuda", repeats=5).items()}
+    assert set(times) == set(keys) and all(0 < t < 1e-3 for t in times.values())
+    # CLIP's odd 257-token scores run on slower kernels than the aligned 256-token ones (per FLOP)
+    rate = {k: gemm_flops(k) / t for k, t in times.items()}
+    assert rate["bmm_nt@16x257x257x64"] < rate["bmm_nt@16x256x256x64"]
+    # queued behind other work the device time is timed, not the host's issue time: back-to-back calls of a
+    # tiny GEMM issued without queued work take at least the host's time per call
+    fn = gemm_program("linear_bias@1x257x1024x1024", "cuda")
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(200):
+        fn()
+    torch.cuda.synchronize()
+    wall = (time.perf_counter() - t0) / 200
+    assert queued_cuda_timer(fn, 20) <= wall * 1.1

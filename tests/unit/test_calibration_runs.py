@@ -166,6 +166,7 @@ def test_timeline_fit_recovers_host_costs_and_predicts_a_held_out_run(timeline_r
                              [_with_preds(runs["small-b4"])], sync_s=TIMELINE_TRUTH.host_sync_s)
     assert cal.timeline and cal.launch_overhead_s == 0.0
     assert cal.host_probe_us == pytest.approx(5.0)  # mean probe of the fitted runs
+    assert cal.host_probe_exponent == 1.0  # host costs in proportion to the probe
     for stage, cost in TIMELINE_TRUTH.stage_host_s_per_kernel.items():
         assert cal.host_s_per_kernel(stage) == pytest.approx(cost, rel=0.03), stage
     # the device side: efficiencies x the per-stage factor give the held-out run's SAM device time
@@ -207,20 +208,6 @@ def test_timeline_fit_needs_device_times(tmp_path: Path) -> None:
     run = FX.write_calibrated_run(tmp_path / "no-ops", FX.workload(), TRUTH, with_operators=False)
     with pytest.raises(UserError, match="no CUDA operator table"):
         calibrate_timeline([_with_preds(run)])
-
-
-def test_probe_exponent_is_the_within_run_slope() -> None:
-    from llm_perf_opt.compare.calibrate import fit_probe_exponent
-
-    def run(base_ms: float, probes: list[float], exponent: float) -> list[tuple[float, float]]:
-        return [(p, base_ms * (p / 8.0) ** exponent) for p in probes]
-
-    probes = [7.0, 7.5, 8.0, 9.0, 9.5, 10.5]
-    # two runs of different workloads (different decode times): only the slope within each run counts
-    assert fit_probe_exponent([run(1200.0, probes, 0.5), run(3000.0, probes[::-1], 0.5)]) == pytest.approx(0.5)
-    assert fit_probe_exponent([run(1200.0, probes, 3.0)]) == 1.5  # clamped
-    assert fit_probe_exponent([run(1200.0, probes[:3], 0.5)]) is None  # too few passes
-    assert fit_probe_exponent([run(1200.0, [8.0] * 8, 0.5)]) is None  # the host speed did not vary
 
 
 PRIOR_TRUTH = Calibration(

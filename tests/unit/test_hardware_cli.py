@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import types
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -284,3 +285,70 @@ def test_bench_keeps_the_ceilings_when_the_patterns_fail(monkeypatch: pytest.Mon
     assert "out of device memory" in err and f"are in {out}" in err
     kept = load_ceilings(out)
     assert kept.matmul_flops_per_s == {"bf16": 6.8e14} and kept.driver_version == "1"
+
+
+def _ceilings_for_cli(**extra: object) -> Any:
+    from llm_perf_opt.hardware.bench import BenchMethod, MeasuredCeilings
+
+    return MeasuredCeilings(gpu_key="h200", device_name="NVIDIA H200", matmul_flops_per_s={"bf16": 6.8e14},
+                            memory_bandwidth_bytes_per_s=4.0e12,
+                            method=BenchMethod(matmul_size=8192, warmup=1, repeats=1, inner=1,
+                                               copy_buffer_bytes=1 << 31), **extra)  # type: ignore[arg-type]
+
+
+def test_bench_times_the_gemms_of_the_chosen_workloads(monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    import types
+
+    from llm_perf_opt.analytic.gemm_shapes import default_gemm_workloads, workload_gemm_keys
+
+    seen: list[tuple[object, object]] = []
+
+    def fake_bench(**kwargs: object) -> Any:
+        seen.append((kwargs["gemm_keys"], kwargs["gemm_workloads"]))
+        return _ceilings_for_cli(gemm_times_ms={"bmm_nt@16x257x257x64": [0.012]})
+
+    gpu = types.SimpleNamespace(catalog_key="h200", catalog_error=None, driver_version="1", name="NVIDIA H200")
+    monkeypatch.setattr(hw_cli, "detect_gpu", lambda *_a, **_k: gpu)
+    monkeypatch.setattr(hw_cli, "run_bench", fake_bench)
+    rc, out, _ = _run(capsys, "bench", "--gemm-workloads", "base:1,small:4,base:1")
+    assert rc == 0 and seen[-1] == (workload_gemm_keys(["base:1", "small:4"]), ["base:1", "small:4"])
+    assert "gemm bmm_nt@16x257x257x64" in out and "12.00 us/call" in out and "11.3 TFLOP/s" in out
+    rc, _, _ = _run(capsys, "bench")
+    assert rc == 0 and seen[-1][1] == default_gemm_workloads()
+    rc, _, _ = _run(capsys, "bench", "--gemm-workloads", "none")
+    assert rc == 0 and seen[-1] == ([], [])
+    with pytest.raises(SystemExit) as info:
+        hw_cli.main(["bench", "--gemm-workloads", "huge:1"])
+    assert info.value.code == 2 and "unknown mode 'huge'" in capsys.readouterr().err
+
+
+def test_gemms_adds_the_gemm_times_to_a_ceilings_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    import types
+
+    import attrs
+
+    from llm_perf_opt.hardware.bench import load_ceilings, save_ceilings
+
+    base = save_ceilings(_ceilings_for_cli(kernel_floor_s=1.8e-6), tmp_path / "in.json")
+    timed: list[list[str]] = []
+
+    def fake_add(ceilings: Any, keys: list[str], workloads: list[str], **_k: object) -> Any:
+        timed.append(keys)
+        return attrs.evolve(ceilings, gemm_times_ms={k: [0.01] for k in keys}, gemm_workloads=list(workloads))
+
+    gpu = types.SimpleNamespace(catalog_key="h200", catalog_error=None, driver_version="1", name="NVIDIA H200")
+    monkeypatch.setattr(hw_cli, "detect_gpu", lambda *_a, **_k: gpu)
+    monkeypatch.setattr(hw_cli, "add_gemm_times", fake_add)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda _i: None)
+    out = tmp_path / "out.json"
+    rc, stdout, _ = _run(capsys, "gemms", "--ceilings", str(base), "--out", str(out), "--gemm-workloads", "tiny:1")
+    assert rc == 0 and f"written to {out}" in stdout
+    kept = load_ceilings(out)
+    assert kept.kernel_floor_s == 1.8e-6 and kept.gemm_workloads == ["tiny:1"]  # the other figures as they were
+    assert set(kept.gemm_times_ms) == set(timed[-1]) and timed[-1]
+    # a ceilings file of another GPU model is refused in one line
+    other = save_ceilings(attrs.evolve(_ceilings_for_cli(), gpu_key="h100-sxm"), tmp_path / "h100.json")
+    rc, _, err = _run(capsys, "gemms", "--ceilings", str(other), "--out", str(out))
+    assert rc == 2 and "measured on 'h100-sxm'" in err and len(err.strip().splitlines()) == 1

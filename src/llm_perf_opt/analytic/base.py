@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from llm_perf_opt.data.common import Repetition
+from llm_perf_opt.hardware.gemms import gemm_flops
 from llm_perf_opt.hardware.patterns import split_key
 from llm_perf_opt.vocab import OperatorCategory, Stage
 
@@ -101,6 +102,10 @@ class BaseLayer:
         #: call moved in that pattern; already in ``ops``' io bytes. The timeline model divides them by the
         #: pattern's measured bandwidth where a calibration has it, the roofline ignores them.
         self.pattern_io: dict[OperatorCategory, dict[str, float]] = {}
+        #: category -> GEMM key ('<kind>@BxMxNxK', llm_perf_opt.hardware.gemms) -> [tc_flops, cc_flops, io_bytes,
+        #: launches] per call of those GEMMs; already in ``ops``. The timeline model charges them the measured
+        #: time per call where a calibration has it, the roofline ignores them.
+        self.gemm_ops: dict[OperatorCategory, dict[str, list[float]]] = {}
 
     # ----------------------------------------------------------------- tree
     def add(self, child: BaseLayer) -> BaseLayer:
@@ -130,14 +135,26 @@ class BaseLayer:
             yield from child.walk(path)
 
     def op(self, cat: OperatorCategory, *, tc_flops: float = 0.0, cc_flops: float = 0.0, io_bytes: float = 0.0,
-           launches: float = 0.0, pattern: str | None = None) -> None:
+           launches: float = 0.0, pattern: str | None = None, gemm: str | None = None) -> None:
         """Add one operator group's cost to this leaf; ``pattern``: the access-pattern key its bytes move in
-        (:func:`llm_perf_opt.hardware.patterns.pattern_key`), None for contiguous, vectorised access."""
-        _add(self.ops, cat, [float(tc_flops), float(cc_flops), float(io_bytes), float(launches)])
+        (:func:`llm_perf_opt.hardware.patterns.pattern_key`), None for contiguous, vectorised access;
+        ``gemm``: the GEMM key (:func:`llm_perf_opt.hardware.gemms.gemm_key`) when the group is ``launches``
+        calls of that one GEMM and nothing else."""
+        vec = [float(tc_flops), float(cc_flops), float(io_bytes), float(launches)]
+        _add(self.ops, cat, vec)
         if pattern is not None and io_bytes:
             split_key(pattern)
             by_key = self.pattern_io.setdefault(cat, {})
             by_key[pattern] = by_key.get(pattern, 0.0) + float(io_bytes)
+        if gemm is not None and launches:
+            if pattern is not None:
+                raise ValueError(f"{self.name}: an op group is a GEMM or moves bytes in a pattern, not both")
+            if abs(gemm_flops(gemm) * launches - tc_flops) > 1e-9 * max(tc_flops, 1.0):
+                raise ValueError(f"{self.name}: {launches:g} x {gemm} is {gemm_flops(gemm) * launches:g} FLOPs, "
+                                 f"the op group has {tc_flops:g}")
+            cur = self.gemm_ops.setdefault(cat, {}).setdefault(gemm, [0.0, 0.0, 0.0, 0.0])
+            for i in range(4):
+                cur[i] += vec[i]
 
     def cuda_op(self, cat: OperatorCategory, launches: float, *, io_bytes: float = 0.0,
                 pattern: str | None = None) -> None:

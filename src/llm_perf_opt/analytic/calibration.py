@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from attrs import asdict, define, evolve, field
 
 from llm_perf_opt.errors import UserError
+from llm_perf_opt.hardware.gemms import gemm_time, split_gemm_key
 from llm_perf_opt.hardware.patterns import pattern_ratio, split_key
 from llm_perf_opt.vocab import OperatorCategory, Stage
 
@@ -106,6 +107,9 @@ class _StageView:
 
     def pattern_bandwidth_ratio(self, key: str) -> float:
         return self.base.pattern_bandwidth_ratio(key)
+
+    def gemm_time_s(self, key: str) -> float | None:
+        return self.base.gemm_time_s(key)
 
 
 def bound_time_s(*, compute_s: float, memory_s: float, category: str, kernels: float = 0.0,
@@ -241,6 +245,10 @@ class Calibration:
         factory=dict, metadata={"help": "timeline model: access pattern '<pattern>@<side>' -> its measured bandwidth / "
                                         "the copy bandwidth (hw bench; llm_perf_opt.hardware.patterns); "
                                         "patterns not listed move at the copy bandwidth"})
+    gemm_times_s: dict[str, float] = field(
+        factory=dict, metadata={"help": "timeline model: GEMM '<kind>@BxMxNxK' -> measured device seconds per call "
+                                        "(hw bench; llm_perf_opt.hardware.gemms); other shapes take the nearest "
+                                        "measured shape's rate, GEMMs of no measured kind the roofline"})
     fit: FitSummary = field(factory=FitSummary)
     created_utc: str = field(default="")
     schema_version: int = field(default=CALIBRATION_SCHEMA_VERSION)
@@ -276,13 +284,17 @@ class Calibration:
                 raise CalibrationError(f"calibration: unknown stage {stage!r} in stage_host_s_per_kernel")
             if value < 0 or not math.isfinite(value):
                 raise CalibrationError(f"calibration: stage_host_s_per_kernel[{stage}] must be >= 0, got {value}")
-        for key, value in self.pattern_bandwidth_ratios.items():
-            try:
-                split_key(key)
-            except UserError as exc:
-                raise CalibrationError(f"calibration: pattern_bandwidth_ratios: {exc}") from None
-            if not (value > 0 and math.isfinite(value)):
-                raise CalibrationError(f"calibration: pattern_bandwidth_ratios[{key}] must be > 0, got {value}")
+        keyed: tuple[tuple[str, dict[str, float], Callable[[str], object]], ...] = (
+            ("pattern_bandwidth_ratios", self.pattern_bandwidth_ratios, split_key),
+            ("gemm_times_s", self.gemm_times_s, split_gemm_key))
+        for name, table, parse in keyed:
+            for key, value in table.items():
+                try:
+                    parse(key)
+                except UserError as exc:
+                    raise CalibrationError(f"calibration: {name}: {exc}") from None
+                if not (value > 0 and math.isfinite(value)):
+                    raise CalibrationError(f"calibration: {name}[{key}] must be > 0, got {value}")
         if self.time_model == "timeline" and not self.stage_host_s_per_kernel:
             raise CalibrationError("calibration: a timeline calibration needs stage_host_s_per_kernel")
 
@@ -298,6 +310,11 @@ class Calibration:
         """Bandwidth of access pattern ``key`` relative to the copy bandwidth (nearest measured side;
         1.0 when the pattern was not measured)."""
         return pattern_ratio(self.pattern_bandwidth_ratios, key)
+
+    def gemm_time_s(self, key: str) -> float | None:
+        """Measured device seconds per call of GEMM ``key`` (nearest measured shape's rate when not measured;
+        None when no GEMM of its kind and alignment was)."""
+        return gemm_time(self.gemm_times_s, key) if self.gemm_times_s else None
 
     @property
     def timeline(self) -> bool:
@@ -379,6 +396,7 @@ class Calibration:
                 host_probe_exponent=float(data.get("host_probe_exponent", 1.0)),
                 pattern_bandwidth_ratios={str(k): float(v)
                                           for k, v in (data.get("pattern_bandwidth_ratios") or {}).items()},
+                gemm_times_s={str(k): float(v) for k, v in (data.get("gemm_times_s") or {}).items()},
                 fit=summary, created_utc=str(data.get("created_utc", "")), schema_version=int(version),
             )
         except CalibrationError:
@@ -398,7 +416,8 @@ class Calibration:
                     f"host probe {self.host_probe_us:.2f} us/op, exponent {self.host_probe_exponent:.2f}; "
                     f"device floor {self.kernel_floor_s * 1e6:.2f} us/kernel"
                     + (f"; {len(self.pattern_bandwidth_ratios)} access-pattern bandwidths"
-                       if self.pattern_bandwidth_ratios else ""))
+                       if self.pattern_bandwidth_ratios else "")
+                    + (f"; {len(self.gemm_times_s)} GEMM shapes timed" if self.gemm_times_s else ""))
         return (f"calibration for {self.gpu_key} ({self.dtype}; {self.software.describe()}), "
                 f"launch {self.launch_overhead_s * 1e6:.2f} us/kernel{per_stage}, "
                 f"device floor {self.kernel_floor_s * 1e6:.2f} us/kernel")

@@ -27,8 +27,9 @@ device model (efficiencies as in analytic/calibration.py) times a per-stage
 factor g_s fitted on the stage's measured device time. memory_s counts the
 bytes a layer moves in a measured access pattern (broadcast outer add, permuted
 copy, fp32 casts and softmax: llm_perf_opt.hardware.patterns) at the pattern's
-bandwidth, the calibration's ratio r_p to the copy bandwidth: bytes / (bw * r_p).
-The stages run in
+bandwidth, the calibration's ratio r_p to the copy bandwidth: bytes / (bw * r_p). A GEMM of a
+shape the calibration has timed (matrix products tagged by the layers: llm_perf_opt.hardware.gemms)
+takes that measured time per call instead of its roofline and floor. The stages run in
 the order of :class:`llm_perf_opt.vocab.Stage`; decode repeats the mean step
 ``decode_forwards`` times.
 """
@@ -115,19 +116,41 @@ def pattern_ratio_of(eff: EfficiencyModel, key: str) -> float:
     return float(lookup(key)) if callable(lookup) else 1.0
 
 
+def gemm_time_of(eff: EfficiencyModel, key: str) -> float | None:
+    """Measured device seconds per call of GEMM ``key`` under ``eff`` (None when it has no GEMM times)."""
+    lookup = getattr(eff, "gemm_time_s", None)
+    if not callable(lookup):
+        return None
+    t = lookup(key)
+    return None if t is None else float(t)
+
+
+def _roofline_s(cat: str, vec: Sequence[float], peaks: Rates, eff: EfficiencyModel, io: float, floor_s: float
+                ) -> float:
+    compute = vec[TC] / peaks.tensor_core_flops_per_s + vec[CC] / peaks.cuda_core_flops_per_s
+    memory = io / peaks.memory_bytes_per_s
+    c = compute / eff.compute_efficiency(cat) if compute else 0.0
+    m = memory / eff.bandwidth_efficiency(cat) if memory else 0.0
+    return max(c, m) + vec[LAUNCH] * floor_s
+
+
 def _own_device_s(layer: BaseLayer, peaks: Rates, eff: EfficiencyModel, floor_s: float) -> float:
     """Device seconds of the node's own ops (one call, count not applied); bytes moved in an access
-    pattern (``layer.pattern_io``) run at the pattern's measured fraction of the bandwidth."""
+    pattern (``layer.pattern_io``) run at the pattern's measured fraction of the bandwidth; GEMMs of a
+    measured shape (``layer.gemm_ops``) take their measured time per call (which includes the floor)."""
     t = 0.0
     for cat, vec in layer.ops.items():
-        compute = vec[TC] / peaks.tensor_core_flops_per_s + vec[CC] / peaks.cuda_core_flops_per_s
-        io = vec[IO]
+        rest = list(vec)
+        for key, g in layer.gemm_ops.get(cat, {}).items():
+            per_call = gemm_time_of(eff, key)
+            if per_call is None:
+                continue
+            t += per_call * g[LAUNCH]
+            rest = [a - b for a, b in zip(rest, g, strict=True)]
+        io = rest[IO]
         for key, nbytes in layer.pattern_io.get(cat, {}).items():
             io += nbytes * (1.0 / pattern_ratio_of(eff, key) - 1.0)
-        memory = io / peaks.memory_bytes_per_s
-        c = compute / eff.compute_efficiency(cat.value) if compute else 0.0
-        m = memory / eff.bandwidth_efficiency(cat.value) if memory else 0.0
-        t += max(c, m) + vec[LAUNCH] * floor_s
+        t += _roofline_s(cat.value, rest, peaks, eff, max(0.0, io), floor_s)
     return t
 
 

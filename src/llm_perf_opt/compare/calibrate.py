@@ -201,39 +201,12 @@ def fit_host_terms(runs: Sequence[tuple[dict[str, float], list[tuple[PassBlocks,
     return {s: host[s] for s in stages}, unidentified
 
 
-#: the probe exponent is fitted only on at least this many probed passes with this spread of log(probe)
-MIN_PROBE_PASSES = 6
-MIN_LOG_PROBE_STD = 0.03
-#: bounds of the fitted exponent (0: host costs ignore the probe; 1: proportional)
-PROBE_EXPONENT_RANGE = (0.0, 1.5)
-
-
-def fit_probe_exponent(runs: Sequence[Sequence[tuple[float, float]]]) -> float | None:
-    """How strongly host-bound time follows the host probe: the slope of log(decode ms) on log(probe)
-    over the passes of the fitted runs, each run centred on its own means (only the host-speed
-    variation within a run counts, not the workload differences between runs).
-
-    runs: per run, (probe us, decode ms) per pass. None when there are fewer than MIN_PROBE_PASSES
-    passes or the probe hardly varied; else the slope clamped to PROBE_EXPONENT_RANGE.
-    """
-    xs: list[float] = []
-    ys: list[float] = []
-    for pairs in runs:
-        if len(pairs) < 2:
-            continue
-        lx = [math.log(p) for p, _ in pairs]
-        ly = [math.log(d) for _, d in pairs]
-        mx, my = sum(lx) / len(lx), sum(ly) / len(ly)
-        xs += [x - mx for x in lx]
-        ys += [y - my for y in ly]
-    if len(xs) < MIN_PROBE_PASSES:
-        return None
-    sxx = sum(x * x for x in xs)
-    if math.sqrt(sxx / len(xs)) < MIN_LOG_PROBE_STD:
-        return None
-    slope = sum(x * y for x, y in zip(xs, ys, strict=True)) / sxx
-    lo, hi = PROBE_EXPONENT_RANGE
-    return min(hi, max(lo, slope))
+#: host costs scale in proportion to the host probe: both are host seconds per eagerly issued op.
+#: Measured on the 15 probed H200 Base/Gundam/Small/Large/Tiny b1 runs (scripts/analytical/host_figures.py
+#: probe, docs/results-h200.md section 9): run means of decode time against the probe give a log-log slope
+#: of 1.20 (correlation 0.93); within a run the per-pass probe is mostly noise (correlation 0.30 over 132
+#: passes), which biases a within-run least-squares slope towards 0 (0.28; reduced major axis: 0.95)
+HOST_PROBE_EXPONENT = 1.0
 
 
 def timeline_stage_errors(run: MeasuredRun, blocks: list[tuple[PassBlocks, float]], cal: Calibration, *,
@@ -262,9 +235,8 @@ def calibrate_timeline(
     per_stage_device: each stage's device time is also scaled by measured / modelled device time of
     the fitted runs (the same kernel category runs at different efficiencies in SAM and in decode).
     When every fitted run has a host-speed probe (passes.jsonl host_probe_us), host costs are fitted
-    relative to it, scaled by (probe / reference) ** exponent with the exponent fitted on the passes
-    (fit_probe_exponent; 1.0 when they cannot tell), and the calibration keeps the fitted runs' mean
-    probe as its reference.
+    relative to it, scaled by (probe / reference) ** HOST_PROBE_EXPONENT, and the calibration keeps the
+    fitted runs' mean probe as its reference.
     sync_s: host seconds per host-device sync (held fixed, see fit_host_terms).
     device_prior: a device model measured on the hardware (:func:`prior_calibration` from hw bench
     ceilings: efficiencies, access patterns, kernel floor) used instead of fitting category efficiencies;
@@ -316,18 +288,15 @@ def _fit_host_side(fit_runs: Sequence[tuple[MeasuredRun, Predictions]],
                    held_out: Sequence[tuple[MeasuredRun, Predictions]], device: Calibration, *, sync_s: float,
                    observations: int, iterations: int, unidentified: tuple[str, ...]) -> Calibration:
     """The host side of a timeline fit on top of the ``device`` model: host s/kernel per stage (relative to
-    the fitted runs' host-speed probe, exponent fitted within runs), then the errors of every run."""
+    the fitted runs' host-speed probe, in proportion to it), then the errors of every run."""
     per_run = [(run, _run_blocks(preds, device), False) for run, preds in fit_runs]
     per_run += [(run, _run_blocks(preds, device), True) for run, preds in held_out]
     probes = [run.host_probe_us for run, _ in fit_runs]
     ref = sum(p for p in probes if p) / len(probes) if all(probes) else 0.0
-    fitted_exponent = fit_probe_exponent([run.probe_decode for run, _ in fit_runs]) if ref else None
-    exponent = 1.0 if fitted_exponent is None else fitted_exponent
+    exponent = HOST_PROBE_EXPONENT
     host, host_unidentified = fit_host_terms(
         [(measured_stage_ms(run), bl, ((run.host_probe_us or ref) / ref) ** exponent if ref else 1.0)
          for run, bl, is_held in per_run if not is_held], sync_s=sync_s)
-    if ref and fitted_exponent is None:
-        host_unidentified.append("host_probe_exponent")
     draft = evolve(device, time_model="timeline", stage_host_s_per_kernel=host, host_sync_s=sync_s,
                    host_probe_us=ref, host_probe_exponent=exponent)
     before: list[StageError] = []
@@ -476,13 +445,14 @@ def prior_calibration(gpu_key: str, dtype: str, *, compute_efficiency: float = 1
                       bandwidth_efficiency: float = 1.0, host_s_per_kernel: float = REFERENCE_HOST_S_PER_KERNEL,
                       sync_s: float = DEFAULT_SYNC_S, software: SoftwareKey | None = None,
                       pattern_bandwidth_ratios: Mapping[str, float] | None = None,
-                      kernel_floor_s: float = 0.0) -> Calibration:
+                      kernel_floor_s: float = 0.0, gemm_times_s: Mapping[str, float] | None = None) -> Calibration:
     """A timeline calibration fitted on nothing: the roofline at the given fractions of the datasheet peaks
     (e.g. measured ceilings / datasheet) plus ``host_s_per_kernel`` seconds of host time per launch in every
     stage and ``sync_s`` per host-device sync. The uncalibrated prediction of a host-bound eager run.
     ``pattern_bandwidth_ratios``: access pattern -> measured bandwidth / copy bandwidth (hw bench), for the
     bytes the model moves in those patterns; ``kernel_floor_s``: device seconds per kernel on top of the
-    roofline (hw bench's tiny-kernel floor)."""
+    roofline (hw bench's tiny-kernel floor); ``gemm_times_s``: GEMM key -> measured device seconds per call
+    (hw bench, llm_perf_opt.hardware.gemms)."""
     for name, value in (("compute_efficiency", compute_efficiency), ("bandwidth_efficiency", bandwidth_efficiency)):
         if not (0 < value <= 1.5 and math.isfinite(value)):
             raise UserError(f"prior calibration: {name} must be in (0, 1.5], got {value}")
@@ -496,6 +466,7 @@ def prior_calibration(gpu_key: str, dtype: str, *, compute_efficiency: float = 1
         time_model="timeline", stage_host_s_per_kernel={st.value: host_s_per_kernel for st in Stage},
         host_sync_s=sync_s, created_utc=datetime.now(UTC).isoformat(timespec="seconds"),
         pattern_bandwidth_ratios=dict(pattern_bandwidth_ratios or {}), kernel_floor_s=kernel_floor_s,
+        gemm_times_s=dict(gemm_times_s or {}),
         fit=FitSummary(unidentified=("prior: nothing fitted",)),
     )
 

@@ -30,6 +30,7 @@ from attrs import define, field
 from llm_perf_opt.data.common import PeakSource
 from llm_perf_opt.errors import UserError
 from llm_perf_opt.hardware.catalog import GIB, MIB, GpuSpec
+from llm_perf_opt.hardware.gemms import QueuedTimer, measure_gemms, queued_cuda_timer, split_gemm_key
 from llm_perf_opt.hardware.patterns import (
     DEFAULT_PATTERN_SCORES,
     DEFAULT_PATTERN_SIDES,
@@ -157,6 +158,11 @@ class MeasuredCeilings:
         "help": "access pattern -> per-repeat ms per call"})
     kernel_floor_s: float | None = field(default=None, metadata={
         "help": "device seconds per tiny kernel queued behind others (1-element add; None: not measured)"})
+    gemm_times_ms: Mapping[str, list[float]] = field(factory=dict, metadata={
+        "help": "GEMM '<kind>@BxMxNxK' -> per-repeat device ms per call, queued behind other work "
+                "(llm_perf_opt.hardware.gemms)"})
+    gemm_workloads: list[str] = field(factory=list, metadata={
+        "help": "the workloads (mode:batch) whose analytic GEMM shapes were timed"})
 
     def flops_per_s(self, dtype: DType | str) -> float | None:
         """Measured matmul FLOP/s for ``dtype``, None if not measured; UserError for an unknown dtype name."""
@@ -170,12 +176,17 @@ class MeasuredCeilings:
         out["matmul_times_ms"] = {k: list(v) for k, v in self.matmul_times_ms.items()}
         out["pattern_bandwidth_bytes_per_s"] = dict(self.pattern_bandwidth_bytes_per_s)
         out["pattern_times_ms"] = {k: list(v) for k, v in self.pattern_times_ms.items()}
+        out["gemm_times_ms"] = {k: list(v) for k, v in self.gemm_times_ms.items()}
         out["method"]["pattern_groups"] = dict(self.method.pattern_groups)
         return out
 
     def pattern_ratios(self) -> dict[str, float]:
         """Access pattern -> its measured bandwidth / the measured copy bandwidth (empty if not measured)."""
         return {k: v / self.memory_bandwidth_bytes_per_s for k, v in self.pattern_bandwidth_bytes_per_s.items()}
+
+    def gemm_times_s(self) -> dict[str, float]:
+        """GEMM key -> median device seconds per call (empty if no GEMM was timed)."""
+        return {k: statistics.median(v) * 1e-3 for k, v in self.gemm_times_ms.items() if v}
 
     def ratios_to(self, spec: GpuSpec) -> dict[str, float]:
         """Measured / datasheet for each measured dtype ('<dtype>') and for bandwidth ('memory_bandwidth')."""
@@ -253,6 +264,18 @@ def load_ceilings(path: Path) -> MeasuredCeilings:
         except UserError as exc:
             raise CeilingsError(f"{path}: pattern_bandwidth_bytes_per_s: {exc}") from None
         _positive(f"{path}: pattern_bandwidth_bytes_per_s.{key}", value)
+    gemms = data.get("gemm_times_ms", {})
+    if not isinstance(gemms, dict):
+        raise CeilingsError(f"{path}: gemm_times_ms must map '<kind>@BxMxNxK' -> per-repeat ms")
+    for key, values in gemms.items():
+        try:
+            split_gemm_key(str(key))
+        except UserError as exc:
+            raise CeilingsError(f"{path}: gemm_times_ms: {exc}") from None
+        if not isinstance(values, list) or not values:
+            raise CeilingsError(f"{path}: gemm_times_ms.{key}: expected a list of ms per call")
+        for v in values:
+            _positive(f"{path}: gemm_times_ms.{key}", v)
     try:
         data["method"] = BenchMethod(**method)
         return MeasuredCeilings(**data)
@@ -438,9 +461,13 @@ def run_bench(*, spec: GpuSpec | None, device_index: int = 0, dtypes: Sequence[D
               timer: Timer = cuda_event_timer, device: str | None = None,
               pattern_sides: Sequence[int] = DEFAULT_PATTERN_SIDES, pattern_scores: int = DEFAULT_PATTERN_SCORES,
               progress: Callable[[str], None] | None = None,
-              checkpoint: Callable[[MeasuredCeilings], None] | None = None) -> MeasuredCeilings:
+              checkpoint: Callable[[MeasuredCeilings], None] | None = None,
+              gemm_keys: Sequence[str] = (), gemm_workloads: Sequence[str] = (),
+              gemm_timer: QueuedTimer | None = None) -> MeasuredCeilings:
     """Measure matmul FLOP/s per dtype, copy bandwidth and, at each of ``pattern_sides`` (none: skipped),
-    the access-pattern bandwidths of :mod:`llm_perf_opt.hardware.patterns` on CUDA device ``device_index``.
+    the access-pattern bandwidths of :mod:`llm_perf_opt.hardware.patterns` on CUDA device ``device_index``,
+    then the device time of each GEMM in ``gemm_keys`` (:func:`add_gemm_times`; the shapes of
+    ``gemm_workloads``, recorded as such).
 
     ``spec`` (the catalogue entry of the device, or None if uncatalogued) sizes the copy buffer from
     its L2. ``device``/``timer`` exist so tests can run the arithmetic on CPU with a fake timer.
@@ -501,15 +528,46 @@ def run_bench(*, spec: GpuSpec | None, device_index: int = 0, dtypes: Sequence[D
         )
         if checkpoint is not None:
             checkpoint(ceilings)
-        if not pattern_sides:
-            return ceilings
-        what = (f"the access patterns at sides {','.join(map(str, pattern_sides))} "
-                "(choose smaller --pattern-sides, or none)")
-        p_rates, p_times, p_groups = measure_patterns(pattern_sides, device=device, timer=timer, warmup=warmup,
-                                                      repeats=repeats, inner=inner, scores=pattern_scores,
-                                                      progress=progress)
+        if pattern_sides:
+            what = (f"the access patterns at sides {','.join(map(str, pattern_sides))} "
+                    "(choose smaller --pattern-sides, or none)")
+            p_rates, p_times, p_groups = measure_patterns(pattern_sides, device=device, timer=timer,
+                                                          warmup=warmup, repeats=repeats, inner=inner,
+                                                          scores=pattern_scores, progress=progress)
+            ceilings = attrs.evolve(ceilings, pattern_bandwidth_bytes_per_s=p_rates, pattern_times_ms=p_times,
+                                    method=attrs.evolve(ceilings.method, pattern_scores=pattern_scores,
+                                                        pattern_groups=p_groups))
     except torch.cuda.OutOfMemoryError:
         raise UserError(f"out of device memory while measuring {what}") from None
-    return attrs.evolve(ceilings, pattern_bandwidth_bytes_per_s=p_rates, pattern_times_ms=p_times,
-                        method=attrs.evolve(ceilings.method, pattern_scores=pattern_scores,
-                                            pattern_groups=p_groups))
+    if not gemm_keys:
+        return ceilings
+    if checkpoint is not None:
+        checkpoint(ceilings)
+    return add_gemm_times(ceilings, gemm_keys, gemm_workloads, device=device, repeats=repeats, timer=gemm_timer,
+                          progress=progress)
+
+
+def add_gemm_times(ceilings: MeasuredCeilings, keys: Sequence[str], workloads: Sequence[str], *, device: str,
+                   repeats: int, timer: QueuedTimer | None = None,
+                   progress: Callable[[str], None] | None = None) -> MeasuredCeilings:
+    """``ceilings`` with the device time per call of each GEMM in ``keys`` (llm_perf_opt.hardware.gemms,
+    queued behind other work; ``timer`` defaults to CUDA events) and ``workloads`` recorded as their
+    source. Running out of device memory is a UserError naming the GEMM."""
+    import torch
+
+    if not keys:
+        raise UserError("GEMM timing: no GEMM shape to time")
+    done: dict[str, list[float]] = {}
+
+    def note(line: str) -> None:
+        if progress:
+            progress(line)
+
+    try:
+        for key in sorted(set(keys)):
+            what = key
+            done.update({k: [t * 1e3 for t in v] for k, v in measure_gemms(
+                [key], device=device, repeats=repeats, timer=timer or queued_cuda_timer, progress=note).items()})
+    except torch.cuda.OutOfMemoryError:
+        raise UserError(f"out of device memory while timing GEMM {what}") from None
+    return attrs.evolve(ceilings, gemm_times_ms=done, gemm_workloads=list(workloads))

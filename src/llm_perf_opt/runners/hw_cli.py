@@ -4,6 +4,7 @@
     llm-perf-opt hw show KEY [--json]
     llm-perf-opt hw detect [--json] [--out FILE]
     llm-perf-opt hw bench [--out FILE] [--json] [--dtypes bf16,fp16] [--size 8192] [--pattern-sides 14,64] ...
+    llm-perf-opt hw gemms --ceilings FILE --out FILE [--gemm-workloads base:1,small:4] [--repeats N]
 
 Every subcommand accepts ``--catalog FILE``: a user YAML (same schema as the
 packaged gpus.yaml) whose entries are added to, or replace, the packaged ones.
@@ -20,6 +21,12 @@ from typing import Any
 
 import attrs
 
+from llm_perf_opt.analytic.gemm_shapes import (
+    DEFAULT_GEMM_BATCHES,
+    default_gemm_workloads,
+    parse_workload,
+    workload_gemm_keys,
+)
 from llm_perf_opt.errors import UserError
 from llm_perf_opt.hardware.bench import (
     BENCH_DTYPES,
@@ -30,11 +37,14 @@ from llm_perf_opt.hardware.bench import (
     DEFAULT_WARMUP,
     MeasuredCeilings,
     NoGpuError,
+    add_gemm_times,
+    load_ceilings,
     run_bench,
     save_ceilings,
 )
 from llm_perf_opt.hardware.catalog import GIB, MIB, TERA, GpuCatalog, GpuSpec, load_catalog
 from llm_perf_opt.hardware.detect import DetectedGpu, detect_gpu
+from llm_perf_opt.hardware.gemms import gemm_flops
 from llm_perf_opt.hardware.patterns import DEFAULT_PATTERN_SIDES
 from llm_perf_opt.vocab import DType, parse_dtype
 
@@ -81,8 +91,28 @@ def _sides(text: str) -> list[int]:
     return list(dict.fromkeys(_positive_int(part) for part in text.split(",")))
 
 
+def _workloads(text: str) -> list[str]:
+    if text.strip().lower() == "none":
+        return []
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    try:
+        for part in parts:
+            parse_workload(part)
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if not parts:
+        raise argparse.ArgumentTypeError("give MODE:BATCH[,MODE:BATCH...] or none")
+    return list(dict.fromkeys(parts))
+
+
+def _gemm_keys(workloads: list[str] | None) -> tuple[list[str], list[str]]:
+    """(workloads, their GEMM keys); the default workloads when None, nothing for an empty list."""
+    chosen = default_gemm_workloads() if workloads is None else workloads
+    return chosen, (workload_gemm_keys(chosen) if chosen else [])
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the hw subcommands (list, show, detect, bench) to ``parser``."""
+    """Add the hw subcommands (list, show, detect, bench, gemms) to ``parser``."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--catalog", type=Path, default=None, metavar="FILE",
                         help="user GPU catalogue YAML (same schema as the packaged gpus.yaml) that adds "
@@ -129,6 +159,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "decomposed-rel-pos attention (outer add, permuted copy, bias add, fp32 casts and "
                             "softmax; llm_perf_opt.hardware.patterns), or 'none' to skip them (default "
                             f"{','.join(map(str, DEFAULT_PATTERN_SIDES))})")
+    bench.add_argument("--gemm-workloads", type=_workloads, default=None, metavar="MODE:BATCH,...|none",
+                       help="time the GEMMs (shapes as the model calls them, queued behind other work) of the "
+                            "analytic model of these workloads, standard page and prompt, eager attention "
+                            "(llm_perf_opt.hardware.gemms), or 'none' to skip them (default: every mode at "
+                            f"batch {', '.join(map(str, DEFAULT_GEMM_BATCHES))})")
+    gemms = sub.add_parser("gemms", parents=[common], help="add GEMM times to a ceilings file",
+                           description="Time the GEMMs of the analytic model of the given workloads on the local "
+                                       "GPU and write an existing ceilings file (hw bench --out) with them added; "
+                                       "the other figures are kept as measured.")
+    gemms.add_argument("--ceilings", type=Path, required=True, metavar="FILE",
+                       help="ceilings file of this GPU model (hw bench --out) to add the GEMM times to")
+    gemms.add_argument("--out", type=Path, required=True, metavar="FILE",
+                       help="where to write the ceilings with GEMM times (.json or .yaml; may be --ceilings)")
+    gemms.add_argument("--device", type=_non_negative_int, default=0, help="CUDA device index (default 0)")
+    gemms.add_argument("--repeats", type=_positive_int, default=DEFAULT_REPEATS,
+                       help=f"timed repeats per GEMM; the median is used (default {DEFAULT_REPEATS})")
+    gemms.add_argument("--gemm-workloads", type=_workloads, default=None, metavar="MODE:BATCH,...",
+                       help="workloads whose GEMM shapes to time (default: every mode at batch "
+                            f"{', '.join(map(str, DEFAULT_GEMM_BATCHES))})")
 
 
 # ------------------------------------------------------------------------------------------ rendering
@@ -240,20 +289,22 @@ def _cmd_bench(args: argparse.Namespace, catalog: GpuCatalog) -> int:
 
     def keep(partial: MeasuredCeilings) -> None:
         # the ceilings measured before the access patterns are on disk if the patterns fail
-        if args.out is not None and args.pattern_sides:
+        if args.out is not None and (args.pattern_sides or keys):
             saved.append(save_ceilings(attrs.evolve(partial, driver_version=gpu.driver_version), args.out))
 
+    workloads, keys = _gemm_keys(args.gemm_workloads)
     try:
         ceilings = run_bench(spec=spec, device_index=args.device, dtypes=args.dtypes, matmul_size=args.size,
                              warmup=args.warmup, repeats=args.repeats, inner=args.inner,
                              copy_bytes=None if args.copy_mib is None else args.copy_mib * MIB,
-                             pattern_sides=args.pattern_sides, progress=progress, checkpoint=keep)
+                             pattern_sides=args.pattern_sides, progress=progress, checkpoint=keep,
+                             gemm_keys=keys, gemm_workloads=workloads)
     except (UserError, KeyboardInterrupt) as exc:
         if not saved:
             raise
-        note = f"; the ceilings measured before it (no access patterns) are in {saved[0]}"
+        note = f"; the ceilings measured before it are in {saved[-1]}"
         if isinstance(exc, KeyboardInterrupt):
-            raise UserError(f"interrupted while measuring the access patterns{note}") from None
+            raise UserError(f"interrupted while measuring the access patterns or GEMMs{note}") from None
         raise UserError(f"{exc}{note}") from None
     ceilings = attrs.evolve(ceilings, driver_version=gpu.driver_version)
     if args.out is not None:
@@ -277,11 +328,46 @@ def _cmd_bench(args: argparse.Namespace, catalog: GpuCatalog) -> int:
     for key, ratio in ceilings.pattern_ratios().items():
         rows.append([f"pattern {key}", f"{ceilings.pattern_bandwidth_bytes_per_s[key] / TERA:.3f} TB/s", "-",
                      f"{ratio:.3f} of copy"])
+    rows.extend(_gemm_rows(ceilings))
     print(f"{gpu.name} ({spec.key if spec else 'uncatalogued'}), torch {ceilings.torch_version}, "
           f"CUDA {ceilings.cuda_version}, driver {gpu.driver_version or '-'}")
     print(_table(["measurement", "measured", "datasheet", "ratio"], rows))
     if args.out is not None:
         print(f"ceilings written to {args.out}")
+    return 0
+
+
+def _gemm_rows(ceilings: MeasuredCeilings) -> list[list[str]]:
+    rows = []
+    for key, sec in ceilings.gemm_times_s().items():
+        rate = gemm_flops(key) / sec
+        rows.append([f"gemm {key}", f"{sec * 1e6:.2f} us/call", "-",
+                     f"{rate / TERA:.1f} TFLOP/s"])
+    return rows
+
+
+def _cmd_gemms(args: argparse.Namespace, catalog: GpuCatalog) -> int:
+    base = load_ceilings(args.ceilings)
+    gpu = _detect_or_fail(args.device, catalog, "gemms")
+    if base.gpu_key is not None and gpu.catalog_key != base.gpu_key:
+        raise UserError(f"--ceilings {args.ceilings}: measured on {base.gpu_key!r}, this GPU is "
+                        f"{gpu.catalog_key or gpu.name!r}")
+    workloads, keys = _gemm_keys(args.gemm_workloads)
+    if not keys:
+        raise UserError("hw gemms: no workload to time (give --gemm-workloads MODE:BATCH,...)")
+    import torch
+
+    torch.cuda.set_device(args.device)
+    progress = None if args.json else (lambda line: print(line, flush=True))
+    ceilings = add_gemm_times(base, keys, workloads, device=f"cuda:{args.device}", repeats=args.repeats,
+                              progress=progress)
+    save_ceilings(ceilings, args.out)
+    if args.json:
+        _print_json({"gemm_times_ms": {k: list(v) for k, v in ceilings.gemm_times_ms.items()},
+                     "gemm_workloads": list(workloads), "out": str(args.out)})
+        return 0
+    print(_table(["measurement", "measured", "datasheet", "rate"], _gemm_rows(ceilings)))
+    print(f"{len(keys)} GEMM shapes of {len(workloads)} workloads timed; ceilings with them written to {args.out}")
     return 0
 
 
@@ -301,7 +387,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the hw subcommand in ``args``; returns the exit status."""
     catalog = load_catalog(args.catalog)
     if getattr(args, "out", None) is not None:
-        _check_out(args.out, (".json", ".yaml", ".yml") if args.hw_command == "bench" else ())
+        _check_out(args.out, (".json", ".yaml", ".yml") if args.hw_command in ("bench", "gemms") else ())
     if args.hw_command == "list":
         if args.json:
             _print_json([s.as_dict() for s in catalog.specs()])
@@ -326,6 +412,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.hw_command == "bench":
         return _cmd_bench(args, catalog)
+    if args.hw_command == "gemms":
+        return _cmd_gemms(args, catalog)
     raise UserError(f"unknown hw command {args.hw_command!r}")
 
 

@@ -7,6 +7,7 @@ activation element, w bytes per weight element, FLOPs = 2 x MACs.
 from __future__ import annotations
 
 from llm_perf_opt.analytic.base import BaseLayer
+from llm_perf_opt.hardware.gemms import gemm_key
 from llm_perf_opt.vocab import OperatorCategory, Stage
 
 #: CUDA-core FLOPs per element, by operation (an accounting convention, stated once):
@@ -42,11 +43,14 @@ class Linear(BaseLayer):
         self.tokens, self.in_features, self.out_features, self.bias = tokens, in_features, out_features, bias
         t = tokens if compute_tokens is None else compute_tokens
         self.params = in_features * out_features + (out_features if bias else 0)
+        # one addmm (bias) or mm: a GEMM of measurable shape when the token count is whole
+        gemm = (gemm_key("linear_bias" if bias else "linear", 1, int(t), out_features, in_features)
+                if t >= 1 and float(t).is_integer() else None)
         self.op(category,
                 tc_flops=2 * t * in_features * out_features,
                 cc_flops=t * out_features if bias else 0,
                 io_bytes=act_bytes * t * (in_features + out_features) + weight_bytes * self.params,
-                launches=1 if t else 0)
+                launches=1 if t else 0, gemm=gemm)
         self.activation_bytes = act_bytes * t * out_features
 
 
@@ -155,14 +159,27 @@ class AttentionCore(BaseLayer):
         if causal_skip and q_len > 1:
             entries = q_len * k_len - q_len * (q_len - 1) // 2
         scores = groups * entries
-        self.op(OperatorCategory.ATTENTION,
-                tc_flops=2 * 2 * scores * head_dim,
-                cc_flops=(SOFTMAX_FLOPS_PER_ELEM + 1 + (1 if has_bias else 0) + extra_cc_per_score) * scores,
-                io_bytes=act_bytes * groups * head_dim * (2 * q_len + 2 * k_len)
-                + (0 if fused else groups * q_len * k_len * (
-                    eager_bytes_per_score if eager_bytes_per_score is not None
-                    else 2 * score_bytes + 2 * prob_bytes + (act_bytes if has_bias else 0))),
-                launches=1 if fused else eager_launches)
+        cc = (SOFTMAX_FLOPS_PER_ELEM + 1 + (1 if has_bias else 0) + extra_cc_per_score) * scores
+        per_score = (eager_bytes_per_score if eager_bytes_per_score is not None
+                     else 2 * score_bytes + 2 * prob_bytes + (act_bytes if has_bias else 0))
+        operands = act_bytes * groups * head_dim * (q_len + k_len)  # q and k (scores), v and the output (PV)
+        whole = float(q_len).is_integer() and float(k_len).is_integer() and q_len >= 1 and k_len >= 1
+        if fused or causal_skip or not whole or eager_launches < 2 or per_score < 2 * act_bytes:
+            self.op(OperatorCategory.ATTENTION, tc_flops=2 * 2 * scores * head_dim, cc_flops=cc,
+                    io_bytes=2 * operands + (0 if fused else groups * q_len * k_len * per_score),
+                    launches=1 if fused else eager_launches)
+        else:
+            # eager: the two batched products as GEMMs of measurable shape (QK^T writes the scores, PV reads
+            # the probabilities, b bytes each), the rest of the chain (scale, mask, casts, softmax) around them
+            qn, kn = int(q_len), int(k_len)
+            self.op(OperatorCategory.ATTENTION, tc_flops=2 * scores * head_dim,
+                    io_bytes=operands + act_bytes * scores, launches=1,
+                    gemm=gemm_key("bmm_nt", groups, qn, kn, head_dim))
+            self.op(OperatorCategory.ATTENTION, tc_flops=2 * scores * head_dim,
+                    io_bytes=operands + act_bytes * scores, launches=1,
+                    gemm=gemm_key("bmm_nn", groups, qn, head_dim, kn))
+            self.op(OperatorCategory.ATTENTION, cc_flops=cc, io_bytes=scores * (per_score - 2 * act_bytes),
+                    launches=eager_launches - 2)
         self.activation_bytes = act_bytes * groups * q_len * head_dim
         if not fused:
             self.activation_bytes += groups * q_len * k_len * (score_bytes + prob_bytes)

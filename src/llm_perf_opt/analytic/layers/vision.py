@@ -22,6 +22,7 @@ from llm_perf_opt.analytic.layers.common import (
     LayerNorm,
     Linear,
 )
+from llm_perf_opt.hardware.gemms import gemm_key
 from llm_perf_opt.hardware.patterns import pattern_key
 from llm_perf_opt.models.deepseek_ocr.config import ClipConfig, ProjectorConfig, SamConfig
 from llm_perf_opt.vocab import OperatorCategory, Stage
@@ -117,8 +118,9 @@ class SamAttention(CompositeLayer):
         if not fused:
             qk = self.add(OpGroup("scores", stage, weight_dtype_bytes=weight_bytes,
                                   summary="q * scale and the QK^T scores"))
-            qk.op(OperatorCategory.ATTENTION, tc_flops=2 * scores * d, cc_flops=tc,
-                  io_bytes=2 * b * tc + 2 * b * tc + b * scores, launches=2)  # scale; QK^T reads q, k, writes E
+            qk.op(OperatorCategory.ATTENTION, cc_flops=tc, io_bytes=2 * b * tc, launches=1)  # q * scale
+            qk.op(OperatorCategory.ATTENTION, tc_flops=2 * scores * d, io_bytes=2 * b * tc + b * scores,
+                  launches=1, gemm=gemm_key("bmm_nt", groups, side * side, side * side, d))  # reads q, k, writes E
             qk.activation_bytes = b * scores
         rel = self.add(OpGroup("rel_pos", stage, weight_dtype_bytes=weight_bytes,
                                summary="decomposed relative position: gathers, two einsums and the broadcast bias"))
@@ -149,10 +151,10 @@ class SamAttention(CompositeLayer):
         rel.cuda_op(OperatorCategory.MEMORY, 4, io_bytes=2 * 2 * (2 * table - 1) * d * b)
         core = self.add(OpGroup("core", stage, weight_dtype_bytes=weight_bytes,
                                 summary="eager attention: + bias, fp32 softmax, cast, PV"))
+        core.op(OperatorCategory.ATTENTION, cc_flops=(SOFTMAX_FLOPS_PER_ELEM + 1) * scores, launches=4)
         core.op(OperatorCategory.ATTENTION, tc_flops=2 * scores * d,
-                cc_flops=(SOFTMAX_FLOPS_PER_ELEM + 1) * scores,
                 io_bytes=b * scores + 2 * b * tc,       # PV: read probs and v, write out
-                launches=5)
+                launches=1, gemm=gemm_key("bmm_nn", groups, side * side, d, side * side))
         # + bias (read both, write), cast up, softmax in fp32, cast down: each in its measured access pattern
         for pattern, nbytes in (("bias_add", 3 * b * scores), ("cast_up", (b + 4) * scores),
                                 ("softmax_fp32", 8 * scores), ("cast_down", (4 + b) * scores)):
@@ -161,6 +163,7 @@ class SamAttention(CompositeLayer):
         if fused:  # SDPA keeps scores and probabilities on chip: one kernel reads q, k, v and the bias
             core.ops.clear()
             core.pattern_io.clear()
+            core.gemm_ops.clear()
             core.op(OperatorCategory.ATTENTION, tc_flops=2 * 2 * scores * d,
                     cc_flops=tc + (SOFTMAX_FLOPS_PER_ELEM + 1) * scores,
                     io_bytes=4 * b * tc + b * scores, launches=1)

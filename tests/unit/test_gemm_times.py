@@ -1,0 +1,175 @@
+"""Measured GEMM times: keys, lookup, the analytic layers' GEMM tags, the timeline model, files, bench (CPU)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+
+from llm_perf_opt.analytic.base import IO, LAUNCH, TC
+from llm_perf_opt.analytic.calibration import (
+    Calibration,
+    CalibrationError,
+    load_calibration,
+    save_calibration,
+)
+from llm_perf_opt.analytic.layers.common import AttentionCore, Linear
+from llm_perf_opt.analytic.timeline_model import stage_blocks
+from llm_perf_opt.errors import UserError
+from llm_perf_opt.hardware.bench import (
+    CeilingsError,
+    MeasuredCeilings,
+    load_ceilings,
+    run_bench,
+    save_ceilings,
+)
+from llm_perf_opt.hardware.catalog import MIB
+from llm_perf_opt.hardware.gemms import (
+    NEAREST_MAX_LOG_DISTANCE,
+    gemm_flops,
+    gemm_key,
+    gemm_time,
+    measure_gemms,
+    split_gemm_key,
+)
+from llm_perf_opt.vocab import DType, OperatorCategory, Stage
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_keys_parse_and_count_flops() -> None:
+    key = gemm_key("bmm_nt", 16, 257, 257, 64)
+    assert key == "bmm_nt@16x257x257x64"
+    assert split_gemm_key(key) == ("bmm_nt", (16, 257, 257, 64))
+    assert gemm_flops(key) == 2.0 * 16 * 257 * 257 * 64
+    for bad in ("bmm_tt@1x2x3x4", "linear@1x2x3", "linear@1x0x3x4", "linear@1x2.5x3x4", "outer_add@64"):
+        with pytest.raises(UserError, match="not a GEMM key"):
+            split_gemm_key(bad)
+    with pytest.raises(UserError, match="unknown GEMM kind"):
+        gemm_key("conv", 1, 2, 3, 4)
+    with pytest.raises(UserError, match="integers >= 1"):
+        gemm_key("linear", 1, 2.5, 3, 4)  # type: ignore[arg-type]
+
+
+def test_lookup_exact_then_nearest_rate_of_the_same_kind_and_alignment() -> None:
+    times = {"linear@1x256x1024x1024": 4e-6, "bmm_nt@16x257x257x64": 12e-6, "bmm_nt@16x256x256x64": 5e-6}
+    assert gemm_time(times, "linear@1x256x1024x1024") == 4e-6
+    # 300 rows instead of 256 (a linear's row count does not change the alignment): same rate, more FLOPs
+    assert gemm_time(times, "linear@1x300x1024x1024") == pytest.approx(4e-6 * 300 / 256)
+    # an odd 255-token bmm takes the odd 257-token shape's rate, not the aligned 256-token one's
+    assert gemm_time(times, "bmm_nt@16x255x255x64") == pytest.approx(12e-6 * 255 * 255 / (257 * 257))
+    assert gemm_time(times, "bmm_nn@16x257x64x257") is None  # kind never measured
+    assert gemm_time(times, "linear@1x256x1004x1024") is None  # N not a multiple of 8: another alignment
+    far = math.exp(NEAREST_MAX_LOG_DISTANCE) * 256 * 1.01
+    assert gemm_time(times, f"linear@1x{math.ceil(far)}x1024x1024") is None  # too far to lend its rate
+
+
+def test_linear_and_eager_attention_tag_their_gemms_without_changing_the_totals() -> None:
+    lin = Linear("q", Stage.VISION_CLIP, tokens=257, in_features=1024, out_features=4096, bias=True, act_bytes=2,
+                 weight_bytes=2)
+    (tag, vec), = lin.gemm_ops[OperatorCategory.GEMM].items()
+    assert tag == "linear_bias@1x257x4096x1024" and vec == lin.ops[OperatorCategory.GEMM]
+    half = Linear("q", Stage.DECODE, tokens=1, in_features=8, out_features=8, bias=False, act_bytes=2,
+                  weight_bytes=2, compute_tokens=2.5)
+    assert not half.gemm_ops  # a fractional token count is no GEMM shape
+
+    common: dict[str, Any] = dict(groups=16, head_dim=64, fused=False, causal_skip=False, act_bytes=2,
+                                  weight_bytes=2, score_bytes=2, prob_bytes=4, has_bias=False, eager_launches=6,
+                                  eager_bytes_per_score=6 * 2 + 16)
+    core = AttentionCore("core", Stage.VISION_CLIP, q_len=257, k_len=257, **common)
+    gemms = core.gemm_ops[OperatorCategory.ATTENTION]
+    assert set(gemms) == {"bmm_nt@16x257x257x64", "bmm_nn@16x257x64x257"}
+    total = core.ops[OperatorCategory.ATTENTION]
+    scores = 16 * 257 * 257
+    assert total[TC] == 4 * scores * 64 and total[LAUNCH] == 6
+    assert total[IO] == 2 * 2 * 16 * 64 * (2 * 257) + scores * (6 * 2 + 16)  # the eager chain's bytes, as before
+    assert sum(v[TC] for v in gemms.values()) == total[TC] and all(v[LAUNCH] == 1 for v in gemms.values())
+    mean_kv = AttentionCore("core", Stage.DECODE, q_len=1, k_len=300.5, **common)
+    assert not mean_kv.gemm_ops  # the decode step at a mean (fractional) KV length
+
+
+class _Peaks:
+    tensor_core_flops_per_s = 1e15
+    cuda_core_flops_per_s = 1e14
+    memory_bytes_per_s = 4e12
+
+
+def test_the_timeline_model_charges_a_measured_gemm_its_time() -> None:
+    lin = Linear("fc", Stage.VISION_CLIP, tokens=257, in_features=1024, out_features=1024, bias=True,
+                 act_bytes=2, weight_bytes=2)
+    cal = Calibration(gpu_key="h200", kernel_floor_s=2e-6)
+    (roof,) = stage_blocks(lin, _Peaks(), cal, kernel_floor_s=2e-6)
+    vec = lin.ops[OperatorCategory.GEMM]
+    assert roof.device_s == pytest.approx(max(vec[TC] / 1e15 + vec[1] / 1e14, vec[IO] / 4e12) + 2e-6)
+    timed = attrs.evolve(cal, gemm_times_s={"linear_bias@1x257x1024x1024": 5.2e-6})
+    (meas,) = stage_blocks(lin, _Peaks(), timed, kernel_floor_s=2e-6)
+    assert meas.device_s == pytest.approx(5.2e-6)  # the measured time includes the floor
+
+
+def test_calibration_and_ceilings_files_keep_the_gemm_times(tmp_path: Path) -> None:
+    cal = Calibration(gpu_key="h200", gemm_times_s={"bmm_nt@16x257x257x64": 12e-6})
+    back = load_calibration(save_calibration(cal, tmp_path / "cal.json"))
+    assert back.gemm_times_s == cal.gemm_times_s and back.gemm_time_s("bmm_nt@16x257x257x64") == 12e-6
+    assert "1 GEMM shapes timed" in attrs.evolve(back, time_model="timeline",
+                                                 stage_host_s_per_kernel={"decode": 2e-5}).describe()
+    with pytest.raises(CalibrationError, match="gemm_times_s"):
+        Calibration(gpu_key="h200", gemm_times_s={"bmm@1x2x3x4": 1e-6})
+    with pytest.raises(CalibrationError, match=r"gemm_times_s\[linear@1x2x3x4\] must be > 0"):
+        Calibration(gpu_key="h200", gemm_times_s={"linear@1x2x3x4": 0.0})
+
+    committed = load_ceilings(ROOT / "reports" / "hardware" / "h200" / "hw-ceilings.json")
+    assert "base:1" in committed.gemm_workloads
+    assert committed.gemm_times_s()["bmm_nt@16x257x257x64"] > 0
+    path = save_ceilings(committed, tmp_path / "c.json")
+    assert load_ceilings(path).gemm_times_ms == committed.gemm_times_ms
+    data = json.loads(path.read_text())
+    data["gemm_times_ms"] = {"linear@1x2x3x4": []}
+    path.write_text(json.dumps(data))
+    with pytest.raises(CeilingsError, match="expected a list of ms per call"):
+        load_ceilings(path)
+    data["gemm_times_ms"] = {"gemm@1": [1.0]}
+    path.write_text(json.dumps(data))
+    with pytest.raises(CeilingsError, match="not a GEMM key"):
+        load_ceilings(path)
+
+
+def test_bench_times_the_gemms_it_is_given_on_cpu() -> None:
+    from test_hardware_bench import FakeTimer
+
+    calls: list[int] = []
+
+    def queued(fn: Any, n: int) -> float:
+        fn()  # the GEMM program runs (on CPU here)
+        calls.append(n)
+        return 3e-6
+
+    keys = ["linear_bias@1x5x8x16", "bmm_nt@2x3x4x8", "bmm_nn@2x3x8x4", "linear@1x5x8x16"]
+    times = measure_gemms(keys, device="cpu", repeats=2, timer=queued)
+    assert set(times) == set(keys) and all(v == [3e-6, 3e-6] for v in times.values())
+    assert len(calls) == 3 * len(keys)  # one warm-up repeat each
+    c = run_bench(spec=None, dtypes=[DType.BF16], matmul_size=8, warmup=0, repeats=1, inner=1, copy_bytes=MIB,
+                  timer=FakeTimer([[1.0]] * 2), device="cpu", pattern_sides=[], gemm_keys=keys[:2],
+                  gemm_workloads=["tiny:1"], gemm_timer=queued)
+    assert isinstance(c, MeasuredCeilings) and c.gemm_workloads == ["tiny:1"]
+    assert c.gemm_times_s() == pytest.approx({keys[0]: 3e-6, keys[1]: 3e-6})
+    with pytest.raises(UserError, match="repeats and calls must be >= 1"):
+        measure_gemms(keys, device="cpu", repeats=0, timer=queued)
+
+
+def test_the_workloads_gemm_shapes() -> None:
+    from llm_perf_opt.analytic.gemm_shapes import default_gemm_workloads, parse_workload, workload_gemm_keys
+
+    keys = workload_gemm_keys(["base:1"])
+    # CLIP's 257-token attention and projections, SAM's 14 x 14 windows (25 windows x 12 heads) and global grid
+    for key in ("bmm_nt@16x257x257x64", "bmm_nn@16x257x64x257", "linear_bias@1x257x1024x1024",
+                "bmm_nt@300x196x196x64", "bmm_nt@12x4096x4096x64"):
+        assert key in keys
+    assert set(workload_gemm_keys(["base:4"])) != set(keys)
+    assert "gundam:4" in default_gemm_workloads() and parse_workload("Base:2") == ("base", 2)
+    for bad, why in (("base", "MODE:BATCH"), ("base:0", "MODE:BATCH"), ("huge:1", "unknown mode")):
+        with pytest.raises(UserError, match=why):
+            parse_workload(bad)
