@@ -2,7 +2,7 @@
 
 A workload here is ``MODE:BATCH`` over the standard page and prompt of
 :mod:`llm_perf_opt.analytic.workloads` with eager attention (the implementation
-the profiled runs use); its GEMM keys (:mod:`llm_perf_opt.hardware.gemms`) are
+the profiled runs use) and GEMM_WORKLOAD_NEW_TOKENS new tokens; its GEMM keys (:mod:`llm_perf_opt.hardware.gemms`) are
 those the analytic layers tag in every stage.
 """
 
@@ -17,6 +17,9 @@ from llm_perf_opt.vocab import Stage
 
 #: Batch sizes timed by default (the profiled runs' batches).
 DEFAULT_GEMM_BATCHES: tuple[int, ...] = (1, 2, 4)
+#: New tokens of the workloads whose shapes are timed: the decode step's mean KV length (its attention
+#: products' shape) follows from it; 64 as in the profiled runs (scripts/gpu/calibration_set.sh TOKENS)
+GEMM_WORKLOAD_NEW_TOKENS = 64
 
 
 def default_gemm_workloads() -> list[str]:
@@ -59,6 +62,6 @@ def workload_gemm_keys(workloads: Sequence[str], config_name: str = "default") -
     for text in workloads:
         mode, batch = parse_workload(text)
         wl = with_overrides(get_profile(f"dsocr-{mode}-v1"), batch_size=batch, attention=AttentionKind.EAGER,
-                            max_new_tokens=64)
+                            max_new_tokens=GEMM_WORKLOAD_NEW_TOKENS)
         keys |= tree_gemm_keys(AnalyticModel(config, wl).stages)
     return sorted(keys)
