@@ -173,3 +173,46 @@ def test_the_workloads_gemm_shapes() -> None:
     for bad, why in (("base", "MODE:BATCH"), ("base:0", "MODE:BATCH"), ("huge:1", "unknown mode")):
         with pytest.raises(UserError, match=why):
             parse_workload(bad)
+
+
+def test_gemm_timing_stopped_keeps_the_shapes_timed_before(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    import types
+
+    import torch
+
+    from llm_perf_opt.hardware.bench import GemmTimingStopped, add_gemm_times
+    from llm_perf_opt.runners import hw_cli
+
+    base = load_ceilings(ROOT / "reports" / "hardware" / "h200" / "hw-ceilings.json")
+    base = attrs.evolve(base, gemm_times_ms={}, gemm_workloads=[])
+    keys = ["linear@1x5x8x16", "linear@1x6x8x16", "linear@1x7x8x16"]
+    seen: list[int] = []
+
+    def stop_on_the_third(fn: Any, n: int) -> float:
+        seen.append(n)
+        if len(seen) > 2 * 2:  # two shapes timed (warm-up + 1 repeat each)
+            raise KeyboardInterrupt
+        return 2e-6
+
+    with pytest.raises(GemmTimingStopped, match=r"interrupted while timing GEMM linear@1x7x8x16 \(2 of 3"
+                       ) as info:
+        add_gemm_times(base, keys, ["tiny:1"], device="cpu", repeats=1, timer=stop_on_the_third)
+    assert set(info.value.partial.gemm_times_ms) == set(keys[:2])
+
+    # hw gemms writes them and says where, in one line
+    src = save_ceilings(base, tmp_path / "in.json")
+
+    def stopped(*_a: object, **_k: object) -> Any:
+        raise GemmTimingStopped("interrupted while timing GEMM x (1 of 3 shapes timed)",
+                                attrs.evolve(base, gemm_times_ms={keys[0]: [0.002]}))
+
+    gpu = types.SimpleNamespace(catalog_key="h200", catalog_error=None, driver_version="1", name="NVIDIA H200")
+    monkeypatch.setattr(hw_cli, "detect_gpu", lambda *_a, **_k: gpu)
+    monkeypatch.setattr(hw_cli, "add_gemm_times", stopped)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda _i: None)
+    out = tmp_path / "out.json"
+    rc = hw_cli.main(["gemms", "--ceilings", str(src), "--out", str(out), "--gemm-workloads", "tiny:1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and f"timed before it are in {out}" in err
+    assert set(load_ceilings(out).gemm_times_ms) == {keys[0]}

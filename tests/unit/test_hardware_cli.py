@@ -352,3 +352,24 @@ def test_gemms_adds_the_gemm_times_to_a_ceilings_file(monkeypatch: pytest.Monkey
     other = save_ceilings(attrs.evolve(_ceilings_for_cli(), gpu_key="h100-sxm"), tmp_path / "h100.json")
     rc, _, err = _run(capsys, "gemms", "--ceilings", str(other), "--out", str(out))
     assert rc == 2 and "measured on 'h100-sxm'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_bench_keeps_the_gemms_timed_before_a_stop(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    import types
+
+    from llm_perf_opt.hardware.bench import GemmTimingStopped, load_ceilings
+
+    def stopped_bench(**kwargs: object) -> Any:
+        kwargs["checkpoint"](_ceilings_for_cli())  # type: ignore[operator]
+        raise GemmTimingStopped("interrupted while timing GEMM linear@1x9x8x16 (1 of 2 shapes timed)",
+                                _ceilings_for_cli(gemm_times_ms={"linear@1x5x8x16": [0.002]}))
+
+    gpu = types.SimpleNamespace(catalog_key="h200", catalog_error=None, driver_version="1", name="NVIDIA H200")
+    monkeypatch.setattr(hw_cli, "detect_gpu", lambda *_a, **_k: gpu)
+    monkeypatch.setattr(hw_cli, "run_bench", stopped_bench)
+    out = tmp_path / "ceilings.json"
+    rc, _, err = _run(capsys, "bench", "--out", str(out), "--gemm-workloads", "tiny:1")
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "interrupted while timing GEMM" in err
+    kept = load_ceilings(out)
+    assert kept.gemm_times_ms == {"linear@1x5x8x16": [0.002]} and kept.driver_version == "1"

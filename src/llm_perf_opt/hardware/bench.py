@@ -547,27 +547,40 @@ def run_bench(*, spec: GpuSpec | None, device_index: int = 0, dtypes: Sequence[D
                           progress=progress)
 
 
+class GemmTimingStopped(UserError):
+    """GEMM timing stopped (out of memory, interrupted) before every shape was timed; ``partial`` holds the
+    ceilings with the shapes timed so far."""
+
+    def __init__(self, message: str, partial: MeasuredCeilings) -> None:
+        super().__init__(message)
+        self.partial = partial
+
+
 def add_gemm_times(ceilings: MeasuredCeilings, keys: Sequence[str], workloads: Sequence[str], *, device: str,
                    repeats: int, timer: QueuedTimer | None = None,
                    progress: Callable[[str], None] | None = None) -> MeasuredCeilings:
     """``ceilings`` with the device time per call of each GEMM in ``keys`` (llm_perf_opt.hardware.gemms,
     queued behind other work; ``timer`` defaults to CUDA events) and ``workloads`` recorded as their
-    source. Running out of device memory is a UserError naming the GEMM."""
+    source. Running out of device memory or an interrupt raises GemmTimingStopped (naming the GEMM) with
+    the shapes timed before it."""
     import torch
 
     if not keys:
         raise UserError("GEMM timing: no GEMM shape to time")
     done: dict[str, list[float]] = {}
+    todo = sorted(set(keys))
 
     def note(line: str) -> None:
         if progress:
-            progress(line)
+            progress(f"[{len(done) + 1}/{len(todo)}] {line}")
 
-    try:
-        for key in sorted(set(keys)):
-            what = key
+    for key in todo:
+        try:
             done.update({k: [t * 1e3 for t in v] for k, v in measure_gemms(
                 [key], device=device, repeats=repeats, timer=timer or queued_cuda_timer, progress=note).items()})
-    except torch.cuda.OutOfMemoryError:
-        raise UserError(f"out of device memory while timing GEMM {what}") from None
+        except (torch.cuda.OutOfMemoryError, KeyboardInterrupt) as exc:
+            why = "out of device memory" if isinstance(exc, torch.cuda.OutOfMemoryError) else "interrupted"
+            partial = attrs.evolve(ceilings, gemm_times_ms=done, gemm_workloads=list(workloads))
+            raise GemmTimingStopped(f"{why} while timing GEMM {key} ({len(done)} of {len(todo)} shapes timed)",
+                                    partial) from None
     return attrs.evolve(ceilings, gemm_times_ms=done, gemm_workloads=list(workloads))

@@ -35,6 +35,7 @@ from llm_perf_opt.hardware.bench import (
     DEFAULT_MATMUL_SIZE,
     DEFAULT_REPEATS,
     DEFAULT_WARMUP,
+    GemmTimingStopped,
     MeasuredCeilings,
     NoGpuError,
     add_gemm_times,
@@ -300,6 +301,8 @@ def _cmd_bench(args: argparse.Namespace, catalog: GpuCatalog) -> int:
                              pattern_sides=args.pattern_sides, progress=progress, checkpoint=keep,
                              gemm_keys=keys, gemm_workloads=workloads)
     except (UserError, KeyboardInterrupt) as exc:
+        if isinstance(exc, GemmTimingStopped) and args.out is not None and exc.partial.gemm_times_ms:
+            saved.append(save_ceilings(attrs.evolve(exc.partial, driver_version=gpu.driver_version), args.out))
         if not saved:
             raise
         note = f"; the ceilings measured before it are in {saved[-1]}"
@@ -359,8 +362,14 @@ def _cmd_gemms(args: argparse.Namespace, catalog: GpuCatalog) -> int:
 
     torch.cuda.set_device(args.device)
     progress = None if args.json else (lambda line: print(line, flush=True))
-    ceilings = add_gemm_times(base, keys, workloads, device=f"cuda:{args.device}", repeats=args.repeats,
-                              progress=progress)
+    try:
+        ceilings = add_gemm_times(base, keys, workloads, device=f"cuda:{args.device}", repeats=args.repeats,
+                                  progress=progress)
+    except GemmTimingStopped as stop:
+        if stop.partial.gemm_times_ms:
+            save_ceilings(stop.partial, args.out)
+            raise UserError(f"{stop}; the shapes timed before it are in {args.out}") from None
+        raise
     save_ceilings(ceilings, args.out)
     if args.json:
         _print_json({"gemm_times_ms": {k: list(v) for k, v in ceilings.gemm_times_ms.items()},
