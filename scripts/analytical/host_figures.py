@@ -162,6 +162,9 @@ def launches(path: Path, config: str) -> list[str]:
             row = wl_data["stages"].get(stage.value)
             if row is None:
                 continue
+            if not isinstance(row, dict) or not {"kernels", "gemm_memsets"} <= set(row):
+                raise UserError(f"{path}: {key} {stage.value} has no 'kernels'/'gemm_memsets' (a census stage "
+                                "summary such as tests/data/census/census-h200-stages.json, not a full census)")
             lines.append(f"{key:<10} {stage.value:<12} {row['kernels']:>7.0f} {row['gemm_memsets']:>12.0f} "
                          f"{model.stages[stage].forward_kernel_launches():>9.0f}")
     return lines

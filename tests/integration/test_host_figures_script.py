@@ -69,6 +69,13 @@ def test_launches_next_to_the_census(capsys: pytest.CaptureFixture[str]) -> None
     assert abs(analytic - census) <= 1
 
 
+def test_launches_refuses_a_full_census_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    census = ROOT / "reports" / "profile" / "h200-census" / "census-h200.json"
+    assert _script().main(["launches", str(census)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "not a full census" in err
+
+
 def test_device_model_from_the_measured_ceilings_next_to_the_census(tmp_path: Path,
                                                                      capsys: pytest.CaptureFixture[str]) -> None:
     from llm_perf_opt.runners import calibrate_cli
