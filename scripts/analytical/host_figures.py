@@ -252,15 +252,21 @@ GOAL = 0.10
 SEM_FACTOR = 2.0
 
 
+def _stage_sem(stage: dict[str, Any]) -> float | None:
+    """Standard error of a compare.json stage's measured mean relative to it (measured_std_ms /
+    sqrt(samples) / measured_ms); None with fewer than 2 samples or no std."""
+    n, mean, std = stage.get("samples") or 0, stage.get("measured_ms") or 0.0, stage.get("measured_std_ms")
+    return float(std) / math.sqrt(n) / float(mean) if n >= 2 and mean > 0 and std is not None else None
+
+
 def _sems(folder: Path) -> dict[tuple[str, str], float]:
-    """(run id, stage) -> standard error of the measured stage mean relative to the mean, from each
-    ``<run>/compare/compare.json`` under ``folder`` (measured_std_ms / sqrt(samples) / measured_ms)."""
+    """(run id, stage) -> :func:`_stage_sem` of each ``<run>/compare/compare.json`` under ``folder``."""
     out: dict[tuple[str, str], float] = {}
     for path in sorted(folder.glob("*/compare/compare.json")):
         for s in json.loads(path.read_text())["stages"]:
-            n, mean, std = s.get("samples") or 0, s.get("measured_ms") or 0.0, s.get("measured_std_ms")
-            if n >= 2 and mean > 0 and std is not None:
-                out[(path.parent.parent.name, s["stage"])] = float(std) / math.sqrt(n) / float(mean)
+            sem = _stage_sem(s)
+            if sem is not None:
+                out[(path.parent.parent.name, s["stage"])] = sem
     return out
 
 
@@ -327,8 +333,7 @@ def cross(folder: Path) -> list[str]:
                 row.append("-")
                 continue
             e = float(s["calibrated_ratio"]) - 1.0
-            n, mean, std = s.get("samples") or 0, s.get("measured_ms") or 0.0, s.get("measured_std_ms")
-            sem = float(std) / math.sqrt(n) / float(mean) if n >= 2 and mean > 0 and std is not None else None
+            sem = _stage_sem(s)
             errs.append((st, e, sem))
             row.append(f"{e:+.1%}" + ("" if sem is None else f" (sem {sem:.1%})"))
         lines.append(f"| {cmp_path.parent.parent.name} | " + " | ".join(row) + " |")
@@ -452,10 +457,12 @@ def _gemm_dims(op: str, shapes: list[Any]) -> tuple[int, int, int, int] | None:
 def gemms(path: Path, ceilings_path: Path, workload: str, stage: str) -> list[str]:
     """Per GEMM kernel group of ``stage`` in a census with --detail: shape, calls, device us per call and
     achieved TFLOP/s, next to the roofline at the bench's measured matmul and copy ceilings plus its
-    kernel floor (what the device model charges a GEMM of that shape)."""
+    kernel floor (what the section-8 device model charged a GEMM of that shape) and to the bench's time
+    for exactly that shape when the ceilings have it."""
     import ast
 
     from llm_perf_opt.hardware import load_ceilings
+    from llm_perf_opt.hardware.gemms import gemm_key
 
     data, detail = _census_detail(path, workload, stage)
     c = load_ceilings(ceilings_path)
@@ -463,8 +470,6 @@ def gemms(path: Path, ceilings_path: Path, workload: str, stage: str) -> list[st
     mm_rate = c.flops_per_s("bf16")
     if not mm_rate:
         raise UserError(f"{ceilings_path}: no bf16 matmul ceiling")
-    from llm_perf_opt.hardware.gemms import gemm_key, gemm_time
-
     bench_s = c.gemm_times_s()
     lines = [f"{'operator':<14} {'batch x M x N x K':<22} {'calls':>5} {'us/call':>8} {'TFLOP/s':>8} "
              f"{'model us':>8} {'model/meas':>10} {'bench us':>8} {'bench/meas':>10}  kernel"]
@@ -487,13 +492,8 @@ def gemms(path: Path, ceilings_path: Path, workload: str, stage: str) -> list[st
         # the census's input shapes do not tell q @ k^T from p @ v (the transposed view is a stride): a bmm
         # takes the timed shape of either kind
         kinds = {"aten::addmm": ("linear_bias",), "aten::mm": ("linear",)}.get(g["op"], ("bmm_nt", "bmm_nn"))
-        bench = None
-        if bench_s:
-            keys = [gemm_key(kd, b, m, n, k) for kd in kinds]
-            found = [t for t in (bench_s.get(key) for key in keys) if t is not None]
-            if not found:
-                found = [t for t in (gemm_time(bench_s, key) for key in keys) if t is not None]
-            bench = min(found) * 1e6 if found else None
+        timed = [bench_s[key] for key in (gemm_key(kd, b, m, n, k) for kd in kinds) if key in bench_s]
+        bench = min(timed) * 1e6 if timed else None
         if bench is not None:
             bench_ms += bench * g["launches"] / 1e3
             bench_meas_ms += float(g["device_us"]) / 1e3

@@ -36,6 +36,11 @@ def test_probe_slopes_and_a_clear_line_for_a_run_without_probes(tmp_path: Path,
     assert _script().main(["probe", *runs]) == 0
     out = capsys.readouterr().out
     assert "between run means: slope" in out and "(3 runs)" in out and "all passes pooled" in out
+    # within runs: least squares, correlation and the reduced-major-axis slope (= slope / correlation)
+    within = next(line for line in out.splitlines() if line.startswith("within runs"))
+    slope, corr, rma = (float(within.split(word)[1].split(",")[0].split()[0])
+                        for word in ("slope ", "correlation ", "reduced-major-axis slope "))
+    assert rma == pytest.approx(slope / corr, abs=0.02) and abs(corr) <= 1
     # the H100 runs predate the probe
     assert _script().main(["probe", str(RUNS / "h100-base-20261122T053733Z")]) == 2
     assert "no pass has both a host probe and a decode time" in capsys.readouterr().err

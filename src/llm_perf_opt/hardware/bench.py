@@ -255,27 +255,22 @@ def load_ceilings(path: Path) -> MeasuredCeilings:
         raise CeilingsError(f"{path}: method must be a mapping")
     if data.get("kernel_floor_s") is not None:
         data["kernel_floor_s"] = _positive(f"{path}: kernel_floor_s", data["kernel_floor_s"])
-    patterns = data.get("pattern_bandwidth_bytes_per_s", {})
-    if not isinstance(patterns, dict):
-        raise CeilingsError(f"{path}: pattern_bandwidth_bytes_per_s must map '<pattern>@<side>' -> bytes/s")
-    for key, value in patterns.items():
-        try:
-            split_key(str(key))
-        except UserError as exc:
-            raise CeilingsError(f"{path}: pattern_bandwidth_bytes_per_s: {exc}") from None
-        _positive(f"{path}: pattern_bandwidth_bytes_per_s.{key}", value)
-    gemms = data.get("gemm_times_ms", {})
-    if not isinstance(gemms, dict):
-        raise CeilingsError(f"{path}: gemm_times_ms must map '<kind>@BxMxNxK' -> per-repeat ms")
-    for key, values in gemms.items():
-        try:
-            split_gemm_key(str(key))
-        except UserError as exc:
-            raise CeilingsError(f"{path}: gemm_times_ms: {exc}") from None
-        if not isinstance(values, list) or not values:
-            raise CeilingsError(f"{path}: gemm_times_ms.{key}: expected a list of ms per call")
-        for v in values:
-            _positive(f"{path}: gemm_times_ms.{key}", v)
+    keyed: tuple[tuple[str, str, Callable[[str], object], bool], ...] = (
+        ("pattern_bandwidth_bytes_per_s", "'<pattern>@<side>' -> bytes/s", split_key, False),
+        ("gemm_times_ms", "'<kind>@BxMxNxK' -> per-repeat ms", split_gemm_key, True))
+    for name, what, parse, listed in keyed:
+        table = data.get(name, {})
+        if not isinstance(table, dict):
+            raise CeilingsError(f"{path}: {name} must map {what}")
+        for key, value in table.items():
+            try:
+                parse(str(key))
+            except UserError as exc:
+                raise CeilingsError(f"{path}: {name}: {exc}") from None
+            if listed and (not isinstance(value, list) or not value):
+                raise CeilingsError(f"{path}: {name}.{key}: expected a list of ms per call")
+            for v in value if listed else [value]:
+                _positive(f"{path}: {name}.{key}", v)
     try:
         data["method"] = BenchMethod(**method)
         return MeasuredCeilings(**data)
@@ -431,19 +426,14 @@ def measure_kernel_floor(*, device: str, repeats: int) -> float:
 
     x = torch.zeros(1, device=device)
     a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
-    per_kernel_us: list[float] = []
-    for _ in range(repeats + 1):  # the first repeat warms up
-        torch.cuda.synchronize()
+
+    def busy() -> None:
         for _ in range(3):
             a @ a  # ~5 ms of queued work on an H100-class GPU
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(FLOOR_KERNELS):
-            x.add_(1.0)
-        end.record()
-        torch.cuda.synchronize()
-        per_kernel_us.append(float(start.elapsed_time(end)) * 1e3 / FLOOR_KERNELS)
-    return statistics.median(per_kernel_us[1:]) * 1e-6
+
+    per_kernel_s = [queued_cuda_timer(lambda: x.add_(1.0), FLOOR_KERNELS, keep_busy=busy)
+                    for _ in range(repeats + 1)]
+    return statistics.median(per_kernel_s[1:])  # the first repeat warms up
 
 
 def require_cuda() -> None:

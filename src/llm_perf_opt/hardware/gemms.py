@@ -6,8 +6,8 @@ runs its score and value products on alignment-1 kernels at 1-2% of the
 ceiling, and its 257-row projections at 15-40% (kernel census,
 ``scripts/analytical/host_figures.py gemms``). So the bench times the GEMMs of
 the model's own shapes, each as the model calls it, queued behind other work
-so the device time per call is what is timed (not the host's issue time; a sleep kernel
-keeps the device busy, since queued matmuls would heat it and lower the clocks the timed calls see)::
+so the device time per call is what is timed, not the host's issue time (a sleep kernel keeps the
+device busy: it draws little power, so it leaves the clocks as they were; queued matmuls may not)::
 
     linear@1xMxNxK        torch.nn.functional.linear(x[M, K], w[N, K])          (mm, no bias)
     linear_bias@1xMxNxK   torch.nn.functional.linear(x[M, K], w[N, K], b[N])    (addmm)
