@@ -71,3 +71,33 @@ def test_gemm_times_are_device_times_and_see_the_alignment() -> None:
     torch.cuda.synchronize()
     wall = (time.perf_counter() - t0) / 200
     assert queued_cuda_timer(fn, 20) <= wall * 1.1
+
+
+def test_a_routed_experts_call_is_timed_on_the_device() -> None:
+    """Base b1's prefill experts call (some 40 kernels): the timer gets the host ahead (doubling its spin)
+    and times at least the kernels' summed durations and less than the host's back-to-back time."""
+    import time
+
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from llm_perf_opt.hardware.gemms import gemm_program, measure_gemms
+
+    key = "experts_grouped_mm@64x6x282x1280x896"
+    (per_call,) = measure_gemms([key], device="cuda", repeats=5).values()
+    t = sorted(per_call)[2]
+    fn = gemm_program(key, "cuda")
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(10):
+            fn()
+        torch.cuda.synchronize()
+    kernels = sum(e.device_time_total for e in prof.events() if e.device_type.name == "CUDA") * 1e-6 / 10
+    t0 = time.perf_counter()
+    for _ in range(50):
+        fn()
+    torch.cuda.synchronize()
+    wall = (time.perf_counter() - t0) / 50
+    assert 0.9 * kernels < t < max(wall, 1.5 * kernels)
+

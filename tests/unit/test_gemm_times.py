@@ -51,8 +51,17 @@ def test_keys_parse_and_count_flops() -> None:
             split_gemm_key(bad)
     with pytest.raises(UserError, match="unknown GEMM kind"):
         gemm_key("conv", 1, 2, 3, 4)
-    with pytest.raises(UserError, match="integers >= 1"):
+    with pytest.raises(UserError, match="integer dimensions >= 1"):
         gemm_key("linear", 1, 2.5, 3, 4)  # type: ignore[arg-type]
+    # a routed-experts call: E x k x T x H x I, the FLOPs of both products of every (token, expert) pair
+    moe = gemm_key("experts_grouped_mm", 64, 6, 282, 1280, 896)
+    assert split_gemm_key(moe) == ("experts_grouped_mm", (64, 6, 282, 1280, 896))
+    assert gemm_flops(moe) == 6.0 * 282 * 6 * 1280 * 896
+    with pytest.raises(UserError, match="expected 5 integer dimensions"):
+        gemm_key("experts_grouped_mm", 64, 6, 282, 1280)
+    for bad in ("experts_grouped_mm@64x6x282x1280", "experts_grouped_mm@1x2x3x4x5x6", "linear@1x2x3x4x5"):
+        with pytest.raises(UserError, match="not a GEMM key"):
+            split_gemm_key(bad)
 
 
 def test_lookup_exact_then_nearest_rate_of_the_same_kind_and_alignment() -> None:
@@ -66,6 +75,23 @@ def test_lookup_exact_then_nearest_rate_of_the_same_kind_and_alignment() -> None
     assert gemm_time(times, "linear@1x256x1004x1024") is None  # N not a multiple of 8: another alignment
     far = math.exp(NEAREST_MAX_LOG_DISTANCE) * 256 * 1.01
     assert gemm_time(times, f"linear@1x{math.ceil(far)}x1024x1024") is None  # too far to lend its rate
+
+
+def test_experts_calls_are_interpolated_in_the_token_count() -> None:
+    def key(t: int, e: int = 64) -> str:
+        return gemm_key("experts_grouped_mm", e, 6, t, 1280, 896)
+
+    times = {key(1): 50e-6, key(4): 56e-6, key(282): 140e-6, key(1128): 460e-6, key(100, e=8): 1e-6}
+    assert gemm_time(times, key(282)) == 140e-6
+    assert gemm_time(times, key(2)) == pytest.approx(50e-6 + 6e-6 / 3)
+    assert gemm_time(times, key(564)) == pytest.approx(140e-6 + 320e-6 * (564 - 282) / (1128 - 282))
+    # beyond the timed counts: the nearest within a factor 2, in proportion to T; further off, nothing
+    assert gemm_time(times, key(2000)) == pytest.approx(460e-6 * 2000 / 1128)
+    assert gemm_time(times, key(2400)) is None
+    # timed counts more than EXPERTS_INTERPOLATE_MAX_RATIO apart do not bracket: 100 is within 2x of none
+    assert gemm_time(times, key(100)) is None
+    assert gemm_time(times, key(160)) == pytest.approx(140e-6 * 160 / 282)
+    assert gemm_time({key(282): 1.0}, key(282, e=32)) is None  # another expert count never lends its time
 
 
 def test_linear_and_eager_attention_tag_their_gemms_without_changing_the_totals() -> None:
@@ -110,6 +136,36 @@ def test_the_timeline_model_charges_a_measured_gemm_its_time() -> None:
     assert meas.device_s == pytest.approx(5.2e-6)  # the measured time includes the floor
 
 
+def test_the_routed_experts_are_one_timed_call_of_the_grouped_mm_forward() -> None:
+    from llm_perf_opt.analytic.layers.decoder import RoutedExperts
+
+    common: dict[str, Any] = dict(hidden=64, intermediate=32, experts=8, top_k=2, act_bytes=2, weight_bytes=2)
+    moe = RoutedExperts("experts", Stage.PREFILL, tokens=100, **common)
+    key = "experts_grouped_mm@8x2x100x64x32"
+    vec = moe.ops[OperatorCategory.MOE_EXPERTS]
+    assert moe.gemm_ops == {OperatorCategory.MOE_EXPERTS: {key: vec}}  # everything, CUDA's launches included
+    assert moe.gemm_calls == {OperatorCategory.MOE_EXPERTS: {key: 1.0}} and vec[LAUNCH] > 20
+    for impl in ("eager", "batched_mm"):
+        assert not RoutedExperts("experts", Stage.PREFILL, tokens=100, implementation=impl, **common).gemm_ops
+    uneven = RoutedExperts("experts", Stage.PREFILL, tokens=100, tokens_per_expert=[25] * 8, **common)
+    assert set(uneven.gemm_ops[OperatorCategory.MOE_EXPERTS]) == {key}
+    short = RoutedExperts("experts", Stage.PREFILL, tokens=100, tokens_per_expert=[20] * 8, **common)
+    assert not short.gemm_ops  # 160 pairs are not 100 tokens x 2: no timed shape
+
+    cal = Calibration(gpu_key="h200", kernel_floor_s=2e-6)
+    (roof,) = stage_blocks(moe, _Peaks(), cal, kernel_floor_s=2e-6)
+    (meas,) = stage_blocks(moe, _Peaks(), attrs.evolve(cal, gemm_times_s={key: 80e-6}), kernel_floor_s=2e-6)
+    assert meas.device_s == pytest.approx(80e-6) and roof.device_s != pytest.approx(80e-6)
+    assert meas.kernels == roof.kernels == vec[LAUNCH]  # the host still issues every kernel
+    with pytest.raises(ValueError, match="already has GEMM or pattern tags"):
+        moe.timed_call(OperatorCategory.MOE_EXPERTS, key)
+    with pytest.raises(ValueError, match="nothing in"):
+        moe.timed_call(OperatorCategory.GEMM, key)
+    fresh = RoutedExperts("experts", Stage.PREFILL, tokens=100, implementation="eager", **common)
+    with pytest.raises(ValueError, match="FLOPs"):
+        fresh.timed_call(OperatorCategory.MOE_EXPERTS, "experts_grouped_mm@8x2x99x64x32")
+
+
 def test_calibration_and_ceilings_files_keep_the_gemm_times(tmp_path: Path) -> None:
     cal = Calibration(gpu_key="h200", gemm_times_s={"bmm_nt@16x257x257x64": 12e-6})
     back = load_calibration(save_calibration(cal, tmp_path / "cal.json"))
@@ -147,7 +203,8 @@ def test_bench_times_the_gemms_it_is_given_on_cpu() -> None:
         calls.append(n)
         return 3e-6
 
-    keys = ["linear_bias@1x5x8x16", "bmm_nt@2x3x4x8", "bmm_nn@2x3x8x4", "linear@1x5x8x16"]
+    keys = ["linear_bias@1x5x8x16", "bmm_nt@2x3x4x8", "bmm_nn@2x3x8x4", "linear@1x5x8x16",
+            "experts_grouped_mm@8x2x5x16x24"]  # the routed-experts program runs transformers' module
     times = measure_gemms(keys, device="cpu", repeats=2, timer=queued)
     assert set(times) == set(keys) and all(v == [3e-6, 3e-6] for v in times.values())
     assert len(calls) == 3 * len(keys)  # one warm-up repeat each
@@ -216,3 +273,39 @@ def test_gemm_timing_stopped_keeps_the_shapes_timed_before(monkeypatch: pytest.M
     err = capsys.readouterr().err
     assert rc == 2 and len(err.strip().splitlines()) == 1 and f"timed before it are in {out}" in err
     assert set(load_ceilings(out).gemm_times_ms) == {keys[0]}
+
+
+def test_the_queued_timer_doubles_the_spin_until_the_host_is_ahead(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch.cuda faked: the spin ends before the host has issued the calls while it is shorter than
+    4 x SPIN_CYCLES; the timer retries with twice the spin and keeps the first timing with the host ahead."""
+    import torch
+
+    from llm_perf_opt.hardware import gemms
+
+    spins: list[int] = []
+    long_enough = [4 * gemms.SPIN_CYCLES]
+
+    class FakeEvent:
+        def __init__(self, enable_timing: bool = False) -> None:
+            self.timing = enable_timing
+
+        def record(self) -> None:
+            pass
+
+        def query(self) -> bool:  # the event after the spin: done when the spin was short
+            return spins[-1] < long_enough[0]
+
+        def elapsed_time(self, _end: Any) -> float:
+            return 10.0 * len(spins)  # ms: tells which attempt was kept
+
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+    monkeypatch.setattr(torch.cuda, "_sleep", spins.append)
+    monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
+    issued: list[int] = []
+    assert gemms.queued_cuda_timer(lambda: issued.append(1), 5) == pytest.approx(30.0e-3 / 5)
+    assert spins == [gemms.SPIN_CYCLES, 2 * gemms.SPIN_CYCLES, 4 * gemms.SPIN_CYCLES] and len(issued) == 15
+    spins.clear()
+    long_enough[0] = 2 ** 60  # never long enough: one clear error, not a host time
+    with pytest.raises(UserError, match="host did not get ahead of the device"):
+        gemms.queued_cuda_timer(lambda: None, 5)
+    assert len(spins) == gemms.MAX_SPIN_DOUBLINGS + 1

@@ -102,10 +102,13 @@ class BaseLayer:
         #: call moved in that pattern; already in ``ops``' io bytes. The timeline model divides them by the
         #: pattern's measured bandwidth where a calibration has it, the roofline ignores them.
         self.pattern_io: dict[OperatorCategory, dict[str, float]] = {}
-        #: category -> GEMM key ('<kind>@BxMxNxK', llm_perf_opt.hardware.gemms) -> [tc_flops, cc_flops, io_bytes,
+        #: category -> GEMM key ('<kind>@BxMxNxK' or '<kind>@ExKxTxHxI', llm_perf_opt.hardware.gemms) -> [tc_flops, cc_flops, io_bytes,
         #: launches] per call of those GEMMs; already in ``ops``. The timeline model charges them the measured
         #: time per call where a calibration has it, the roofline ignores them.
         self.gemm_ops: dict[OperatorCategory, dict[str, list[float]]] = {}
+        #: category -> GEMM key -> calls per call of this node (a GEMM op group: its launches; a timed
+        #: call, :meth:`timed_call`: the calls it was given)
+        self.gemm_calls: dict[OperatorCategory, dict[str, float]] = {}
 
     # ----------------------------------------------------------------- tree
     def add(self, child: BaseLayer) -> BaseLayer:
@@ -155,6 +158,23 @@ class BaseLayer:
             cur = self.gemm_ops.setdefault(cat, {}).setdefault(gemm, [0.0, 0.0, 0.0, 0.0])
             for i in range(4):
                 cur[i] += vec[i]
+            calls = self.gemm_calls.setdefault(cat, {})
+            calls[gemm] = calls.get(gemm, 0.0) + float(launches)
+
+    def timed_call(self, cat: OperatorCategory, key: str, calls: float = 1.0) -> None:
+        """Mark everything this leaf has in ``cat`` so far (every op group, CUDA's launches included) as
+        ``calls`` calls of the timed key (:func:`llm_perf_opt.hardware.gemms.gemm_key`, e.g. a whole
+        routed-experts call): the timeline model charges the measured time per call instead."""
+        vec = self.ops.get(cat)
+        if vec is None or calls <= 0:
+            raise ValueError(f"{self.name}: nothing in {cat.value} to time as {key}")
+        if cat in self.gemm_ops or any(cat in by for by in (self.pattern_io,)):
+            raise ValueError(f"{self.name}: {cat.value} already has GEMM or pattern tags")
+        if abs(gemm_flops(key) * calls - vec[0]) > 1e-9 * max(vec[0], 1.0):
+            raise ValueError(f"{self.name}: {calls:g} x {key} is {gemm_flops(key) * calls:g} FLOPs, "
+                             f"{cat.value} has {vec[0]:g}")
+        self.gemm_ops[cat] = {key: list(vec)}
+        self.gemm_calls[cat] = {key: float(calls)}
 
     def cuda_op(self, cat: OperatorCategory, launches: float, *, io_bytes: float = 0.0,
                 pattern: str | None = None) -> None:

@@ -145,7 +145,7 @@ def _own_device_s(layer: BaseLayer, peaks: Rates, eff: EfficiencyModel, floor_s:
             per_call = gemm_time_of(eff, key)
             if per_call is None:
                 continue
-            t += per_call * g[LAUNCH]
+            t += per_call * layer.gemm_calls[cat][key]
             rest = [a - b for a, b in zip(rest, g, strict=True)]
         io = rest[IO]
         for key, nbytes in layer.pattern_io.get(cat, {}).items():

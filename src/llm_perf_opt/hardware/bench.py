@@ -159,7 +159,7 @@ class MeasuredCeilings:
     kernel_floor_s: float | None = field(default=None, metadata={
         "help": "device seconds per tiny kernel queued behind others (1-element add; None: not measured)"})
     gemm_times_ms: Mapping[str, list[float]] = field(factory=dict, metadata={
-        "help": "GEMM '<kind>@BxMxNxK' -> per-repeat device ms per call, queued behind other work "
+        "help": "GEMM '<kind>@BxMxNxK' or routed-experts call '<kind>@ExKxTxHxI' -> per-repeat device ms per call, queued behind other work "
                 "(llm_perf_opt.hardware.gemms)"})
     gemm_workloads: list[str] = field(factory=list, metadata={
         "help": "the workloads (mode:batch) whose analytic GEMM shapes were timed"})
@@ -257,7 +257,7 @@ def load_ceilings(path: Path) -> MeasuredCeilings:
         data["kernel_floor_s"] = _positive(f"{path}: kernel_floor_s", data["kernel_floor_s"])
     keyed: tuple[tuple[str, str, Callable[[str], object], bool], ...] = (
         ("pattern_bandwidth_bytes_per_s", "'<pattern>@<side>' -> bytes/s", split_key, False),
-        ("gemm_times_ms", "'<kind>@BxMxNxK' -> per-repeat ms", split_gemm_key, True))
+        ("gemm_times_ms", "'<kind>@BxMxNxK' or '<kind>@ExKxTxHxI' -> per-repeat ms", split_gemm_key, True))
     for name, what, parse, listed in keyed:
         table = data.get(name, {})
         if not isinstance(table, dict):

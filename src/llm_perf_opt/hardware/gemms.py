@@ -14,10 +14,20 @@ device busy: it draws little power, so it leaves the clocks as they were; queued
     bmm_nt@BxMxNxK        a[B, M, K] @ c[B, N, K].transpose(-1, -2)            (attention scores)
     bmm_nn@BxMxNxK        a[B, M, K] @ c[B, K, N]                              (attention-weighted values)
 
-FLOPs = 2 * B * M * N * K. Keys come from the analytic layers (``BaseLayer.op(...,
-gemm=key)``); :func:`gemm_time` looks one up, taking the achieved rate of the
-nearest measured shape of the same kind and alignment when the exact shape was
-not measured.
+FLOPs = 2 * B * M * N * K. The MoE layers' routed experts are timed as one call,
+since most of their kernels are not GEMMs (the sort of the T * k (token, expert)
+pairs, gathers, the sentinel masks, the routing-weight scaling, the un-permute and
+the sum: 3 ms of Base b4's 5 ms of experts kernels in the H200 census)::
+
+    experts_grouped_mm@ExKxTxHxI   transformers' grouped_mm experts forward of this model's MoE
+                                   (E experts of width I, top-k, T tokens of width H), routed by a
+                                   random router as the model with random weights routes;
+                                   FLOPs = 6 * T * k * H * I
+
+Keys come from the analytic layers (``BaseLayer.op(..., gemm=key)``,
+``BaseLayer.timed_call``); :func:`gemm_time` looks one up, taking the achieved rate
+of the nearest measured shape of the same kind and alignment when the exact shape
+was not measured (experts: interpolated in T between timed token counts).
 """
 
 from __future__ import annotations
@@ -29,8 +39,16 @@ from typing import Any
 
 from llm_perf_opt.errors import UserError
 
-#: GEMM kinds and how the eager model calls them (module doc).
-GEMM_KINDS: tuple[str, ...] = ("linear", "linear_bias", "bmm_nt", "bmm_nn")
+#: Matrix-product kinds and how the eager model calls them (module doc): key dims B x M x N x K.
+MATMUL_KINDS: tuple[str, ...] = ("linear", "linear_bias", "bmm_nt", "bmm_nn")
+#: Routed-expert calls timed whole (module doc): key dims E x k x T x H x I.
+EXPERTS_KINDS: tuple[str, ...] = ("experts_grouped_mm",)
+#: Every kind a timed key may have.
+GEMM_KINDS: tuple[str, ...] = MATMUL_KINDS + EXPERTS_KINDS
+#: Dimensions in a key of each kind.
+KIND_DIMS: dict[str, int] = {**{k: 4 for k in MATMUL_KINDS}, **{k: 5 for k in EXPERTS_KINDS}}
+#: An experts key's token count T may be interpolated between timed ones at most this far apart (ratio).
+EXPERTS_INTERPOLATE_MAX_RATIO = 4.0
 #: GEMM calls timed per repeat, issued behind queued work (few enough for the host to stay ahead).
 GEMM_CALLS = 20
 #: Elements in a dimension that keeps a bf16 row 16-byte aligned (vectorised GEMM kernels need it).
@@ -40,27 +58,34 @@ ALIGN_ELEMS = 8
 #: its rate: a factor 2 in all (a small GEMM's rate changes with its shape; further off, the roofline is used)
 NEAREST_MAX_LOG_DISTANCE = math.log(2.0)
 
-Dims = tuple[int, int, int, int]
+Dims = tuple[int, ...]
 
 
-def gemm_key(kind: str, batch: int, m: int, n: int, k: int) -> str:
-    """``"<kind>@BxMxNxK"``; UserError for an unknown kind or a dimension < 1."""
+def _dims_text(kind: str) -> str:
+    return "ExKxTxHxI" if kind in EXPERTS_KINDS else "BxMxNxK"
+
+
+def gemm_key(kind: str, *dims: int) -> str:
+    """``"<kind>@BxMxNxK"`` (experts kinds: ``"<kind>@ExKxTxHxI"``); UserError for an unknown kind, a
+    wrong number of dimensions or a dimension < 1."""
     if kind not in GEMM_KINDS:
         raise UserError(f"unknown GEMM kind {kind!r}; known: {', '.join(GEMM_KINDS)}")
-    dims = (batch, m, n, k)
-    if any(int(d) != d or d < 1 for d in dims):
-        raise UserError(f"GEMM {kind}: dimensions must be integers >= 1, got {dims}")
-    return f"{kind}@{int(batch)}x{int(m)}x{int(n)}x{int(k)}"
+    if len(dims) != KIND_DIMS[kind] or any(int(d) != d or d < 1 for d in dims):
+        raise UserError(f"GEMM {kind}: expected {KIND_DIMS[kind]} integer dimensions >= 1 "
+                        f"({_dims_text(kind)}), got {dims}")
+    return f"{kind}@" + "x".join(str(int(d)) for d in dims)
 
 
 def split_gemm_key(key: str) -> tuple[str, Dims]:
-    """(kind, (B, M, N, K)) of a key; UserError when it is not one."""
+    """(kind, dims) of a key: (B, M, N, K), or (E, k, T, H, I) for an experts kind; UserError when it is
+    not one."""
     kind, _, shape = key.partition("@")
     parts = shape.split("x")
-    if kind not in GEMM_KINDS or len(parts) != 4 or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise UserError(f"not a GEMM key: {key!r} (expected <kind>@BxMxNxK, kind in {', '.join(GEMM_KINDS)})")
-    b, m, n, k = (int(p) for p in parts)
-    return kind, (b, m, n, k)
+    if kind not in GEMM_KINDS or len(parts) != KIND_DIMS[kind] or not all(p.isdigit() and int(p) > 0
+                                                                          for p in parts):
+        raise UserError(f"not a GEMM key: {key!r} (expected <kind>@BxMxNxK with kind in "
+                        f"{', '.join(MATMUL_KINDS)}, or <kind>@ExKxTxHxI with kind in {', '.join(EXPERTS_KINDS)})")
+    return kind, tuple(int(p) for p in parts)
 
 
 def is_gemm_key(key: str) -> bool:
@@ -73,9 +98,13 @@ def is_gemm_key(key: str) -> bool:
 
 
 def gemm_flops(key: str) -> float:
-    """2 * B * M * N * K."""
-    _, (b, m, n, k) = split_gemm_key(key)
-    return 2.0 * b * m * n * k
+    """2 * B * M * N * K; experts: 6 * T * k * H * I (gate-up and down products of each pair)."""
+    kind, dims = split_gemm_key(key)
+    if kind in EXPERTS_KINDS:
+        _e, k, t, h, i = dims
+        return 6.0 * t * k * h * i
+    b, m, n, kk = dims
+    return 2.0 * b * m * n * kk
 
 
 def _alignment(kind: str, dims: Dims) -> tuple[bool, ...]:
@@ -94,6 +123,8 @@ def gemm_time(times_s: Mapping[str, float], key: str) -> float | None:
     if key in times_s:
         return times_s[key]
     kind, dims = split_gemm_key(key)
+    if kind in EXPERTS_KINDS:
+        return _experts_time(times_s, kind, dims)
     align = _alignment(kind, dims)
     b, m, n, k = dims
     best: tuple[float, str] | None = None
@@ -113,12 +144,41 @@ def gemm_time(times_s: Mapping[str, float], key: str) -> float | None:
     return times_s[near] * gemm_flops(key) / gemm_flops(near)
 
 
+def _experts_time(times_s: Mapping[str, float], kind: str, dims: Dims) -> float | None:
+    """Seconds per call of an experts key not timed: linear in T between the nearest timed token counts
+    of the same kind, E, k, H and I (at most EXPERTS_INTERPOLATE_MAX_RATIO apart), else the nearest timed
+    count within a factor 2 scaled in proportion to T; None when there is neither."""
+    e, k, t, h, i = dims
+    timed: dict[int, float] = {}
+    for other, secs in times_s.items():
+        if not is_gemm_key(other):
+            continue
+        okind, odims = split_gemm_key(other)
+        if okind == kind and (odims[0], odims[1], odims[3], odims[4]) == (e, k, h, i):
+            timed[odims[2]] = secs
+    below = max((n for n in timed if n < t), default=None)
+    above = min((n for n in timed if n > t), default=None)
+    if below is not None and above is not None and above / below <= EXPERTS_INTERPOLATE_MAX_RATIO:
+        w = (t - below) / (above - below)
+        return timed[below] * (1.0 - w) + timed[above] * w
+    near = min((n for n in timed if max(n / t, t / n) <= 2.0), key=lambda n: (abs(math.log(n / t)), n),
+               default=None)
+    return None if near is None else timed[near] * t / near
+
+
 def gemm_program(key: str, device: str, dtype: Any = None) -> Callable[[], Any]:
     """A callable running GEMM ``key`` as the eager model calls it (module doc), on fresh random inputs."""
     import torch
 
-    kind, (b, m, n, k) = split_gemm_key(key)
+    kind, dims = split_gemm_key(key)
     dt = dtype or torch.bfloat16
+    if kind in EXPERTS_KINDS:
+        from llm_perf_opt.models.deepseek_ocr.modeling import routed_experts_program
+
+        e, top_k, t, h, i = dims
+        return routed_experts_program(experts=e, top_k=top_k, tokens=t, hidden=h, intermediate=i,
+                                      device=device, dtype=dt, experts_implementation=kind.split("_", 1)[1])
+    b, m, n, k = dims
     gen = torch.Generator(device=device).manual_seed(0)
 
     def rand(*shape: int) -> Any:
@@ -141,28 +201,41 @@ QueuedTimer = Callable[[Callable[[], Any], int], float]
 
 
 #: GPU clock cycles the device spins (torch.cuda._sleep) before the timed calls: ~1 ms at 2 GHz, longer
-#: than the host needs to issue GEMM_CALLS calls
+#: than the host needs to issue GEMM_CALLS GEMMs; doubled until the host is ahead (a routed-experts call
+#: issues some 40 kernels)
 SPIN_CYCLES = 2_000_000
+#: times the spin (or the ``keep_busy`` work) is doubled before the timer gives up
+MAX_SPIN_DOUBLINGS = 8
 
 
 def queued_cuda_timer(fn: Callable[[], Any], calls: int, *, keep_busy: Callable[[], Any] | None = None) -> float:
     """Device seconds per call of ``calls`` calls of ``fn`` issued while the device spins (a sleep kernel,
     which draws little power and leaves the clocks as they were; ``keep_busy`` queues other work instead),
-    timed by CUDA events around the calls alone: the host is ahead, the events see the device's time."""
+    timed by CUDA events around the calls alone. An event after the spin tells whether the device was
+    still spinning when the host had issued every call; if not, the spin is doubled and the calls run
+    again, so the events see the device's time, not the host's. UserError when the host cannot get ahead."""
     import torch
 
-    torch.cuda.synchronize()
-    if keep_busy is None:
-        torch.cuda._sleep(SPIN_CYCLES)
-    else:
-        keep_busy()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(calls):
-        fn()
-    end.record()
-    torch.cuda.synchronize()
-    return float(start.elapsed_time(end)) * 1e-3 / calls
+    for doubling in range(MAX_SPIN_DOUBLINGS + 1):
+        torch.cuda.synchronize()
+        if keep_busy is None:
+            torch.cuda._sleep(SPIN_CYCLES * 2 ** doubling)
+        else:
+            for _ in range(2 ** doubling):
+                keep_busy()
+        spun = torch.cuda.Event()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        spun.record()
+        start.record()
+        for _ in range(calls):
+            fn()
+        end.record()
+        host_ahead = not spun.query()
+        torch.cuda.synchronize()
+        if host_ahead:
+            return float(start.elapsed_time(end)) * 1e-3 / calls
+    raise UserError(f"GEMM timing: the host did not get ahead of the device in {calls} calls, even behind "
+                    f"{2 ** MAX_SPIN_DOUBLINGS} times the queued work; the time would be the host's")
 
 
 def measure_gemms(keys: Iterable[str], *, device: str, repeats: int, calls: int = GEMM_CALLS,

@@ -18,6 +18,7 @@ from llm_perf_opt.analytic.layers.common import (
     Linear,
 )
 from llm_perf_opt.analytic.layers.llama import LlamaAttention, RMSNorm, SwiGLUMLP
+from llm_perf_opt.hardware.gemms import gemm_key
 from llm_perf_opt.models.deepseek_ocr.config import LanguageConfig
 from llm_perf_opt.vocab import EXPERTS_IMPLEMENTATIONS, OperatorCategory, Stage
 
@@ -123,6 +124,7 @@ class RoutedExperts(BaseLayer):
         "grouped_mm: eager io bytes + 4 * b * T * k * H (sorted gather, weighting, inverse gather, sum);"
         f" launches = {LAUNCHES_GROUPED_MM} (+1 cast below fp32) + {LAUNCHES_GROUPED_MM_CUDA} on CUDA"
         f" + sort: {SORT_SMALL_EXTRA} (T * k <= {SORT_SMALL_MAX_KEYS}) or {SORT_RADIX_EXTRA}",
+        "grouped_mm with whole token counts: the call is timed whole by the bench (experts_grouped_mm@ExKxTxHxI)",
         "batched_mm: weights gathered per pair: w * 3 * T * k * 3 * H * I_e (read, copy, read) + eager activations;"
         f" launches = {LAUNCHES_BATCHED_MM}",
         "weights (resident) = E * 3 * H * I_e",
@@ -168,6 +170,11 @@ class RoutedExperts(BaseLayer):
                 io_bytes=weight_io + act_io, launches=launches)
         if cuda:
             self.cuda_op(OperatorCategory.MOE_EXPERTS, cuda, io_bytes=cuda_io)
+        if implementation == "grouped_mm" and tokens >= 1 and int(tokens) == tokens and pairs == tokens * top_k:
+            # the whole call, as the bench times it (llm_perf_opt.hardware.gemms): most of its kernels are
+            # not GEMMs (sort, gathers, sentinel masks, weighting, un-permute, sum)
+            self.timed_call(OperatorCategory.MOE_EXPERTS,
+                            gemm_key("experts_grouped_mm", experts, top_k, int(tokens), hidden, intermediate))
         self.activation_bytes = act_bytes * (tokens * hidden + pairs * 2 * intermediate)
 
 

@@ -164,6 +164,7 @@ class SamAttention(CompositeLayer):
             core.ops.clear()
             core.pattern_io.clear()
             core.gemm_ops.clear()
+            core.gemm_calls.clear()
             core.op(OperatorCategory.ATTENTION, tc_flops=2 * 2 * scores * d,
                     cc_flops=tc + (SOFTMAX_FLOPS_PER_ELEM + 1) * scores,
                     io_bytes=4 * b * tc + b * scores, launches=1)

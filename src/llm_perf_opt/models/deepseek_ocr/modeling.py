@@ -390,6 +390,40 @@ def init_random_(model: nn.Module, seed: int) -> None:
             p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float32, device=p.device).mul_(INIT_STD))
 
 
+def routed_experts_program(*, experts: int, top_k: int, tokens: int, hidden: int, intermediate: int,
+                           device: str | torch.device, dtype: torch.dtype = torch.bfloat16, seed: int = 0,
+                           experts_implementation: str = "grouped_mm") -> Callable[[], torch.Tensor]:
+    """A callable running the routed experts of one MoE layer as the decoder calls them:
+    ``mlp.experts(x[T, H], top_k_index[T, k], top_k_weights[T, k] fp32) -> [T, H]``, transformers' module
+    (``experts_implementation``) with E experts of width I, random weights as :func:`init_random_` draws
+    them, and x ~ N(0, 1) (an RMSNorm output) routed once by the layer's own random router (softmax,
+    greedy top-k), as the model with random weights routes. Used by the bench to time the whole call."""
+    if experts_implementation not in EXPERTS_IMPLEMENTATIONS:
+        raise UserError(f"experts implementation {experts_implementation!r} not in {EXPERTS_IMPLEMENTATIONS}")
+    hf = DeepseekOcr2TextConfig(
+        vocab_size=8, hidden_size=hidden, intermediate_size=intermediate, moe_intermediate_size=intermediate,
+        num_hidden_layers=1, num_attention_heads=1, num_key_value_heads=1, n_routed_experts=experts,
+        n_shared_experts=1, num_experts_per_tok=top_k, routed_scaling_factor=1.0, topk_method="greedy",
+        n_group=1, topk_group=1, mlp_layer_types=["sparse"], tie_word_embeddings=False, hidden_act="silu",
+    )
+    hf._experts_implementation = experts_implementation
+    with torch.device(device):
+        moe: nn.Module = DeepseekOcr2TextModel(hf).get_submodule("layers.0.mlp").to(dtype=dtype)
+    init_random_(moe, seed)
+    router, experts_module = moe.get_submodule("gate"), moe.get_submodule("experts")
+    gen = torch.Generator(device=device).manual_seed(seed)
+    x = torch.randn(tokens, hidden, generator=gen, device=device, dtype=torch.float32).to(dtype)
+    with torch.no_grad():
+        _logits, weights, index = router(x)
+
+    def call() -> torch.Tensor:
+        with torch.no_grad():
+            out: torch.Tensor = experts_module(x, index, weights)
+            return out
+
+    return call
+
+
 def build_model(config: DeepseekOCRConfig | None = None, *, device: str | torch.device = "meta",
                 dtype: torch.dtype = torch.bfloat16, seed: int = 0, attn_implementation: str = "eager",
                 experts_implementation: str = "grouped_mm") -> DeepseekOCRForCausalLM:
