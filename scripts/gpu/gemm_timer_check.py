@@ -3,7 +3,7 @@
 For each GEMM shape: the device time per call from hw bench's timer (calls queued behind a sleep kernel,
 CUDA events around the calls), the same with the calls queued behind large matmuls instead (which heat
 the GPU), and the summed kernel durations per call that torch.profiler records (what the kernel census
-reports; for a routed-experts call, every kernel, memset and copy of the call, without the gaps between
+reports; for a call timed whole, every kernel, memset and copy of the call, without the gaps between
 them). Prints one row per shape and writes them as JSON.
 
     PYTHONPATH=src python scripts/gpu/gemm_timer_check.py --out gemm-timer-check.json
@@ -30,7 +30,9 @@ SHAPES = ("bmm_nt@16x257x257x64", "bmm_nn@16x257x64x257", "linear_bias@1x257x102
           "bmm_nt@10x282x282x128",
           # a MoE layer's routed experts, timed whole: Base b1 and b4 prefill, b1 and b4 decode
           "experts_grouped_mm@64x6x282x1280x896", "experts_grouped_mm@64x6x1128x1280x896",
-          "experts_grouped_mm@64x6x1x1280x896", "experts_grouped_mm@64x6x4x1280x896")
+          "experts_grouped_mm@64x6x1x1280x896", "experts_grouped_mm@64x6x4x1280x896",
+          # the decoder's rotary embedding, timed whole: Base b1 and b4 prefill
+          "rope@1x282x10x10x128", "rope@4x282x10x10x128")
 
 
 def matmul_queued_timer(fn: Callable[[], Any], calls: int) -> float:

@@ -59,7 +59,10 @@ def test_keys_parse_and_count_flops() -> None:
     assert gemm_flops(moe) == 6.0 * 282 * 6 * 1280 * 896
     with pytest.raises(UserError, match="expected 5 integer dimensions"):
         gemm_key("experts_grouped_mm", 64, 6, 282, 1280)
-    for bad in ("experts_grouped_mm@64x6x282x1280", "experts_grouped_mm@1x2x3x4x5x6", "linear@1x2x3x4x5"):
+    rope = gemm_key("rope", 4, 282, 10, 10, 128)
+    assert split_gemm_key(rope) == ("rope", (4, 282, 10, 10, 128)) and gemm_flops(rope) == 0.0
+    for bad in ("experts_grouped_mm@64x6x282x1280", "experts_grouped_mm@1x2x3x4x5x6", "linear@1x2x3x4x5",
+                "rope@4x282x10x128"):
         with pytest.raises(UserError, match="not a GEMM key"):
             split_gemm_key(bad)
 
@@ -92,6 +95,10 @@ def test_experts_calls_are_interpolated_in_the_token_count() -> None:
     assert gemm_time(times, key(100)) is None
     assert gemm_time(times, key(160)) == pytest.approx(140e-6 * 160 / 282)
     assert gemm_time({key(282): 1.0}, key(282, e=32)) is None  # another expert count never lends its time
+    # the rotary embedding: T interpolated at the same batch, heads and head dim only
+    rope = {"rope@4x200x10x10x128": 40e-6, "rope@4x400x10x10x128": 60e-6, "rope@1x300x10x10x128": 1.0}
+    assert gemm_time(rope, "rope@4x300x10x10x128") == pytest.approx(50e-6)
+    assert gemm_time(rope, "rope@2x300x10x10x128") is None
 
 
 def test_linear_and_eager_attention_tag_their_gemms_without_changing_the_totals() -> None:
@@ -166,6 +173,24 @@ def test_the_routed_experts_are_one_timed_call_of_the_grouped_mm_forward() -> No
         fresh.timed_call(OperatorCategory.MOE_EXPERTS, "experts_grouped_mm@8x2x99x64x32")
 
 
+def test_the_decoder_rotary_embedding_is_one_timed_call() -> None:
+    from llm_perf_opt.analytic.layers.llama import ApplyRotary, LlamaAttention
+
+    rot = ApplyRotary("rotary", Stage.PREFILL, tokens=4 * 282, heads_q=10, heads_kv=10, head_dim=128, act_bytes=2,
+                      weight_bytes=2, batch=4)
+    vec = rot.ops[OperatorCategory.ELEMENTWISE]
+    assert rot.gemm_ops == {OperatorCategory.ELEMENTWISE: {"rope@4x282x10x10x128": vec}} and vec[LAUNCH] == 10
+    assert not ApplyRotary("rotary", Stage.PREFILL, tokens=282, heads_q=10, heads_kv=10, head_dim=128,
+                           act_bytes=2, weight_bytes=2).gemm_ops  # no batch given: no shape
+    attn = LlamaAttention("self_attn", Stage.DECODE, batch=2, q_len=1, kv_len=300.5, hidden=1280, heads_q=10,
+                          heads_kv=10, head_dim=128, fused=False, causal_skip=False, act_bytes=2, weight_bytes=2)
+    (rotary,) = [c for c in attn.children if isinstance(c, ApplyRotary)]
+    assert set(rotary.gemm_ops[OperatorCategory.ELEMENTWISE]) == {"rope@2x1x10x10x128"}
+    cal = Calibration(gpu_key="h200", kernel_floor_s=2e-6, gemm_times_s={"rope@4x282x10x10x128": 70e-6})
+    (block,) = stage_blocks(rot, _Peaks(), cal, kernel_floor_s=2e-6)
+    assert block.device_s == pytest.approx(70e-6) and block.kernels == 10
+
+
 def test_calibration_and_ceilings_files_keep_the_gemm_times(tmp_path: Path) -> None:
     cal = Calibration(gpu_key="h200", gemm_times_s={"bmm_nt@16x257x257x64": 12e-6})
     back = load_calibration(save_calibration(cal, tmp_path / "cal.json"))
@@ -204,7 +229,7 @@ def test_bench_times_the_gemms_it_is_given_on_cpu() -> None:
         return 3e-6
 
     keys = ["linear_bias@1x5x8x16", "bmm_nt@2x3x4x8", "bmm_nn@2x3x8x4", "linear@1x5x8x16",
-            "experts_grouped_mm@8x2x5x16x24"]  # the routed-experts program runs transformers' module
+            "experts_grouped_mm@8x2x5x16x24", "rope@2x3x4x2x8"]  # transformers' modules run, on CPU
     times = measure_gemms(keys, device="cpu", repeats=2, timer=queued)
     assert set(times) == set(keys) and all(v == [3e-6, 3e-6] for v in times.values())
     assert len(calls) == 3 * len(keys)  # one warm-up repeat each

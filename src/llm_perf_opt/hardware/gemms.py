@@ -24,10 +24,17 @@ the sum: 3 ms of Base b4's 5 ms of experts kernels in the H200 census)::
                                    random router as the model with random weights routes;
                                    FLOPs = 6 * T * k * H * I
 
+and so is the decoder's rotary embedding (ten elementwise kernels on strided views, a
+third of the copy bandwidth or less in the census)::
+
+    rope@BxTxHqxHkvxD              transformers' apply_rotary_pos_emb of this model on q and k as
+                                   the attention makes them (projections of B x T tokens viewed as
+                                   B x heads x T x D), cos and sin of B x T x D; no tensor-core FLOPs
+
 Keys come from the analytic layers (``BaseLayer.op(..., gemm=key)``,
 ``BaseLayer.timed_call``); :func:`gemm_time` looks one up, taking the achieved rate
 of the nearest measured shape of the same kind and alignment when the exact shape
-was not measured (experts: interpolated in T between timed token counts).
+was not measured (calls timed whole: interpolated in T between timed token counts).
 """
 
 from __future__ import annotations
@@ -41,14 +48,14 @@ from llm_perf_opt.errors import UserError
 
 #: Matrix-product kinds and how the eager model calls them (module doc): key dims B x M x N x K.
 MATMUL_KINDS: tuple[str, ...] = ("linear", "linear_bias", "bmm_nt", "bmm_nn")
-#: Routed-expert calls timed whole (module doc): key dims E x k x T x H x I.
-EXPERTS_KINDS: tuple[str, ...] = ("experts_grouped_mm",)
+#: Calls timed whole (module doc): kind -> (its key's dims, index of the token count T among them).
+CALL_KINDS: dict[str, tuple[str, int]] = {"experts_grouped_mm": ("ExKxTxHxI", 2), "rope": ("BxTxHqxHkvxD", 1)}
 #: Every kind a timed key may have.
-GEMM_KINDS: tuple[str, ...] = MATMUL_KINDS + EXPERTS_KINDS
+GEMM_KINDS: tuple[str, ...] = MATMUL_KINDS + tuple(CALL_KINDS)
 #: Dimensions in a key of each kind.
-KIND_DIMS: dict[str, int] = {**{k: 4 for k in MATMUL_KINDS}, **{k: 5 for k in EXPERTS_KINDS}}
-#: An experts key's token count T may be interpolated between timed ones at most this far apart (ratio).
-EXPERTS_INTERPOLATE_MAX_RATIO = 4.0
+KIND_DIMS: dict[str, int] = {**{k: 4 for k in MATMUL_KINDS}, **{k: len(v[0].split("x")) for k, v in CALL_KINDS.items()}}
+#: A call's token count T may be interpolated between timed ones at most this far apart (ratio).
+COUNT_INTERPOLATE_MAX_RATIO = 4.0
 #: GEMM calls timed per repeat, issued behind queued work (few enough for the host to stay ahead).
 GEMM_CALLS = 20
 #: Elements in a dimension that keeps a bf16 row 16-byte aligned (vectorised GEMM kernels need it).
@@ -62,11 +69,11 @@ Dims = tuple[int, ...]
 
 
 def _dims_text(kind: str) -> str:
-    return "ExKxTxHxI" if kind in EXPERTS_KINDS else "BxMxNxK"
+    return CALL_KINDS[kind][0] if kind in CALL_KINDS else "BxMxNxK"
 
 
 def gemm_key(kind: str, *dims: int) -> str:
-    """``"<kind>@BxMxNxK"`` (experts kinds: ``"<kind>@ExKxTxHxI"``); UserError for an unknown kind, a
+    """``"<kind>@BxMxNxK"`` (calls timed whole: the dims of CALL_KINDS); UserError for an unknown kind, a
     wrong number of dimensions or a dimension < 1."""
     if kind not in GEMM_KINDS:
         raise UserError(f"unknown GEMM kind {kind!r}; known: {', '.join(GEMM_KINDS)}")
@@ -77,14 +84,15 @@ def gemm_key(kind: str, *dims: int) -> str:
 
 
 def split_gemm_key(key: str) -> tuple[str, Dims]:
-    """(kind, dims) of a key: (B, M, N, K), or (E, k, T, H, I) for an experts kind; UserError when it is
+    """(kind, dims) of a key: (B, M, N, K), or the dims of a call kind (CALL_KINDS); UserError when it is
     not one."""
     kind, _, shape = key.partition("@")
     parts = shape.split("x")
     if kind not in GEMM_KINDS or len(parts) != KIND_DIMS[kind] or not all(p.isdigit() and int(p) > 0
                                                                           for p in parts):
+        calls = ", ".join(f"{k}@{v[0]}" for k, v in CALL_KINDS.items())
         raise UserError(f"not a GEMM key: {key!r} (expected <kind>@BxMxNxK with kind in "
-                        f"{', '.join(MATMUL_KINDS)}, or <kind>@ExKxTxHxI with kind in {', '.join(EXPERTS_KINDS)})")
+                        f"{', '.join(MATMUL_KINDS)}, or {calls})")
     return kind, tuple(int(p) for p in parts)
 
 
@@ -98,11 +106,14 @@ def is_gemm_key(key: str) -> bool:
 
 
 def gemm_flops(key: str) -> float:
-    """2 * B * M * N * K; experts: 6 * T * k * H * I (gate-up and down products of each pair)."""
+    """Tensor-core FLOPs per call: 2 * B * M * N * K; experts: 6 * T * k * H * I (gate-up and down
+    products of each pair); rope: 0."""
     kind, dims = split_gemm_key(key)
-    if kind in EXPERTS_KINDS:
+    if kind == "experts_grouped_mm":
         _e, k, t, h, i = dims
         return 6.0 * t * k * h * i
+    if kind in CALL_KINDS:
+        return 0.0
     b, m, n, kk = dims
     return 2.0 * b * m * n * kk
 
@@ -123,8 +134,8 @@ def gemm_time(times_s: Mapping[str, float], key: str) -> float | None:
     if key in times_s:
         return times_s[key]
     kind, dims = split_gemm_key(key)
-    if kind in EXPERTS_KINDS:
-        return _experts_time(times_s, kind, dims)
+    if kind in CALL_KINDS:
+        return _call_time(times_s, kind, dims)
     align = _alignment(kind, dims)
     b, m, n, k = dims
     best: tuple[float, str] | None = None
@@ -144,21 +155,23 @@ def gemm_time(times_s: Mapping[str, float], key: str) -> float | None:
     return times_s[near] * gemm_flops(key) / gemm_flops(near)
 
 
-def _experts_time(times_s: Mapping[str, float], kind: str, dims: Dims) -> float | None:
-    """Seconds per call of an experts key not timed: linear in T between the nearest timed token counts
-    of the same kind, E, k, H and I (at most EXPERTS_INTERPOLATE_MAX_RATIO apart), else the nearest timed
-    count within a factor 2 scaled in proportion to T; None when there is neither."""
-    e, k, t, h, i = dims
+def _call_time(times_s: Mapping[str, float], kind: str, dims: Dims) -> float | None:
+    """Seconds per call of a call kind's key not timed: linear in the token count T between the nearest
+    timed counts of the same kind and other dims (at most COUNT_INTERPOLATE_MAX_RATIO apart), else the
+    nearest timed count within a factor 2 scaled in proportion to T; None when there is neither."""
+    at = CALL_KINDS[kind][1]
+    t = dims[at]
+    rest = dims[:at] + dims[at + 1:]
     timed: dict[int, float] = {}
     for other, secs in times_s.items():
         if not is_gemm_key(other):
             continue
         okind, odims = split_gemm_key(other)
-        if okind == kind and (odims[0], odims[1], odims[3], odims[4]) == (e, k, h, i):
-            timed[odims[2]] = secs
+        if okind == kind and odims[:at] + odims[at + 1:] == rest:
+            timed[odims[at]] = secs
     below = max((n for n in timed if n < t), default=None)
     above = min((n for n in timed if n > t), default=None)
-    if below is not None and above is not None and above / below <= EXPERTS_INTERPOLATE_MAX_RATIO:
+    if below is not None and above is not None and above / below <= COUNT_INTERPOLATE_MAX_RATIO:
         w = (t - below) / (above - below)
         return timed[below] * (1.0 - w) + timed[above] * w
     near = min((n for n in timed if max(n / t, t / n) <= 2.0), key=lambda n: (abs(math.log(n / t)), n),
@@ -172,12 +185,17 @@ def gemm_program(key: str, device: str, dtype: Any = None) -> Callable[[], Any]:
 
     kind, dims = split_gemm_key(key)
     dt = dtype or torch.bfloat16
-    if kind in EXPERTS_KINDS:
+    if kind == "experts_grouped_mm":
         from llm_perf_opt.models.deepseek_ocr.modeling import routed_experts_program
 
         e, top_k, t, h, i = dims
         return routed_experts_program(experts=e, top_k=top_k, tokens=t, hidden=h, intermediate=i,
-                                      device=device, dtype=dt, experts_implementation=kind.split("_", 1)[1])
+                                      device=device, dtype=dt, experts_implementation="grouped_mm")
+    if kind == "rope":
+        from llm_perf_opt.models.deepseek_ocr.modeling import rotary_program
+
+        b, t, hq, hkv, d = dims
+        return rotary_program(batch=b, tokens=t, heads_q=hq, heads_kv=hkv, head_dim=d, device=device, dtype=dt)
     b, m, n, k = dims
     gen = torch.Generator(device=device).manual_seed(0)
 
@@ -251,6 +269,7 @@ def measure_gemms(keys: Iterable[str], *, device: str, repeats: int, calls: int 
         out[key] = [timer(fn, calls) for _ in range(repeats)]
         if progress:
             s = statistics.median(out[key])
-            progress(f"gemm {key}: {s * 1e6:.2f} us per call, {gemm_flops(key) / s / 1e12:.1f} TFLOP/s")
+            rate = f", {gemm_flops(key) / s / 1e12:.1f} TFLOP/s" if gemm_flops(key) else ""
+            progress(f"gemm {key}: {s * 1e6:.2f} us per call{rate}")
         del fn
     return out

@@ -17,6 +17,7 @@ from llm_perf_opt.analytic.layers.common import (
     Linear,
     RMSNorm,
 )
+from llm_perf_opt.hardware.gemms import gemm_key
 from llm_perf_opt.vocab import OperatorCategory, Stage
 
 __all__ = ["RMSNorm", "RotaryEmbedding", "ApplyRotary", "LlamaAttention", "SwiGLUMLP"]
@@ -48,15 +49,20 @@ class ApplyRotary(BaseLayer):
     summary = "apply rotary position embedding to q and k"
     formulas = (f"CUDA-core FLOPs = {ROPE_FLOPS_PER_ELEM} * T * (h_q + h_kv) * d",
                 "eager per tensor: x * cos, -x2, cat, * sin, add: io bytes = 10 * b * T * (h_q + h_kv) * d"
-                " + 4 * b * T * d (cos, sin read by the four multiplies); 10 kernels")
+                " + 4 * b * T * d (cos, sin read by the four multiplies); 10 kernels",
+                "with the batch B known: the call is timed whole by the bench (rope@BxTxHqxHkvxD)")
 
     def __init__(self, name: str, stage: Stage, *, tokens: int, heads_q: int, heads_kv: int, head_dim: int,
-                 act_bytes: int, weight_bytes: int) -> None:
+                 act_bytes: int, weight_bytes: int, batch: int | None = None) -> None:
         super().__init__(name, stage, weight_dtype_bytes=weight_bytes)
         elems = tokens * (heads_q + heads_kv) * head_dim
         self.op(OperatorCategory.ELEMENTWISE, cc_flops=ROPE_FLOPS_PER_ELEM * elems,
                 io_bytes=10 * act_bytes * elems + 4 * act_bytes * tokens * head_dim, launches=10)
         self.activation_bytes = act_bytes * elems
+        if batch is not None and batch >= 1 and tokens % batch == 0:
+            # the whole call, as the bench times it (llm_perf_opt.hardware.gemms): strided views, broadcasts
+            self.timed_call(OperatorCategory.ELEMENTWISE,
+                            gemm_key("rope", batch, tokens // batch, heads_q, heads_kv, head_dim))
 
 
 class LlamaAttention(CompositeLayer):
@@ -88,7 +94,7 @@ class LlamaAttention(CompositeLayer):
             self.add(Linear(proj, stage, tokens=tokens, in_features=hidden, out_features=heads * head_dim,
                             bias=False, act_bytes=act_bytes, weight_bytes=weight_bytes))
         self.add(ApplyRotary("rotary", stage, tokens=tokens, heads_q=heads_q, heads_kv=heads_kv, head_dim=head_dim,
-                             act_bytes=act_bytes, weight_bytes=weight_bytes))
+                             act_bytes=act_bytes, weight_bytes=weight_bytes, batch=batch))
         # cache append (torch.cat / index_copy of the new k, v); the cache itself is owned here
         cache = self.add(OpGroup("kv_cache_update", stage, weight_dtype_bytes=weight_bytes,
                                  summary="append the new keys and values to the KV cache"))

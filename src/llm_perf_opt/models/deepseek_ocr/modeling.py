@@ -49,6 +49,7 @@ from transformers.models.deepseek_ocr2.configuration_deepseek_ocr2 import (
 from transformers.models.deepseek_ocr2.modeling_deepseek_ocr2 import (
     DeepseekOcr2SamVisionEncoder,
     DeepseekOcr2TextModel,
+    apply_rotary_pos_emb,
 )
 
 from llm_perf_opt.errors import UserError
@@ -419,6 +420,29 @@ def routed_experts_program(*, experts: int, top_k: int, tokens: int, hidden: int
     def call() -> torch.Tensor:
         with torch.no_grad():
             out: torch.Tensor = experts_module(x, index, weights)
+            return out
+
+    return call
+
+
+def rotary_program(*, batch: int, tokens: int, heads_q: int, heads_kv: int, head_dim: int,
+                   device: str | torch.device, dtype: torch.dtype = torch.bfloat16, seed: int = 0
+                   ) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:
+    """A callable applying the decoder's rotary embedding as its attention does: transformers'
+    ``apply_rotary_pos_emb(q, k, cos, sin)`` on q [B, h_q, T, d] and k [B, h_kv, T, d] that are transposed
+    views of the projections' [B, T, h * d] outputs, cos and sin [B, T, d]. Used by the bench."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=gen, device=device, dtype=torch.float32).to(dtype)
+
+    q = rand(batch, tokens, heads_q * head_dim).view(batch, tokens, heads_q, head_dim).transpose(1, 2)
+    k = rand(batch, tokens, heads_kv * head_dim).view(batch, tokens, heads_kv, head_dim).transpose(1, 2)
+    cos, sin = rand(batch, tokens, head_dim), rand(batch, tokens, head_dim)
+
+    def call() -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            out: tuple[torch.Tensor, torch.Tensor] = apply_rotary_pos_emb(q, k, cos, sin)
             return out
 
     return call
