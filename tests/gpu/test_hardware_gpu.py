@@ -74,8 +74,9 @@ def test_gemm_times_are_device_times_and_see_the_alignment() -> None:
 
 
 def test_a_routed_experts_call_is_timed_on_the_device() -> None:
-    """Base b1's prefill experts call (some 40 kernels): the timer gets the host ahead (doubling its spin)
-    and times at least the kernels' summed durations and less than the host's back-to-back time."""
+    """Base b1's prefill experts call (~50 kernels): the timer gets the host ahead (doubling its spin) and
+    times the kernels' summed durations plus at most a few microseconds of gap per kernel, well under the
+    host's back-to-back pace."""
     import time
 
     import torch
@@ -93,11 +94,13 @@ def test_a_routed_experts_call_is_timed_on_the_device() -> None:
         for _ in range(10):
             fn()
         torch.cuda.synchronize()
-    kernels = sum(e.device_time_total for e in prof.events() if e.device_type.name == "CUDA") * 1e-6 / 10
+    device_events = [e for e in prof.events() if e.device_type.name == "CUDA"]
+    kernels = sum(e.device_time_total for e in device_events) * 1e-6 / 10
+    launches = len(device_events) / 10
     t0 = time.perf_counter()
     for _ in range(50):
         fn()
     torch.cuda.synchronize()
     wall = (time.perf_counter() - t0) / 50
-    assert 0.9 * kernels < t < max(wall, 1.5 * kernels)
-
+    assert 0.9 * kernels < t < kernels + launches * 4e-6, (t, kernels, launches)
+    assert t < wall * 1.1

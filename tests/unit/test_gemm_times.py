@@ -88,17 +88,21 @@ def test_experts_calls_are_interpolated_in_the_token_count() -> None:
     assert gemm_time(times, key(282)) == 140e-6
     assert gemm_time(times, key(2)) == pytest.approx(50e-6 + 6e-6 / 3)
     assert gemm_time(times, key(564)) == pytest.approx(140e-6 + 320e-6 * (564 - 282) / (1128 - 282))
-    # beyond the timed counts: the nearest within a factor 2, in proportion to T; further off, nothing
-    assert gemm_time(times, key(2000)) == pytest.approx(460e-6 * 2000 / 1128)
+    # beyond the timed counts: from the nearest within a factor 2 along the line through the next timed count
+    # on its side (a call has a fixed cost); further off, nothing
+    assert gemm_time(times, key(2000)) == pytest.approx(460e-6 + 320e-6 / 846 * (2000 - 1128))
+    assert gemm_time(times, key(8)) == pytest.approx(56e-6 + 2e-6 * 4)  # decode at batch 8 from 1 and 4
     assert gemm_time(times, key(2400)) is None
-    # timed counts more than EXPERTS_INTERPOLATE_MAX_RATIO apart do not bracket: 100 is within 2x of none
+    # timed counts more than COUNT_INTERPOLATE_MAX_RATIO apart do not bracket: 100 is within 2x of none
     assert gemm_time(times, key(100)) is None
-    assert gemm_time(times, key(160)) == pytest.approx(140e-6 * 160 / 282)
+    assert gemm_time(times, key(160)) == pytest.approx(140e-6 - 320e-6 / 846 * (282 - 160))
+    assert gemm_time({key(282): 140e-6}, key(160)) == pytest.approx(140e-6 * 160 / 282)  # one count: in proportion
     assert gemm_time({key(282): 1.0}, key(282, e=32)) is None  # another expert count never lends its time
-    # the rotary embedding: T interpolated at the same batch, heads and head dim only
-    rope = {"rope@4x200x10x10x128": 40e-6, "rope@4x400x10x10x128": 60e-6, "rope@1x300x10x10x128": 1.0}
+    # the rotary embedding: by its B x T tokens, at the same heads and head dim only
+    rope = {"rope@4x200x10x10x128": 40e-6, "rope@4x400x10x10x128": 60e-6, "rope@1x300x10x10x64": 1.0}
     assert gemm_time(rope, "rope@4x300x10x10x128") == pytest.approx(50e-6)
-    assert gemm_time(rope, "rope@2x300x10x10x128") is None
+    assert gemm_time(rope, "rope@2x300x10x10x128") == pytest.approx(40e-6 - 20e-6 / 800 * 200)
+    assert gemm_time(rope, "rope@4x300x10x10x64") is None  # 1200 tokens: 4x the one count of that head dim
 
 
 def test_linear_and_eager_attention_tag_their_gemms_without_changing_the_totals() -> None:
@@ -154,10 +158,8 @@ def test_the_routed_experts_are_one_timed_call_of_the_grouped_mm_forward() -> No
     assert moe.gemm_calls == {OperatorCategory.MOE_EXPERTS: {key: 1.0}} and vec[LAUNCH] > 20
     for impl in ("eager", "batched_mm"):
         assert not RoutedExperts("experts", Stage.PREFILL, tokens=100, implementation=impl, **common).gemm_ops
-    uneven = RoutedExperts("experts", Stage.PREFILL, tokens=100, tokens_per_expert=[25] * 8, **common)
-    assert set(uneven.gemm_ops[OperatorCategory.MOE_EXPERTS]) == {key}
-    short = RoutedExperts("experts", Stage.PREFILL, tokens=100, tokens_per_expert=[20] * 8, **common)
-    assert not short.gemm_ops  # 160 pairs are not 100 tokens x 2: no timed shape
+    # measured routing counts: the bench's randomly routed call does not stand for them
+    assert not RoutedExperts("experts", Stage.PREFILL, tokens=100, tokens_per_expert=[25] * 8, **common).gemm_ops
 
     cal = Calibration(gpu_key="h200", kernel_floor_s=2e-6)
     (roof,) = stage_blocks(moe, _Peaks(), cal, kernel_floor_s=2e-6)
@@ -301,14 +303,22 @@ def test_gemm_timing_stopped_keeps_the_shapes_timed_before(monkeypatch: pytest.M
 
 
 def test_the_queued_timer_doubles_the_spin_until_the_host_is_ahead(monkeypatch: pytest.MonkeyPatch) -> None:
-    """torch.cuda faked: the spin ends before the host has issued the calls while it is shorter than
-    4 x SPIN_CYCLES; the timer retries with twice the spin and keeps the first timing with the host ahead."""
+    """torch.cuda faked: the device finishes a spin shorter than 4 x SPIN_CYCLES before the host has issued
+    the calls, and a synchronize finishes everything; the timer retries with twice the spin (or twice the
+    queued work) and keeps the first timing with the host ahead."""
     import torch
 
     from llm_perf_opt.hardware import gemms
 
     spins: list[int] = []
-    long_enough = [4 * gemms.SPIN_CYCLES]
+    state = {"synced": False, "long_enough": 4 * gemms.SPIN_CYCLES}
+
+    def sleep(cycles: int) -> None:
+        spins.append(cycles)
+        state["synced"] = False
+
+    def synchronize() -> None:
+        state["synced"] = True
 
     class FakeEvent:
         def __init__(self, enable_timing: bool = False) -> None:
@@ -317,20 +327,28 @@ def test_the_queued_timer_doubles_the_spin_until_the_host_is_ahead(monkeypatch: 
         def record(self) -> None:
             pass
 
-        def query(self) -> bool:  # the event after the spin: done when the spin was short
-            return spins[-1] < long_enough[0]
+        def query(self) -> bool:  # the event after the spin: done after a sync, or when the spin was short
+            return bool(state["synced"]) or sum(spins) < int(state["long_enough"])
 
         def elapsed_time(self, _end: Any) -> float:
             return 10.0 * len(spins)  # ms: tells which attempt was kept
 
-    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
-    monkeypatch.setattr(torch.cuda, "_sleep", spins.append)
+    monkeypatch.setattr(torch.cuda, "synchronize", synchronize)
+    monkeypatch.setattr(torch.cuda, "_sleep", sleep)
     monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
     issued: list[int] = []
     assert gemms.queued_cuda_timer(lambda: issued.append(1), 5) == pytest.approx(30.0e-3 / 5)
     assert spins == [gemms.SPIN_CYCLES, 2 * gemms.SPIN_CYCLES, 4 * gemms.SPIN_CYCLES] and len(issued) == 15
+    # queued work instead of a spin: queued twice, then four times
     spins.clear()
-    long_enough[0] = 2 ** 60  # never long enough: one clear error, not a host time
+
+    def busy() -> None:
+        sleep(gemms.SPIN_CYCLES)
+
+    assert gemms.queued_cuda_timer(lambda: None, 5, keep_busy=busy) == pytest.approx(70.0e-3 / 5)
+    assert len(spins) == 1 + 2 + 4
+    spins.clear()
+    state["long_enough"] = 2 ** 62  # never long enough: one clear error, not a host time
     with pytest.raises(UserError, match="host did not get ahead of the device"):
         gemms.queued_cuda_timer(lambda: None, 5)
     assert len(spins) == gemms.MAX_SPIN_DOUBLINGS + 1

@@ -102,7 +102,7 @@ class BaseLayer:
         #: call moved in that pattern; already in ``ops``' io bytes. The timeline model divides them by the
         #: pattern's measured bandwidth where a calibration has it, the roofline ignores them.
         self.pattern_io: dict[OperatorCategory, dict[str, float]] = {}
-        #: category -> GEMM key ('<kind>@BxMxNxK' or '<kind>@ExKxTxHxI', llm_perf_opt.hardware.gemms) -> [tc_flops, cc_flops, io_bytes,
+        #: category -> GEMM or call key (llm_perf_opt.hardware.gemms) -> [tc_flops, cc_flops, io_bytes,
         #: launches] per call of those GEMMs; already in ``ops``. The timeline model charges them the measured
         #: time per call where a calibration has it, the roofline ignores them.
         self.gemm_ops: dict[OperatorCategory, dict[str, list[float]]] = {}
@@ -165,10 +165,12 @@ class BaseLayer:
         """Mark everything this leaf has in ``cat`` so far (every op group, CUDA's launches included) as
         ``calls`` calls of the timed key (:func:`llm_perf_opt.hardware.gemms.gemm_key`, e.g. a whole
         routed-experts call): the timeline model charges the measured time per call instead."""
+        if calls <= 0:
+            raise ValueError(f"{self.name}: calls of {key} must be > 0, got {calls:g}")
         vec = self.ops.get(cat)
-        if vec is None or calls <= 0:
+        if vec is None:
             raise ValueError(f"{self.name}: nothing in {cat.value} to time as {key}")
-        if cat in self.gemm_ops or any(cat in by for by in (self.pattern_io,)):
+        if cat in self.gemm_ops or cat in self.pattern_io:
             raise ValueError(f"{self.name}: {cat.value} already has GEMM or pattern tags")
         if abs(gemm_flops(key) * calls - vec[0]) > 1e-9 * max(vec[0], 1.0):
             raise ValueError(f"{self.name}: {calls:g} x {key} is {gemm_flops(key) * calls:g} FLOPs, "

@@ -246,8 +246,8 @@ class Calibration:
                                         "the copy bandwidth (hw bench; llm_perf_opt.hardware.patterns); "
                                         "patterns not listed move at the copy bandwidth"})
     gemm_times_s: dict[str, float] = field(
-        factory=dict, metadata={"help": "timeline model: GEMM '<kind>@BxMxNxK' or routed-experts call "
-                                        "'<kind>@ExKxTxHxI' -> measured device seconds per call (hw bench; "
+        factory=dict, metadata={"help": "timeline model: GEMM '<kind>@BxMxNxK' or call timed whole "
+                                        "(experts, rope) -> measured device seconds per call (hw bench; "
                                         "llm_perf_opt.hardware.gemms); other shapes take the nearest "
                                         "measured shape's rate, GEMMs of no measured kind the roofline"})
     fit: FitSummary = field(factory=FitSummary)

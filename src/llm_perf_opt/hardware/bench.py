@@ -159,7 +159,7 @@ class MeasuredCeilings:
     kernel_floor_s: float | None = field(default=None, metadata={
         "help": "device seconds per tiny kernel queued behind others (1-element add; None: not measured)"})
     gemm_times_ms: Mapping[str, list[float]] = field(factory=dict, metadata={
-        "help": "GEMM '<kind>@BxMxNxK' or routed-experts call '<kind>@ExKxTxHxI' -> per-repeat device ms per call, queued behind other work "
+        "help": "GEMM '<kind>@BxMxNxK' or call timed whole (experts, rope) -> per-repeat device ms per call, queued behind other work "
                 "(llm_perf_opt.hardware.gemms)"})
     gemm_workloads: list[str] = field(factory=list, metadata={
         "help": "the workloads (mode:batch) whose analytic GEMM shapes were timed"})
@@ -257,7 +257,7 @@ def load_ceilings(path: Path) -> MeasuredCeilings:
         data["kernel_floor_s"] = _positive(f"{path}: kernel_floor_s", data["kernel_floor_s"])
     keyed: tuple[tuple[str, str, Callable[[str], object], bool], ...] = (
         ("pattern_bandwidth_bytes_per_s", "'<pattern>@<side>' -> bytes/s", split_key, False),
-        ("gemm_times_ms", "'<kind>@BxMxNxK' or '<kind>@ExKxTxHxI' -> per-repeat ms", split_gemm_key, True))
+        ("gemm_times_ms", "GEMM or call key (llm_perf_opt.hardware.gemms) -> per-repeat ms", split_gemm_key, True))
     for name, what, parse, listed in keyed:
         table = data.get(name, {})
         if not isinstance(table, dict):
@@ -551,8 +551,8 @@ def add_gemm_times(ceilings: MeasuredCeilings, keys: Sequence[str], workloads: S
                    progress: Callable[[str], None] | None = None) -> MeasuredCeilings:
     """``ceilings`` with the device time per call of each GEMM in ``keys`` (llm_perf_opt.hardware.gemms,
     queued behind other work; ``timer`` defaults to CUDA events) and ``workloads`` recorded as their
-    source. Running out of device memory or an interrupt raises GemmTimingStopped (naming the GEMM) with
-    the shapes timed before it."""
+    source. Running out of device memory, an interrupt or a timing the host could not get ahead of raises
+    GemmTimingStopped (naming the GEMM) with the shapes timed before it."""
     import torch
 
     if not keys:
@@ -568,8 +568,9 @@ def add_gemm_times(ceilings: MeasuredCeilings, keys: Sequence[str], workloads: S
         try:
             done.update({k: [t * 1e3 for t in v] for k, v in measure_gemms(
                 [key], device=device, repeats=repeats, timer=timer or queued_cuda_timer, progress=note).items()})
-        except (torch.cuda.OutOfMemoryError, KeyboardInterrupt) as exc:
-            why = "out of device memory" if isinstance(exc, torch.cuda.OutOfMemoryError) else "interrupted"
+        except (torch.cuda.OutOfMemoryError, KeyboardInterrupt, UserError) as exc:
+            why = ("out of device memory" if isinstance(exc, torch.cuda.OutOfMemoryError)
+                   else f"stopped ({exc})" if isinstance(exc, UserError) else "interrupted")
             partial = attrs.evolve(ceilings, gemm_times_ms=done, gemm_workloads=list(workloads))
             raise GemmTimingStopped(f"{why} while timing GEMM {key} ({len(done)} of {len(todo)} shapes timed)",
                                     partial) from None

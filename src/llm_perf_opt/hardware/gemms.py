@@ -48,8 +48,13 @@ from llm_perf_opt.errors import UserError
 
 #: Matrix-product kinds and how the eager model calls them (module doc): key dims B x M x N x K.
 MATMUL_KINDS: tuple[str, ...] = ("linear", "linear_bias", "bmm_nt", "bmm_nn")
-#: Calls timed whole (module doc): kind -> (its key's dims, index of the token count T among them).
-CALL_KINDS: dict[str, tuple[str, int]] = {"experts_grouped_mm": ("ExKxTxHxI", 2), "rope": ("BxTxHqxHkvxD", 1)}
+#: Calls timed whole (module doc): kind -> (its key's dims, indices of the dims whose product is the token
+#: count interpolated between timed keys: T for the experts, which see B x T tokens flattened; B and T for rope).
+CALL_KINDS: dict[str, tuple[str, tuple[int, ...]]] = {"experts_grouped_mm": ("ExKxTxHxI", (2,)),
+                                                      "rope": ("BxTxHqxHkvxD", (0, 1))}
+#: Calls of a call kind per timed repeat: a routed-experts call issues ~50 kernels, and the host blocks once
+#: about a thousand launches are pending (the timer needs the host ahead of the device)
+CALL_KIND_CALLS = 5
 #: Every kind a timed key may have.
 GEMM_KINDS: tuple[str, ...] = MATMUL_KINDS + tuple(CALL_KINDS)
 #: Dimensions in a key of each kind.
@@ -129,8 +134,8 @@ def _alignment(kind: str, dims: Dims) -> tuple[bool, ...]:
 def gemm_time(times_s: Mapping[str, float], key: str) -> float | None:
     """Device seconds per call of GEMM ``key`` from measured ``times_s`` (key -> seconds per call): the
     exact shape, else the FLOPs of ``key`` at the achieved rate of the nearest measured shape of the
-    same kind and alignment within NEAREST_MAX_LOG_DISTANCE (distance: sum of |log ratio| over B*M, N, K);
-    None when there is none."""
+    same kind and alignment within NEAREST_MAX_LOG_DISTANCE (distance: sum of |log ratio| over B*M, N, K),
+    a call kind's key from the timed token counts (:func:`_call_time`); None when there is none."""
     if key in times_s:
         return times_s[key]
     kind, dims = split_gemm_key(key)
@@ -156,27 +161,42 @@ def gemm_time(times_s: Mapping[str, float], key: str) -> float | None:
 
 
 def _call_time(times_s: Mapping[str, float], kind: str, dims: Dims) -> float | None:
-    """Seconds per call of a call kind's key not timed: linear in the token count T between the nearest
-    timed counts of the same kind and other dims (at most COUNT_INTERPOLATE_MAX_RATIO apart), else the
-    nearest timed count within a factor 2 scaled in proportion to T; None when there is neither."""
-    at = CALL_KINDS[kind][1]
-    t = dims[at]
-    rest = dims[:at] + dims[at + 1:]
+    """Seconds per call of a call kind's key not timed, from timed keys of the same kind and other dims, by
+    token count n (CALL_KINDS): linear in n between the nearest timed counts around it (at most
+    COUNT_INTERPOLATE_MAX_RATIO apart); else, the nearest timed count within a factor 2, the line through it
+    and the next timed count on the same side (a call has a fixed cost; the proportional scaling when there is
+    no second count or the line is not positive); None when no timed count is within a factor 2."""
+    idx = CALL_KINDS[kind][1]
+
+    def split(d: Dims) -> tuple[int, Dims]:
+        return math.prod(d[i] for i in idx), tuple(v for i, v in enumerate(d) if i not in idx)
+
+    n, rest = split(dims)
     timed: dict[int, float] = {}
     for other, secs in times_s.items():
         if not is_gemm_key(other):
             continue
         okind, odims = split_gemm_key(other)
-        if okind == kind and odims[:at] + odims[at + 1:] == rest:
-            timed[odims[at]] = secs
-    below = max((n for n in timed if n < t), default=None)
-    above = min((n for n in timed if n > t), default=None)
+        on, orest = split(odims)
+        if okind == kind and orest == rest:
+            timed.setdefault(on, secs)
+    below = max((c for c in timed if c < n), default=None)
+    above = min((c for c in timed if c > n), default=None)
     if below is not None and above is not None and above / below <= COUNT_INTERPOLATE_MAX_RATIO:
-        w = (t - below) / (above - below)
+        w = (n - below) / (above - below)
         return timed[below] * (1.0 - w) + timed[above] * w
-    near = min((n for n in timed if max(n / t, t / n) <= 2.0), key=lambda n: (abs(math.log(n / t)), n),
+    near = min((c for c in timed if max(c / n, n / c) <= 2.0), key=lambda c: (abs(math.log(c / n)), c),
                default=None)
-    return None if near is None else timed[near] * t / near
+    if near is None:
+        return None
+    side = [c for c in timed if (c < near if near < n else c > near)]
+    if side:
+        second = min(side, key=lambda c: abs(math.log(c / near)))
+        slope = (timed[near] - timed[second]) / (near - second)
+        line = timed[near] + slope * (n - near)
+        if slope >= 0 and line > 0:
+            return line
+    return timed[near] * n / near
 
 
 def gemm_program(key: str, device: str, dtype: Any = None) -> Callable[[], Any]:
@@ -256,17 +276,19 @@ def queued_cuda_timer(fn: Callable[[], Any], calls: int, *, keep_busy: Callable[
                     f"{2 ** MAX_SPIN_DOUBLINGS} times the queued work; the time would be the host's")
 
 
-def measure_gemms(keys: Iterable[str], *, device: str, repeats: int, calls: int = GEMM_CALLS,
+def measure_gemms(keys: Iterable[str], *, device: str, repeats: int, calls: int | None = None,
                   timer: QueuedTimer = queued_cuda_timer, progress: Callable[[str], None] | None = None
                   ) -> dict[str, list[float]]:
-    """Key -> device seconds per call of each repeat (after one warm-up repeat), for every distinct key."""
-    if repeats < 1 or calls < 1:
+    """Key -> device seconds per call of each repeat (after one warm-up repeat), for every distinct key;
+    ``calls`` per repeat (default GEMM_CALLS, CALL_KIND_CALLS for a call kind)."""
+    if repeats < 1 or (calls is not None and calls < 1):
         raise UserError(f"GEMM timing: repeats and calls must be >= 1, got {repeats} and {calls}")
     out: dict[str, list[float]] = {}
     for key in sorted(set(keys)):
+        n = calls or (CALL_KIND_CALLS if split_gemm_key(key)[0] in CALL_KINDS else GEMM_CALLS)
         fn = gemm_program(key, device)
-        timer(fn, calls)  # warm-up: kernel selection, workspace
-        out[key] = [timer(fn, calls) for _ in range(repeats)]
+        timer(fn, n)  # warm-up: kernel selection, workspace
+        out[key] = [timer(fn, n) for _ in range(repeats)]
         if progress:
             s = statistics.median(out[key])
             rate = f", {gemm_flops(key) / s / 1e12:.1f} TFLOP/s" if gemm_flops(key) else ""

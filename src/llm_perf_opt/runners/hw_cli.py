@@ -345,7 +345,7 @@ def _gemm_rows(ceilings: MeasuredCeilings) -> list[list[str]]:
     for key, sec in ceilings.gemm_times_s().items():
         rate = gemm_flops(key) / sec
         rows.append([f"gemm {key}", f"{sec * 1e6:.2f} us/call", "-",
-                     f"{rate / TERA:.1f} TFLOP/s"])
+                     f"{rate / TERA:.1f} TFLOP/s" if rate else "-"])
     return rows
 
 
@@ -376,7 +376,8 @@ def _cmd_gemms(args: argparse.Namespace, catalog: GpuCatalog) -> int:
                      "gemm_workloads": list(workloads), "out": str(args.out)})
         return 0
     print(_table(["measurement", "measured", "datasheet", "rate"], _gemm_rows(ceilings)))
-    print(f"{len(keys)} GEMM shapes of {len(workloads)} workloads timed; ceilings with them written to {args.out}")
+    print(f"{len(keys)} GEMM shapes and calls of {len(workloads)} workloads timed; ceilings with them written to "
+          f"{args.out}")
     return 0
 
 

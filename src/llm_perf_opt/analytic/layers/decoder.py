@@ -124,7 +124,8 @@ class RoutedExperts(BaseLayer):
         "grouped_mm: eager io bytes + 4 * b * T * k * H (sorted gather, weighting, inverse gather, sum);"
         f" launches = {LAUNCHES_GROUPED_MM} (+1 cast below fp32) + {LAUNCHES_GROUPED_MM_CUDA} on CUDA"
         f" + sort: {SORT_SMALL_EXTRA} (T * k <= {SORT_SMALL_MAX_KEYS}) or {SORT_RADIX_EXTRA}",
-        "grouped_mm with whole token counts: the call is timed whole by the bench (experts_grouped_mm@ExKxTxHxI)",
+        "grouped_mm, whole token count, no routing counts: the call is timed whole by the bench"
+        " (experts_grouped_mm@ExKxTxHxI, random routing)",
         "batched_mm: weights gathered per pair: w * 3 * T * k * 3 * H * I_e (read, copy, read) + eager activations;"
         f" launches = {LAUNCHES_BATCHED_MM}",
         "weights (resident) = E * 3 * H * I_e",
@@ -170,9 +171,10 @@ class RoutedExperts(BaseLayer):
                 io_bytes=weight_io + act_io, launches=launches)
         if cuda:
             self.cuda_op(OperatorCategory.MOE_EXPERTS, cuda, io_bytes=cuda_io)
-        if implementation == "grouped_mm" and tokens >= 1 and int(tokens) == tokens and pairs == tokens * top_k:
+        if implementation == "grouped_mm" and tokens >= 1 and int(tokens) == tokens and tokens_per_expert is None:
             # the whole call, as the bench times it (llm_perf_opt.hardware.gemms): most of its kernels are
-            # not GEMMs (sort, gathers, sentinel masks, weighting, un-permute, sum)
+            # not GEMMs (sort, gathers, sentinel masks, weighting, un-permute, sum); the bench routes at random,
+            # so measured routing counts keep the roofline
             self.timed_call(OperatorCategory.MOE_EXPERTS,
                             gemm_key("experts_grouped_mm", experts, top_k, int(tokens), hidden, intermediate))
         self.activation_bytes = act_bytes * (tokens * hidden + pairs * 2 * intermediate)
@@ -257,7 +259,9 @@ class LMHead(CompositeLayer):
         super().__init__(name, stage, weight_dtype_bytes=weight_bytes)
         lin = Linear("proj", stage, tokens=tokens, in_features=hidden, out_features=vocab, bias=False,
                      act_bytes=act_bytes, weight_bytes=weight_bytes, category=OperatorCategory.LM_HEAD)
-        # the head IS the Linear: fold it into this node so the module path stays `lm_head`
+        # the head IS the Linear: fold it into this node so the module path stays `lm_head` (with its GEMM tag:
+        # the bench times the head's bf16 shape; the fp32 router gate keeps the roofline, untagged)
         self.ops = lin.ops
+        self.gemm_ops, self.gemm_calls = lin.gemm_ops, lin.gemm_calls
         self.params = lin.params
         self.activation_bytes = lin.activation_bytes
