@@ -18,6 +18,9 @@
         the per-run, per-stage error table of a compare_calibrate.sh folder (every calibration file in it)
     python scripts/analytical/host_figures.py cross SET_DIR
         per run of a folder of calibrated compares (compare_cli --calibration): the stage errors
+    python scripts/analytical/host_figures.py kernels CENSUS_DETAIL.json --workload base:4 --stage prefill \
+        [--op aten::sort ...] [--shape '[6768,' ...]
+        the census kernel groups of a stage by aten op and input-shape text: device ms per group, per op, total
     python scripts/analytical/host_figures.py rates CENSUS_DETAIL.json --ceilings FILE --workload base:1
         per kernel group of a census with --detail that runs a measured access pattern: device ms, bytes,
         achieved TB/s next to the bench's rate for that pattern
@@ -400,6 +403,28 @@ def _census_detail(path: Path, workload: str, stage: str) -> tuple[dict[str, Any
     return data, detail
 
 
+def kernels(path: Path, workload: str, stage: str, ops: Sequence[str], shapes: Sequence[str]) -> list[str]:
+    """The kernel groups of ``stage`` in a census with --detail whose aten op is one of ``ops`` (all when
+    empty) and whose input shapes contain one of ``shapes`` (all when empty), spaces ignored: device ms and
+    launches per group and summed per op, with the total."""
+    _, detail = _census_detail(path, workload, stage)
+    wanted = [x.replace(" ", "") for x in shapes]
+    rows = [r for r in detail if (not ops or r["op"] in ops)
+            and (not wanted or any(w in str(r["input_shapes"]).replace(" ", "") for w in wanted))]
+    if not rows:
+        raise UserError(f"{path}: no kernel group of {workload} {stage} matches the ops and shapes given")
+    lines = [f"{'device ms':>9} {'launches':>8}  op / input shapes / kernel"]
+    per_op: dict[str, float] = {}
+    for r in sorted(rows, key=lambda r: -float(r["device_us"])):
+        per_op[r["op"]] = per_op.get(r["op"], 0.0) + float(r["device_us"])
+        lines.append(f"{float(r['device_us']) / 1e3:9.3f} {r['launches']:8d}  {r['op']} {r['input_shapes']} "
+                     f"{str(r['kernel'])[:50]}")
+    lines.append("per op: " + ", ".join(f"{op} {us / 1e3:.3f}" for op, us in
+                                        sorted(per_op.items(), key=lambda kv: -kv[1])))
+    lines.append(f"total {sum(per_op.values()) / 1e3:.3f} ms over {len(rows)} groups")
+    return lines
+
+
 def rates(path: Path, ceilings_path: Path, workload: str, stage: str) -> list[str]:
     """Per kernel group of ``stage`` in a census with --detail that runs a measured access pattern: calls,
     device ms, bytes and achieved TB/s, next to the bench's TB/s for that pattern (nearest side)."""
@@ -545,6 +570,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--ceilings", type=Path, required=True, metavar="FILE", help="hw bench ceilings with patterns")
     p.add_argument("--workload", default="base:1", metavar="MODE:BATCH", help="census workload (default base:1)")
     p.add_argument("--stage", default="vision.sam", help="stage with kernel detail (default vision.sam)")
+    p = sub.add_parser("kernels", help="census kernel groups of a stage by aten op and input shape, with sums")
+    p.add_argument("file", type=Path, help="census JSON written with --detail (scripts/gpu/kernel_census.py)")
+    p.add_argument("--workload", default="base:1", metavar="MODE:BATCH", help="census workload (default base:1)")
+    p.add_argument("--stage", default="prefill", help="stage with kernel detail (default prefill)")
+    p.add_argument("--op", action="append", default=[], metavar="ATEN_OP",
+                   help="keep groups of this aten op (repeatable; default all), e.g. aten::sort")
+    p.add_argument("--shape", action="append", default=[], metavar="TEXT",
+                   help="keep groups whose input shapes contain TEXT, spaces ignored (repeatable; default all), "
+                        "e.g. '[6768,'")
     p = sub.add_parser("gemms", help="achieved TFLOP/s of the census GEMM groups next to the roofline's")
     p.add_argument("file", type=Path, help="census JSON written with --detail (scripts/gpu/kernel_census.py)")
     p.add_argument("--ceilings", type=Path, required=True, metavar="FILE", help="hw bench ceilings")
@@ -568,6 +602,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             lines = cross(args.folder)
         elif args.cmd == "rates":
             lines = rates(args.file, args.ceilings, args.workload, args.stage)
+        elif args.cmd == "kernels":
+            lines = kernels(args.file, args.workload, args.stage, args.op, args.shape)
         elif args.cmd == "gemms":
             lines = gemms(args.file, args.ceilings, args.workload, args.stage)
         else:

@@ -173,3 +173,24 @@ def test_census_gemm_groups_next_to_the_roofline(capsys: pytest.CaptureFixture[s
     assert lines[-1].startswith("bench GEMM times: ")
     assert _script().main(["gemms", str(census), "--ceilings", str(ceilings), "--workload", "tiny:9"]) == 2
     assert "no workload 'tiny:9'" in capsys.readouterr().err
+
+
+def test_census_kernel_groups_by_op_and_shape(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    census = ROOT / "reports" / "profile" / "h200-census" / "census-h200-gemm-detail.json"
+    rows = json.loads(census.read_text())["workloads"]["base:4"]["kernel_detail"]["prefill"]
+    sorts = sum(float(r["device_us"]) for r in rows if r["op"] == "aten::sort") / 1e3
+    grouped = sum(float(r["device_us"]) for r in rows if r["op"] == "aten::_grouped_mm") / 1e3
+    assert _script().main(["kernels", str(census), "--workload", "base:4", "--op", "aten::sort",
+                           "--op", "aten::_grouped_mm"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-2] == f"per op: aten::_grouped_mm {grouped:.3f}, aten::sort {sorts:.3f}"
+    assert out[-1].startswith(f"total {sorts + grouped:.3f} ms over ")
+    # a shape filter (spaces ignored) keeps the groups on the (token, expert) pairs only
+    assert _script().main(["kernels", str(census), "--workload", "base:4", "--op", "aten::mul",
+                           "--shape", "[6768, 1280]"]) == 0
+    lines = capsys.readouterr().out.splitlines()[1:-2]
+    assert lines and all("[6768, 1280]" in line for line in lines)
+    assert _script().main(["kernels", str(census), "--workload", "base:4", "--op", "aten::nothing"]) == 2
+    assert "no kernel group of base:4 prefill matches" in capsys.readouterr().err

@@ -17,15 +17,16 @@ device busy: it draws little power, so it leaves the clocks as they were; queued
 FLOPs = 2 * B * M * N * K. The MoE layers' routed experts are timed as one call,
 since most of their kernels are not GEMMs (the sort of the T * k (token, expert)
 pairs, gathers, the sentinel masks, the routing-weight scaling, the un-permute and
-the sum: 3 ms of Base b4's 5 ms of experts kernels in the H200 census)::
+the sum: 2.9 of Base b4's 5.0 ms of experts kernels in the H200 census,
+``scripts/analytical/host_figures.py kernels``, docs/results-h200.md section 10)::
 
     experts_grouped_mm@ExKxTxHxI   transformers' grouped_mm experts forward of this model's MoE
                                    (E experts of width I, top-k, T tokens of width H), routed by a
                                    random router as the model with random weights routes;
                                    FLOPs = 6 * T * k * H * I
 
-and so is the decoder's rotary embedding (ten elementwise kernels on strided views, a
-third of the copy bandwidth or less in the census)::
+and so is the decoder's rotary embedding (ten elementwise kernels on strided views and
+broadcast operands)::
 
     rope@BxTxHqxHkvxD              transformers' apply_rotary_pos_emb of this model on q and k as
                                    the attention makes them (projections of B x T tokens viewed as
