@@ -553,7 +553,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("launches", help="census launches per stage next to the analytic model's")
     p.add_argument("file", type=Path, help="census stage summary (tests/data/census/census-h200-stages.json)")
     p.add_argument("--config", default="default", metavar="NAME", help="model config to analyse (default default)")
-    p = sub.add_parser("prior", help="stages within 25% per calibration file (its evaluated runs)")
+    p = sub.add_parser("prior", help="stages within 25%% per calibration file (its evaluated runs)")
     p.add_argument("files", type=Path, nargs="+", metavar="CAL", help="calibration JSON with fit.after errors")
     p = sub.add_parser("device", help="census device ms per stage next to the timeline model's")
     p.add_argument("file", type=Path, help="census JSON (scripts/gpu/kernel_census.py)")

@@ -32,7 +32,9 @@ SHAPES = ("bmm_nt@16x257x257x64", "bmm_nn@16x257x64x257", "linear_bias@1x257x102
           "experts_grouped_mm@64x6x282x1280x896", "experts_grouped_mm@64x6x1128x1280x896",
           "experts_grouped_mm@64x6x1x1280x896", "experts_grouped_mm@64x6x4x1280x896",
           # the decoder's rotary embedding, timed whole: Base b1 and b4 prefill
-          "rope@1x282x10x10x128", "rope@4x282x10x10x128")
+          "rope@1x282x10x10x128", "rope@4x282x10x10x128",
+          # a MoE layer's router (fp32 gate GEMM, casts, softmax, top-k), timed whole: Base b1 and b4 prefill
+          "moe_router@282x1280x64x6", "moe_router@1128x1280x64x6")
 
 
 def matmul_queued_timer(fn: Callable[[], Any], calls: int) -> float:

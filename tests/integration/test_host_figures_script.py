@@ -194,3 +194,18 @@ def test_census_kernel_groups_by_op_and_shape(capsys: pytest.CaptureFixture[str]
     assert lines and all("[6768, 1280]" in line for line in lines)
     assert _script().main(["kernels", str(census), "--workload", "base:4", "--op", "aten::nothing"]) == 2
     assert "no kernel group of base:4 prefill matches" in capsys.readouterr().err
+
+
+def test_help_of_the_script_and_of_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
+    mod = _script()
+    with pytest.raises(SystemExit) as top:
+        mod.main(["--help"])
+    assert top.value.code == 0
+    subcommands = ("census", "probe", "exponents", "launches", "prior", "device", "table", "cross", "rates",
+                   "kernels", "gemms")
+    out = capsys.readouterr().out
+    assert all(name in out for name in subcommands)
+    for name in subcommands:
+        with pytest.raises(SystemExit) as sub:
+            mod.main([name, "--help"])
+        assert sub.value.code == 0 and "usage:" in capsys.readouterr().out

@@ -17,8 +17,11 @@ from llm_perf_opt.analytic.calibration import (
     load_calibration,
     save_calibration,
 )
+from llm_perf_opt.analytic.gemm_shapes import tree_gemm_keys
 from llm_perf_opt.analytic.layers.common import AttentionCore, Linear
+from llm_perf_opt.analytic.model import AnalyticModel
 from llm_perf_opt.analytic.timeline_model import stage_blocks
+from llm_perf_opt.analytic.workloads import get_profile, with_overrides
 from llm_perf_opt.errors import UserError
 from llm_perf_opt.hardware.bench import (
     CeilingsError,
@@ -36,6 +39,7 @@ from llm_perf_opt.hardware.gemms import (
     measure_gemms,
     split_gemm_key,
 )
+from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
 from llm_perf_opt.vocab import DType, OperatorCategory, Stage
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,8 +65,11 @@ def test_keys_parse_and_count_flops() -> None:
         gemm_key("experts_grouped_mm", 64, 6, 282, 1280)
     rope = gemm_key("rope", 4, 282, 10, 10, 128)
     assert split_gemm_key(rope) == ("rope", (4, 282, 10, 10, 128)) and gemm_flops(rope) == 0.0
+    router = gemm_key("moe_router", 1128, 1280, 64, 6)  # T x H x E x k: the fp32 gate GEMM's FLOPs
+    assert split_gemm_key(router) == ("moe_router", (1128, 1280, 64, 6))
+    assert gemm_flops(router) == 2.0 * 1128 * 1280 * 64
     for bad in ("experts_grouped_mm@64x6x282x1280", "experts_grouped_mm@1x2x3x4x5x6", "linear@1x2x3x4x5",
-                "rope@4x282x10x128"):
+                "rope@4x282x10x128", "moe_router@1128x1280x64"):
         with pytest.raises(UserError, match="not a GEMM key"):
             split_gemm_key(bad)
 
@@ -193,6 +200,27 @@ def test_the_decoder_rotary_embedding_is_one_timed_call() -> None:
     assert block.device_s == pytest.approx(70e-6) and block.kernels == 10
 
 
+def test_the_moe_router_is_one_timed_call() -> None:
+    from llm_perf_opt.analytic.layers.decoder import MoERouter
+
+    common: dict[str, Any] = dict(hidden=1280, experts=64, top_k=6, act_bytes=2, weight_bytes=2)
+    router = MoERouter("gate", Stage.PREFILL, tokens=1128, **common)
+    vec = router.ops[OperatorCategory.MOE_ROUTER]
+    # the fp32 gate GEMM and the casts, softmax and top-k around it: one call of the timed key
+    assert router.gemm_ops == {OperatorCategory.MOE_ROUTER: {"moe_router@1128x1280x64x6": vec}}
+    assert vec[LAUNCH] == 6 and vec[TC] == 2.0 * 1128 * 1280 * 64
+    assert not MoERouter("gate", Stage.DECODE, tokens=2.5, **common).gemm_ops  # no whole token count
+    cal = Calibration(gpu_key="h200", kernel_floor_s=2e-6, gemm_times_s={"moe_router@1128x1280x64x6": 35e-6})
+    (block,) = stage_blocks(router, _Peaks(), cal, kernel_floor_s=2e-6)
+    assert block.device_s == pytest.approx(35e-6) and block.kernels == 6
+    # untimed: the roofline, which charges the fp32 GEMM at the bf16 tensor-core rate
+    (roof,) = stage_blocks(router, _Peaks(), Calibration(gpu_key="h200", kernel_floor_s=2e-6), kernel_floor_s=2e-6)
+    assert roof.device_s != pytest.approx(35e-6)
+    # the tree tags every MoE layer's router: the bench's default workloads time them
+    model = AnalyticModel(DeepseekOCRConfig.default(), with_overrides(get_profile("dsocr-base-v1"), batch_size=4))
+    assert "moe_router@1128x1280x64x6" in tree_gemm_keys(model.stages)
+
+
 def test_calibration_and_ceilings_files_keep_the_gemm_times(tmp_path: Path) -> None:
     cal = Calibration(gpu_key="h200", gemm_times_s={"bmm_nt@16x257x257x64": 12e-6})
     back = load_calibration(save_calibration(cal, tmp_path / "cal.json"))
@@ -231,7 +259,8 @@ def test_bench_times_the_gemms_it_is_given_on_cpu() -> None:
         return 3e-6
 
     keys = ["linear_bias@1x5x8x16", "bmm_nt@2x3x4x8", "bmm_nn@2x3x8x4", "linear@1x5x8x16",
-            "experts_grouped_mm@8x2x5x16x24", "rope@2x3x4x2x8"]  # transformers' modules run, on CPU
+            "experts_grouped_mm@8x2x5x16x24", "rope@2x3x4x2x8",
+            "moe_router@5x16x8x2"]  # transformers' modules run, on CPU
     times = measure_gemms(keys, device="cpu", repeats=2, timer=queued)
     assert set(times) == set(keys) and all(v == [3e-6, 3e-6] for v in times.values())
     assert len(calls) == 3 * len(keys)  # one warm-up repeat each

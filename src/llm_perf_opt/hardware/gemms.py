@@ -32,6 +32,13 @@ broadcast operands)::
                                    the attention makes them (projections of B x T tokens viewed as
                                    B x heads x T x D), cos and sin of B x T x D; no tensor-core FLOPs
 
+and so is the MoE router (casts of x and the gate weight to fp32, an fp32 GEMM, softmax, top-k:
+Base b4's 0.36 ms of router kernels in the H200 census, 0.16 of them the fp32 GEMM, which the
+roofline charges at the bf16 matmul ceiling)::
+
+    moe_router@TxHxExK             the model's own top-k router module on T tokens of width H
+                                   (E experts, top-k), random gate weight; FLOPs = 2 * T * H * E
+
 Keys come from the analytic layers (``BaseLayer.op(..., gemm=key)``,
 ``BaseLayer.timed_call``); :func:`gemm_time` looks one up, taking the achieved rate
 of the nearest measured shape of the same kind and alignment when the exact shape
@@ -50,9 +57,11 @@ from llm_perf_opt.errors import UserError
 #: Matrix-product kinds and how the eager model calls them (module doc): key dims B x M x N x K.
 MATMUL_KINDS: tuple[str, ...] = ("linear", "linear_bias", "bmm_nt", "bmm_nn")
 #: Calls timed whole (module doc): kind -> (its key's dims, indices of the dims whose product is the token
-#: count interpolated between timed keys: T for the experts, which see B x T tokens flattened; B and T for rope).
+#: count interpolated between timed keys: T for the experts and the router, which see B x T tokens flattened;
+#: B and T for rope).
 CALL_KINDS: dict[str, tuple[str, tuple[int, ...]]] = {"experts_grouped_mm": ("ExKxTxHxI", (2,)),
-                                                      "rope": ("BxTxHqxHkvxD", (0, 1))}
+                                                      "rope": ("BxTxHqxHkvxD", (0, 1)),
+                                                      "moe_router": ("TxHxExK", (0,))}
 #: Calls of a call kind per timed repeat: a routed-experts call issues ~50 kernels, and the host blocks once
 #: about a thousand launches are pending (the timer needs the host ahead of the device)
 CALL_KIND_CALLS = 5
@@ -113,11 +122,14 @@ def is_gemm_key(key: str) -> bool:
 
 def gemm_flops(key: str) -> float:
     """Tensor-core FLOPs per call: 2 * B * M * N * K; experts: 6 * T * k * H * I (gate-up and down
-    products of each pair); rope: 0."""
+    products of each pair); router: 2 * T * H * E (its fp32 GEMM); rope: 0."""
     kind, dims = split_gemm_key(key)
     if kind == "experts_grouped_mm":
         _e, k, t, h, i = dims
         return 6.0 * t * k * h * i
+    if kind == "moe_router":
+        t, h, e, _k = dims
+        return 2.0 * t * h * e
     if kind in CALL_KINDS:
         return 0.0
     b, m, n, kk = dims
@@ -217,6 +229,11 @@ def gemm_program(key: str, device: str, dtype: Any = None) -> Callable[[], Any]:
 
         b, t, hq, hkv, d = dims
         return rotary_program(batch=b, tokens=t, heads_q=hq, heads_kv=hkv, head_dim=d, device=device, dtype=dt)
+    if kind == "moe_router":
+        from llm_perf_opt.models.deepseek_ocr.modeling import moe_router_program
+
+        t, h, e, top_k = dims
+        return moe_router_program(tokens=t, hidden=h, experts=e, top_k=top_k, device=device, dtype=dt)
     b, m, n, k = dims
     gen = torch.Generator(device=device).manual_seed(0)
 

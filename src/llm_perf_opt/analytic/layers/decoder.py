@@ -86,7 +86,8 @@ class MoERouter(CompositeLayer):
 
     summary = "MoE router: fp32 logits, softmax, top-k"
     formulas = ("tensor-core FLOPs = 2 * T * H * E", f"softmax: {SOFTMAX_FLOPS_PER_ELEM} * T * E CUDA-core FLOPs",
-                "top-k: ~E * T comparisons (counted as CUDA-core FLOPs)", "weights = E * H")
+                "top-k: ~E * T comparisons (counted as CUDA-core FLOPs)", "weights = E * H",
+                "whole token count: the call is timed whole by the bench (moe_router@TxHxExK)")
 
     def __init__(self, name: str, stage: Stage, *, tokens: int, hidden: int, experts: int, top_k: int,
                  act_bytes: int, weight_bytes: int) -> None:
@@ -102,6 +103,10 @@ class MoERouter(CompositeLayer):
                 io_bytes=(act_bytes + 4) * tokens * hidden + (weight_bytes + 4) * experts * hidden
                 + 3 * 4 * tokens * experts + 12 * tokens * top_k,
                 launches=5)  # casts of x and W, softmax, top-k, routing-weight scale (+ the gate mm above)
+        if tokens >= 1 and int(tokens) == tokens:
+            # the whole router, as the bench times it (llm_perf_opt.hardware.gemms): its GEMM is fp32, which
+            # the roofline would charge at the bf16 matmul rate
+            self.timed_call(OperatorCategory.MOE_ROUTER, gemm_key("moe_router", int(tokens), hidden, experts, top_k))
         self.activation_bytes = 4 * tokens * experts
 
 

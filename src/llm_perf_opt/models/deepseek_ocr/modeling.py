@@ -391,14 +391,10 @@ def init_random_(model: nn.Module, seed: int) -> None:
             p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float32, device=p.device).mul_(INIT_STD))
 
 
-def routed_experts_program(*, experts: int, top_k: int, tokens: int, hidden: int, intermediate: int,
-                           device: str | torch.device, dtype: torch.dtype = torch.bfloat16, seed: int = 0,
-                           experts_implementation: str = "grouped_mm") -> Callable[[], torch.Tensor]:
-    """A callable running the routed experts of one MoE layer as the decoder calls them:
-    ``mlp.experts(x[T, H], top_k_index[T, k], top_k_weights[T, k] fp32) -> [T, H]``, transformers' module
-    (``experts_implementation``) with E experts of width I, random weights as :func:`init_random_` draws
-    them, and x ~ N(0, 1) (an RMSNorm output) routed once by the layer's own random router (softmax,
-    greedy top-k), as the model with random weights routes. Used by the bench to time the whole call."""
+def _moe_layer(*, experts: int, top_k: int, hidden: int, intermediate: int, device: str | torch.device,
+               dtype: torch.dtype, seed: int, experts_implementation: str = "grouped_mm") -> nn.Module:
+    """One MoE MLP of the decoder (``DeepseekOcr2TextMoe``: ``gate``, ``experts``, ``shared_experts``) with E
+    experts of width I and top-k greedy softmax routing, random weights as :func:`init_random_` draws them."""
     if experts_implementation not in EXPERTS_IMPLEMENTATIONS:
         raise UserError(f"experts implementation {experts_implementation!r} not in {EXPERTS_IMPLEMENTATIONS}")
     hf = DeepseekOcr2TextConfig(
@@ -411,15 +407,52 @@ def routed_experts_program(*, experts: int, top_k: int, tokens: int, hidden: int
     with torch.device(device):
         moe: nn.Module = DeepseekOcr2TextModel(hf).get_submodule("layers.0.mlp").to(dtype=dtype)
     init_random_(moe, seed)
-    router, experts_module = moe.get_submodule("gate"), moe.get_submodule("experts")
+    return moe
+
+
+def _normal_tokens(tokens: int, hidden: int, device: str | torch.device, dtype: torch.dtype, seed: int
+                   ) -> torch.Tensor:
+    """x [T, H] ~ N(0, 1) in ``dtype`` (an RMSNorm output), drawn by a generator seeded with ``seed``."""
     gen = torch.Generator(device=device).manual_seed(seed)
-    x = torch.randn(tokens, hidden, generator=gen, device=device, dtype=torch.float32).to(dtype)
+    return torch.randn(tokens, hidden, generator=gen, device=device, dtype=torch.float32).to(dtype)
+
+
+def routed_experts_program(*, experts: int, top_k: int, tokens: int, hidden: int, intermediate: int,
+                           device: str | torch.device, dtype: torch.dtype = torch.bfloat16, seed: int = 0,
+                           experts_implementation: str = "grouped_mm") -> Callable[[], torch.Tensor]:
+    """A callable running the routed experts of one MoE layer as the decoder calls them:
+    ``mlp.experts(x[T, H], top_k_index[T, k], top_k_weights[T, k] fp32) -> [T, H]``, transformers' module
+    (``experts_implementation``) with E experts of width I, random weights as :func:`init_random_` draws
+    them, and x ~ N(0, 1) (an RMSNorm output) routed once by the layer's own random router (softmax,
+    greedy top-k), as the model with random weights routes. Used by the bench to time the whole call."""
+    moe = _moe_layer(experts=experts, top_k=top_k, hidden=hidden, intermediate=intermediate, device=device,
+                     dtype=dtype, seed=seed, experts_implementation=experts_implementation)
+    router, experts_module = moe.get_submodule("gate"), moe.get_submodule("experts")
+    x = _normal_tokens(tokens, hidden, device, dtype, seed)
     with torch.no_grad():
         _logits, weights, index = router(x)
 
     def call() -> torch.Tensor:
         with torch.no_grad():
             out: torch.Tensor = experts_module(x, index, weights)
+            return out
+
+    return call
+
+
+def moe_router_program(*, tokens: int, hidden: int, experts: int, top_k: int, device: str | torch.device,
+                       dtype: torch.dtype = torch.bfloat16, seed: int = 0
+                       ) -> Callable[[], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """A callable running one MoE layer's router as the decoder calls it: ``mlp.gate(x[T, H])`` ->
+    (fp32 logits [T, E], fp32 top-k weights [T, k], top-k expert indices [T, k]): x and the gate weight
+    cast to fp32, the fp32 GEMM, softmax, greedy top-k; random gate weight, x ~ N(0, 1). Used by the bench."""
+    router = _moe_layer(experts=experts, top_k=top_k, hidden=hidden, intermediate=1, device=device,
+                        dtype=dtype, seed=seed).get_submodule("gate")
+    x = _normal_tokens(tokens, hidden, device, dtype, seed)
+
+    def call() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            out: tuple[torch.Tensor, torch.Tensor, torch.Tensor] = router(x)
             return out
 
     return call
