@@ -86,18 +86,19 @@ def census(path: Path, workloads: Sequence[str] | None) -> list[str]:
     return lines
 
 
-def probe(runs: Sequence[Path]) -> list[str]:
+def probe(runs: Sequence[Path], which: str = "add") -> list[str]:
     """Mean probe and decode per run; log-log slopes of decode time on the probe between run means, over
-    all passes pooled and within runs (least squares and reduced major axis)."""
+    all passes pooled and within runs (least squares and reduced major axis). ``which``: 'add' (the tiny
+    in-place add, host_probe_us) or 'module' (the tiny decoder forward, host_module_probe_us)."""
     lines = [f"{'run':<36} {'probe us/op':>11} {'decode ms/pass':>14} {'passes':>6}"]
     means: list[tuple[float, float]] = []
     pooled: list[tuple[float, float]] = []
     centred: list[tuple[float, float]] = []
     for d in runs:
         run = load_run(d)
-        pairs = list(run.probe_decode)
+        pairs = list(run.probe_decode if which == "add" else run.module_probe_decode)
         if not pairs:
-            raise UserError(f"{d}: no pass has both a host probe and a decode time")
+            raise UserError(f"{d}: no pass has both a host probe ({which}) and a decode time")
         p = sum(a for a, _ in pairs) / len(pairs)
         t = sum(b for _, b in pairs) / len(pairs)
         means.append((p, t))
@@ -546,6 +547,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--workload", action="append", default=None, metavar="MODE:BATCH", help="only these workloads")
     p = sub.add_parser("probe", help="decode time against the host probe over runs")
     p.add_argument("runs", type=Path, nargs="+", metavar="RUN_DIR", help="profiling run folders with probed passes")
+    p.add_argument("--probe", choices=("add", "module"), default="add",
+                   help="add: us per tiny in-place add (host_probe_us, default); module: us per aten call of a "
+                        "tiny decoder forward on the model's own code path (host_module_probe_us)")
     p = sub.add_parser("exponents", help="a timeline calibration on runs at its probe exponent, 1 and 0")
     p.add_argument("--calibration", type=Path, required=True, metavar="FILE", help="timeline calibration JSON")
     p.add_argument("--config", default="default", metavar="NAME", help="model config to analyse (default default)")
@@ -589,7 +593,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.cmd == "census":
             lines = census(args.file, args.workload)
         elif args.cmd == "probe":
-            lines = probe(args.runs)
+            lines = probe(args.runs, args.probe)
         elif args.cmd == "launches":
             lines = launches(args.file, args.config)
         elif args.cmd == "exponents":

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +45,21 @@ def test_probe_slopes_and_a_clear_line_for_a_run_without_probes(tmp_path: Path,
     assert rma == pytest.approx(slope / corr, abs=0.02) and abs(corr) <= 1
     # the H100 runs predate the probe
     assert _script().main(["probe", str(RUNS / "h100-base-20261122T053733Z")]) == 2
-    assert "no pass has both a host probe and a decode time" in capsys.readouterr().err
+    assert "no pass has both a host probe (add) and a decode time" in capsys.readouterr().err
+    # the committed H200 runs predate the module probe; a run folder whose passes have it is read
+    assert _script().main(["probe", "--probe", "module", runs[0]]) == 2
+    assert "no pass has both a host probe (module) and a decode time" in capsys.readouterr().err
+    copy = tmp_path / "run"
+    shutil.copytree(runs[0], copy)
+    passes = copy / "torch_profiler" / "passes.jsonl"
+    recs = [json.loads(line) for line in passes.read_text().splitlines() if line.strip()]
+    for i, rec in enumerate(recs):
+        rec["host_module_probe_us"] = 10.0 + i
+    passes.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    assert _script().main(["probe", "--probe", "module", str(copy)]) == 0
+    row = capsys.readouterr().out.splitlines()[1].split()
+    ok = [r for r in recs if r.get("status", "ok") == "ok" and r.get("stage_ms", {}).get("decode")]
+    assert float(row[1]) == pytest.approx(sum(r["host_module_probe_us"] for r in ok) / len(ok), abs=0.01)
 
 
 def test_prior_table_and_exponent_variants(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -201,3 +201,13 @@ def test_host_probe_is_read_from_the_pass_records(run_dir: Path) -> None:
              json.dumps({"pass_index": 3, "status": "ok"})]
     (run_dir / "torch_profiler" / "passes.jsonl").write_text("\n".join(lines) + "\n")
     assert load_run(run_dir).host_probe_us == pytest.approx(5.0)
+    assert load_run(run_dir).host_module_probe_us is None  # passes without the module probe
+    lines = [json.dumps({"status": "ok", "host_probe_us": 4.0, "host_module_probe_us": 9.0,
+                         "stage_ms": {"decode": 80.0}}),
+             json.dumps({"status": "ok", "host_probe_us": 6.0, "host_module_probe_us": 11.0,
+                         "stage_ms": {"decode": 120.0}}),
+             json.dumps({"status": "error", "host_module_probe_us": 50.0, "stage_ms": {"decode": 1.0}})]
+    (run_dir / "torch_profiler" / "passes.jsonl").write_text("\n".join(lines) + "\n")
+    run = load_run(run_dir)
+    assert run.host_module_probe_us == pytest.approx(10.0) and run.host_probe_us == pytest.approx(5.0)
+    assert run.module_probe_decode == ((9.0, 80.0), (11.0, 120.0)) and run.probe_decode == ((4.0, 80.0), (6.0, 120.0))

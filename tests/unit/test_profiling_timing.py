@@ -14,7 +14,13 @@ from llm_perf_opt.data.common import Stats
 from llm_perf_opt.profiling.aggregate import aggregate
 from llm_perf_opt.profiling.mfu import Peaks, StageWork, compute_utilization
 from llm_perf_opt.profiling.records import STATUS_OK, STATUS_OOM, PassRecord, RecordWriter, read_records
-from llm_perf_opt.profiling.timers import StageRecorder, decode_step_times, host_probe_us
+from llm_perf_opt.profiling.timers import (
+    ModuleHostProbe,
+    StageRecorder,
+    aten_calls,
+    decode_step_times,
+    host_probe_us,
+)
 from llm_perf_opt.vocab import DECODE_STEP_RANGE, Stage
 
 
@@ -127,3 +133,30 @@ def test_host_probe_is_the_median_loop_time_per_op(monkeypatch: pytest.MonkeyPat
     ticks = iter([0.0, 0.003, 1.0, 1.001, 2.0, 2.002])
     monkeypatch.setattr(timers.time, "perf_counter", lambda: next(ticks))
     assert host_probe_us("cpu", ops=100, reps=3) == pytest.approx(20.0)
+
+
+def test_module_probe_counts_the_aten_calls_and_takes_the_median_forward(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    import llm_perf_opt.profiling.timers as timers
+    from llm_perf_opt.models.deepseek_ocr.modeling import tiny_decoder_program
+
+    x = torch.zeros(4)
+    assert aten_calls(lambda: (x.add_(1.0), x.view(2, 2).mul(2.0))) == 3  # in-place add, view, mul
+    assert x[0] == 1.0  # the counted call ran
+    probe = ModuleHostProbe(lambda: x.add_(1.0).add_(1.0), "cpu")
+    assert probe.ops == 2 and x[0] == 1.0 + 3 * 2.0  # two warm-up calls and the counted one, 2 adds each
+    # three forwards lasting 3, 1 and 2 ms on a fake clock, 2 aten calls each: 1500, 500, 1000 us -> 1000
+    ticks = iter([0.0, 0.003, 1.0, 1.001, 2.0, 2.002])
+    monkeypatch.setattr(timers.time, "perf_counter", lambda: next(ticks))
+    assert probe.probe(reps=3) == pytest.approx(1000.0)
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="no aten call"):
+        ModuleHostProbe(lambda: None, "cpu")
+    # the decoder's own code at tiny widths: a dense and a MoE layer, each implementation a real measurement
+    counts = {}
+    for impl in ("grouped_mm", "eager"):
+        real = ModuleHostProbe(tiny_decoder_program(device="cpu", experts_implementation=impl), "cpu")
+        counts[impl] = real.ops
+        assert 0 < real.probe() < 10_000
+    assert counts["grouped_mm"] > 100 and counts["eager"] != counts["grouped_mm"]

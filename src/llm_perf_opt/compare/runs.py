@@ -85,6 +85,11 @@ class MeasuredRun:
     host_probe_us: float | None = None
     #: (probe us, decode ms) of each ok pass that has both (passes.jsonl; empty: not recorded)
     probe_decode: tuple[tuple[float, float], ...] = ()
+    #: mean probe on the model's own code path, us per aten call of a tiny decoder forward (passes.jsonl
+    #: host_module_probe_us; None: not recorded)
+    host_module_probe_us: float | None = None
+    #: (module probe us, decode ms) of each ok pass that has both (empty: not recorded)
+    module_probe_decode: tuple[tuple[float, float], ...] = ()
 
     @property
     def run_id(self) -> str:
@@ -259,8 +264,8 @@ def _experts_implementation(folder: Path) -> ExpertsImplementation:
     return cast(ExpertsImplementation, value)
 
 
-def _host_probe(folder: Path) -> tuple[float | None, tuple[tuple[float, float], ...]]:
-    """(mean host_probe_us of the ok passes, (probe, decode ms) per ok pass having both) from passes.jsonl.
+def _host_probe(folder: Path, key: str = "host_probe_us") -> tuple[float | None, tuple[tuple[float, float], ...]]:
+    """(mean probe ``key`` of the ok passes, (probe, decode ms) per ok pass having both) from passes.jsonl.
 
     A malformed line is skipped: the probe is an optional refinement, the
     stage times come from the report.
@@ -281,7 +286,7 @@ def _host_probe(folder: Path) -> tuple[float | None, tuple[tuple[float, float], 
             continue
         if not isinstance(rec, dict) or rec.get("status", "ok") != "ok":
             continue
-        v = rec.get("host_probe_us")
+        v = rec.get(key)
         if isinstance(v, (int, float)) and v > 0:
             values.append(float(v))
             stages = rec.get("stage_ms")
@@ -304,12 +309,14 @@ def load_run(run_dir: str | Path) -> MeasuredRun:
     if table is not None:
         table.decode_new_tokens = _profile_new_tokens(folder)
     probe, pairs = _host_probe(folder)
+    module_probe, module_pairs = _host_probe(folder, "host_module_probe_us")
     root = path if path.is_dir() else folder
     if root.name == "torch_profiler":
         root = root.parent
     return MeasuredRun(run_dir=root, report_path=report_path, report=report, operator_table=table,
                        experts_implementation=_experts_implementation(folder), host_probe_us=probe,
-                       probe_decode=pairs)
+                       probe_decode=pairs, host_module_probe_us=module_probe,
+                       module_probe_decode=module_pairs)
 
 
 def prompt_tokens_per_page(run: MeasuredRun) -> int | None:

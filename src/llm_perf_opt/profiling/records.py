@@ -48,6 +48,9 @@ class PassRecord:
     peak_memory_bytes: int | None = field(default=None, metadata={"help": "max allocated device memory, bytes"})
     host_probe_us: float | None = field(
         default=None, metadata={"help": "host us per tiny eager op, probed just before the pass (host speed)"})
+    host_module_probe_us: float | None = field(
+        default=None, metadata={"help": "host us per aten call of a tiny two-layer decoder forward of the model's "
+                                        "own code, probed just before the pass (host speed on the model's path)"})
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (one JSON line)."""

@@ -33,8 +33,15 @@ from llm_perf_opt.models.deepseek_ocr import (
     preprocess_image,
 )
 from llm_perf_opt.models.deepseek_ocr.generation import DEFAULT_NO_REPEAT_NGRAM
+from llm_perf_opt.models.deepseek_ocr.modeling import tiny_decoder_program
 from llm_perf_opt.profiling.records import PassRecord
-from llm_perf_opt.profiling.timers import StageRecorder, decode_step_times, host_probe_us, host_sync
+from llm_perf_opt.profiling.timers import (
+    ModuleHostProbe,
+    StageRecorder,
+    decode_step_times,
+    host_probe_us,
+    host_sync,
+)
 from llm_perf_opt.vocab import DType, Stage
 
 #: torch dtypes of the compute dtypes a session can run in.
@@ -107,6 +114,12 @@ class ModelSession:
             self.tokenizer = None
         self.model.eval()
         self.config: DeepseekOCRConfig = self.model.config
+        #: host-speed probe on the decoder's own code path (a tiny two-layer decoder of this config)
+        self.module_probe = ModuleHostProbe(
+            tiny_decoder_program(self.config, device=device, dtype=torch_dtype,
+                                 attn_implementation=settings.attn_implementation,
+                                 experts_implementation=settings.experts_implementation, seed=settings.seed),
+            device)
         if self.tokenizer is not None:
             from llm_perf_opt.models.deepseek_ocr import load_tokenizer
 
@@ -139,6 +152,7 @@ class ModelSession:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         probe = host_probe_us(self.device)
+        module_probe = self.module_probe.probe()
         notify("preprocess")
         host_sync(self.device)
         t_start = time.perf_counter()
@@ -176,4 +190,5 @@ class ModelSession:
             num_tiles=[int(im.layout.num_tiles) for im in images],
             generated_tokens=int(state.num_new_tokens.sum()), decode_steps=int(state.step),
             decode_forwards=forwards, peak_memory_bytes=peak, host_probe_us=probe,
+            host_module_probe_us=module_probe,
         )

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from llm_perf_opt.vocab import DECODE_STEP_RANGE
 
@@ -145,3 +146,58 @@ def host_probe_us(device: torch.device | str, *, ops: int = PROBE_OPS, reps: int
     host_sync(dev)
     times.sort()
     return times[len(times) // 2]
+
+
+class _AtenCount(TorchDispatchMode):
+    """Counts the aten calls that reach the dispatcher's Python mode (views and in-place ops included)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        self.calls += 1
+        return func(*args, **(kwargs or {}))
+
+
+def aten_calls(fn: Callable[[], Any]) -> int:
+    """aten calls one run of ``fn`` dispatches (a counting dispatch mode around one untimed call)."""
+    counter = _AtenCount()
+    with counter:
+        fn()
+    return counter.calls
+
+
+class ModuleHostProbe:
+    """Host microseconds per aten call of a program that follows the model's own host code path.
+
+    Where :func:`host_probe_us` times one tiny op in a loop, this times a whole tiny forward of the
+    decoder (``llm_perf_opt.models.deepseek_ocr.modeling.tiny_decoder_program``: module calls,
+    transformers' attention, router and experts code, the KV cache), whose kernels take next to no
+    device time, so the host's issue time is what is measured. Built once (two warm-up calls and one
+    counted call); each :meth:`probe` is the median over ``reps`` forwards of the forward's host time
+    divided by :attr:`ops`, the aten calls it dispatches.
+    """
+
+    def __init__(self, fn: Callable[[], Any], device: torch.device | str) -> None:
+        self.fn = fn
+        self.device = torch.device(device)
+        fn()
+        fn()
+        #: aten calls per forward (> 0)
+        self.ops = aten_calls(fn)
+        if self.ops < 1:
+            raise ValueError("host probe program dispatches no aten call")
+        host_sync(self.device)
+
+    def probe(self, reps: int = 3) -> float:
+        """Median host us per aten call over ``reps`` forwards (the device synced before each)."""
+        times = []
+        for _ in range(reps):
+            host_sync(self.device)
+            t0 = time.perf_counter()
+            self.fn()
+            times.append((time.perf_counter() - t0) / self.ops * 1e6)
+        host_sync(self.device)
+        times.sort()
+        return times[len(times) // 2]

@@ -83,8 +83,14 @@ def host_probe_line(records: Sequence[PassRecord]) -> str:
     if not vals:
         return "- Host speed probe: not recorded."
     st = Stats.from_values(vals)
-    return (f"- Host speed probe (us per tiny eager op, before each pass): mean {fmt(st.mean)}, "
+    line = (f"- Host speed probe (us per tiny eager op, before each pass): mean {fmt(st.mean)}, "
             f"min {fmt(min(vals))}, max {fmt(max(vals))}; host-bound stages slow down with it.")
+    mods = [r.host_module_probe_us for r in records if r.host_module_probe_us]
+    if mods:
+        ms = Stats.from_values(mods)
+        line += (f" On the model's own code path (us per aten call of a tiny decoder forward): mean "
+                 f"{fmt(ms.mean)}, min {fmt(min(mods))}, max {fmt(max(mods))}.")
+    return line
 
 
 def stage_section(o: RunOutcome) -> str:

@@ -104,10 +104,10 @@ def clip_hf_config(config: DeepseekOCRConfig, attn_implementation: str) -> CLIPV
 
 
 def text_hf_config(config: DeepseekOCRConfig, attn_implementation: str,
-                   experts_implementation: str) -> DeepseekOcr2TextConfig:
-    """transformers text config equal to ``config.language``."""
+                   experts_implementation: str, **overrides: Any) -> DeepseekOcr2TextConfig:
+    """transformers text config equal to ``config.language`` (``overrides``: config fields to replace)."""
     lang = config.language
-    hf = DeepseekOcr2TextConfig(
+    fields: dict[str, Any] = dict(
         vocab_size=lang.vocab_size, hidden_size=lang.hidden_size, intermediate_size=lang.intermediate_size,
         moe_intermediate_size=lang.moe_intermediate_size, num_hidden_layers=lang.num_hidden_layers,
         num_attention_heads=lang.num_attention_heads, num_key_value_heads=lang.num_key_value_heads,
@@ -120,6 +120,8 @@ def text_hf_config(config: DeepseekOCRConfig, attn_implementation: str,
         pad_token_id=lang.pad_token_id, bos_token_id=lang.bos_token_id, eos_token_id=lang.eos_token_id,
         tie_word_embeddings=False, hidden_act="silu",
     )
+    fields.update(overrides)
+    hf = DeepseekOcr2TextConfig(**fields)
     hf._attn_implementation = attn_implementation
     hf._experts_implementation = experts_implementation
     return hf
@@ -476,6 +478,41 @@ def rotary_program(*, batch: int, tokens: int, heads_q: int, heads_kv: int, head
     def call() -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
             out: tuple[torch.Tensor, torch.Tensor] = apply_rotary_pos_emb(q, k, cos, sin)
+            return out
+
+    return call
+
+
+#: head width of the host probe's decoder: every width is tiny, so its kernels take next to no device time
+PROBE_HEAD_DIM = 8
+
+
+def tiny_decoder_program(config: DeepseekOCRConfig | None = None, *, device: str | torch.device,
+                         dtype: torch.dtype = torch.bfloat16, attn_implementation: str = "eager",
+                         experts_implementation: str = "grouped_mm", seed: int = 0) -> Callable[[], torch.Tensor]:
+    """A callable running one decode-like forward of the decoder's own code at tiny widths: a two-layer
+    ``DeepseekOcr2TextModel`` (the config's first dense layer, then a MoE layer with the config's expert
+    count and top-k, heads of PROBE_HEAD_DIM, every width a small multiple of it), one token of batch 1
+    and a fresh KV cache, random weights. It issues the kernels of one dense and one MoE layer of a
+    decode step, in the attention and experts implementations given, with next to no device work:
+    the host-speed probe of :class:`llm_perf_opt.profiling.timers.ModuleHostProbe`. Returns the last
+    hidden state [1, 1, hidden]."""
+    config = config or DeepseekOCRConfig.default()
+    lang = config.language
+    hidden = lang.num_attention_heads * PROBE_HEAD_DIM
+    hf = text_hf_config(config, attn_implementation, experts_implementation, vocab_size=64, hidden_size=hidden,
+                        intermediate_size=2 * hidden, moe_intermediate_size=PROBE_HEAD_DIM, num_hidden_layers=2,
+                        mlp_layer_types=["dense", "sparse"])
+    with torch.device(device):
+        model: nn.Module = DeepseekOcr2TextModel(hf).eval()
+    for p in model.parameters():  # the parameters in dtype, the RoPE buffers in fp32 (as build_model)
+        p.data = p.data.to(dtype)
+    init_random_(model, seed)
+    ids = torch.zeros(1, 1, dtype=torch.long, device=device)
+
+    def call() -> torch.Tensor:
+        with torch.no_grad():
+            out: torch.Tensor = model(input_ids=ids, use_cache=True).last_hidden_state
             return out
 
     return call
