@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One GPU call that times what the committed ceilings lack and checks the timer (docs/hardware.md,
 # "GEMMs by shape"): `hw gemms` adds every GEMM shape and call timed whole (routed experts, rotary
-# embedding, MoE router) of the default workloads that CEILINGS does not hold yet, the GPU tests of the
-# hardware bench run, and scripts/gpu/gemm_timer_check.py compares the timer with the profiler's kernel
+# embedding, MoE router) of the default workloads that CEILINGS does not hold yet, the GPU tests run
+# (tests/gpu: the hardware bench, the host-speed probes), and scripts/gpu/gemm_timer_check.py compares the timer with the profiler's kernel
 # durations. About 3-4 minutes on an H200.
 #
 # Run from the repository root on the GPU machine:   bash scripts/gpu/timed_calls_check.sh
@@ -10,7 +10,7 @@
 # Writes under $OUT (default ./tmp/gpu-out):
 #   hw-ceilings.json       CEILINGS plus the newly timed shapes and calls
 #   hw-gemms.txt           the command and its printed table
-#   gpu-tests.txt          pytest -m gpu of tests/gpu/test_hardware_gpu.py
+#   gpu-tests.txt          pytest -m gpu of tests/gpu/ (hardware bench, host probes)
 #   gemm-timer-check.json  (and .txt) the timer against the profiler, shape by shape
 # Overrides (env): CEILINGS (reports/hardware/h200/hw-ceilings.json), PYTHON (python).
 # A step that fails or runs over its time is recorded with its exit code; the next steps still run.
@@ -28,8 +28,8 @@ export PYTHONPATH="${PWD}/src${PYTHONPATH:+:$PYTHONPATH}"
   echo "exit code: $?"
 } > "$OUT/hw-gemms.txt"
 {
-  echo "command: python -m pytest -q -m gpu tests/gpu/test_hardware_gpu.py"
-  timeout 150 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/gpu/test_hardware_gpu.py 2>&1
+  echo "command: python -m pytest -q -m gpu tests/gpu/"
+  timeout 150 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/gpu/ 2>&1
   echo "exit code: $?"
 } > "$OUT/gpu-tests.txt"
 {
