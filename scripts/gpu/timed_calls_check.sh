@@ -2,8 +2,8 @@
 # One GPU call that times what the committed ceilings lack and checks the timer (docs/hardware.md,
 # "GEMMs by shape"): `hw gemms` adds every GEMM shape and call timed whole (routed experts, rotary
 # embedding, MoE router) of the default workloads that CEILINGS does not hold yet, the GPU tests run
-# (tests/gpu: the hardware bench, the host-speed probes), and scripts/gpu/gemm_timer_check.py compares the timer with the profiler's kernel
-# durations. About 3-4 minutes on an H200.
+# (tests/gpu: the hardware bench, the host-speed probes), and scripts/gpu/gemm_timer_check.py compares
+# the timer with the profiler's kernel durations. About 3-4 minutes on an H200.
 #
 # Run from the repository root on the GPU machine:   bash scripts/gpu/timed_calls_check.sh
 #
