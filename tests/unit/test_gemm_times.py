@@ -110,6 +110,11 @@ def test_experts_calls_are_interpolated_in_the_token_count() -> None:
     assert gemm_time(rope, "rope@4x300x10x10x128") == pytest.approx(50e-6)
     assert gemm_time(rope, "rope@2x300x10x10x128") == pytest.approx(40e-6 - 20e-6 / 800 * 200)
     assert gemm_time(rope, "rope@4x300x10x10x64") is None  # 1200 tokens: 4x the one count of that head dim
+    # one token count timed at two splits: the split nearest the wanted one lends its time, whatever the order
+    split = {"rope@1x1128x10x10x128": 90e-6, "rope@4x282x10x10x128": 70e-6, "rope@4x564x10x10x128": 120e-6}
+    for order in (split, dict(reversed(list(split.items())))):
+        assert gemm_time(order, "rope@4x423x10x10x128") == pytest.approx(95e-6)  # 4x282 and 4x564, halfway
+        assert gemm_time(order, "rope@1x1692x10x10x128") == pytest.approx(90e-6 + (120e-6 - 90e-6) / 2)
 
 
 def test_linear_and_eager_attention_tag_their_gemms_without_changing_the_totals() -> None:

@@ -175,7 +175,7 @@ def gemm_time(times_s: Mapping[str, float], key: str) -> float | None:
 
 def _call_time(times_s: Mapping[str, float], kind: str, dims: Dims) -> float | None:
     """Seconds per call of a call kind's key not timed, from timed keys of the same kind and other dims, by
-    token count n (CALL_KINDS): linear in n between the nearest timed counts around it (at most
+    token count n (CALL_KINDS; of the keys with one count, the one whose split is nearest): linear in n between the nearest timed counts around it (at most
     COUNT_INTERPOLATE_MAX_RATIO apart); else, the nearest timed count within a factor 2, the line through it
     and the next timed count on the same side (a call has a fixed cost; the proportional scaling when there is
     no second count or the line is not positive); None when no timed count is within a factor 2."""
@@ -185,14 +185,18 @@ def _call_time(times_s: Mapping[str, float], kind: str, dims: Dims) -> float | N
         return math.prod(d[i] for i in idx), tuple(v for i, v in enumerate(d) if i not in idx)
 
     n, rest = split(dims)
-    timed: dict[int, float] = {}
+    # per timed token count, the key whose split of it (rope: B x T) is nearest the wanted one
+    best: dict[int, tuple[float, str, float]] = {}
     for other, secs in times_s.items():
         if not is_gemm_key(other):
             continue
         okind, odims = split_gemm_key(other)
         on, orest = split(odims)
         if okind == kind and orest == rest:
-            timed.setdefault(on, secs)
+            cand = (sum(abs(math.log(odims[i] / dims[i])) for i in idx), other, secs)
+            if on not in best or cand[:2] < best[on][:2]:
+                best[on] = cand
+    timed = {c: v[2] for c, v in best.items()}
     below = max((c for c in timed if c < n), default=None)
     above = min((c for c in timed if c > n), default=None)
     if below is not None and above is not None and above / below <= COUNT_INTERPOLATE_MAX_RATIO:
