@@ -480,6 +480,40 @@ def _gemm_dims(op: str, shapes: list[Any]) -> tuple[int, int, int, int] | None:
     return None
 
 
+def leaves(cal_path: Path, workload: str, stage: str, config: str) -> list[str]:
+    """Device ms of the timeline model per analytic layer class in one stage of a census workload (synthetic
+    pages as the census ran; decode: one forward), under the calibration's device model, largest first."""
+    from collections import defaultdict
+
+    from llm_perf_opt.analytic.roofline import RooflinePeaks
+    from llm_perf_opt.analytic.timeline_model import _own_device_s
+    from llm_perf_opt.hardware import effective_peaks, load_catalog
+    from llm_perf_opt.vocab import parse_dtype
+
+    cal = load_calibration(cal_path)
+    peaks = RooflinePeaks.from_effective(effective_peaks(load_catalog().get(cal.gpu_key)), parse_dtype(cal.dtype))
+    model = _census_pages(workload, config)
+    roots = {st.value: root for st, root in model.stages.items()}
+    if stage not in roots:
+        raise UserError(f"stage {stage!r} not in the model (has {', '.join(roots)})")
+    ms: dict[str, float] = defaultdict(float)
+    calls: dict[str, float] = defaultdict(float)
+
+    def walk(node: Any, mult: float) -> None:
+        m = mult * node.count
+        if node.ops:
+            ms[node.module_type] += _own_device_s(node, peaks, cal, cal.kernel_floor_s) * m * 1e3
+            calls[node.module_type] += m
+        for child in node.children:
+            walk(child, m)
+
+    walk(roots[stage], 1.0)
+    lines = [f"{'layer class':<20} {'calls':>6} {'device ms':>10}"]
+    lines += [f"{k:<20} {calls[k]:>6g} {v:>10.3f}" for k, v in sorted(ms.items(), key=lambda kv: -kv[1])]
+    lines.append(f"total {sum(ms.values()):.3f} ms ({workload} {stage}; device factors not applied)")
+    return lines
+
+
 def gemms(path: Path, ceilings_path: Path, workload: str, stage: str) -> list[str]:
     """Per GEMM kernel group of ``stage`` in a census with --detail: shape, calls, device us per call and
     achieved TFLOP/s, next to the roofline at the bench's measured matmul and copy ceilings plus its
@@ -583,6 +617,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--shape", action="append", default=[], metavar="TEXT",
                    help="keep groups whose input shapes contain TEXT, spaces ignored (repeatable; default all), "
                         "e.g. '[6768,'")
+    p = sub.add_parser("leaves", help="the timeline model's device ms per analytic layer class of a stage")
+    p.add_argument("--calibration", type=Path, required=True, metavar="FILE",
+                   help="calibration whose device model to use (e.g. a prior with measured GEMM times)")
+    p.add_argument("--workload", default="base:1", metavar="MODE:BATCH", help="workload as the census ran it "
+                   "(default base:1)")
+    p.add_argument("--stage", default="prefill", help="model stage (default prefill; decode: one forward)")
+    p.add_argument("--config", default="default", metavar="NAME", help="model config to analyse (default default)")
     p = sub.add_parser("gemms", help="achieved TFLOP/s of the census GEMM groups next to the roofline's")
     p.add_argument("file", type=Path, help="census JSON written with --detail (scripts/gpu/kernel_census.py)")
     p.add_argument("--ceilings", type=Path, required=True, metavar="FILE", help="hw bench ceilings")
@@ -608,6 +649,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             lines = rates(args.file, args.ceilings, args.workload, args.stage)
         elif args.cmd == "kernels":
             lines = kernels(args.file, args.workload, args.stage, args.op, args.shape)
+        elif args.cmd == "leaves":
+            lines = leaves(args.calibration, args.workload, args.stage, args.config)
         elif args.cmd == "gemms":
             lines = gemms(args.file, args.ceilings, args.workload, args.stage)
         else:

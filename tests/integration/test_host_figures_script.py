@@ -218,10 +218,46 @@ def test_help_of_the_script_and_of_every_subcommand(capsys: pytest.CaptureFixtur
         mod.main(["--help"])
     assert top.value.code == 0
     subcommands = ("census", "probe", "exponents", "launches", "prior", "device", "table", "cross", "rates",
-                   "kernels", "gemms")
+                   "kernels", "leaves", "gemms")
     out = capsys.readouterr().out
     assert all(name in out for name in subcommands)
     for name in subcommands:
         with pytest.raises(SystemExit) as sub:
             mod.main([name, "--help"])
         assert sub.value.code == 0 and "usage:" in capsys.readouterr().out
+
+
+def test_routing_counts_of_the_tiny_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = importlib.util.spec_from_file_location("routing_counts", ROOT / "scripts" / "analytical" / "routing_counts.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "routing.json"
+    assert mod.main(["--config", "tiny", "--dtype", "fp32", "--out", str(out)]) == 0
+    from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
+
+    lang = DeepseekOCRConfig.named("tiny").language
+    counts = json.loads(out.read_text())["prefill"]
+    moe_layers = [i for i in range(lang.num_hidden_layers) if lang.is_moe_layer(i)]
+    assert sorted(map(int, counts)) == moe_layers
+    pairs = {sum(c) for c in counts.values()}
+    assert len(pairs) == 1 and pairs.pop() % lang.num_experts_per_tok == 0  # every prompt token routed k times
+    assert all(len(c) == lang.n_routed_experts for c in counts.values())
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[0].split() == ["layer", "pairs", "experts", "hit", "busiest", "/", "mean"]
+    assert mod.main(["--batch-size", "0"]) == 2
+    assert "--batch-size 0: must be >= 1" in capsys.readouterr().err
+
+
+def test_leaves_charges_a_timed_call_its_measured_time(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from llm_perf_opt.analytic.calibration import Calibration, save_calibration
+
+    key = "experts_grouped_mm@64x6x1x1280x896"  # Base b1 decode: one token per MoE layer
+    cal = save_calibration(Calibration(gpu_key="h200", kernel_floor_s=2e-6, gemm_times_s={key: 100e-6}),
+                           tmp_path / "cal.json")
+    assert _script().main(["leaves", "--calibration", str(cal), "--workload", "base:1", "--stage", "decode"]) == 0
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:-1]}
+    assert rows["RoutedExperts"][1:] == ["11", "1.100"]  # 11 MoE layers x 100 us
+    assert rows["AttentionCore"][1] == "12"  # one per decoder layer
+    assert _script().main(["leaves", "--calibration", str(cal), "--stage", "nope"]) == 2
+    assert "stage 'nope' not in the model" in capsys.readouterr().err
