@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from llm_perf_opt.hardware.gemms import CALL_KIND_CALLS, queued_cuda_timer
-from llm_perf_opt.models.deepseek_ocr.modeling import _moe_layer
+from llm_perf_opt.models.deepseek_ocr.modeling import moe_layer
 
 #: noise scales around the common token: 0 = every token the same, large = the bench's i.i.d. tokens
 SCALES = (0.0, 0.3, 0.5, 0.7, 1.0, 3.0, None)
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         print("experts_routing_check.py: needs a CUDA GPU", file=sys.stderr)
         return 2
     dev = "cuda"
-    moe = _moe_layer(experts=64, top_k=6, hidden=1280, intermediate=896, device=dev, dtype=torch.bfloat16, seed=0)
+    moe = moe_layer(experts=64, top_k=6, hidden=1280, intermediate=896, device=dev, dtype=torch.bfloat16, seed=0)
     router, experts = moe.get_submodule("gate"), moe.get_submodule("experts")
     gen = torch.Generator(device=dev).manual_seed(1)
     rows = []

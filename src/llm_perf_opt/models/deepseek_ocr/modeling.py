@@ -393,7 +393,7 @@ def init_random_(model: nn.Module, seed: int) -> None:
             p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float32, device=p.device).mul_(INIT_STD))
 
 
-def _moe_layer(*, experts: int, top_k: int, hidden: int, intermediate: int, device: str | torch.device,
+def moe_layer(*, experts: int, top_k: int, hidden: int, intermediate: int, device: str | torch.device,
                dtype: torch.dtype, seed: int, experts_implementation: str = "grouped_mm") -> nn.Module:
     """One MoE MLP of the decoder (``DeepseekOcr2TextMoe``: ``gate``, ``experts``, ``shared_experts``) with E
     experts of width I and top-k greedy softmax routing, random weights as :func:`init_random_` draws them."""
@@ -427,7 +427,7 @@ def routed_experts_program(*, experts: int, top_k: int, tokens: int, hidden: int
     (``experts_implementation``) with E experts of width I, random weights as :func:`init_random_` draws
     them, and x ~ N(0, 1) (an RMSNorm output) routed once by the layer's own random router (softmax,
     greedy top-k), as the model with random weights routes. Used by the bench to time the whole call."""
-    moe = _moe_layer(experts=experts, top_k=top_k, hidden=hidden, intermediate=intermediate, device=device,
+    moe = moe_layer(experts=experts, top_k=top_k, hidden=hidden, intermediate=intermediate, device=device,
                      dtype=dtype, seed=seed, experts_implementation=experts_implementation)
     router, experts_module = moe.get_submodule("gate"), moe.get_submodule("experts")
     x = _normal_tokens(tokens, hidden, device, dtype, seed)
@@ -448,7 +448,7 @@ def moe_router_program(*, tokens: int, hidden: int, experts: int, top_k: int, de
     """A callable running one MoE layer's router as the decoder calls it: ``mlp.gate(x[T, H])`` ->
     (fp32 logits [T, E], fp32 top-k weights [T, k], top-k expert indices [T, k]): x and the gate weight
     cast to fp32, the fp32 GEMM, softmax, greedy top-k; random gate weight, x ~ N(0, 1). Used by the bench."""
-    router = _moe_layer(experts=experts, top_k=top_k, hidden=hidden, intermediate=1, device=device,
+    router = moe_layer(experts=experts, top_k=top_k, hidden=hidden, intermediate=1, device=device,
                         dtype=dtype, seed=seed).get_submodule("gate")
     x = _normal_tokens(tokens, hidden, device, dtype, seed)
 
