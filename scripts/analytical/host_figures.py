@@ -200,16 +200,17 @@ def prior(paths: Sequence[Path]) -> list[str]:
 
 def _census_pages(key: str, config: str) -> Any:
     """The analytic model of a census workload 'mode:batch' (synthetic pages, as the census ran)."""
+    from llm_perf_opt.analytic.gemm_shapes import parse_workload
     from llm_perf_opt.analytic.model import AnalyticModel
     from llm_perf_opt.data.analytic import OCRWorkloadProfile
     from llm_perf_opt.inputs.synthetic import synthetic_pages
     from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
 
-    mode, _, batch = key.partition(":")
-    page = synthetic_pages(int(batch))[0]
+    mode, batch = parse_workload(key)
+    page = synthetic_pages(batch)[0]
     wl = OCRWorkloadProfile.create(profile_id=key, mode=mode, image_width_px=page.width,
                                    image_height_px=page.height, prompt_text_tokens=9, max_new_tokens=64,
-                                   batch_size=int(batch), attention="eager", experts="grouped_mm")
+                                   batch_size=batch, attention="eager", experts="grouped_mm")
     return AnalyticModel(DeepseekOCRConfig.named(config), wl)
 
 

@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.batch_size < 1:
             raise UserError(f"--batch-size {args.batch_size}: must be >= 1")
+        if args.out is not None and not args.out.parent.is_dir():
+            raise UserError(f"--out {args.out}: no folder {args.out.parent}")
         settings = SessionSettings(config_name=args.config, model_dir=args.model_dir, mode=args.mode,
                                    prompt="<image>\nFree OCR.", max_new_tokens=1, batch_size=args.batch_size,
                                    dtype=DType(args.dtype), device=args.device, seed=args.seed)
@@ -78,7 +80,11 @@ def main(argv: list[str] | None = None) -> int:
         pairs = sum(c)
         print(f"{layer:>5} {pairs:>6} {sum(1 for n in c if n):>11} {max(c) / (pairs / len(c)):>14.1f}")
     if args.out is not None:
-        args.out.write_text(json.dumps({"prefill": {str(k): v for k, v in counts.items()}}, indent=1) + "\n")
+        try:
+            args.out.write_text(json.dumps({"prefill": {str(k): v for k, v in counts.items()}}, indent=1) + "\n")
+        except OSError as exc:
+            print(f"routing_counts.py: cannot write {args.out}: {exc.strerror}", file=sys.stderr)
+            return 2
         print(f"wrote {args.out}")
     return 0
 

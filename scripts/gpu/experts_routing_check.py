@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tokens", type=int, nargs="+", default=[282, 1128], help="token counts T (default 282 1128)")
     p.add_argument("--repeats", type=int, default=7, help="timed repeats per case, median kept (default 7)")
     args = p.parse_args(argv)
+    if min(args.tokens) < 1 or args.repeats < 1:
+        p.error("--tokens and --repeats must be >= 1")
     if not torch.cuda.is_available():
         print("experts_routing_check.py: needs a CUDA GPU", file=sys.stderr)
         return 2

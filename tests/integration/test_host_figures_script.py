@@ -247,6 +247,8 @@ def test_routing_counts_of_the_tiny_model(tmp_path: Path, capsys: pytest.Capture
     assert rows[0].split() == ["layer", "pairs", "experts", "hit", "busiest", "/", "mean"]
     assert mod.main(["--batch-size", "0"]) == 2
     assert "--batch-size 0: must be >= 1" in capsys.readouterr().err
+    assert mod.main(["--config", "tiny", "--out", str(tmp_path / "no" / "routing.json")]) == 2
+    assert "no folder" in capsys.readouterr().err
 
 
 def test_leaves_charges_a_timed_call_its_measured_time(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -261,3 +263,5 @@ def test_leaves_charges_a_timed_call_its_measured_time(tmp_path: Path, capsys: p
     assert rows["AttentionCore"][1] == "12"  # one per decoder layer
     assert _script().main(["leaves", "--calibration", str(cal), "--stage", "nope"]) == 2
     assert "stage 'nope' not in the model" in capsys.readouterr().err
+    assert _script().main(["leaves", "--calibration", str(cal), "--workload", "base"]) == 2
+    assert "expected MODE:BATCH" in capsys.readouterr().err

@@ -175,8 +175,8 @@ def gemm_time(times_s: Mapping[str, float], key: str) -> float | None:
 
 def _call_time(times_s: Mapping[str, float], kind: str, dims: Dims) -> float | None:
     """Seconds per call of a call kind's key not timed, from timed keys of the same kind and other dims, by
-    token count n (CALL_KINDS; of the keys with one count, the one whose split is nearest): linear in n between the nearest timed counts around it (at most
-    COUNT_INTERPOLATE_MAX_RATIO apart); else, the nearest timed count within a factor 2, the line through it
+    token count n (CALL_KINDS; of the keys with one count, the one whose split is nearest): linear in n
+    between the nearest timed counts around it (at most COUNT_INTERPOLATE_MAX_RATIO apart); else, the nearest timed count within a factor 2, the line through it
     and the next timed count on the same side (a call has a fixed cost; the proportional scaling when there is
     no second count or the line is not positive); None when no timed count is within a factor 2."""
     idx = CALL_KINDS[kind][1]
