@@ -201,6 +201,61 @@ def test_timeline_cli_and_calibrated_compare_at_the_run_host_speed(timeline_runs
     assert "--time-model timeline" in capsys.readouterr().err
 
 
+def test_timeline_fit_scales_by_the_module_probe_when_asked(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """Runs whose host speed follows the module probe while the add_ probe reads the same everywhere:
+    a fit on the module probe carries over to a held-out run at another host speed, one on add_ does not."""
+    from llm_perf_opt.compare.calibrate import calibrate_timeline
+
+    truth = attrs.evolve(TIMELINE_TRUTH, host_probe="module", host_probe_us=10.0)
+    runs = {
+        name: FX.write_calibrated_run(tmp_path / name, wl, truth, config="default", host_probe_us=5.0,
+                                      module_probe_us=probe)
+        for name, wl, probe in (("base-b1", FX.workload("base", new_tokens=24), 8.0),
+                                ("gundam-b1", FX.workload("gundam", (1700, 2200), new_tokens=24), 12.0),
+                                ("small-b4", FX.workload("small", (640, 640), batch=4, new_tokens=24), 16.0))}
+    assert load_run(runs["small-b4"]).probe_us("module") == pytest.approx(16.0)
+    assert load_run(runs["small-b4"]).probe_us("add") == pytest.approx(5.0)
+    fit = [_with_preds(runs["base-b1"]), _with_preds(runs["gundam-b1"])]
+    held = [_with_preds(runs["small-b4"])]
+    errors = {}
+    for probe in ("module", "add"):
+        cal = calibrate_timeline(fit, held, sync_s=truth.host_sync_s, host_probe=probe)
+        assert cal.host_probe == probe and cal.host_probe_exponent == 1.0
+        errors[probe] = max(abs(e.relative_error) for e in cal.fit.after if e.held_out)
+    assert cal.host_probe_us == pytest.approx(5.0)  # the add_ fit's reference: the fitted runs' mean add_ probe
+    assert errors["module"] < 0.03
+    assert errors["add"] > 0.15  # the held-out run's host is 1.6x the fitted runs' mean: add_ cannot see it
+    # exponent 0: no scaling, as the add_ fit here
+    cal0 = calibrate_timeline(fit, held, sync_s=truth.host_sync_s, host_probe="module", host_probe_exponent=0.0)
+    assert max(abs(e.relative_error) for e in cal0.fit.after if e.held_out) > 0.15
+    # the CLI writes the probe into the file; compare reads the run's module probe with it
+    out = tmp_path / "module.json"
+    assert calibrate_cli.main(["--run", str(runs["base-b1"]), "--run", str(runs["gundam-b1"]), "--out", str(out),
+                               "--time-model", "timeline", "--host-sync-us", "40", "--host-probe", "module"]) == 0
+    assert "host probe (module) 10.00 us/op" in capsys.readouterr().out
+    saved = load_calibration(out)
+    assert saved.host_probe == "module"
+    cmp, _ = build_comparison(load_run(runs["small-b4"]), calibration=saved)
+    for s in cmp.stages:
+        assert s.calibrated_ratio == pytest.approx(1.0, abs=0.03), s.stage
+    # the probe flags belong to a timeline fit: one line, exit 2
+    assert calibrate_cli.main(["--run", str(runs["base-b1"]), "--out", str(out), "--host-probe", "module"]) == 2
+    assert "--host-probe only apply with --time-model timeline" in capsys.readouterr().err
+    assert calibrate_cli.main(["--run", str(runs["base-b1"]), "--out", str(out), "--time-model", "timeline",
+                               "--host-probe-exponent", "-1"]) == 2
+    assert "exponent must be a finite number >= 0" in capsys.readouterr().err
+
+
+def test_calibration_refuses_an_unknown_host_probe() -> None:
+    with pytest.raises(CalibrationError, match="host_probe must be one of add, module"):
+        attrs.evolve(TIMELINE_TRUTH, host_probe="clock")
+    data = attrs.evolve(TIMELINE_TRUTH, host_probe="module").to_dict()
+    assert Calibration.from_dict(data).host_probe == "module"
+    data.pop("host_probe")  # files written before the field: the add_ probe
+    assert Calibration.from_dict(data).host_probe == "add"
+
+
 def test_timeline_fit_needs_device_times(tmp_path: Path) -> None:
     from llm_perf_opt.compare.calibrate import calibrate_timeline
     from llm_perf_opt.errors import UserError

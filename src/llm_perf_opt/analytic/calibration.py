@@ -41,6 +41,9 @@ CALIBRATION_KIND = "llm_perf_opt.calibration"
 #: How a calibration turns work into stage times: "additive" (roofline + kernels x launch cost, summed
 #: per layer) or "timeline" (host and device clocks simulated over the pass, analytic/timeline_model.py).
 TIME_MODELS = ("additive", "timeline")
+#: Per-pass host-speed probes a timeline calibration can scale its host costs by: "add" (passes.jsonl
+#: host_probe_us) or "module" (host_module_probe_us; llm_perf_opt.profiling.timers).
+HOST_PROBES = ("add", "module")
 
 
 class CalibrationError(UserError):
@@ -241,6 +244,10 @@ class Calibration:
                                        "to; 0 = the fitted runs had no probe"})
     host_probe_exponent: float = field(
         default=1.0, metadata={"help": "timeline model: host costs scale as (probe / host_probe_us) ** exponent"})
+    host_probe: str = field(
+        default="add", metadata={"help": "timeline model: which per-pass host probe host_probe_us is: 'add' "
+                                         "(host_probe_us, us per tiny in-place add) or 'module' "
+                                         "(host_module_probe_us, us per aten call of a tiny decoder forward)"})
     pattern_bandwidth_ratios: dict[str, float] = field(
         factory=dict, metadata={"help": "timeline model: access pattern '<pattern>@<side>' -> its measured bandwidth / "
                                         "the copy bandwidth (hw bench; llm_perf_opt.hardware.patterns); "
@@ -265,6 +272,9 @@ class Calibration:
         if self.time_model not in TIME_MODELS:
             raise CalibrationError(f"calibration: time_model must be one of {', '.join(TIME_MODELS)}, "
                                    f"got {self.time_model!r}")
+        if self.host_probe not in HOST_PROBES:
+            raise CalibrationError(f"calibration: host_probe must be one of {', '.join(HOST_PROBES)}, "
+                                   f"got {self.host_probe!r}")
         for name in ("launch_overhead_s", "kernel_floor_s", "host_sync_s", "host_probe_us", "host_probe_exponent"):
             value = getattr(self, name)
             if value < 0 or not math.isfinite(value):
@@ -395,6 +405,7 @@ class Calibration:
                 host_sync_s=float(data.get("host_sync_s", 0.0)),
                 host_probe_us=float(data.get("host_probe_us", 0.0)),
                 host_probe_exponent=float(data.get("host_probe_exponent", 1.0)),
+                host_probe=str(data.get("host_probe", "add")),
                 pattern_bandwidth_ratios={str(k): float(v)
                                           for k, v in (data.get("pattern_bandwidth_ratios") or {}).items()},
                 gemm_times_s={str(k): float(v) for k, v in (data.get("gemm_times_s") or {}).items()},
@@ -414,7 +425,7 @@ class Calibration:
             host = ", ".join(f"{k} {v * 1e6:.2f}" for k, v in self.stage_host_s_per_kernel.items())
             return (f"timeline calibration for {self.gpu_key} ({self.dtype}; {self.software.describe()}), "
                     f"host us/kernel: {host}; sync {self.host_sync_s * 1e6:.2f} us; "
-                    f"host probe {self.host_probe_us:.2f} us/op, exponent {self.host_probe_exponent:.2f}; "
+                    f"host probe ({self.host_probe}) {self.host_probe_us:.2f} us/op, exponent {self.host_probe_exponent:.2f}; "
                     f"device floor {self.kernel_floor_s * 1e6:.2f} us/kernel"
                     + (f"; {len(self.pattern_bandwidth_ratios)} access-pattern bandwidths"
                        if self.pattern_bandwidth_ratios else "")

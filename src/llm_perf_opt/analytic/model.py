@@ -22,7 +22,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from llm_perf_opt.analytic.base import OpGroup, RequestRoot, StageCost
-from llm_perf_opt.analytic.layers.decoder import DecoderLayer, Embedding, FinalNorm, ImageTokenMerge, LMHead
+from llm_perf_opt.analytic.layers.decoder import (
+    MASK_SYNCS,
+    DecoderLayer,
+    Embedding,
+    FinalNorm,
+    ImageTokenMerge,
+    LMHead,
+)
 from llm_perf_opt.analytic.layers.llama import RotaryEmbedding
 from llm_perf_opt.analytic.layers.vision import (
     ClipEncoder,
@@ -154,11 +161,14 @@ class AnalyticModel:
         stage = StageCost(stage_name.value, stage_name, weight_dtype_bytes=wb)
         if stage_name == Stage.PREFILL:
             stage.add(ImageTokenMerge(MERGE_PATH, stage_name, image_tokens=b * self.shape.layout.prompt_slots,
-                                      tokens=tokens, hidden=lang.hidden_size, act_bytes=ab, weight_bytes=wb))
+                                      tokens=tokens, hidden=lang.hidden_size, act_bytes=ab, weight_bytes=wb, rows=b))
         stage.add(Embedding(f"{LANGUAGE_PATH}.embed_tokens", stage_name, tokens=tokens, vocab=lang.vocab_size,
                             hidden=lang.hidden_size, act_bytes=ab, weight_bytes=wb))
-        stage.add(RotaryEmbedding(f"{LANGUAGE_PATH}.rotary_emb", stage_name, rows=b, positions=q_len,
-                                  head_dim=lang.head_dim, act_bytes=ab, weight_bytes=wb))
+        rotary = stage.add(RotaryEmbedding(f"{LANGUAGE_PATH}.rotary_emb", stage_name, rows=b, positions=q_len,
+                                           head_dim=lang.head_dim, act_bytes=ab, weight_bytes=wb))
+        # the causal mask, built between the embedding and the rotary tables, syncs once per forward
+        # (eager and SDPA attention alike)
+        rotary.host_syncs = MASK_SYNCS
         for i in range(lang.num_hidden_layers):
             stage.add(DecoderLayer(decoder_layer_path(i), stage_name, lang, index=i, batch=b, q_len=q_len,
                                    kv_len=kv_len, fused=self.fused, causal_skip=self.causal_skip, act_bytes=ab,

@@ -207,12 +207,15 @@ def fit_host_terms(runs: Sequence[tuple[dict[str, float], list[tuple[PassBlocks,
 #: of 1.20 (correlation 0.93); within a run the per-pass probe is mostly noise (correlation 0.30 over 132
 #: passes), which biases a within-run least-squares slope towards 0 (0.28; reduced major axis: 0.95)
 HOST_PROBE_EXPONENT = 1.0
+#: default exponent per host probe (llm_perf_opt.analytic.calibration.HOST_PROBES); the module probe's:
+#: MODULE_PROBE_EXPONENT below
+HOST_PROBE_EXPONENTS: dict[str, float] = {"add": HOST_PROBE_EXPONENT, "module": 1.0}
 
 
 def timeline_stage_errors(run: MeasuredRun, blocks: list[tuple[PassBlocks, float]], cal: Calibration, *,
                           held_out: bool) -> list[StageError]:
     """Per-stage predicted (timeline model, at the run's host speed when it has a probe) vs measured."""
-    cal = cal.at_host_speed(run.host_probe_us)
+    cal = cal.at_host_speed(run.probe_us(cal.host_probe))
     host = {st.value: cal.host_s_per_kernel(st.value) for st in Stage}
     pred = _timeline_ms(blocks, host, cal.host_sync_s)
     return [StageError(run_id=run.run_id, stage=stage, measured_ms=ms, predicted_ms=pred.get(stage, 0.0),
@@ -228,15 +231,18 @@ def calibrate_timeline(
     per_stage_device: bool = True,
     sync_s: float = DEFAULT_SYNC_S,
     device_prior: Calibration | None = None,
+    host_probe: str = "add",
+    host_probe_exponent: float | None = None,
 ) -> Calibration:
     """Fit the timeline model: the device side (efficiencies, kernel floor) on the operator-table device
     times, then the host side (s/kernel per stage, s/sync) on the stage times through the simulated pass.
 
     per_stage_device: each stage's device time is also scaled by measured / modelled device time of
     the fitted runs (the same kernel category runs at different efficiencies in SAM and in decode).
-    When every fitted run has a host-speed probe (passes.jsonl host_probe_us), host costs are fitted
-    relative to it, scaled by (probe / reference) ** HOST_PROBE_EXPONENT, and the calibration keeps the
-    fitted runs' mean probe as its reference.
+    When every fitted run has the host-speed probe ``host_probe`` ('add': passes.jsonl host_probe_us,
+    'module': host_module_probe_us), host costs are fitted relative to it, scaled by
+    (probe / reference) ** exponent (``host_probe_exponent``, default HOST_PROBE_EXPONENTS[host_probe]), and
+    the calibration keeps the fitted runs' mean probe as its reference.
     sync_s: host seconds per host-device sync (held fixed, see fit_host_terms).
     device_prior: a device model measured on the hardware (:func:`prior_calibration` from hw bench
     ceilings: efficiencies, access patterns, kernel floor) used instead of fitting category efficiencies;
@@ -246,7 +252,8 @@ def calibrate_timeline(
     """
     gpu_key, dtype = _check_runs(fit_runs, held_out)
     if device_prior is not None:
-        return _timeline_on_prior(fit_runs, held_out, device_prior, sync_s=sync_s)
+        return _timeline_on_prior(fit_runs, held_out, device_prior, sync_s=sync_s, host_probe=host_probe,
+                                  host_probe_exponent=host_probe_exponent)
     cells: list[WorkCell] = []
     dev_obs: list[Observation] = []
     for run, preds in fit_runs:
@@ -281,24 +288,30 @@ def calibrate_timeline(
     )
     unidentified = tuple(u for u in result.unidentified if not u.startswith("launch_overhead_s"))
     return _fit_host_side(fit_runs, held_out, device, sync_s=sync_s, observations=len(dev_obs),
-                          iterations=result.iterations, unidentified=unidentified)
+                          iterations=result.iterations, unidentified=unidentified, host_probe=host_probe,
+                          host_probe_exponent=host_probe_exponent)
 
 
 def _fit_host_side(fit_runs: Sequence[tuple[MeasuredRun, Predictions]],
                    held_out: Sequence[tuple[MeasuredRun, Predictions]], device: Calibration, *, sync_s: float,
-                   observations: int, iterations: int, unidentified: tuple[str, ...]) -> Calibration:
+                   observations: int, iterations: int, unidentified: tuple[str, ...], host_probe: str = "add",
+                   host_probe_exponent: float | None = None) -> Calibration:
     """The host side of a timeline fit on top of the ``device`` model: host s/kernel per stage (relative to
     the fitted runs' host-speed probe, in proportion to it), then the errors of every run."""
     per_run = [(run, _run_blocks(preds, device), False) for run, preds in fit_runs]
     per_run += [(run, _run_blocks(preds, device), True) for run, preds in held_out]
-    probes = [run.host_probe_us for run, _ in fit_runs]
+    if host_probe not in HOST_PROBE_EXPONENTS:
+        raise UserError(f"calibrate: host probe must be one of {', '.join(HOST_PROBE_EXPONENTS)}, got {host_probe!r}")
+    exponent = HOST_PROBE_EXPONENTS[host_probe] if host_probe_exponent is None else host_probe_exponent
+    if not (exponent >= 0 and math.isfinite(exponent)):
+        raise UserError(f"calibrate: host probe exponent must be a finite number >= 0, got {exponent}")
+    probes = [run.probe_us(host_probe) for run, _ in fit_runs]
     ref = sum(p for p in probes if p) / len(probes) if all(probes) else 0.0
-    exponent = HOST_PROBE_EXPONENT
     host, host_unidentified = fit_host_terms(
-        [(measured_stage_ms(run), bl, ((run.host_probe_us or ref) / ref) ** exponent if ref else 1.0)
+        [(measured_stage_ms(run), bl, ((run.probe_us(host_probe) or ref) / ref) ** exponent if ref else 1.0)
          for run, bl, is_held in per_run if not is_held], sync_s=sync_s)
     draft = evolve(device, time_model="timeline", stage_host_s_per_kernel=host, host_sync_s=sync_s,
-                   host_probe_us=ref, host_probe_exponent=exponent)
+                   host_probe_us=ref, host_probe_exponent=exponent, host_probe=host_probe)
     before: list[StageError] = []
     after: list[StageError] = []
     all_runs = {r.run_id: preds for r, preds in [*fit_runs, *held_out]}
@@ -323,7 +336,8 @@ def _stage_device_ms(blocks: list[tuple[PassBlocks, float]]) -> dict[str, float]
 
 def _timeline_on_prior(fit_runs: Sequence[tuple[MeasuredRun, Predictions]],
                        held_out: Sequence[tuple[MeasuredRun, Predictions]], prior: Calibration, *,
-                       sync_s: float) -> Calibration:
+                       sync_s: float, host_probe: str = "add", host_probe_exponent: float | None = None
+                       ) -> Calibration:
     """calibrate_timeline with the device side taken from ``prior`` (see there)."""
     gpu_key, dtype = _check_runs(fit_runs, held_out)
     if (gpu_key, dtype) != (prior.gpu_key, prior.dtype):
@@ -355,7 +369,8 @@ def _timeline_on_prior(fit_runs: Sequence[tuple[MeasuredRun, Predictions]],
                                                cuda=sw.get("cuda", "")),
                     stage_device_scale=scale, created_utc=datetime.now(UTC).isoformat(timespec="seconds"))
     return _fit_host_side(fit_runs, held_out, device, sync_s=sync_s, observations=observations, iterations=0,
-                          unidentified=("device efficiencies: measured ceilings (hw bench), not fitted",))
+                          unidentified=("device efficiencies: measured ceilings (hw bench), not fitted",),
+                          host_probe=host_probe, host_probe_exponent=host_probe_exponent)
 
 
 def _check_runs(fit_runs: Sequence[tuple[MeasuredRun, Predictions]],

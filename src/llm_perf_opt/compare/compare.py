@@ -198,7 +198,7 @@ def compare_run(
             # calibrated stage times: the analytic model rerun with the calibration (exact roofline)
             from llm_perf_opt.compare.analyzer_bridge import recompute_with
 
-            cal_rep = recompute_with(rep, calibration.at_host_speed(run.host_probe_us), catalog=catalog)
+            cal_rep = recompute_with(rep, calibration.at_host_speed(run.probe_us(calibration.host_probe)), catalog=catalog)
             for st, tot in cal_rep.stage_totals.items():
                 cal_stage[st.value] = cal_stage.get(st.value, 0.0) + tot.time_ms * w / total_w
             cal_total = (cal_total or 0.0) + cal_rep.model_totals.time_ms * w / total_w

@@ -91,6 +91,14 @@ class MeasuredRun:
     #: (module probe us, decode ms) of each ok pass that has both (empty: not recorded)
     module_probe_decode: tuple[tuple[float, float], ...] = ()
 
+    def probe_us(self, kind: str) -> float | None:
+        """The run's mean host probe of ``kind`` ('add': host_probe_us, 'module': host_module_probe_us)."""
+        if kind == "add":
+            return self.host_probe_us
+        if kind == "module":
+            return self.host_module_probe_us
+        raise ValueError(f"unknown host probe {kind!r}")
+
     @property
     def run_id(self) -> str:
         """The run's id (its folder name)."""

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from llm_perf_opt.analytic.calibration import (
+    HOST_PROBES,
     TIME_MODELS,
     Calibration,
     SoftwareKey,
@@ -26,6 +27,7 @@ from llm_perf_opt.analytic.calibration import (
 from llm_perf_opt.cli import run_guarded
 from llm_perf_opt.compare.calibrate import (
     DEFAULT_SYNC_S,
+    HOST_PROBE_EXPONENTS,
     REFERENCE_HOST_S_PER_KERNEL,
     calibrate,
     calibrate_timeline,
@@ -71,6 +73,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host-sync-us", type=float, default=DEFAULT_SYNC_S * 1e6, metavar="US",
                         help="timeline model: host microseconds per host-device sync, held fixed in the fit "
                              f"(default {DEFAULT_SYNC_S * 1e6:g}: the H200 trace's copy + sync calls)")
+    parser.add_argument("--host-probe", choices=HOST_PROBES, default="add",
+                        help="timeline model: the per-pass host-speed probe the host costs scale by between runs: "
+                             "add (host_probe_us: us per tiny in-place add, default) or module "
+                             "(host_module_probe_us: us per aten call of a tiny decoder forward on the model's "
+                             "code path); runs without it are predicted unscaled")
+    parser.add_argument("--host-probe-exponent", type=float, default=None, metavar="E",
+                        help="timeline model: host costs scale as (run probe / fitted runs' mean probe) ** E "
+                             "(default per probe: " + ", ".join(f"{k} {v:g}" for k, v in HOST_PROBE_EXPONENTS.items())
+                             + "; 0 = no scaling)")
     parser.add_argument("--prior", action="store_true",
                         help="fit nothing: write the uncalibrated timeline model (roofline at the --ceilings "
                              "fractions of the datasheet peaks, --host-us-per-kernel host time per launch, "
@@ -203,6 +214,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{', '.join(prior_only)} only apply with --prior")
     if args.ceilings is not None and not (args.prior or args.time_model == "timeline"):
         raise UserError("--ceilings only applies with --prior or --time-model timeline")
+    probe_flags = [f for f, given in (("--host-probe", args.host_probe != "add"),
+                                      ("--host-probe-exponent", args.host_probe_exponent is not None)) if given]
+    if probe_flags and (args.prior or args.time_model != "timeline"):
+        raise UserError(f"{', '.join(probe_flags)} only apply with --time-model timeline (a fit)")
     fit_only = [f for f, given in (("--time-model timeline", args.time_model != "additive"), ("--shared", args.shared),
                                    ("--per-stage-launch", args.per_stage_launch), ("--no-launch", args.no_launch),
                                    ("--no-operator-table", args.no_operator_table),
@@ -237,7 +252,8 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--host-sync-us must be >= 0, got {args.host_sync_us}")
         prior = _device_prior(args, fit_runs) if args.ceilings is not None else None
         cal = calibrate_timeline(fit_runs, held, max_efficiency=args.max_efficiency, shared=args.shared,
-                                 sync_s=args.host_sync_us * 1e-6, device_prior=prior)
+                                 sync_s=args.host_sync_us * 1e-6, device_prior=prior, host_probe=args.host_probe,
+                                 host_probe_exponent=args.host_probe_exponent)
     else:
         cal = calibrate(fit_runs, held, use_operator_table=not args.no_operator_table,
                         max_efficiency=args.max_efficiency, fit_launch=not args.no_launch, shared=args.shared,

@@ -83,11 +83,13 @@ def _stats(v: float) -> Stats:
 
 def write_run(run_dir: Path, wl: OCRWorkloadProfile, stage_ms: Mapping[str, float],
               device_ms: Mapping[str, Mapping[str, float]] | None = None, *, run_id: str | None = None,
-              config: str = "tiny", torch_version: str = "2.11.0+cu130", host_probe_us: float | None = None) -> Path:
+              config: str = "tiny", torch_version: str = "2.11.0+cu130", host_probe_us: float | None = None,
+              module_probe_us: float | None = None) -> Path:
     """Write a run folder whose measured stage means are ``stage_ms`` (LM prefill, per pass).
 
     ``device_ms``: stage -> category -> device ms per pass for operator_events.json;
-    ``host_probe_us``: the host-speed probe of every pass (passes.jsonl; None: no passes file).
+    ``host_probe_us``: the host-speed probe of every pass (passes.jsonl; None: no passes file);
+    ``module_probe_us``: its module probe (host_module_probe_us; None: not recorded).
     """
     rid = run_id or run_dir.name
     t0 = datetime(2026, 11, 22, 5, 0, tzinfo=UTC)
@@ -153,7 +155,8 @@ def write_run(run_dir: Path, wl: OCRWorkloadProfile, stage_ms: Mapping[str, floa
     if host_probe_us is not None:
         import json
 
-        lines = [json.dumps({"pass_index": r, "status": "ok", "host_probe_us": host_probe_us * f})
+        lines = [json.dumps({"pass_index": r, "status": "ok", "host_probe_us": host_probe_us * f,
+                             **({} if module_probe_us is None else {"host_module_probe_us": module_probe_us * f})})
                  for r, f in enumerate(SPREAD)]
         (folder / "passes.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return run_dir
@@ -173,16 +176,18 @@ def write_ratio_run(run_dir: Path, report: AnalyticModelReport, ratios: Mapping[
 
 
 def write_calibrated_run(run_dir: Path, wl: OCRWorkloadProfile, truth: EfficiencyModel, *,
-                         with_operators: bool = True, config: str = "tiny", host_probe_us: float | None = None) -> Path:
+                         with_operators: bool = True, config: str = "tiny", host_probe_us: float | None = None,
+                         module_probe_us: float | None = None) -> Path:
     """A run whose stage means are the analytic model rerun under ``truth`` (a known calibration).
 
-    A timeline truth runs at the host speed ``host_probe_us`` (its host terms scaled from its
-    reference probe) and its per-stage device factors scale the operator device times.
+    A timeline truth runs at the host speed its probe gives (``host_probe_us``, or ``module_probe_us``
+    when the truth's host_probe is 'module': its host terms scaled from its reference probe) and its
+    per-stage device factors scale the operator device times.
     """
     from llm_perf_opt.analytic.calibration import Calibration
 
     if isinstance(truth, Calibration):
-        truth = truth.at_host_speed(host_probe_us)
+        truth = truth.at_host_speed(module_probe_us if truth.host_probe == "module" else host_probe_us)
     base = base_report(wl, config=config)
     cal_rep = analyze_like(base, wl, load_catalog().get(GPU), efficiency=truth, max_depth=1)
     stage_ms = {s.value: cal_rep.stage_totals[s].time_ms for s in Stage}
@@ -192,7 +197,8 @@ def write_calibrated_run(run_dir: Path, wl: OCRWorkloadProfile, truth: Efficienc
             scale = truth.device_scale(c.stage) if isinstance(truth, Calibration) and truth.timeline else 1.0
             t = c.time_s(truth, include_launch=False) * 1e3 * scale
             device.setdefault(c.stage, {})[c.category] = device.get(c.stage, {}).get(c.category, 0.0) + t
-    return write_run(run_dir, wl, stage_ms, device or None, config=config, host_probe_us=host_probe_us)
+    return write_run(run_dir, wl, stage_ms, device or None, config=config, host_probe_us=host_probe_us,
+                     module_probe_us=module_probe_us)
 
 
 if __name__ == "__main__":

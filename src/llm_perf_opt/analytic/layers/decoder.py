@@ -46,6 +46,16 @@ SORT_RADIX_EXTRA = 21
 #: launches of transformers' batched_mm experts forward: repeat_interleave, 2 weight gathers, 2 bmm, silu, mul,
 #: weight mul, view-sum. All three counts are checked exactly by tests/unit/test_analytic_launches.py.
 LAUNCHES_BATCHED_MM = 9
+#: host-device syncs of the prefill's prompt set-up besides one per row: the pageable uploads of the prompt
+#: ids and of the attention mask (generation.prefill; CUDA sync debug mode on the H200,
+#: reports/profile/h200-timeline/prefill-timeline-base.txt)
+MERGE_SYNCS = 2
+#: host-device syncs of each decoder forward's attention mask (same traces): with eager attention transformers'
+#: eager mask builds its fill value with torch.tensor(0.0, device=...), a pageable upload
+#: (masking_utils.eager_mask); with SDPA it reads whether the padding mask is all ones to skip the mask
+#: (masking_utils._ignore_causal_mask_sdpa, a device-to-host read); reports/profile/h200-timeline/
+#: prefill-timeline-base-sdpa.txt
+MASK_SYNCS = 1
 
 
 def expected_distinct_experts(experts: int, top_k: int, tokens: int) -> float:
@@ -70,15 +80,22 @@ class Embedding(BaseLayer):
 
 
 class ImageTokenMerge(BaseLayer):
-    """Scatter the B * slots image embeddings into the `<image>` positions of the text embeddings."""
+    """Scatter the B * slots image embeddings into the `<image>` positions of the text embeddings.
+
+    Host syncs: 2 + B pageable host-to-device copies, each of which waits for the device (the prompt ids
+    and the attention mask, then each row's slot indices; measured with CUDA sync debug mode,
+    reports/profile/h200-timeline/prefill-timeline-base.txt). They make the prefill start only once the
+    vision stages' device work has drained.
+    """
 
     summary = "merge image embeddings into the prompt embeddings (masked scatter)"
-    formulas = ("io bytes = 2 * b * B * slots * H + T (mask)",)
+    formulas = ("io bytes = 2 * b * B * slots * H + T (mask)", "host syncs = 2 + B")
 
     def __init__(self, name: str, stage: Stage, *, image_tokens: int, tokens: int, hidden: int, act_bytes: int,
-                 weight_bytes: int) -> None:
+                 weight_bytes: int, rows: int = 1) -> None:
         super().__init__(name, stage, weight_dtype_bytes=weight_bytes)
         self.op(OperatorCategory.MEMORY, io_bytes=2 * act_bytes * image_tokens * hidden + tokens, launches=3)
+        self.host_syncs = MERGE_SYNCS + rows
 
 
 class MoERouter(CompositeLayer):

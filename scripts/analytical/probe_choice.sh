@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Which host probe carries a timeline calibration across sessions (CPU only): fit on one run set's Base b1
+# and Gundam b1 (Small b1 and Base b4 held out), compare every run of another set with that calibration,
+# once per host probe and exponent, and print each comparison's calibrated stage errors
+# (host_figures.py cross). Both sets need runs that recorded both probes (host_probe_us and
+# host_module_probe_us in passes.jsonl).
+#
+# Usage: scripts/analytical/probe_choice.sh FIT_STAMP EVAL_STAMP
+#   e.g. scripts/analytical/probe_choice.sh 20261203T074846Z 20261203T090148Z   (~12 min on 2 cores)
+# Env: VARIANTS ("PROBE:EXPONENT ...", default "add:1 module:1 module:0.64"), OUT (default tmp/probe-choice),
+#      CEILINGS (default the H200's), PYTHON (default python).
+set -euo pipefail
+if [[ $# -ne 2 ]]; then
+  echo "usage: $0 FIT_STAMP EVAL_STAMP (run-set stamps of reports/profile/h200-<mode>-b<n>-<stamp>)" >&2
+  exit 2
+fi
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+cd "$ROOT"
+export PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}"
+PY="${PYTHON:-python}"
+P=reports/profile
+A=$1 B=$2
+CEILINGS="${CEILINGS:-reports/hardware/h200/hw-ceilings.json}"
+OUT="${OUT:-tmp/probe-choice}"
+for RUN in "$P/h200-base-b1-$A" "$P/h200-gundam-b1-$A" "$P/h200-small-b1-$A" "$P/h200-base-b4-$A"; do
+  [[ -d "$RUN" ]] || { echo "$0: no run folder $RUN" >&2; exit 2; }
+done
+ls -d "$P"/h200-*-"$B" > /dev/null 2>&1 || { echo "$0: no run folder $P/h200-*-$B" >&2; exit 2; }
+for V in ${VARIANTS:-add:1 module:1 module:0.64}; do
+  PROBE=${V%%:*} E=${V##*:}
+  X="$OUT/fit-$A-eval-$B-$PROBE-$E"
+  rm -rf "$X"; mkdir -p "$X"
+  "$PY" -m llm_perf_opt.runners.calibrate_cli --run "$P/h200-base-b1-$A" --run "$P/h200-gundam-b1-$A" \
+    --held-out "$P/h200-small-b1-$A" --held-out "$P/h200-base-b4-$A" --config default --time-model timeline \
+    --ceilings "$CEILINGS" --host-probe "$PROBE" --host-probe-exponent "$E" --out "$X/calibration.json" \
+    > "$X/calibrate.txt"
+  for RUN in "$P"/h200-*-"$B"; do
+    [[ -d "$RUN" ]] || continue
+    R="$(basename "$RUN")"
+    "$PY" -m llm_perf_opt.runners.compare_cli --run "$RUN" --config default --calibration "$X/calibration.json" \
+      --out "$X/$R/compare" --unified-dir "$X/$R" > /dev/null
+  done
+  echo "== fitted on set $A, evaluated on set $B: probe $PROBE, exponent $E"
+  "$PY" scripts/analytical/host_figures.py cross "$X"
+done
