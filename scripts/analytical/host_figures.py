@@ -18,6 +18,12 @@
         the per-run, per-stage error table of a compare_calibrate.sh folder (every calibration file in it)
     python scripts/analytical/host_figures.py cross SET_DIR
         per run of a folder of calibrated compares (compare_cli --calibration): the stage errors
+    python scripts/analytical/host_figures.py moved OLD_COMPARE_ROOT NEW_COMPARE_ROOT [--min 0.005]
+        every compare.json under both roots: the stage ratios (predicted / measured, calibrated / measured)
+        that moved by at least --min, largest first, and the largest move left out
+    python scripts/analytical/host_figures.py batch-gap COMPARE_ROOT
+        per cross-session set: the calibrated prefill error of each batch > 1 run minus that of the same
+        mode's b1 run; over every compare.json of a batch > 1 run: mean and rms calibrated prefill error
     python scripts/analytical/host_figures.py kernels CENSUS_DETAIL.json --workload base:4 --stage prefill \
         [--op aten::sort ...] [--shape '[6768,' ...]
         the census kernel groups of a stage by aten op and input-shape text: device ms per group, per op, total
@@ -31,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -350,6 +357,70 @@ def cross(folder: Path) -> list[str]:
     return lines
 
 
+def _compares(root: Path) -> dict[str, dict[str, Any]]:
+    """Relative path -> stages by name of every compare.json under ``root``."""
+    out = {}
+    for path in sorted(root.glob("**/compare.json")):
+        data = json.loads(path.read_text())
+        out[str(path.relative_to(root))] = {s["stage"]: s for s in data["stages"]}
+    if not out:
+        raise UserError(f"{root}: no compare.json under it")
+    return out
+
+
+def moved(old_root: Path, new_root: Path, least: float) -> list[str]:
+    """Stage ratios of the compare.json files under both roots that moved by at least ``least``."""
+    old, new = _compares(old_root), _compares(new_root)
+    moves: list[tuple[float, str, str, str, float, float]] = []
+    for rel in sorted(set(old) & set(new)):
+        for stage, s in new[rel].items():
+            for key in ("ratio", "calibrated_ratio"):
+                a, b = old[rel].get(stage, {}).get(key), s.get(key)
+                if a is not None and b is not None:
+                    moves.append((abs(b - a), rel.removesuffix("/compare/compare.json"), stage, key, a, b))
+    moves.sort(reverse=True)
+    shown = [m for m in moves if m[0] >= least]
+    lines = [f"{len(set(old) & set(new))} compare.json in both roots, {len(moves)} stage ratios; "
+             f"{len(shown)} moved by >= {least:g}:"]
+    lines += [f"  {rel} {stage} {key}: {a:.3f} -> {b:.3f}" for _, rel, stage, key, a, b in shown]
+    rest = moves[len(shown):]
+    if rest:
+        _, rel, stage, key, a, b = rest[0]
+        lines.append(f"largest move left out: {rel} {stage} {key}: {a:.3f} -> {b:.3f}")
+    return lines
+
+
+def _batch_of(rel: str) -> tuple[str, str, int] | None:
+    """(set folder, mode, batch) of a compare.json path ``<set>/.../h200-<mode>-b<N>-<stamp>/compare/...``."""
+    m = re.search(r"^([^/]+)/(?:.*/)?[a-z0-9]+-([a-z]+)-b(\d+)-[0-9TZ]+/", rel)
+    return None if m is None else (m.group(1), m.group(2), int(m.group(3)))
+
+
+def batch_gap(root: Path) -> list[str]:
+    """Calibrated prefill error of batch > 1 runs, against the same set's b1 run of the mode and overall."""
+    lines = []
+    errs: list[float] = []
+    by_set: dict[tuple[str, str, int], float] = {}
+    for rel, stages in _compares(root).items():
+        key = _batch_of(rel)
+        ratio = stages.get("prefill", {}).get("calibrated_ratio")
+        if key is None or ratio is None:
+            continue
+        if key[2] > 1:
+            errs.append(ratio - 1.0)
+        if key[0].startswith("cross-session"):
+            by_set[key] = ratio - 1.0
+    for (folder, mode, batch), e in sorted(by_set.items()):
+        b1 = by_set.get((folder, mode, 1))
+        if batch > 1 and b1 is not None:
+            lines.append(f"{folder} {mode} b{batch}: prefill {e:+.1%}, b1 {b1:+.1%}, gap {e - b1:+.1%}")
+    if not errs:
+        raise UserError(f"{root}: no calibrated prefill of a batch > 1 run")
+    lines.append(f"every batch > 1 run ({len(errs)}): calibrated prefill error mean {sum(errs) / len(errs):+.1%}, "
+                 f"rms {_rms(errs):.1%}")
+    return lines
+
+
 def _pattern_of(op: str, callers: str, shapes: list[Any], kernel: str) -> tuple[str, int] | None:
     """(access-pattern key, bytes per call) of one census kernel group, None when it runs no measured
     pattern. The groups are recognised by operator, callers and input shapes as SAM dispatches them."""
@@ -604,6 +675,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("folder", type=Path, help="e.g. reports/compare/compare-h200")
     p = sub.add_parser("cross", help="calibrated stage errors of the runs of a cross-session folder")
     p.add_argument("folder", type=Path, help="e.g. reports/compare/cross-session-h200-20261202T142808Z")
+    p = sub.add_parser("moved", help="stage ratios that moved between two trees of compare.json files")
+    p.add_argument("old", type=Path, help="compare root before, e.g. a worktree's reports/compare")
+    p.add_argument("new", type=Path, help="compare root after, e.g. reports/compare")
+    p.add_argument("--min", type=float, default=0.005, help="smallest move to list (ratio units; default 0.005)")
+    p = sub.add_parser("batch-gap", help="calibrated prefill error of batch > 1 runs against their b1 runs")
+    p.add_argument("root", type=Path, help="compare root, e.g. reports/compare")
     p = sub.add_parser("rates", help="achieved rate of the census kernel groups that run a measured access pattern")
     p.add_argument("file", type=Path, help="census JSON written with --detail (scripts/gpu/kernel_census.py)")
     p.add_argument("--ceilings", type=Path, required=True, metavar="FILE", help="hw bench ceilings with patterns")
@@ -646,6 +723,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             lines = table(args.folder)
         elif args.cmd == "cross":
             lines = cross(args.folder)
+        elif args.cmd == "moved":
+            lines = moved(args.old, args.new, args.min)
+        elif args.cmd == "batch-gap":
+            lines = batch_gap(args.root)
         elif args.cmd == "rates":
             lines = rates(args.file, args.ceilings, args.workload, args.stage)
         elif args.cmd == "kernels":

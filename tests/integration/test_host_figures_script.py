@@ -265,3 +265,30 @@ def test_leaves_charges_a_timed_call_its_measured_time(tmp_path: Path, capsys: p
     assert "stage 'nope' not in the model" in capsys.readouterr().err
     assert _script().main(["leaves", "--calibration", str(cal), "--workload", "base"]) == 2
     assert "expected MODE:BATCH" in capsys.readouterr().err
+
+
+def _compare(root: Path, rel: str, prefill: float, sam: float = 1.0) -> None:
+    path = root / rel / "compare" / "compare.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"stages": [{"stage": "prefill", "ratio": 0.5, "calibrated_ratio": prefill},
+                                           {"stage": "vision.sam", "ratio": 0.9, "calibrated_ratio": sam}]}))
+
+
+def test_moved_and_batch_gap(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    old, new = tmp_path / "old", tmp_path / "new"
+    for root, b4 in ((old, 0.80), (new, 0.98)):
+        _compare(root, "cross-session-h200-S/h200-base-b1-20261203T090148Z", 1.05, sam=1.002 if root is new else 1.0)
+        _compare(root, "cross-session-h200-S/h200-base-b4-20261203T090148Z", b4)
+        _compare(root, "compare-h200/held-out-calibrated/h200-small-b4-20261203T090148Z", 1.10)
+    assert _script().main(["moved", str(old), str(new)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("3 compare.json in both roots, 12 stage ratios; 1 moved by >= 0.005")
+    assert "h200-base-b4-20261203T090148Z prefill calibrated_ratio: 0.800 -> 0.980" in out[1]
+    assert "largest move left out" in out[2] and "vision.sam calibrated_ratio: 1.000 -> 1.002" in out[2]
+    assert _script().main(["batch-gap", str(new)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "cross-session-h200-S base b4: prefill -2.0%, b1 +5.0%, gap -7.0%"
+    # both batch-4 runs (cross-session and held-out): mean of -2% and +10%
+    assert out[1].startswith("every batch > 1 run (2): calibrated prefill error mean +4.0%")
+    assert _script().main(["batch-gap", str(tmp_path / "empty")]) == 2
+    assert "no compare.json" in capsys.readouterr().err

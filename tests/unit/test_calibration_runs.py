@@ -226,6 +226,15 @@ def test_timeline_fit_scales_by_the_module_probe_when_asked(tmp_path: Path,
     assert cal.host_probe_us == pytest.approx(5.0)  # the add_ fit's reference: the fitted runs' mean add_ probe
     assert errors["module"] < 0.03
     assert errors["add"] > 0.15  # the held-out run's host is 1.6x the fitted runs' mean: add_ cannot see it
+    # a probe asked for by name that a fitted run lacks: one clear error, not a silent unscaled fit
+    from llm_perf_opt.errors import UserError
+
+    bare = FX.write_calibrated_run(tmp_path / "no-module", FX.workload("base", new_tokens=24), truth,
+                                   config="default", host_probe_us=5.0, module_probe_us=8.0)
+    (bare / "torch_profiler" / "passes.jsonl").write_text(
+        '{"pass_index": 0, "status": "ok", "host_probe_us": 5.0}\n', encoding="utf-8")
+    with pytest.raises(UserError, match="recorded no module host probe"):
+        calibrate_timeline([_with_preds(bare), fit[1]], host_probe="module")
     # exponent 0: no scaling, as the add_ fit here
     cal0 = calibrate_timeline(fit, held, sync_s=truth.host_sync_s, host_probe="module", host_probe_exponent=0.0)
     assert max(abs(e.relative_error) for e in cal0.fit.after if e.held_out) > 0.15

@@ -207,8 +207,9 @@ def fit_host_terms(runs: Sequence[tuple[dict[str, float], list[tuple[PassBlocks,
 #: of 1.20 (correlation 0.93); within a run the per-pass probe is mostly noise (correlation 0.30 over 132
 #: passes), which biases a within-run least-squares slope towards 0 (0.28; reduced major axis: 0.95)
 HOST_PROBE_EXPONENT = 1.0
-#: default exponent per host probe (llm_perf_opt.analytic.calibration.HOST_PROBES); the module probe's:
-#: MODULE_PROBE_EXPONENT below
+#: default exponent per host probe (llm_perf_opt.analytic.calibration.HOST_PROBES). The module probe's is 1
+#: as well: fitted on one H200 session and evaluated on another (scripts/analytical/probe_choice.sh, results-h200
+#: section 12), exponent 1 and 0.64 (its between-run slope) both miss more stages than the add_ probe does
 HOST_PROBE_EXPONENTS: dict[str, float] = {"add": HOST_PROBE_EXPONENT, "module": 1.0}
 
 
@@ -306,6 +307,11 @@ def _fit_host_side(fit_runs: Sequence[tuple[MeasuredRun, Predictions]],
     if not (exponent >= 0 and math.isfinite(exponent)):
         raise UserError(f"calibrate: host probe exponent must be a finite number >= 0, got {exponent}")
     probes = [run.probe_us(host_probe) for run, _ in fit_runs]
+    missing = [run.run_id for (run, _), p in zip(fit_runs, probes, strict=True) if not p]
+    if missing and (host_probe != "add" or host_probe_exponent is not None):
+        # asked for by name: scaling by a probe the runs lack would silently do nothing
+        raise UserError(f"calibrate: fitted run(s) {', '.join(missing)} recorded no {host_probe} host probe "
+                        f"({'host_probe_us' if host_probe == 'add' else 'host_module_probe_us'} in passes.jsonl)")
     ref = sum(p for p in probes if p) / len(probes) if all(probes) else 0.0
     host, host_unidentified = fit_host_terms(
         [(measured_stage_ms(run), bl, ((run.probe_us(host_probe) or ref) / ref) ** exponent if ref else 1.0)
