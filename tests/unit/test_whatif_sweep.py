@@ -171,3 +171,75 @@ def test_tiles_set_the_gundam_grid(report: AnalyticModelReport) -> None:
         run_what_if(report, [Scenario(tiles=(2, 2))])  # the report is in base mode
     with pytest.raises(WhatIfError, match="tile count"):
         run_what_if(report, [Scenario(mode="gundam", tiles=(4, 3))])
+
+
+def _timeline_cal(**changes) -> Calibration:
+    """A timeline calibration of the H100 fixture: 20 us per kernel on the host at an add_ probe of 8 us/op."""
+    base = Calibration(gpu_key="h100-sxm", time_model="timeline", kernel_floor_s=2e-6, host_sync_s=30e-6,
+                       stage_host_s_per_kernel={s: 20e-6 for s in ("vision.sam", "vision.clip", "projector",
+                                                                   "prefill", "decode")},
+                       host_probe_us=8.0, host_probe_exponent=1.0)
+    return attrs.evolve(base, **changes)
+
+
+def test_host_probe_moves_calibrated_times_with_host_speed(report: AnalyticModelReport) -> None:
+    cal = _timeline_cal()
+    own, *rows = run_what_if(report, [Scenario(calibrated=True)] + [
+        Scenario(calibrated=True, host_probe_us=p) for p in (8.0, 0.0, 4.0, 16.0)], calibration=cal)
+    same, free, fast, slow = rows
+    # the calibration's own probe changes nothing; the row names the probe either way
+    assert own.host_probe_us == same.host_probe_us == 8.0
+    assert attrs.asdict(own) | {"scenario_id": 0} == attrs.asdict(same) | {"scenario_id": 0}
+    # the tiny model's kernels are far shorter than their issue cost: decode follows the host
+    assert free.decode_ms < fast.decode_ms < same.decode_ms < slow.decode_ms
+    assert 1.8 < slow.decode_ms / same.decode_ms <= 2.0
+    assert free.host_probe_us == 0.0 and free.decode_ms < 0.2 * same.decode_ms
+    # memory does not depend on the host
+    assert free.memory_total_bytes == slow.memory_total_bytes
+
+
+def test_host_probe_zero_leaves_the_device_time(report: AnalyticModelReport) -> None:
+    """With a host that issues work for free, every stage lasts its device time: the sum of its blocks."""
+    from llm_perf_opt.analytic.model import AnalyticModel
+    from llm_perf_opt.analytic.timeline_model import pass_blocks
+    from llm_perf_opt.compare.analyzer_bridge import peaks_for
+    from llm_perf_opt.hardware.catalog import load_catalog
+
+    cal = _timeline_cal()
+    (row,) = run_what_if(report, [Scenario(calibrated=True, host_probe_us=0.0)], calibration=cal)
+    model = AnalyticModel(report.model.config, report.workload)
+    peaks = peaks_for(report, load_catalog().get("h100-sxm"), report.workload.dtype)
+    blocks = pass_blocks(model.stages, 1, peaks, cal, kernel_floor_s=cal.kernel_floor_s).stages
+    for stage, column in (("vision.sam", "vision_sam_ms"), ("vision.clip", "vision_clip_ms"),
+                          ("prefill", "prefill_ms")):
+        device_ms = sum(b.device_s for b in blocks[stage]) * 1e3
+        assert getattr(row, column) == pytest.approx(device_ms, rel=1e-9)
+
+
+def test_host_probe_sweep_and_bad_input(report: AnalyticModelReport, report_file: Path, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    scenarios = expand_sweep(batch_sizes=[1, 2], calibrated=[False, True], host_probes_us=[0.0, 4.0, 8.0])
+    assert len(scenarios) == 2 * (1 + 3)
+    assert [s.host_probe_us for s in scenarios[:4]] == [None, 0.0, 4.0, 8.0]
+    cal_file = save_calibration(_timeline_cal(), tmp_path / "t.json")
+    out = tmp_path / "hp"
+    assert what_if_cli.main(["--report", str(report_file), "--calibration", str(cal_file), "--calibrated", "both",
+                             "--host-probe-us", "0", "8", "--out", str(out), "--name", "h", "--quiet"]) == 0
+    with (out / "h.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["host_probe_us"] for r in rows] == ["", "0.0", "8.0"]
+    assert json.loads((out / "h.json").read_text())["scenarios"][1] == {"calibrated": True, "host_probe_us": 0.0}
+    # one line each: an additive calibration, a timeline one fitted without a probe, no calibration, a bad value
+    with pytest.raises(WhatIfError, match="additive"):
+        run_what_if(report, [Scenario(calibrated=True, host_probe_us=4.0)], calibration=Calibration(gpu_key="h100-sxm"))
+    with pytest.raises(WhatIfError, match="no host probe"):
+        run_what_if(report, [Scenario(calibrated=True, host_probe_us=4.0)],
+                    calibration=_timeline_cal(host_probe_us=0.0))
+    with pytest.raises(WhatIfError, match="calibrated scenarios only"):
+        run_what_if(report, [Scenario(host_probe_us=4.0)], calibration=_timeline_cal())
+    assert what_if_cli.main(["--report", str(report_file), "--host-probe-us", "4", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--host-probe-us" in err
+    with pytest.raises(SystemExit):
+        what_if_cli.main(["--report", str(report_file), "--calibration", str(cal_file), "--host-probe-us", "-1"])
+    assert "must be a finite number >= 0" in capsys.readouterr().err

@@ -355,6 +355,26 @@ class Calibration:
         return evolve(self, stage_host_s_per_kernel={k: v * f for k, v in self.stage_host_s_per_kernel.items()},
                       host_sync_s=self.host_sync_s * f, host_probe_us=probe_us)
 
+    def for_host_probe(self, probe_us: float) -> Calibration:
+        """This calibration on a host whose probe (of kind :attr:`host_probe`) reads ``probe_us`` us/op,
+        for planning: like :meth:`at_host_speed`, but 0 is a host that issues work for free (every host
+        cost and sync cost 0: stage times are the device's, the bound that CUDA graphs approach).
+
+        CalibrationError (one line) when the calibration is additive or its fitted runs had no probe.
+        """
+        if not self.timeline:
+            raise CalibrationError("a host probe applies to a timeline calibration (llm-perf-opt calibrate "
+                                   "--time-model timeline); this one is additive")
+        if self.host_probe_us <= 0:
+            raise CalibrationError("this calibration has no host probe (its fitted runs had none): it cannot be "
+                                   "moved to another host speed")
+        if not (probe_us >= 0 and math.isfinite(probe_us)):
+            raise CalibrationError(f"host probe must be >= 0 us/op, got {probe_us}")
+        if probe_us == 0:
+            return evolve(self, stage_host_s_per_kernel={k: 0.0 for k in self.stage_host_s_per_kernel},
+                          host_sync_s=0.0, launch_overhead_s=0.0, host_probe_us=0.0)
+        return self.at_host_speed(probe_us)
+
     def for_stage(self, stage: str) -> EfficiencyModel:
         """This calibration within ``stage`` (its own launch cost when one was fitted)."""
         launch = self.stage_launch_overhead_s.get(str(stage))

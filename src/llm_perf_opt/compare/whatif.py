@@ -2,8 +2,10 @@
 
 The report holds the full model config, the workload and the GPU it was
 computed for. A scenario changes any of GPU (catalogue key), dtype,
-resolution mode, page size, prompt text tokens, max_new_tokens, batch size
-and calibration on/off; the analytic model (formulas only: no model build,
+resolution mode, page size, prompt text tokens, max_new_tokens, batch size,
+calibration on/off and, for a timeline calibration, the host's speed (its
+host-speed probe, us per tiny eager op; 0 = a host that issues work for
+free); the analytic model (formulas only: no model build,
 no weights) is rerun for the changed workload and one row of metrics is
 produced. A scenario that changes nothing reproduces the report's own
 numbers exactly (the analyzer is deterministic and the export lossless).
@@ -58,6 +60,8 @@ class Scenario:
     batch_size: int | None = None
     tiles: tuple[int, int] | None = None
     calibrated: bool = False
+    #: calibrated scenarios: the host's probe, us/op of the calibration's probe kind (None = the calibration's own)
+    host_probe_us: float | None = None
 
     def changes(self) -> dict[str, Any]:
         """Only the fields that change something (for labels)."""
@@ -66,6 +70,8 @@ class Scenario:
         out: dict[str, Any] = {k: getattr(self, k) for k in names if getattr(self, k) is not None}
         if self.calibrated:
             out["calibrated"] = True
+        if self.host_probe_us is not None:
+            out["host_probe_us"] = self.host_probe_us
         return out
 
 
@@ -85,6 +91,9 @@ class WhatIfRow:
     max_new_tokens: int = field(metadata={"help": "decode steps per page"})
     batch_size: int = field(metadata={"help": "pages per pass"})
     calibrated: bool = field(metadata={"help": "times use the calibration file (else pure roofline)"})
+    host_probe_us: float | None = field(metadata={
+        "help": "host-speed probe the calibrated times assume, us/op (0: host cost 0); null when uncalibrated "
+                "or the calibration has no probe"})
     vision_sam_ms: float = field(metadata={"help": "predicted vision.sam time per pass, ms"})
     vision_clip_ms: float = field(metadata={"help": "predicted vision.clip time per pass, ms"})
     projector_ms: float = field(metadata={"help": "predicted projector time per pass, ms"})
@@ -109,8 +118,9 @@ COLUMNS: tuple[str, ...] = tuple(a.name for a in WhatIfRow.__attrs_attrs__)
 
 
 def row_from_report(report: AnalyticModelReport, *, scenario_id: int = 0, calibrated: bool = False,
-                    gpu_memory_bytes: float | None = None) -> WhatIfRow:
-    """The metrics of one report (``calibrated`` only labels the row: the report holds the times)."""
+                    gpu_memory_bytes: float | None = None, host_probe_us: float | None = None) -> WhatIfRow:
+    """The metrics of one report (``calibrated`` and ``host_probe_us`` only label the row: the report holds
+    the times)."""
     wl = report.workload
     stage_ms = {s.value: (report.stage_totals[s].time_ms if s in report.stage_totals else 0.0) for s in Stage}
     total_ms = report.model_totals.time_ms
@@ -125,6 +135,7 @@ def row_from_report(report: AnalyticModelReport, *, scenario_id: int = 0, calibr
         image_width_px=wl.image_width_px, image_height_px=wl.image_height_px, tiles=layout.num_tiles,
         prefill_tokens=wl.prefill_tokens, prompt_text_tokens=wl.prompt_text_tokens,
         max_new_tokens=wl.max_new_tokens, batch_size=wl.batch_size, calibrated=calibrated,
+        host_probe_us=host_probe_us,
         vision_sam_ms=stage_ms[Stage.VISION_SAM.value], vision_clip_ms=stage_ms[Stage.VISION_CLIP.value],
         projector_ms=stage_ms[Stage.PROJECTOR.value], prefill_ms=stage_ms[Stage.PREFILL.value],
         decode_ms=stage_ms[Stage.DECODE.value], decode_per_token_ms=per_tok, total_ms=total_ms,
@@ -201,15 +212,21 @@ def expand_sweep(
     batch_sizes: Sequence[int | None] = (None,),
     tiles: Sequence[tuple[int, int] | None] = (None,),
     calibrated: Sequence[bool] = (False,),
+    host_probes_us: Sequence[float | None] = (None,),
 ) -> list[Scenario]:
-    """Cartesian product of the value lists, in the order the arguments are listed (tiles after sizes)."""
+    """Cartesian product of the value lists, in the order the arguments are listed (tiles after sizes).
+
+    Host probes apply to calibrated scenarios only: they are the innermost axis there, and an uncalibrated
+    scenario appears once (host probe None).
+    """
     out = []
     for g, d, m, size, tl, pt, mnt, bs, cal in itertools.product(
             gpus or (None,), dtypes or (None,), modes or (None,), image_sizes or (None,), tiles or (None,),
             prompt_text_tokens or (None,), max_new_tokens or (None,), batch_sizes or (None,), calibrated or (False,)):
-        out.append(Scenario(gpu=g, dtype=d, mode=m, image_width_px=size[0] if size else None,
-                            image_height_px=size[1] if size else None, tiles=tl, prompt_text_tokens=pt,
-                            max_new_tokens=mnt, batch_size=bs, calibrated=cal))
+        for hp in (host_probes_us or (None,)) if cal else (None,):
+            out.append(Scenario(gpu=g, dtype=d, mode=m, image_width_px=size[0] if size else None,
+                                image_height_px=size[1] if size else None, tiles=tl, prompt_text_tokens=pt,
+                                max_new_tokens=mnt, batch_size=bs, calibrated=cal, host_probe_us=hp))
     return out
 
 
@@ -241,23 +258,49 @@ def run_what_if(
     scenarios = list(scenarios)
     for name in sorted({sc.gpu for sc in scenarios if sc.gpu is not None}):
         cat.get(name)  # an unknown GPU anywhere in the sweep stops it before any work (one line)
+    hosts = _host_calibrations(calibration, [sc.host_probe_us for sc in scenarios if sc.host_probe_us is not None])
     cache: dict[tuple[Any, ...], AnalyticModelReport] = {}
     rows: list[WhatIfRow] = []
     for i, sc in enumerate(scenarios):
         gpu = cat.get(sc.gpu) if sc.gpu is not None else cat.get(report.gpu_key)
         wl = scenario_workload(report, sc)
+        eff: Calibration | None = None
+        probe: float | None = None
         if sc.calibrated:
             if calibration is None:
                 raise WhatIfError("what-if: a scenario asks for calibration but no --calibration file was given")
             check_applies(calibration, gpu.key)
+            if sc.host_probe_us is not None:
+                eff, probe = hosts[sc.host_probe_us], sc.host_probe_us
+            else:
+                eff = calibration
+                probe = calibration.host_probe_us if calibration.timeline and calibration.host_probe_us > 0 else None
+        elif sc.host_probe_us is not None:
+            raise WhatIfError("what-if: a host probe applies to calibrated scenarios only")
         key = (gpu.key, wl.mode, wl.image_width_px, wl.image_height_px, wl.prompt_text_tokens, wl.max_new_tokens,
-               wl.batch_size, str(wl.dtype), sc.calibrated)
+               wl.batch_size, str(wl.dtype), sc.calibrated, sc.host_probe_us)
         if key not in cache:
-            cache[key] = analyze(report, wl, gpu, calibration if sc.calibrated else None)
+            cache[key] = analyze(report, wl, gpu, eff)
         rep = cache[key]
         rows.append(row_from_report(rep, scenario_id=i, calibrated=sc.calibrated,
-                                    gpu_memory_bytes=float(gpu.memory_bytes)))
+                                    gpu_memory_bytes=float(gpu.memory_bytes), host_probe_us=probe))
     return rows
+
+
+def _host_calibrations(calibration: Calibration | None, probes: Sequence[float]) -> dict[float, Calibration]:
+    """``calibration`` moved to each host probe (checked before any work: one line on a calibration that
+    cannot move or a bad probe)."""
+    if not probes:
+        return {}
+    if calibration is None:
+        raise WhatIfError("what-if: a host probe needs a timeline calibration (--calibration FILE)")
+    out = {}
+    for p in probes:
+        try:
+            out[p] = calibration.for_host_probe(p)
+        except UserError as exc:
+            raise WhatIfError(f"what-if: --host-probe-us {p:g}: {exc}") from None
+    return out
 
 
 def write_csv(rows: Sequence[WhatIfRow], path: str | Path) -> Path:

@@ -5,6 +5,7 @@
     llm-perf-opt hw detect [--json] [--out FILE]
     llm-perf-opt hw bench [--out FILE] [--json] [--dtypes bf16,fp16] [--size 8192] [--pattern-sides 14,64] ...
     llm-perf-opt hw gemms --ceilings FILE --out FILE [--gemm-workloads base:1,small:4] [--repeats N]
+    llm-perf-opt hw probe [--device cuda:0] [--probes add,module] [--samples N] [--out FILE] [--json]
 
 Every subcommand accepts ``--catalog FILE``: a user YAML (same schema as the
 packaged gpus.yaml) whose entries are added to, or replace, the packaged ones.
@@ -113,7 +114,7 @@ def _gemm_keys(workloads: list[str] | None) -> tuple[list[str], list[str]]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the hw subcommands (list, show, detect, bench, gemms) to ``parser``."""
+    """Add the hw subcommands (list, show, detect, bench, gemms, probe) to ``parser``."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--catalog", type=Path, default=None, metavar="FILE",
                         help="user GPU catalogue YAML (same schema as the packaged gpus.yaml) that adds "
@@ -179,6 +180,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gemms.add_argument("--gemm-workloads", type=_workloads, default=None, metavar="MODE:BATCH,...",
                        help="workloads whose GEMM shapes to time (default: every mode at batch "
                             f"{', '.join(map(str, DEFAULT_GEMM_BATCHES))})")
+    probe = sub.add_parser("probe", parents=[common], help="this host's speed: the profiler's host-speed probes",
+                           description="Measure this host's speed as the profiler's passes do (the probes a "
+                                       "timeline calibration scales its host costs by): 'add', host us per tiny "
+                                       "in-place add, and 'module', host us per aten call of a tiny decoder "
+                                       "forward. Give the median to what-if --host-probe-us with a calibration "
+                                       "of the same probe kind.")
+    probe.add_argument("--device", default=None, metavar="DEVICE",
+                       help="torch device to launch on (default: the first CUDA device; 'cpu' times CPU dispatch, "
+                            "which no GPU calibration uses)")
+    probe.add_argument("--probes", type=_probe_kinds, default=["add", "module"], metavar="KIND,...",
+                       help="probes to take: add, module or add,module (default add,module)")
+    probe.add_argument("--samples", type=_positive_int, default=10,
+                       help="samples per probe, each the median of --reps loops (default 10)")
+    probe.add_argument("--reps", type=_positive_int, default=3,
+                       help="loops (add) or forwards (module) per sample (default 3, as the profiler's passes)")
+    probe.add_argument("--interval", type=_non_negative_float, default=0.5, metavar="S",
+                       help="seconds between samples, to see the host's drift (default 0.5)")
+    probe.add_argument("--out", type=Path, default=None, metavar="FILE", help="also write the samples as JSON to FILE")
+
+
+def _probe_kinds(text: str) -> list[str]:
+    from llm_perf_opt.hardware.host_speed import PROBE_UNITS
+
+    kinds = [k.strip() for k in text.split(",") if k.strip()]
+    bad = [k for k in kinds if k not in PROBE_UNITS]
+    if bad or not kinds:
+        raise argparse.ArgumentTypeError(f"probes must be among {', '.join(PROBE_UNITS)}, got {text!r}")
+    return list(dict.fromkeys(kinds))
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number >= 0")
+    return value
 
 
 # ------------------------------------------------------------------------------------------ rendering
@@ -381,6 +420,42 @@ def _cmd_gemms(args: argparse.Namespace, catalog: GpuCatalog) -> int:
     return 0
 
 
+def render_probe(speed: Any) -> str:
+    """Table of a HostSpeed: median, mean, spread per probe."""
+    rows = []
+    for kind, series in speed.probes.items():
+        d = series.as_dict()
+        rows.append([kind, f"{d['median_us']:.2f}", f"{d['mean_us']:.2f}", f"{d['min_us']:.2f}", f"{d['max_us']:.2f}",
+                     str(len(series.samples_us)), series.unit])
+    head = f"host probes on {speed.device} ({speed.device_name}; torch {speed.torch_version})"
+    note = ("what-if --host-probe-us takes the median of the probe kind the calibration was fitted with "
+            "(its host_probe field)")
+    return "\n".join([head, _table(["probe", "median us", "mean us", "min us", "max us", "samples", "unit"], rows),
+                      note])
+
+
+def _cmd_probe(args: argparse.Namespace) -> int:
+    from llm_perf_opt.hardware.host_speed import measure_host_speed, resolve_device
+
+    device = resolve_device(args.device)
+
+    def progress(done: int, total: int) -> None:
+        if not args.json:
+            print(f"\rsample {done}/{total}", end="\n" if done == total else "", flush=True)
+
+    speed = measure_host_speed(device, kinds=args.probes, samples=args.samples, reps=args.reps,
+                               interval_s=args.interval, progress=progress)
+    if args.out is not None:
+        args.out.write_text(json.dumps(speed.as_dict(), indent=2) + "\n", encoding="utf-8")
+    if args.json:
+        _print_json(speed.as_dict())
+    else:
+        print(render_probe(speed))
+        if args.out is not None:
+            print(f"wrote {args.out}")
+    return 0
+
+
 def _check_out(path: Path, suffixes: Sequence[str] = ()) -> None:
     """--out checked before any measurement: its suffix (when ``suffixes``) and a parent folder that can be made."""
     if suffixes and path.suffix.lower() not in suffixes:
@@ -424,6 +499,8 @@ def run(args: argparse.Namespace) -> int:
         return _cmd_bench(args, catalog)
     if args.hw_command == "gemms":
         return _cmd_gemms(args, catalog)
+    if args.hw_command == "probe":
+        return _cmd_probe(args)
     raise UserError(f"unknown hw command {args.hw_command!r}")
 
 

@@ -45,6 +45,16 @@ def _grid(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"tiles {text!r} is not ROWSxCOLS (e.g. 3x2)") from None
 
 
+def _probe(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"host probe {text!r} is not a number of us/op") from None
+    if not (value >= 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"host probe {text!r} must be a finite number >= 0 us/op")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `llm-perf-opt what-if`."""
     parser.add_argument("--report", required=True, type=Path, metavar="REPORT",
@@ -68,6 +78,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="calibration JSON (llm-perf-opt calibrate) used by calibrated scenarios")
     parser.add_argument("--calibrated", choices=("off", "on", "both"), default=None,
                         help="pure roofline (off), calibrated (on) or both; default: on with --calibration, else off")
+    parser.add_argument("--host-probe-us", nargs="+", type=_probe, default=None, metavar="US",
+                        help="calibrated scenarios on a host of this speed: its host-speed probe in us/op, of the "
+                             "calibration's probe kind (llm-perf-opt hw probe measures it; a timeline calibration "
+                             "fitted on probed runs); 0 = a host that issues work for free (the device-bound bound "
+                             "CUDA graphs approach); default: the calibration's own host")
     parser.add_argument("--out", type=Path, default=Path("tmp/what-if"), metavar="DIR",
                         help="folder for <name>.csv and <name>.json (default tmp/what-if)")
     parser.add_argument("--name", default=None, help="output file stem (default: what-if-<report_id>)")
@@ -79,11 +94,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def print_rows(rows: Sequence[WhatIfRow], limit: int = 40) -> None:
     """A short table of the scenarios."""
     print(f"{'#':>4} {'gpu':<14} {'dtype':<5} {'mode':<7} {'tiles':>5} {'ptok':>5} {'new':>5} {'batch':>5} {'cal':<3} "
+          f"{'host us':>7} "
           f"{'vision ms':>10} {'prefill ms':>10} {'decode ms':>11} {'total ms':>11} {'pages/day':>12} {'mem GB':>8} fits")
     for r in rows[:limit]:
         vision = r.vision_sam_ms + r.vision_clip_ms + r.projector_ms
         print(f"{r.scenario_id:>4} {r.gpu_key:<14} {r.dtype:<5} {r.mode:<7} {r.tiles:>5} {r.prefill_tokens:>5} "
-              f"{r.max_new_tokens:>5} {r.batch_size:>5} {'on' if r.calibrated else 'off':<3} {vision:>10.3f} "
+              f"{r.max_new_tokens:>5} {r.batch_size:>5} {'on' if r.calibrated else 'off':<3} "
+              f"{'-' if r.host_probe_us is None else f'{r.host_probe_us:.2f}':>7} {vision:>10.3f} "
               f"{r.prefill_ms:>10.3f} {r.decode_ms:>11.3f} {r.total_ms:>11.3f} {r.pages_per_day:>12,.0f} "
               f"{r.memory_total_bytes / 1e9:>8.2f} {'yes' if r.fits else 'NO'}")
     if len(rows) > limit:
@@ -98,6 +115,8 @@ def run(args: argparse.Namespace) -> int:
     if mode != "off" and calibration is None:
         raise UserError(f"--calibrated {mode} needs --calibration FILE")
     cal_values = {"off": [False], "on": [True], "both": [False, True]}[mode]
+    if args.host_probe_us and mode == "off":
+        raise UserError("--host-probe-us applies to calibrated scenarios: give --calibration FILE")
     if args.tiles and args.image_size:
         raise UserError("give --tiles or --image-size, not both")
     catalog = load_catalog(args.catalog)
@@ -105,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
                              image_sizes=args.image_size or [None], tiles=args.tiles or [None],
                              prompt_text_tokens=args.prompt_text_tokens or [None],
                              max_new_tokens=args.max_new_tokens or [None], batch_sizes=args.batch_size or [None],
-                             calibrated=cal_values)
+                             calibrated=cal_values, host_probes_us=args.host_probe_us or [None])
     rows = run_what_if(report, scenarios, calibration=calibration, catalog=catalog)
     stem = args.name or f"what-if-{report.report_id}"
     csv_path = write_csv(rows, args.out / f"{stem}.csv")

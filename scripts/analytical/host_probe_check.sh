@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Does a standalone host probe (llm-perf-opt hw probe, taken on the GPU machine next to a run set) carry a
+# timeline calibration to another session as well as the runs' own in-pass probes do? (CPU only.)
+# Fits on one run set's Base b1 and Gundam b1 (Small b1 and Base b4 held out) with the add_ probe, then
+# compares every run of another set three ways and prints each comparison's calibrated stage errors
+# (host_figures.py cross):
+#   fitted      the fitted host costs as they are (no host-speed scaling)
+#   standalone  the host costs moved to the mean of the PROBE_JSON files' add_ medians (what-if --host-probe-us)
+#   in-run      the host costs moved to each run's own probe (compare's default)
+#
+# Usage: scripts/analytical/host_probe_check.sh FIT_STAMP EVAL_STAMP PROBE_JSON [PROBE_JSON ...]
+#   e.g. scripts/analytical/host_probe_check.sh 20261203T090148Z 20261203T110219Z \
+#          reports/profile/h200-host-probe/probe-*-20261203T110219Z.json          (~10 min on 2 cores)
+# Env: OUT (default tmp/host-probe-check), CEILINGS (default the H200's), PYTHON (default python).
+set -euo pipefail
+if [[ $# -lt 3 ]]; then
+  echo "usage: $0 FIT_STAMP EVAL_STAMP PROBE_JSON [PROBE_JSON ...] (hw probe --out files)" >&2
+  exit 2
+fi
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+cd "$ROOT"
+export PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}"
+PY="${PYTHON:-python}"
+P=reports/profile
+A=$1 B=$2
+shift 2
+CEILINGS="${CEILINGS:-reports/hardware/h200/hw-ceilings.json}"
+OUT="${OUT:-tmp/host-probe-check}"
+for RUN in "$P/h200-base-b1-$A" "$P/h200-gundam-b1-$A" "$P/h200-small-b1-$A" "$P/h200-base-b4-$A"; do
+  [[ -d "$RUN" ]] || { echo "$0: no run folder $RUN" >&2; exit 2; }
+done
+ls -d "$P"/h200-*-"$B" > /dev/null 2>&1 || { echo "$0: no run folder $P/h200-*-$B" >&2; exit 2; }
+X="$OUT/fit-$A-eval-$B"
+rm -rf "$X"; mkdir -p "$X"
+"$PY" -m llm_perf_opt.runners.calibrate_cli --run "$P/h200-base-b1-$A" --run "$P/h200-gundam-b1-$A" \
+  --held-out "$P/h200-small-b1-$A" --held-out "$P/h200-base-b4-$A" --config default --time-model timeline \
+  --ceilings "$CEILINGS" --out "$X/in-run.json" > "$X/calibrate.txt"
+# the two fixed-host variants: host_probe_us 0 stops compare from rescaling to each run's probe
+"$PY" - "$X" "$@" <<'PY'
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import attrs
+
+from llm_perf_opt.analytic.calibration import load_calibration, save_calibration
+from llm_perf_opt.errors import UserError
+
+out, files = Path(sys.argv[1]), sys.argv[2:]
+medians = []
+for f in files:
+    try:
+        medians.append(float(json.loads(Path(f).read_text())["probes"]["add"]["median_us"]))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        sys.exit(f"host_probe_check.sh: {f}: not an hw probe file with an add probe ({exc})")
+cal = load_calibration(out / "in-run.json")
+probe = statistics.fmean(medians)
+try:
+    moved = cal.for_host_probe(probe)
+except UserError as exc:
+    sys.exit(f"host_probe_check.sh: {exc}")
+save_calibration(attrs.evolve(cal, host_probe_us=0.0), out / "fitted.json")
+save_calibration(attrs.evolve(moved, host_probe_us=0.0), out / "standalone.json")
+print(f"fitted runs' mean probe {cal.host_probe_us:.2f} us/op; standalone probe {probe:.2f} us/op "
+      f"(medians {', '.join(f'{m:.2f}' for m in medians)})")
+PY
+for V in fitted standalone in-run; do
+  mkdir -p "$X/$V"
+  for RUN in "$P"/h200-*-"$B"; do
+    [[ -d "$RUN" ]] || continue
+    R="$(basename "$RUN")"
+    "$PY" -m llm_perf_opt.runners.compare_cli --run "$RUN" --config default --calibration "$X/$V.json" \
+      --out "$X/$V/$R/compare" --unified-dir "$X/$V/$R" > /dev/null
+  done
+  echo "== fitted on set $A, evaluated on set $B: host $V"
+  "$PY" scripts/analytical/host_figures.py cross "$X/$V"
+done
