@@ -38,6 +38,7 @@ import argparse
 import json
 import math
 import re
+import statistics
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -390,6 +391,47 @@ def moved(old_root: Path, new_root: Path, least: float) -> list[str]:
     return lines
 
 
+#: a range counts as queued when the device was still busy with earlier work at its host start and the host
+#: left it with work still queued, by at least these margins (ms)
+QUEUED_START_MS, QUEUED_END_MS = 0.3, 0.05
+
+
+def gaps(runs: Sequence[Path], ceilings: Path | None) -> list[str]:
+    """Device time between kernels of the stage ranges the host stayed ahead of, from the runs' profiled-pass
+    timelines (torch_profiler/timeline.json): (device span - kernel time) / (kernels - 1), next to the bench's
+    queued-kernel gap."""
+    lines = [f"{'run':36s} {'stage':12s} {'kernels':>8s} {'span ms':>9s} {'busy ms':>9s} {'gap us/kernel':>14s}"]
+    found: list[float] = []
+    for run in runs:
+        path = run / "timeline.json" if (run / "timeline.json").is_file() else run / "torch_profiler" / "timeline.json"
+        try:
+            ranges = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise UserError(f"{path}: no readable timeline.json ({exc})") from None
+        for r in ranges:
+            if "start_backlog_ms" not in r or r.get("kernels", 0) < 4 or r.get("sync_ms", 0.0) > 0:
+                continue
+            if r["start_backlog_ms"] < QUEUED_START_MS or r["end_backlog_ms"] < QUEUED_END_MS:
+                continue
+            gap_us = (r["device_span_ms"] - r["device_busy_ms"]) / (r["kernels"] - 1) * 1e3
+            found.append(gap_us)
+            name = run.name if run.name != "torch_profiler" else run.parent.name
+            lines.append(f"{name:36s} {r['stage']:12s} {r['kernels']:8.0f} {r['device_span_ms']:9.3f} "
+                         f"{r['device_busy_ms']:9.3f} {gap_us:14.2f}")
+    if not found:
+        lines.append(f"no range without syncs whose host stayed ahead (backlog >= {QUEUED_START_MS} ms at the start "
+                     f"and >= {QUEUED_END_MS} ms at the end)")
+    else:
+        lines.append(f"{len(found)} queued ranges: median {statistics.median(found):.2f} us between kernels")
+    if ceilings is not None:
+        from llm_perf_opt.hardware.bench import load_ceilings
+
+        c = load_ceilings(ceilings)
+        lines.append("bench (hw gap): " + (f"{c.kernel_gap_s * 1e6:.2f} us between queued tiny kernels"
+                                           if c.kernel_gap_s is not None else "not measured"))
+    return lines
+
+
 def _batch_of(rel: str) -> tuple[str, str, int] | None:
     """(set folder, mode, batch) of a compare.json path ``<set>/.../h200-<mode>-b<N>-<stamp>/compare/...``."""
     m = re.search(r"^([^/]+)/(?:.*/)?[a-z0-9]+-([a-z]+)-b(\d+)-[0-9TZ]+/", rel)
@@ -681,6 +723,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--min", type=float, default=0.005, help="smallest move to list (ratio units; default 0.005)")
     p = sub.add_parser("batch-gap", help="calibrated prefill error of batch > 1 runs against their b1 runs")
     p.add_argument("root", type=Path, help="compare root, e.g. reports/compare")
+    p = sub.add_parser("gaps", help="device time between kernels of the stage ranges the host stayed ahead of")
+    p.add_argument("runs", type=Path, nargs="+", metavar="RUN_DIR", help="profiling run folders (timeline.json)")
+    p.add_argument("--ceilings", type=Path, default=None, metavar="FILE", help="hw bench ceilings with kernel_gap_s")
     p = sub.add_parser("rates", help="achieved rate of the census kernel groups that run a measured access pattern")
     p.add_argument("file", type=Path, help="census JSON written with --detail (scripts/gpu/kernel_census.py)")
     p.add_argument("--ceilings", type=Path, required=True, metavar="FILE", help="hw bench ceilings with patterns")
@@ -727,6 +772,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             lines = moved(args.old, args.new, args.min)
         elif args.cmd == "batch-gap":
             lines = batch_gap(args.root)
+        elif args.cmd == "gaps":
+            lines = gaps(args.runs, args.ceilings)
         elif args.cmd == "rates":
             lines = rates(args.file, args.ceilings, args.workload, args.stage)
         elif args.cmd == "kernels":

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate every committed comparison under reports/compare/ from the committed run folders (CPU only):
-# the three compare_calibrate.sh sets (H200 sets 1 and 2, H100) and the six cross-session H200 sets
-# (sections 6-9, 11 and 12 of docs/results-h200.md: set 2's timeline calibration and the prior on runs not fitted).
+# the three compare_calibrate.sh sets (H200 sets 1 and 2, H100) and the seven cross-session H200 sets
+# (sections 6-9 and 11-13 of docs/results-h200.md: set 2's timeline calibration and the prior on runs not fitted).
 #
 # Usage: scripts/analytical/regenerate_compare.sh        (PYTHON=python by default; 15-45 min on 2 cores)
 # Writes to tmp/regen/ first and replaces each reports/compare/<set>/ only once that set is complete.
@@ -38,7 +38,7 @@ replace "$TMP/h100/compare-h100-sxm" compare-h100-sxm
 
 CAL=reports/compare/compare-h200-$S2/calibration-h200-timeline.json
 for S in 20261202T042320Z 20261202T142808Z 20261202T173413Z 20261202T215944Z 20261203T074846Z \
-         20261203T090148Z; do
+         20261203T090148Z 20261203T110219Z; do
   D=$TMP/cross-session-h200-$S
   RUNS=()
   for RUN in $P/h200-*-$S; do

@@ -21,7 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "analyze": ("llm_perf_opt.runners.dsocr_analyzer_main", "analytic model report of DeepSeek-OCR (no GPU)"),
     "profile": ("llm_perf_opt.runners.llm_profile_runner", "Stage 1 profiling over an image set"),
     "model": ("llm_perf_opt.runners.model_cli", "executable model: parameter summary, image-token counts"),
-    "hw": ("llm_perf_opt.runners.hw_cli", "GPU catalogue: list, show, detect, bench"),
+    "hw": ("llm_perf_opt.runners.hw_cli", "GPU catalogue: list, show, detect, bench, gemms, gap, probe"),
     "compare": ("llm_perf_opt.runners.compare_cli", "predicted vs measured for a profiling run"),
     "calibrate": ("llm_perf_opt.runners.calibrate_cli", "fit per-category efficiencies from measured runs"),
     "what-if": ("llm_perf_opt.runners.what_if_cli", "recompute an analytic report under changed parameters"),

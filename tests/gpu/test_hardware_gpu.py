@@ -42,6 +42,11 @@ def test_kernel_floor_and_access_patterns_are_plausible() -> None:
     ceilings = run_bench(spec=spec, matmul_size=2048, warmup=2, repeats=5, inner=2, pattern_sides=[14, 64])
     # a queued tiny kernel costs the device about a microsecond or two, not nothing and not a host launch
     assert ceilings.kernel_floor_s is not None and 0.2e-6 < ceilings.kernel_floor_s < 10e-6
+    # the gap between queued kernels is part of the floor (run time + gap), and the tiny kernel's duration
+    # is the rest of it
+    gap, dur = ceilings.kernel_gap_s, ceilings.kernel_gap_duration_s
+    assert gap is not None and dur is not None and 0.1e-6 < gap < ceilings.kernel_floor_s
+    assert gap + dur == pytest.approx(ceilings.kernel_floor_s, rel=0.35)
     ratios = ceilings.pattern_ratios()
     assert set(ratios) == {f"{p}@{s}" for p in PATTERNS for s in (14, 64)}
     # the contiguous patterns run near the copy rate; the broadcast outer add far below it
@@ -104,3 +109,14 @@ def test_a_routed_experts_call_is_timed_on_the_device() -> None:
     wall = (time.perf_counter() - t0) / 50
     assert 0.9 * kernels < t < kernels + launches * 4e-6, (t, kernels, launches)
     assert t < wall * 1.1
+
+
+def test_host_probe_on_the_gpu_is_a_launch_cost() -> None:
+    import torch
+
+    from llm_perf_opt.hardware.host_speed import measure_host_speed
+
+    speed = measure_host_speed(torch.device("cuda", 0), samples=3, interval_s=0.0)
+    for kind in ("add", "module"):
+        # a few us to a few tens of us per op: a host launch, neither free nor a sync
+        assert 1.0 < speed.probes[kind].median_us < 100.0, (kind, speed.probes[kind].samples_us)

@@ -217,8 +217,8 @@ def test_help_of_the_script_and_of_every_subcommand(capsys: pytest.CaptureFixtur
     with pytest.raises(SystemExit) as top:
         mod.main(["--help"])
     assert top.value.code == 0
-    subcommands = ("census", "probe", "exponents", "launches", "prior", "device", "table", "cross", "rates",
-                   "kernels", "leaves", "gemms")
+    subcommands = ("census", "probe", "exponents", "launches", "prior", "device", "table", "cross", "moved",
+                   "batch-gap", "gaps", "rates", "kernels", "leaves", "gemms")
     out = capsys.readouterr().out
     assert all(name in out for name in subcommands)
     for name in subcommands:
@@ -292,3 +292,25 @@ def test_moved_and_batch_gap(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert out[1].startswith("every batch > 1 run (2): calibrated prefill error mean +4.0%")
     assert _script().main(["batch-gap", str(tmp_path / "empty")]) == 2
     assert "no compare.json" in capsys.readouterr().err
+
+
+def test_gaps_between_queued_kernels(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # the committed Base b4 run whose profiled pass kept the host ahead through CLIP and the projector
+    run = RUNS / "h200-base-b4-20261203T110219Z"
+    ceilings = ROOT / "reports" / "hardware" / "h200" / "hw-ceilings.json"
+    assert _script().main(["gaps", str(run), "--ceilings", str(ceilings)]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[1]: float(line.split()[-1]) for line in out.splitlines() if line.startswith("h200-")}
+    assert set(rows) == {"vision.clip", "projector"}  # SAM syncs, prefill and decode are host bound
+    assert 1.0 < rows["vision.clip"] < 2.0
+    assert "bench (hw gap): 0.99 us" in out
+    # a run whose host never stayed ahead says so; a folder without a timeline is one line
+    host_bound = tmp_path / "run"
+    host_bound.mkdir()
+    (host_bound / "timeline.json").write_text(json.dumps([{
+        "stage": "vision.clip", "kernels": 500, "device_span_ms": 20.0, "device_busy_ms": 2.0, "sync_ms": 0.0,
+        "start_backlog_ms": 2.0, "end_backlog_ms": -0.1}]))
+    assert _script().main(["gaps", str(host_bound)]) == 0
+    assert "no range without syncs whose host stayed ahead" in capsys.readouterr().out
+    assert _script().main(["gaps", str(tmp_path / "missing")]) != 0
+    assert "no readable timeline.json" in capsys.readouterr().err

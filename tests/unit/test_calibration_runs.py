@@ -392,8 +392,8 @@ def test_ceilings_access_patterns_go_into_the_prior_and_the_timeline_fit(
                                                 copy_buffer_bytes=1 << 30))
     no_patterns = save_ceilings(plain, tmp_path / "plain.json")
     slow = {f"{p}@{s}": 0.25 * bw for p in ("outer_add", "permuted_copy", "cast_up") for s in (14, 64)}
-    with_patterns = save_ceilings(attrs.evolve(plain, pattern_bandwidth_bytes_per_s=slow, kernel_floor_s=2e-6),
-                                  tmp_path / "pat.json")
+    with_patterns = save_ceilings(attrs.evolve(plain, pattern_bandwidth_bytes_per_s=slow, kernel_floor_s=2e-6,
+                                               kernel_gap_s=1e-6), tmp_path / "pat.json")
     runs = ["--run", str(timeline_runs["base-b1"]), "--run", str(timeline_runs["gundam-b1"])]
     # the prior takes the ratios to the copy bandwidth; SAM's device time grows with them, decode's does not
     out_plain, out_pat = tmp_path / "prior-plain.json", tmp_path / "prior-pat.json"
@@ -402,7 +402,7 @@ def test_ceilings_access_patterns_go_into_the_prior_and_the_timeline_fit(
     cal_plain, cal_pat = load_calibration(out_plain), load_calibration(out_pat)
     assert cal_plain.pattern_bandwidth_ratios == {} and cal_plain.kernel_floor_s == 0.0
     assert cal_pat.pattern_bandwidth_ratios == {k: pytest.approx(0.25) for k in slow}
-    assert cal_pat.kernel_floor_s == 2e-6
+    assert cal_pat.kernel_floor_s == 2e-6 and cal_pat.kernel_gap_s == 1e-6 and cal_plain.kernel_gap_s == 0.0
     _run, preds = _with_preds(timeline_runs["base-b1"])
     (bp, _), = _run_blocks(preds, cal_plain)
     (bq, _), = _run_blocks(preds, cal_pat)
@@ -416,14 +416,14 @@ def test_ceilings_access_patterns_go_into_the_prior_and_the_timeline_fit(
     assert dev(bq, "decode") == pytest.approx(dev(bp, "decode") + kernels * 2e-6)
     # a timeline fit with --ceilings keeps that device model (efficiencies, patterns) and fits only the
     # per-stage device factors: summed over the fitted runs, the modelled device time of every stage is what
-    # their operator tables measured
+    # their operator tables measured (the gap between queued kernels is not in those times, nor in the factors)
     out_fit = tmp_path / "fit.json"
     assert calibrate_cli.main([*runs, "--time-model", "timeline", "--ceilings", str(with_patterns),
                                "--out", str(out_fit)]) == 0
     fit = load_calibration(out_fit)
     assert fit.pattern_bandwidth_ratios == cal_pat.pattern_bandwidth_ratios
     assert fit.default_bandwidth_efficiency == pytest.approx(0.9) and fit.bandwidth_efficiencies == {}
-    assert fit.kernel_floor_s == 2e-6
+    assert fit.kernel_floor_s == 2e-6 and fit.kernel_gap_s == 1e-6
     assert any("not fitted" in u for u in fit.fit.unidentified)
     for stage in ("vision.sam", "prefill", "decode"):
         modelled = measured = 0.0

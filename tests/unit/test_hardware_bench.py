@@ -197,3 +197,36 @@ def test_unknown_dtype_names_are_user_errors() -> None:
         _ceilings().flops_per_s("int8")
     with pytest.raises(UserError, match="unknown dtype"):
         effective_peaks(load_catalog().get("h100-sxm")).peak_flops_per_s("int8")
+
+
+def test_kernel_gap_from_a_trace() -> None:
+    from llm_perf_opt.hardware.bench import kernel_gap_from_trace, queued_gaps_us
+
+    # three adds queued 1 us apart, a matmul, two more adds: the gap across the matmul is not counted
+    trace = [("add", 0.0, 0.9), ("add", 1.9, 2.8), ("add", 3.8, 4.7), ("gemm", 5.0, 50.0),
+             ("add", 60.0, 60.9), ("add", 62.1, 63.0)]
+    gaps, durations = queued_gaps_us(list(reversed(trace)))  # order of the trace does not matter
+    assert gaps == pytest.approx([1.0, 1.0, 1.2]) and durations == pytest.approx([0.9] * 5)
+    gap_s, dur_s = kernel_gap_from_trace(trace)
+    assert gap_s == pytest.approx(1.0e-6) and dur_s == pytest.approx(0.9e-6)
+    # a host that fell behind leaves long gaps: refused, not reported as the device's gap
+    slow = [("add", 20.0 * i, 20.0 * i + 0.9) for i in range(10)]
+    with pytest.raises(UserError, match="did not stay ahead"):
+        kernel_gap_from_trace(slow)
+
+
+def test_ceilings_kernel_gap_is_checked(tmp_path: Path) -> None:
+    import attrs
+
+    from llm_perf_opt.hardware.bench import CeilingsError, load_ceilings, save_ceilings
+
+    base = load_ceilings(save_ceilings(_ceilings(), tmp_path / "c.json"))
+    assert base.kernel_gap_s is None
+    kept = load_ceilings(save_ceilings(attrs.evolve(base, kernel_gap_s=1e-6, kernel_gap_duration_s=9e-7),
+                                       tmp_path / "g.json"))
+    assert kept.kernel_gap_s == 1e-6 and kept.kernel_gap_duration_s == 9e-7
+    raw = json.loads((tmp_path / "g.json").read_text())
+    raw["kernel_gap_s"] = -1.0
+    (tmp_path / "bad.json").write_text(json.dumps(raw))
+    with pytest.raises(CeilingsError, match="kernel_gap_s must be a number >= 0"):
+        load_ceilings(tmp_path / "bad.json")

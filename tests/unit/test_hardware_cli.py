@@ -373,3 +373,35 @@ def test_bench_keeps_the_gemms_timed_before_a_stop(monkeypatch: pytest.MonkeyPat
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "interrupted while timing GEMM" in err
     kept = load_ceilings(out)
     assert kept.gemm_times_ms == {"linear@1x5x8x16": [0.002]} and kept.driver_version == "1"
+
+
+def test_gap_adds_the_kernel_gap_to_a_ceilings_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    import types
+
+    import attrs
+
+    from llm_perf_opt.hardware.bench import load_ceilings, save_ceilings
+
+    base = save_ceilings(_ceilings_for_cli(kernel_floor_s=1.8e-6), tmp_path / "in.json")
+    calls: list[tuple[str, int]] = []
+
+    def fake_gap(*, device: str, repeats: int) -> tuple[float, float]:
+        calls.append((device, repeats))
+        return 1.0e-6, 0.9e-6
+
+    gpu = types.SimpleNamespace(catalog_key="h200", catalog_error=None, driver_version="1", name="NVIDIA H200")
+    monkeypatch.setattr(hw_cli, "detect_gpu", lambda *_a, **_k: gpu)
+    monkeypatch.setattr(hw_cli, "measure_kernel_gap", fake_gap)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda _i: None)
+    out = tmp_path / "out.json"
+    rc, stdout, _ = _run(capsys, "gap", "--ceilings", str(base), "--out", str(out), "--repeats", "4")
+    assert rc == 0 and "1.00 us between queued kernels" in stdout and calls == [("cuda:0", 4)]
+    kept = load_ceilings(out)
+    assert kept.kernel_gap_s == 1.0e-6 and kept.kernel_gap_duration_s == 0.9e-6
+    assert kept.kernel_floor_s == 1.8e-6  # the other figures as they were
+    other = save_ceilings(attrs.evolve(_ceilings_for_cli(), gpu_key="h100-sxm"), tmp_path / "h100.json")
+    rc, _, err = _run(capsys, "gap", "--ceilings", str(other), "--out", str(out))
+    assert rc == 2 and "measured on 'h100-sxm'" in err and len(err.strip().splitlines()) == 1
+    rc, _, err = _run(capsys, "gap", "--ceilings", str(base), "--out", str(tmp_path / "x.txt"))
+    assert rc == 2 and "must end in" in err

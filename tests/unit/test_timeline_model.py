@@ -169,3 +169,35 @@ def test_report_stage_times_come_from_the_simulated_pass() -> None:
     assert all(slower.stage_s[s] > sim.stage_s[s] for s in sim.stage_s)
     no_sync = simulate_pass(model.stages, model.shape.decode_forwards, peaks, _timeline_cal(host_sync_s=0.0))
     assert no_sync.stage_s[SAM] < sim.stage_s[SAM]
+
+
+def test_the_kernel_gap_adds_to_a_device_bound_queue_only() -> None:
+    # device bound: 2 kernels of 5 s device work, issued at 1 s each; a 0.5 s gap per kernel lengthens the queue
+    bound = PassBlocks({SAM: [WorkBlock(10.0, 2.0)]}, 0)
+    assert run_timeline(bound, _host(), 0.0, 0.5).stage_s[SAM] == pytest.approx(12.0)  # 1 + 10 + 2 x 0.5
+    # host bound: 10 kernels at 1 s each hide 5 s of device work and 10 x 0.1 s of gaps
+    host = PassBlocks({SAM: [WorkBlock(5.0, 10.0)]}, 0)
+    assert run_timeline(host, _host(), 0.0, 0.1).stage_s[SAM] == pytest.approx(10.0)
+
+
+def test_the_calibration_carries_the_gap_into_the_report() -> None:
+    import attrs
+
+    from llm_perf_opt.analytic.workloads import with_overrides
+
+    wl = with_overrides(get_profile("dsocr-base-v1"), mode="base", batch_size=4)
+    model = AnalyticModel(DeepseekOCRConfig.default(), wl)
+    peaks = RooflinePeaks.from_effective(effective_peaks(load_catalog().get("h200")), DType.BF16)
+    cal = Calibration(gpu_key="h200", time_model="timeline", kernel_floor_s=2e-6,
+                      stage_host_s_per_kernel={s.value: 1e-6 for s in Stage})
+    gapped = Calibration.from_dict(attrs.evolve(cal, kernel_gap_s=1e-6).to_dict())
+    assert gapped.kernel_gap_s == 1e-6 and "gap 1.00 us/kernel" in gapped.describe()
+    plain = simulate_pass(model.stages, 1, peaks, cal)
+    more = simulate_pass(model.stages, 1, peaks, gapped)
+    # every kernel takes >= 2 us on the device and 1 us to issue: the queue stays device bound, so each
+    # stage grows by its kernels x the gap
+    for st in (Stage.VISION_SAM, Stage.VISION_CLIP, Stage.PREFILL):
+        k = sum(b.kernels for b in stage_blocks(model.stages[st], peaks, cal, kernel_floor_s=2e-6))
+        assert more.stage_s[st.value] - plain.stage_s[st.value] == pytest.approx(k * 1e-6, rel=0.01)
+    with pytest.raises(CalibrationError, match="kernel_gap_s must be >= 0"):
+        Calibration(gpu_key="h200", time_model="timeline", kernel_gap_s=-1e-6)

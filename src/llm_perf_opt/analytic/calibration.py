@@ -230,6 +230,9 @@ class Calibration:
     launch_overhead_s: float = field(default=0.0, metadata={"help": "seconds per kernel launch"})
     kernel_floor_s: float = field(
         default=0.0, metadata={"help": "device seconds per kernel on top of the roofline (operator-table times only)"})
+    kernel_gap_s: float = field(
+        default=0.0, metadata={"help": "timeline model: device seconds between two kernels queued back to back, "
+                                       "which kernel durations leave out (hw gap; 0 = none)"})
     stage_launch_overhead_s: dict[str, float] = field(
         factory=dict, metadata={"help": "stage -> seconds per kernel, replacing launch_overhead_s in that stage"})
     stage_device_scale: dict[str, float] = field(
@@ -275,7 +278,8 @@ class Calibration:
         if self.host_probe not in HOST_PROBES:
             raise CalibrationError(f"calibration: host_probe must be one of {', '.join(HOST_PROBES)}, "
                                    f"got {self.host_probe!r}")
-        for name in ("launch_overhead_s", "kernel_floor_s", "host_sync_s", "host_probe_us", "host_probe_exponent"):
+        for name in ("launch_overhead_s", "kernel_floor_s", "kernel_gap_s", "host_sync_s", "host_probe_us",
+                     "host_probe_exponent"):
             value = getattr(self, name)
             if value < 0 or not math.isfinite(value):
                 raise CalibrationError(f"calibration: {name} must be >= 0, got {value}")
@@ -416,6 +420,7 @@ class Calibration:
                 default_bandwidth_efficiency=float(data.get("default_bandwidth_efficiency", 1.0)),
                 launch_overhead_s=float(data.get("launch_overhead_s", 0.0)),
                 kernel_floor_s=float(data.get("kernel_floor_s", 0.0)),
+                kernel_gap_s=float(data.get("kernel_gap_s", 0.0)),
                 stage_launch_overhead_s={str(k): float(v)
                                          for k, v in (data.get("stage_launch_overhead_s") or {}).items()},
                 stage_device_scale={str(k): float(v) for k, v in (data.get("stage_device_scale") or {}).items()},
@@ -447,6 +452,7 @@ class Calibration:
                     f"host us/kernel: {host}; sync {self.host_sync_s * 1e6:.2f} us; "
                     f"host probe ({self.host_probe}) {self.host_probe_us:.2f} us/op, exponent {self.host_probe_exponent:.2f}; "
                     f"device floor {self.kernel_floor_s * 1e6:.2f} us/kernel"
+                    + (f", gap {self.kernel_gap_s * 1e6:.2f} us/kernel" if self.kernel_gap_s else "")
                     + (f"; {len(self.pattern_bandwidth_ratios)} access-pattern bandwidths"
                        if self.pattern_bandwidth_ratios else "")
                     + (f"; {len(self.gemm_times_s)} GEMM shapes timed" if self.gemm_times_s else ""))

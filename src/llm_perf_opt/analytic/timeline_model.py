@@ -12,8 +12,10 @@ express either effect, so this model runs two clocks over the layer tree::
     execution order:
         host:   h' = h + (K - 0.7 K_c + O) * c_s            (c_s: host seconds per op of stage s; a launch
                                                              inside a call costs 0.3 of a dispatched one)
-        device: d' = max(max(d, h + (O + 1) c_s) + D, h')     (starts after the host-only ops and the
-                                                             first launch, ends after the last)
+        device: d' = max(max(d, h + (O + 1) c_s) + D + K g, h')
+                                                            (starts after the host-only ops and the
+                                                             first launch, ends after the last; g: the
+                                                             device's gap between queued kernels)
     n host syncs before a node's kernels:  h = max(h, d) + n * sync_s
 
 Stage times are what the profiler's CUDA events measure: the start event runs
@@ -57,6 +59,11 @@ class HostModel(EfficiencyModel, Protocol):
     @property
     def host_sync_s(self) -> float:
         """Host seconds per host-device sync."""
+        ...
+
+    @property
+    def kernel_gap_s(self) -> float:
+        """Device seconds between two kernels queued back to back (not in kernel durations)."""
         ...
 
     def host_s_per_kernel(self, stage: str) -> float:
@@ -218,8 +225,10 @@ def pass_blocks(stages: Mapping[Stage, BaseLayer], decode_forwards: int, peaks: 
     return PassBlocks(out, max(0, decode_forwards))
 
 
-def run_timeline(blocks: PassBlocks, host_s_per_kernel: Mapping[str, float], sync_s: float) -> PassTimeline:
-    """Run the two clocks over ``blocks`` (see the module doc); host costs per stage in s/kernel."""
+def run_timeline(blocks: PassBlocks, host_s_per_kernel: Mapping[str, float], sync_s: float,
+                 gap_s: float = 0.0) -> PassTimeline:
+    """Run the two clocks over ``blocks`` (see the module doc); host costs per stage in s/kernel, ``gap_s``
+    device seconds between queued kernels on top of the blocks' device time."""
     h = d = 0.0
     stage_s: dict[str, float] = {}
     first_start: float | None = None
@@ -242,7 +251,7 @@ def run_timeline(blocks: PassBlocks, host_s_per_kernel: Mapping[str, float], syn
                 issue = (b.kernels - (1.0 - CUDA_LAUNCH_HOST_WEIGHT) * b.inner_kernels + b.host_ops) * c
                 # the first kernel reaches the device after the host-only ops and one launch
                 first = (b.host_ops + 1.0) * c if b.kernels else issue
-                d = max(max(d, h + first) + b.device_s, h + issue)
+                d = max(max(d, h + first) + b.device_s + b.kernels * gap_s, h + issue)
                 h += issue
         end = max(d, h)
         stage_s[stage.value] = end - start
@@ -257,4 +266,4 @@ def simulate_pass(stages: Mapping[Stage, BaseLayer], decode_forwards: int, peaks
     blocks = pass_blocks(stages, decode_forwards, peaks, model, kernel_floor_s=model.kernel_floor_s,
                          device_scale={st.value: model.device_scale(st.value) for st in Stage})
     host = {st.value: model.host_s_per_kernel(st.value) for st in Stage}
-    return run_timeline(blocks, host, model.host_sync_s)
+    return run_timeline(blocks, host, model.host_sync_s, float(getattr(model, "kernel_gap_s", 0.0)))

@@ -118,11 +118,13 @@ def _run_blocks(predictions: Predictions, device: Calibration) -> list[tuple[Pas
     return out
 
 
-def _timeline_ms(blocks: list[tuple[PassBlocks, float]], host: dict[str, float], sync_s: float) -> dict[str, float]:
-    """Stage -> ms per pass, the groups' timelines weighted by their share of the images."""
+def _timeline_ms(blocks: list[tuple[PassBlocks, float]], host: dict[str, float], sync_s: float,
+                 gap_s: float = 0.0) -> dict[str, float]:
+    """Stage -> ms per pass, the groups' timelines weighted by their share of the images (``gap_s``: device
+    seconds between queued kernels)."""
     out: dict[str, float] = {}
     for b, f in blocks:
-        for stage, sec in run_timeline(b, host, sync_s).stage_s.items():
+        for stage, sec in run_timeline(b, host, sync_s, gap_s).stage_s.items():
             out[stage] = out.get(stage, 0.0) + sec * 1e3 * f
     return out
 
@@ -154,14 +156,15 @@ DEFAULT_SYNC_S = 30e-6
 
 
 def fit_host_terms(runs: Sequence[tuple[dict[str, float], list[tuple[PassBlocks, float]], float]], *,
-                   sync_s: float = 0.0, sweeps: int = 6) -> tuple[dict[str, float], list[str]]:
+                   sync_s: float = 0.0, sweeps: int = 6, gap_s: float = 0.0) -> tuple[dict[str, float], list[str]]:
     """Host seconds per kernel per stage and seconds per sync that best fit measured stage times.
 
     runs: (measured stage -> ms, timeline blocks, host-speed factor) per fitted run;
     the factor multiplies every host term in that run (its probe over the
     reference probe; 1.0 without probes). sync_s: host seconds per sync, held
     fixed (every SAM pass has the same syncs per kernel, so stage times cannot
-    tell a sync from a kernel; the cost is measured on a trace instead).
+    tell a sync from a kernel; the cost is measured on a trace instead). gap_s:
+    device seconds between queued kernels (a device term, not scaled by host speed).
     Minimises the sum of squared relative stage errors by coordinate descent
     (golden-section search per stage; a stage's time depends mostly on its own
     host cost, so a few sweeps converge). Returns (host s/kernel per stage at
@@ -185,7 +188,7 @@ def fit_host_terms(runs: Sequence[tuple[dict[str, float], list[tuple[PassBlocks,
     def objective(h: dict[str, float], sy: float) -> float:
         err = 0.0
         for m, bl, speed in runs:
-            pred = _timeline_ms(bl, {k: v * speed for k, v in h.items()}, sy * speed)
+            pred = _timeline_ms(bl, {k: v * speed for k, v in h.items()}, sy * speed, gap_s)
             for stage, ms in m.items():
                 err += ((pred.get(stage, 0.0) - ms) / ms) ** 2
         return err
@@ -218,7 +221,7 @@ def timeline_stage_errors(run: MeasuredRun, blocks: list[tuple[PassBlocks, float
     """Per-stage predicted (timeline model, at the run's host speed when it has a probe) vs measured."""
     cal = cal.at_host_speed(run.probe_us(cal.host_probe))
     host = {st.value: cal.host_s_per_kernel(st.value) for st in Stage}
-    pred = _timeline_ms(blocks, host, cal.host_sync_s)
+    pred = _timeline_ms(blocks, host, cal.host_sync_s, cal.kernel_gap_s)
     return [StageError(run_id=run.run_id, stage=stage, measured_ms=ms, predicted_ms=pred.get(stage, 0.0),
                        held_out=held_out) for stage, ms in measured_stage_ms(run).items()]
 
@@ -315,7 +318,7 @@ def _fit_host_side(fit_runs: Sequence[tuple[MeasuredRun, Predictions]],
     ref = sum(p for p in probes if p) / len(probes) if all(probes) else 0.0
     host, host_unidentified = fit_host_terms(
         [(measured_stage_ms(run), bl, ((run.probe_us(host_probe) or ref) / ref) ** exponent if ref else 1.0)
-         for run, bl, is_held in per_run if not is_held], sync_s=sync_s)
+         for run, bl, is_held in per_run if not is_held], sync_s=sync_s, gap_s=device.kernel_gap_s)
     draft = evolve(device, time_model="timeline", stage_host_s_per_kernel=host, host_sync_s=sync_s,
                    host_probe_us=ref, host_probe_exponent=exponent, host_probe=host_probe)
     before: list[StageError] = []
@@ -466,14 +469,16 @@ def prior_calibration(gpu_key: str, dtype: str, *, compute_efficiency: float = 1
                       bandwidth_efficiency: float = 1.0, host_s_per_kernel: float = REFERENCE_HOST_S_PER_KERNEL,
                       sync_s: float = DEFAULT_SYNC_S, software: SoftwareKey | None = None,
                       pattern_bandwidth_ratios: Mapping[str, float] | None = None,
-                      kernel_floor_s: float = 0.0, gemm_times_s: Mapping[str, float] | None = None) -> Calibration:
+                      kernel_floor_s: float = 0.0, gemm_times_s: Mapping[str, float] | None = None,
+                      kernel_gap_s: float = 0.0) -> Calibration:
     """A timeline calibration fitted on nothing: the roofline at the given fractions of the datasheet peaks
     (e.g. measured ceilings / datasheet) plus ``host_s_per_kernel`` seconds of host time per launch in every
     stage and ``sync_s`` per host-device sync. The uncalibrated prediction of a host-bound eager run.
     ``pattern_bandwidth_ratios``: access pattern -> measured bandwidth / copy bandwidth (hw bench), for the
     bytes the model moves in those patterns; ``kernel_floor_s``: device seconds per kernel on top of the
     roofline (hw bench's tiny-kernel floor); ``gemm_times_s``: GEMM key -> measured device seconds per call
-    (hw bench, llm_perf_opt.hardware.gemms)."""
+    (hw bench, llm_perf_opt.hardware.gemms); ``kernel_gap_s``: device seconds between kernels queued back to
+    back (hw gap)."""
     for name, value in (("compute_efficiency", compute_efficiency), ("bandwidth_efficiency", bandwidth_efficiency)):
         if not (0 < value <= 1.5 and math.isfinite(value)):
             raise UserError(f"prior calibration: {name} must be in (0, 1.5], got {value}")
@@ -481,13 +486,15 @@ def prior_calibration(gpu_key: str, dtype: str, *, compute_efficiency: float = 1
         raise UserError(f"prior calibration: host seconds per kernel must be >= 0, got {host_s_per_kernel}")
     if not (kernel_floor_s >= 0 and math.isfinite(kernel_floor_s)):
         raise UserError(f"prior calibration: kernel floor must be >= 0 s, got {kernel_floor_s}")
+    if not (kernel_gap_s >= 0 and math.isfinite(kernel_gap_s)):
+        raise UserError(f"prior calibration: kernel gap must be >= 0 s, got {kernel_gap_s}")
     return Calibration(
         gpu_key=gpu_key, dtype=dtype, software=software or SoftwareKey(),
         default_compute_efficiency=compute_efficiency, default_bandwidth_efficiency=bandwidth_efficiency,
         time_model="timeline", stage_host_s_per_kernel={st.value: host_s_per_kernel for st in Stage},
         host_sync_s=sync_s, created_utc=datetime.now(UTC).isoformat(timespec="seconds"),
         pattern_bandwidth_ratios=dict(pattern_bandwidth_ratios or {}), kernel_floor_s=kernel_floor_s,
-        gemm_times_s=dict(gemm_times_s or {}),
+        gemm_times_s=dict(gemm_times_s or {}), kernel_gap_s=kernel_gap_s,
         fit=FitSummary(unidentified=("prior: nothing fitted",)),
     )
 

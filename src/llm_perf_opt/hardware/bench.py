@@ -158,6 +158,11 @@ class MeasuredCeilings:
         "help": "access pattern -> per-repeat ms per call"})
     kernel_floor_s: float | None = field(default=None, metadata={
         "help": "device seconds per tiny kernel queued behind others (1-element add; None: not measured)"})
+    kernel_gap_s: float | None = field(default=None, metadata={
+        "help": "device seconds from one queued kernel's end to the next one's start (median over tiny adds "
+                "queued back to back, from a torch.profiler trace; None: not measured)"})
+    kernel_gap_duration_s: float | None = field(default=None, metadata={
+        "help": "median device duration of those tiny kernels, s (their run time without the gap)"})
     gemm_times_ms: Mapping[str, list[float]] = field(factory=dict, metadata={
         "help": "GEMM '<kind>@BxMxNxK' or call timed whole (experts, rope) -> per-repeat device ms per call, queued behind other work "
                 "(llm_perf_opt.hardware.gemms)"})
@@ -253,8 +258,13 @@ def load_ceilings(path: Path) -> MeasuredCeilings:
     method = data["method"]
     if not isinstance(method, dict):
         raise CeilingsError(f"{path}: method must be a mapping")
-    if data.get("kernel_floor_s") is not None:
-        data["kernel_floor_s"] = _positive(f"{path}: kernel_floor_s", data["kernel_floor_s"])
+    for name in ("kernel_floor_s", "kernel_gap_duration_s"):
+        if data.get(name) is not None:
+            data[name] = _positive(f"{path}: {name}", data[name])
+    if data.get("kernel_gap_s") is not None:
+        gap = data["kernel_gap_s"]
+        if isinstance(gap, bool) or not isinstance(gap, (int, float)) or not (gap >= 0 and math.isfinite(gap)):
+            raise CeilingsError(f"{path}: kernel_gap_s must be a number >= 0, got {gap!r}")
     keyed: tuple[tuple[str, str, Callable[[str], object], bool], ...] = (
         ("pattern_bandwidth_bytes_per_s", "'<pattern>@<side>' -> bytes/s", split_key, False),
         ("gemm_times_ms", "GEMM or call key (llm_perf_opt.hardware.gemms) -> per-repeat ms", split_gemm_key, True))
@@ -436,6 +446,70 @@ def measure_kernel_floor(*, device: str, repeats: int) -> float:
     return statistics.median(per_kernel_s[1:])  # the first repeat warms up
 
 
+#: Tiny kernels per burst of the kernel-gap measurement, and the matmuls (8192^3 bf16, ~1.5 ms each on an
+#: H100-class GPU) queued before each burst so that the host, slowed by the profiler, stays ahead.
+GAP_KERNELS = 200
+GAP_BUSY_MATMULS = 12
+#: a gap longer than this (us) means the device waited for the host: not a queued gap
+GAP_QUEUED_MAX_US = 5.0
+
+
+def queued_gaps_us(kernels: Sequence[tuple[str, float, float]]) -> tuple[list[float], list[float]]:
+    """(gaps, durations) in us of the most frequent kernel in a device trace ``kernels`` = (name, start us,
+    end us): each gap is the next kernel's start minus the previous one's end, for consecutive kernels of
+    that name (a gap across another kernel is not counted)."""
+    if not kernels:
+        return [], []
+    counts: dict[str, int] = {}
+    for name, _, _ in kernels:
+        counts[name] = counts.get(name, 0) + 1
+    tiny = max(counts, key=lambda n: counts[n])
+    ordered = sorted(kernels, key=lambda k: k[1])
+    gaps = [b[1] - a[2] for a, b in zip(ordered, ordered[1:], strict=False) if a[0] == tiny and b[0] == tiny]
+    durations = [end - start for name, start, end in ordered if name == tiny]
+    return gaps, durations
+
+
+def kernel_gap_from_trace(kernels: Sequence[tuple[str, float, float]]) -> tuple[float, float]:
+    """(median gap s, median duration s) of the queued tiny kernels of a trace (see :func:`queued_gaps_us`).
+    UserError when too few gaps were queued (the host fell behind the device)."""
+    gaps, durations = queued_gaps_us(kernels)
+    queued = [g for g in gaps if g <= GAP_QUEUED_MAX_US]
+    if not gaps or len(queued) < len(gaps) / 2:
+        raise UserError(f"kernel gap: {len(queued)} of {len(gaps)} gaps between the tiny kernels were queued "
+                        f"(<= {GAP_QUEUED_MAX_US:g} us): the host did not stay ahead of the device")
+    return statistics.median(queued) * 1e-6, statistics.median(durations) * 1e-6
+
+
+def measure_kernel_gap(*, device: str, repeats: int) -> tuple[float, float]:
+    """(median gap s, median duration s) of ``GAP_KERNELS`` in-place adds on a 1-element tensor queued back
+    to back behind matmuls, from a torch.profiler trace of ``repeats`` bursts: the device's own time between
+    one queued kernel's end and the next one's start, which kernel durations (and so the per-stage device
+    time of an operator table) leave out. CUDA only."""
+    import torch
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    x = torch.zeros(1, device=device)
+    a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+
+    def burst() -> None:
+        for _ in range(GAP_BUSY_MATMULS):
+            a @ a
+        for _ in range(GAP_KERNELS):
+            x.add_(1.0)
+
+    burst()
+    torch.cuda.synchronize(device)
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(max(1, repeats)):
+            burst()
+        torch.cuda.synchronize(device)
+    kernels = [(e.name, float(e.time_range.start), float(e.time_range.end)) for e in prof.events()
+               if e.device_type == DeviceType.CUDA]
+    return kernel_gap_from_trace(kernels)
+
+
 def require_cuda() -> None:
     """Raise NoGpuError unless torch sees a CUDA device."""
     import torch
@@ -494,11 +568,18 @@ def run_bench(*, spec: GpuSpec | None, device_index: int = 0, dtypes: Sequence[D
         if progress:
             progress(f"copy {buffer / GIB:.2f} GiB: {bandwidth / 1e12:.3f} TB/s (read + write)")
         floor_s: float | None = None
+        gap_s: float | None = None
+        gap_dur_s: float | None = None
         if device.startswith("cuda"):
             what = "the kernel floor"
             floor_s = measure_kernel_floor(device=device, repeats=repeats)
             if progress:
                 progress(f"kernel floor ({FLOOR_KERNELS} tiny kernels queued): {floor_s * 1e6:.2f} us per kernel")
+            what = "the kernel gap"
+            gap_s, gap_dur_s = measure_kernel_gap(device=device, repeats=repeats)
+            if progress:
+                progress(f"kernel gap ({GAP_KERNELS} tiny kernels queued, profiler trace): {gap_s * 1e6:.2f} us "
+                         f"between kernels, {gap_dur_s * 1e6:.2f} us each")
         ceilings = MeasuredCeilings(
             gpu_key=spec.key if spec else None,
             device_name=name,
@@ -515,6 +596,8 @@ def run_bench(*, spec: GpuSpec | None, device_index: int = 0, dtypes: Sequence[D
             matmul_times_ms=times,
             copy_times_ms=copy_times,
             kernel_floor_s=floor_s,
+            kernel_gap_s=gap_s,
+            kernel_gap_duration_s=gap_dur_s,
         )
         if checkpoint is not None:
             checkpoint(ceilings)

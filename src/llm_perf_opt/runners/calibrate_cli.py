@@ -94,7 +94,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ceilings", type=Path, default=None, metavar="FILE",
                         help="with --prior: measured ceilings (llm-perf-opt hw bench) whose fractions of the "
                              "datasheet peaks become the efficiencies (default: the datasheet peaks), with their "
-                             "access-pattern bandwidths, kernel floor and GEMM times when measured; with --time-model "
+                             "access-pattern bandwidths, kernel floor and gap and GEMM times when measured; with --time-model "
                              "timeline: that device model replaces the fitted category efficiencies (only the "
                              "per-stage device factors and the host terms are fitted)")
     parser.add_argument("--host-us-per-kernel", type=float, default=None, metavar="US",
@@ -131,7 +131,8 @@ PRIOR_PROMPT_TOKENS = 9
 
 
 def _device_prior(args: argparse.Namespace, runs: list[tuple[Any, Any]]) -> Calibration:
-    """The device model of --ceilings for a timeline fit (efficiencies, access patterns, kernel floor, GEMMs);
+    """The device model of --ceilings for a timeline fit (efficiencies, access patterns, kernel floor and gap,
+    GEMMs);
     UserError when --shared or --max-efficiency would have nothing to act on."""
     if args.shared or args.max_efficiency != 1.0:
         raise UserError("--ceilings fixes the device efficiencies of a timeline fit: drop --shared and "
@@ -178,7 +179,7 @@ def _prior(args: argparse.Namespace, runs: list[tuple[Any, Any]], evaluate: bool
         software = SoftwareKey()
     ce = be = 1.0
     ratios: dict[str, float] = {}
-    floor = 0.0
+    floor = gap = 0.0
     gemms: dict[str, float] = {}
     if args.ceilings is not None:
         ceilings = load_ceilings(args.ceilings)
@@ -192,11 +193,13 @@ def _prior(args: argparse.Namespace, runs: list[tuple[Any, Any]], evaluate: bool
         be = ceilings.memory_bandwidth_bytes_per_s / spec.memory_bandwidth_bytes_per_s
         ratios = ceilings.pattern_ratios()
         floor = ceilings.kernel_floor_s or 0.0
+        gap = ceilings.kernel_gap_s or 0.0
         gemms = ceilings.gemm_times_s()
     per_op = host_s_per_op_from_per_kernel(per_kernel_us * 1e-6, model.stages[Stage.DECODE])
     prior = prior_calibration(spec.key, dtype, compute_efficiency=ce, bandwidth_efficiency=be,
                               host_s_per_kernel=per_op, sync_s=args.host_sync_us * 1e-6, software=software,
-                              pattern_bandwidth_ratios=ratios, kernel_floor_s=floor, gemm_times_s=gemms)
+                              pattern_bandwidth_ratios=ratios, kernel_floor_s=floor, gemm_times_s=gemms,
+                              kernel_gap_s=gap)
     return evaluate_prior(prior, runs) if runs and evaluate else prior
 
 

@@ -5,6 +5,7 @@
     llm-perf-opt hw detect [--json] [--out FILE]
     llm-perf-opt hw bench [--out FILE] [--json] [--dtypes bf16,fp16] [--size 8192] [--pattern-sides 14,64] ...
     llm-perf-opt hw gemms --ceilings FILE --out FILE [--gemm-workloads base:1,small:4] [--repeats N]
+    llm-perf-opt hw gap --ceilings FILE --out FILE [--repeats N]
     llm-perf-opt hw probe [--device cuda:0] [--probes add,module] [--samples N] [--out FILE] [--json]
 
 Every subcommand accepts ``--catalog FILE``: a user YAML (same schema as the
@@ -41,6 +42,7 @@ from llm_perf_opt.hardware.bench import (
     NoGpuError,
     add_gemm_times,
     load_ceilings,
+    measure_kernel_gap,
     run_bench,
     save_ceilings,
 )
@@ -114,7 +116,7 @@ def _gemm_keys(workloads: list[str] | None) -> tuple[list[str], list[str]]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the hw subcommands (list, show, detect, bench, gemms, probe) to ``parser``."""
+    """Add the hw subcommands (list, show, detect, bench, gemms, gap, probe) to ``parser``."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--catalog", type=Path, default=None, metavar="FILE",
                         help="user GPU catalogue YAML (same schema as the packaged gpus.yaml) that adds "
@@ -180,6 +182,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gemms.add_argument("--gemm-workloads", type=_workloads, default=None, metavar="MODE:BATCH,...",
                        help="workloads whose GEMM shapes to time (default: every mode at batch "
                             f"{', '.join(map(str, DEFAULT_GEMM_BATCHES))})")
+    gap = sub.add_parser("gap", parents=[common], help="add the device's gap between queued kernels to a ceilings file",
+                         description="Measure the local GPU's gap between kernels queued back to back (tiny adds "
+                                     "behind matmuls, from a torch.profiler trace: next start minus previous end) "
+                                     "and write an existing ceilings file (hw bench --out) with it added; the "
+                                     "other figures are kept as measured. The timeline model adds it per kernel "
+                                     "on top of the kernels' durations.")
+    gap.add_argument("--ceilings", type=Path, required=True, metavar="FILE",
+                     help="ceilings file of this GPU model (hw bench --out) to add the gap to")
+    gap.add_argument("--out", type=Path, required=True, metavar="FILE",
+                     help="where to write the ceilings with the gap (.json or .yaml; may be --ceilings)")
+    gap.add_argument("--device", type=_non_negative_int, default=0, help="CUDA device index (default 0)")
+    gap.add_argument("--repeats", type=_positive_int, default=DEFAULT_REPEATS,
+                     help=f"bursts of queued tiny kernels traced; the median gap is used (default {DEFAULT_REPEATS})")
     probe = sub.add_parser("probe", parents=[common], help="this host's speed: the profiler's host-speed probes",
                            description="Measure this host's speed as the profiler's passes do (the probes a "
                                        "timeline calibration scales its host costs by): 'add', host us per tiny "
@@ -367,6 +382,8 @@ def _cmd_bench(args: argparse.Namespace, catalog: GpuCatalog) -> int:
                  "-" if sheet_bw is None else f"{sheet_bw:.3f} TB/s", _fmt(ratios.get("memory_bandwidth"), 3)])
     if ceilings.kernel_floor_s is not None:
         rows.append(["kernel floor (tiny kernels queued)", f"{ceilings.kernel_floor_s * 1e6:.2f} us/kernel", "-", "-"])
+    if ceilings.kernel_gap_s is not None:
+        rows.append(["kernel gap (queued, profiler trace)", f"{ceilings.kernel_gap_s * 1e6:.2f} us/kernel", "-", "-"])
     for key, ratio in ceilings.pattern_ratios().items():
         rows.append([f"pattern {key}", f"{ceilings.pattern_bandwidth_bytes_per_s[key] / TERA:.3f} TB/s", "-",
                      f"{ratio:.3f} of copy"])
@@ -417,6 +434,29 @@ def _cmd_gemms(args: argparse.Namespace, catalog: GpuCatalog) -> int:
     print(_table(["measurement", "measured", "datasheet", "rate"], _gemm_rows(ceilings)))
     print(f"{len(keys)} GEMM shapes and calls of {len(workloads)} workloads timed; ceilings with them written to "
           f"{args.out}")
+    return 0
+
+
+def _cmd_gap(args: argparse.Namespace, catalog: GpuCatalog) -> int:
+    base = load_ceilings(args.ceilings)
+    gpu = _detect_or_fail(args.device, catalog, "gap")
+    if base.gpu_key is not None and gpu.catalog_key != base.gpu_key:
+        raise UserError(f"--ceilings {args.ceilings}: measured on {base.gpu_key!r}, this GPU is "
+                        f"{gpu.catalog_key or gpu.name!r}")
+    import torch
+
+    torch.cuda.set_device(args.device)
+    try:
+        gap_s, dur_s = measure_kernel_gap(device=f"cuda:{args.device}", repeats=args.repeats)
+    except torch.cuda.OutOfMemoryError:
+        raise UserError("out of device memory while measuring the kernel gap") from None
+    ceilings = attrs.evolve(base, kernel_gap_s=gap_s, kernel_gap_duration_s=dur_s)
+    save_ceilings(ceilings, args.out)
+    if args.json:
+        _print_json({"kernel_gap_s": gap_s, "kernel_gap_duration_s": dur_s, "out": str(args.out)})
+        return 0
+    print(f"kernel gap: {gap_s * 1e6:.2f} us between queued kernels ({dur_s * 1e6:.2f} us per tiny kernel); "
+          f"ceilings with it written to {args.out}")
     return 0
 
 
@@ -472,7 +512,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the hw subcommand in ``args``; returns the exit status."""
     catalog = load_catalog(args.catalog)
     if getattr(args, "out", None) is not None:
-        _check_out(args.out, (".json", ".yaml", ".yml") if args.hw_command in ("bench", "gemms") else ())
+        _check_out(args.out, (".json", ".yaml", ".yml") if args.hw_command in ("bench", "gemms", "gap") else ())
     if args.hw_command == "list":
         if args.json:
             _print_json([s.as_dict() for s in catalog.specs()])
@@ -501,6 +541,8 @@ def run(args: argparse.Namespace) -> int:
         return _cmd_gemms(args, catalog)
     if args.hw_command == "probe":
         return _cmd_probe(args)
+    if args.hw_command == "gap":
+        return _cmd_gap(args, catalog)
     raise UserError(f"unknown hw command {args.hw_command!r}")
 
 
