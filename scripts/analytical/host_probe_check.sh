@@ -4,39 +4,37 @@
 # Fits on one run set's Base b1 and Gundam b1 (Small b1 and Base b4 held out) with the add_ probe, then
 # compares every run of another set three ways and prints each comparison's calibrated stage errors
 # (host_figures.py cross):
+#   in-run      the host costs moved to each run's own probe (compare's default; printed first)
 #   fitted      the fitted host costs as they are (no host-speed scaling)
 #   standalone  the host costs moved to the mean of the PROBE_JSON files' add_ medians (what-if --host-probe-us)
-#   in-run      the host costs moved to each run's own probe (compare's default)
 #
 # Usage: scripts/analytical/host_probe_check.sh FIT_STAMP EVAL_STAMP PROBE_JSON [PROBE_JSON ...]
 #   e.g. scripts/analytical/host_probe_check.sh 20261203T090148Z 20261203T110219Z \
 #          reports/profile/h200-host-probe/probe-*-20261203T110219Z.json          (~10 min on 2 cores)
-# Env: OUT (default tmp/host-probe-check), CEILINGS (default the H200's), PYTHON (default python).
+# Env: OUT (default tmp/host-probe-check), CEILINGS (default the H200's; read by probe_choice.sh), PYTHON
+#      (default python).
 set -euo pipefail
 if [[ $# -lt 3 ]]; then
   echo "usage: $0 FIT_STAMP EVAL_STAMP PROBE_JSON [PROBE_JSON ...] (hw probe --out files)" >&2
   exit 2
 fi
+PROBES=()
+for F in "${@:3}"; do
+  [[ -f "$F" ]] || { echo "$0: no probe file $F" >&2; exit 2; }
+  PROBES+=("$(cd "$(dirname "$F")" && pwd)/$(basename "$F")")
+done
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"
 export PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}"
 PY="${PYTHON:-python}"
-P=reports/profile
 A=$1 B=$2
-shift 2
-CEILINGS="${CEILINGS:-reports/hardware/h200/hw-ceilings.json}"
 OUT="${OUT:-tmp/host-probe-check}"
-for RUN in "$P/h200-base-b1-$A" "$P/h200-gundam-b1-$A" "$P/h200-small-b1-$A" "$P/h200-base-b4-$A"; do
-  [[ -d "$RUN" ]] || { echo "$0: no run folder $RUN" >&2; exit 2; }
-done
-ls -d "$P"/h200-*-"$B" > /dev/null 2>&1 || { echo "$0: no run folder $P/h200-*-$B" >&2; exit 2; }
-X="$OUT/fit-$A-eval-$B"
-rm -rf "$X"; mkdir -p "$X"
-"$PY" -m llm_perf_opt.runners.calibrate_cli --run "$P/h200-base-b1-$A" --run "$P/h200-gundam-b1-$A" \
-  --held-out "$P/h200-small-b1-$A" --held-out "$P/h200-base-b4-$A" --config default --time-model timeline \
-  --ceilings "$CEILINGS" --out "$X/in-run.json" > "$X/calibrate.txt"
+P=reports/profile
+# the fit and the in-run variant: probe_choice.sh with the add_ probe at exponent 1 (it checks the run folders)
+VARIANTS="add:1" OUT="$OUT" PYTHON="$PY" bash scripts/analytical/probe_choice.sh "$A" "$B"
+X="$OUT/fit-$A-eval-$B-add-1"
 # the two fixed-host variants: host_probe_us 0 stops compare from rescaling to each run's probe
-"$PY" - "$X" "$@" <<'PY'
+"$PY" - "$X" "${PROBES[@]}" <<'PY'
 import json
 import statistics
 import sys
@@ -54,7 +52,7 @@ for f in files:
         medians.append(float(json.loads(Path(f).read_text())["probes"]["add"]["median_us"]))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         sys.exit(f"host_probe_check.sh: {f}: not an hw probe file with an add probe ({exc})")
-cal = load_calibration(out / "in-run.json")
+cal = load_calibration(out / "calibration.json")
 probe = statistics.fmean(medians)
 try:
     moved = cal.for_host_probe(probe)
@@ -65,7 +63,7 @@ save_calibration(attrs.evolve(moved, host_probe_us=0.0), out / "standalone.json"
 print(f"fitted runs' mean probe {cal.host_probe_us:.2f} us/op; standalone probe {probe:.2f} us/op "
       f"(medians {', '.join(f'{m:.2f}' for m in medians)})")
 PY
-for V in fitted standalone in-run; do
+for V in fitted standalone; do
   mkdir -p "$X/$V"
   for RUN in "$P"/h200-*-"$B"; do
     [[ -d "$RUN" ]] || continue
