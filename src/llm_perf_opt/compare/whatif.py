@@ -35,8 +35,8 @@ from llm_perf_opt.vocab import DType, Stage, parse_dtype
 
 #: Seconds per day (pages/day = pages/s x this).
 SECONDS_PER_DAY = 86_400
-#: Schema version of what-if JSON files.
-WHATIF_SCHEMA = "llm-perf-opt.what-if/1"
+#: Schema version of what-if JSON files (2: the host_probe_us column after calibrated).
+WHATIF_SCHEMA = "llm-perf-opt.what-if/2"
 
 #: (base report, workload, gpu, efficiency or None) -> AnalyticModelReport of the workload on the gpu.
 Analyzer = Callable[[AnalyticModelReport, OCRWorkloadProfile, GpuSpec, "EfficiencyModel | None"], AnalyticModelReport]
