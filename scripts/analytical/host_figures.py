@@ -403,11 +403,16 @@ def gaps(runs: Sequence[Path], ceilings: Path | None) -> list[str]:
     lines = [f"{'run':36s} {'stage':12s} {'kernels':>8s} {'span ms':>9s} {'busy ms':>9s} {'gap us/kernel':>14s}"]
     found: list[float] = []
     for run in runs:
+        if not run.is_dir():
+            raise UserError(f"{run}: no such run folder")
         path = run / "timeline.json" if (run / "timeline.json").is_file() else run / "torch_profiler" / "timeline.json"
+        if not path.is_file():
+            lines.append(f"{run.name}: skipped, no timeline.json (profiled before the runner wrote one)")
+            continue
         try:
             ranges = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
-            raise UserError(f"{path}: no readable timeline.json ({exc})") from None
+            raise UserError(f"{path}: unreadable timeline.json ({exc})") from None
         for r in ranges:
             if "start_backlog_ms" not in r or r.get("kernels", 0) < 4 or r.get("sync_ms", 0.0) > 0:
                 continue

@@ -312,5 +312,11 @@ def test_gaps_between_queued_kernels(tmp_path: Path, capsys: pytest.CaptureFixtu
         "start_backlog_ms": 2.0, "end_backlog_ms": -0.1}]))
     assert _script().main(["gaps", str(host_bound)]) == 0
     assert "no range without syncs whose host stayed ahead" in capsys.readouterr().out
+    (tmp_path / "old-run").mkdir()
+    assert _script().main(["gaps", str(tmp_path / "old-run"), str(host_bound)]) == 0
+    assert "old-run: skipped, no timeline.json" in capsys.readouterr().out
     assert _script().main(["gaps", str(tmp_path / "missing")]) != 0
-    assert "no readable timeline.json" in capsys.readouterr().err
+    assert "no such run folder" in capsys.readouterr().err
+    (host_bound / "timeline.json").write_text("{not json")
+    assert _script().main(["gaps", str(host_bound)]) != 0
+    assert "unreadable timeline.json" in capsys.readouterr().err

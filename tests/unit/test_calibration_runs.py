@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
@@ -378,7 +379,9 @@ def test_prior_without_runs_is_written_for_a_catalogue_gpu(tmp_path: Path, capsy
 
 
 def test_ceilings_access_patterns_go_into_the_prior_and_the_timeline_fit(
-        timeline_runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        timeline_runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from llm_perf_opt.compare import calibrate as calibrate_mod
     from llm_perf_opt.compare.calibrate import _run_blocks, _stage_device_ms
     from llm_perf_opt.hardware import load_catalog
     from llm_perf_opt.hardware.bench import BenchMethod, MeasuredCeilings, save_ceilings
@@ -418,8 +421,18 @@ def test_ceilings_access_patterns_go_into_the_prior_and_the_timeline_fit(
     # per-stage device factors: summed over the fitted runs, the modelled device time of every stage is what
     # their operator tables measured (the gap between queued kernels is not in those times, nor in the factors)
     out_fit = tmp_path / "fit.json"
+    # the host terms are fitted with the device's gap in the simulated pass
+    fit_gaps: list[float] = []
+    real_fit = calibrate_mod.fit_host_terms
+
+    def spy(*a: Any, **k: Any) -> Any:
+        fit_gaps.append(k.get("gap_s", 0.0))
+        return real_fit(*a, **k)
+
+    monkeypatch.setattr(calibrate_mod, "fit_host_terms", spy)
     assert calibrate_cli.main([*runs, "--time-model", "timeline", "--ceilings", str(with_patterns),
                                "--out", str(out_fit)]) == 0
+    assert fit_gaps == [1e-6]
     fit = load_calibration(out_fit)
     assert fit.pattern_bandwidth_ratios == cal_pat.pattern_bandwidth_ratios
     assert fit.default_bandwidth_efficiency == pytest.approx(0.9) and fit.bandwidth_efficiencies == {}

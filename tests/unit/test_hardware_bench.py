@@ -213,6 +213,8 @@ def test_kernel_gap_from_a_trace() -> None:
     slow = [("add", 20.0 * i, 20.0 * i + 0.9) for i in range(10)]
     with pytest.raises(UserError, match="did not stay ahead"):
         kernel_gap_from_trace(slow)
+    with pytest.raises(UserError, match="no two consecutive tiny kernels"):
+        kernel_gap_from_trace([])
 
 
 def test_ceilings_kernel_gap_is_checked(tmp_path: Path) -> None:

@@ -174,11 +174,13 @@ def test_tiles_set_the_gundam_grid(report: AnalyticModelReport) -> None:
 
 
 def _timeline_cal(**changes) -> Calibration:
-    """A timeline calibration of the H100 fixture: 20 us per kernel on the host at an add_ probe of 8 us/op."""
+    """A timeline calibration of the H100 fixture: 20 us per kernel on the host at an add_ probe of 8 us/op,
+    a 1 us device gap between queued kernels and a device factor on SAM."""
     base = Calibration(gpu_key="h100-sxm", time_model="timeline", kernel_floor_s=2e-6, host_sync_s=30e-6,
                        stage_host_s_per_kernel={s: 20e-6 for s in ("vision.sam", "vision.clip", "projector",
                                                                    "prefill", "decode")},
-                       host_probe_us=8.0, host_probe_exponent=1.0)
+                       host_probe_us=8.0, host_probe_exponent=1.0, kernel_gap_s=1e-6,
+                       stage_device_scale={"vision.sam": 1.5})
     return attrs.evolve(base, **changes)
 
 
@@ -199,20 +201,26 @@ def test_host_probe_moves_calibrated_times_with_host_speed(report: AnalyticModel
 
 
 def test_host_probe_zero_leaves_the_device_time(report: AnalyticModelReport) -> None:
-    """With a host that issues work for free, every stage lasts its device time: the sum of its blocks."""
+    """With a host that issues work for free, every stage lasts its device time: the sum of its blocks (with
+    the stage's device factor) and the device's gap after each kernel."""
     from llm_perf_opt.analytic.model import AnalyticModel
     from llm_perf_opt.analytic.timeline_model import pass_blocks
     from llm_perf_opt.compare.analyzer_bridge import peaks_for
     from llm_perf_opt.hardware.catalog import load_catalog
 
     cal = _timeline_cal()
+    # host speed moves host costs only: the device's gap and factors stay
+    for p in (0.0, 4.0, 16.0):
+        moved = cal.for_host_probe(p)
+        assert moved.kernel_gap_s == cal.kernel_gap_s and moved.stage_device_scale == cal.stage_device_scale
     (row,) = run_what_if(report, [Scenario(calibrated=True, host_probe_us=0.0)], calibration=cal)
     model = AnalyticModel(report.model.config, report.workload)
     peaks = peaks_for(report, load_catalog().get("h100-sxm"), report.workload.dtype)
-    blocks = pass_blocks(model.stages, 1, peaks, cal, kernel_floor_s=cal.kernel_floor_s).stages
+    blocks = pass_blocks(model.stages, 1, peaks, cal, kernel_floor_s=cal.kernel_floor_s,
+                         device_scale=cal.stage_device_scale).stages
     for stage, column in (("vision.sam", "vision_sam_ms"), ("vision.clip", "vision_clip_ms"),
                           ("prefill", "prefill_ms")):
-        device_ms = sum(b.device_s for b in blocks[stage]) * 1e3
+        device_ms = sum(b.device_s + b.kernels * cal.kernel_gap_s for b in blocks[stage]) * 1e3
         assert getattr(row, column) == pytest.approx(device_ms, rel=1e-9)
 
 
@@ -237,9 +245,17 @@ def test_host_probe_sweep_and_bad_input(report: AnalyticModelReport, report_file
                     calibration=_timeline_cal(host_probe_us=0.0))
     with pytest.raises(WhatIfError, match="calibrated scenarios only"):
         run_what_if(report, [Scenario(host_probe_us=4.0)], calibration=_timeline_cal())
+    with pytest.raises(WhatIfError, match="calibrated scenarios only"):
+        expand_sweep(calibrated=[False], host_probes_us=[4.0])
+    with pytest.raises(WhatIfError, match="out of range"):
+        run_what_if(report, [Scenario(calibrated=True, host_probe_us=1e300)],
+                    calibration=_timeline_cal(host_probe_exponent=2.0))
     assert what_if_cli.main(["--report", str(report_file), "--host-probe-us", "4", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--host-probe-us" in err
+    assert what_if_cli.main(["--report", str(report_file), "--calibration", str(cal_file), "--calibrated", "off",
+                             "--host-probe-us", "4", "--out", str(out)]) == 2
+    assert "drop --calibrated off" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         what_if_cli.main(["--report", str(report_file), "--calibration", str(cal_file), "--host-probe-us", "-1"])
     assert "must be a finite number >= 0" in capsys.readouterr().err

@@ -377,7 +377,13 @@ class Calibration:
         if probe_us == 0:
             return evolve(self, stage_host_s_per_kernel={k: 0.0 for k in self.stage_host_s_per_kernel},
                           host_sync_s=0.0, launch_overhead_s=0.0, host_probe_us=0.0)
-        return self.at_host_speed(probe_us)
+        try:
+            moved = self.at_host_speed(probe_us)
+        except OverflowError:
+            raise CalibrationError(f"host probe {probe_us:g} us/op is out of range for this calibration") from None
+        if not all(math.isfinite(v) for v in (*moved.stage_host_s_per_kernel.values(), moved.host_sync_s)):
+            raise CalibrationError(f"host probe {probe_us:g} us/op is out of range for this calibration")
+        return moved
 
     def for_stage(self, stage: str) -> EfficiencyModel:
         """This calibration within ``stage`` (its own launch cost when one was fitted)."""

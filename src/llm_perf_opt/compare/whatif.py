@@ -219,6 +219,8 @@ def expand_sweep(
     Host probes apply to calibrated scenarios only: they are the innermost axis there, and an uncalibrated
     scenario appears once (host probe None).
     """
+    if any(p is not None for p in host_probes_us or ()) and not any(calibrated or ()):
+        raise WhatIfError("what-if: host probes apply to calibrated scenarios only (none in this sweep)")
     out = []
     for g, d, m, size, tl, pt, mnt, bs, cal in itertools.product(
             gpus or (None,), dtypes or (None,), modes or (None,), image_sizes or (None,), tiles or (None,),

@@ -107,7 +107,8 @@ def measure_host_speed(device: torch.device, *, kinds: Sequence[str] = ("add", "
     """``samples`` samples of each probe in ``kinds`` on ``device`` (interleaved, ``interval_s`` apart).
 
     ``progress(done, total)`` is called after each sample. The module probe builds a tiny decoder of the
-    packaged config in bf16 (CUDA) or fp32 (CPU) with random weights, once.
+    packaged config in bf16 (CUDA) or fp32 (CPU) with random weights, once, with eager attention and
+    grouped_mm experts (the profiler's defaults; its passes probe the run's own settings).
     """
     from llm_perf_opt.models.deepseek_ocr.modeling import tiny_decoder_program
     from llm_perf_opt.profiling.timers import ModuleHostProbe, host_probe_us
@@ -124,7 +125,10 @@ def measure_host_speed(device: torch.device, *, kinds: Sequence[str] = ("add", "
             takers[kind] = lambda: host_probe_us(device, reps=reps)
         else:
             dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-            module = ModuleHostProbe(tiny_decoder_program(device=device, dtype=dtype), device)
+            try:
+                module = ModuleHostProbe(tiny_decoder_program(device=device, dtype=dtype), device)
+            except (ValueError, RuntimeError) as exc:
+                raise UserError(f"module host probe: the tiny decoder could not run on {device} ({exc})") from None
             takers[kind] = lambda m=module: m.probe(reps=reps)  # type: ignore[misc]
     values: dict[str, list[float]] = {k: [] for k in takers}
     for i in range(samples):

@@ -1,4 +1,4 @@
-"""GPU catalogue: list, show, detect the local GPU, benchmark its achievable ceilings.
+"""GPU catalogue: list, show, detect the local GPU, benchmark its ceilings, its kernel gap and the host's speed.
 
     llm-perf-opt hw list [--json]
     llm-perf-opt hw show KEY [--json]
@@ -195,12 +195,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gap.add_argument("--device", type=_non_negative_int, default=0, help="CUDA device index (default 0)")
     gap.add_argument("--repeats", type=_positive_int, default=DEFAULT_REPEATS,
                      help=f"bursts of queued tiny kernels traced; the median gap is used (default {DEFAULT_REPEATS})")
-    probe = sub.add_parser("probe", parents=[common], help="this host's speed: the profiler's host-speed probes",
+    probe = sub.add_parser("probe", help="this host's speed: the profiler's host-speed probes",
                            description="Measure this host's speed as the profiler's passes do (the probes a "
                                        "timeline calibration scales its host costs by): 'add', host us per tiny "
                                        "in-place add, and 'module', host us per aten call of a tiny decoder "
-                                       "forward. Give the median to what-if --host-probe-us with a calibration "
-                                       "of the same probe kind.")
+                                       "forward (packaged config, eager attention, grouped_mm experts). Give "
+                                       "the median to what-if --host-probe-us with a calibration of the same "
+                                       "probe kind.")
     probe.add_argument("--device", default=None, metavar="DEVICE",
                        help="torch device to launch on (default: the first CUDA device; 'cpu' times CPU dispatch, "
                             "which no GPU calibration uses)")
@@ -213,6 +214,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     probe.add_argument("--interval", type=_non_negative_float, default=0.5, metavar="S",
                        help="seconds between samples, to see the host's drift (default 0.5)")
     probe.add_argument("--out", type=Path, default=None, metavar="FILE", help="also write the samples as JSON to FILE")
+    probe.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
 def _probe_kinds(text: str) -> list[str]:
@@ -510,7 +512,7 @@ def _check_out(path: Path, suffixes: Sequence[str] = ()) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the hw subcommand in ``args``; returns the exit status."""
-    catalog = load_catalog(args.catalog)
+    catalog = load_catalog(getattr(args, "catalog", None))
     if getattr(args, "out", None) is not None:
         _check_out(args.out, (".json", ".yaml", ".yml") if args.hw_command in ("bench", "gemms", "gap") else ())
     if args.hw_command == "list":

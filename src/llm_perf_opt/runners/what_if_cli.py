@@ -52,7 +52,7 @@ def _probe(text: str) -> float:
         raise argparse.ArgumentTypeError(f"host probe {text!r} is not a number of us/op") from None
     if not (value >= 0 and value != float("inf")):
         raise argparse.ArgumentTypeError(f"host probe {text!r} must be a finite number >= 0 us/op")
-    return value
+    return value + 0.0  # -0 -> 0.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -116,7 +116,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--calibrated {mode} needs --calibration FILE")
     cal_values = {"off": [False], "on": [True], "both": [False, True]}[mode]
     if args.host_probe_us and mode == "off":
-        raise UserError("--host-probe-us applies to calibrated scenarios: give --calibration FILE")
+        raise UserError("--host-probe-us applies to calibrated scenarios: give --calibration FILE"
+                        + (" and drop --calibrated off" if calibration is not None else ""))
     if args.tiles and args.image_size:
         raise UserError("give --tiles or --image-size, not both")
     catalog = load_catalog(args.catalog)
