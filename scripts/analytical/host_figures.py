@@ -396,10 +396,12 @@ def moved(old_root: Path, new_root: Path, least: float) -> list[str]:
 QUEUED_START_MS, QUEUED_END_MS = 0.3, 0.05
 
 
-def gaps(runs: Sequence[Path], ceilings: Path | None) -> list[str]:
+def gaps(runs: Sequence[Path], ceilings: Path | None, compare_root: Path | None = None,
+         timed_stage: str = "vision.clip") -> list[str]:
     """Device time between kernels of the stage ranges the host stayed ahead of, from the runs' profiled-pass
     timelines (torch_profiler/timeline.json): (device span - kernel time) / (kernels - 1), next to the bench's
-    queued-kernel gap."""
+    queued-kernel gap; with ``compare_root``, the same from the timed passes of ``timed_stage`` in the Base b4
+    comparisons under it (device-bound there: CLIP and the projector run behind SAM's backlog)."""
     lines = [f"{'run':36s} {'stage':12s} {'kernels':>8s} {'span ms':>9s} {'busy ms':>9s} {'gap us/kernel':>14s}"]
     found: list[float] = []
     for run in runs:
@@ -428,6 +430,16 @@ def gaps(runs: Sequence[Path], ceilings: Path | None) -> list[str]:
                      f"and >= {QUEUED_END_MS} ms at the end)")
     else:
         lines.append(f"{len(found)} queued ranges: median {statistics.median(found):.2f} us between kernels")
+    if compare_root is not None:
+        lines.append(f"timed passes, {timed_stage} of the Base b4 runs under {compare_root}: "
+                     "(measured - kernel time) / (kernels - 1)")
+        for rel, stages in _compares(compare_root).items():
+            st = stages.get(timed_stage)
+            if "base-b4-" not in rel or not st or not st.get("measured_device_ms") or not st.get("measured_kernels"):
+                continue
+            per = (st["measured_ms"] - st["measured_device_ms"]) / (st["measured_kernels"] - 1) * 1e3
+            lines.append(f"  {rel.removesuffix('/compare/compare.json')}: {st['measured_ms']:.3f} ms measured, "
+                         f"{st['measured_device_ms']:.3f} ms of kernels, {per:.2f} us per kernel")
     if ceilings is not None:
         from llm_perf_opt.hardware.bench import load_ceilings
 
@@ -731,6 +743,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("gaps", help="device time between kernels of the stage ranges the host stayed ahead of")
     p.add_argument("runs", type=Path, nargs="+", metavar="RUN_DIR", help="profiling run folders (timeline.json)")
     p.add_argument("--ceilings", type=Path, default=None, metavar="FILE", help="hw bench ceilings with kernel_gap_s")
+    p.add_argument("--compare", type=Path, default=None, metavar="ROOT",
+                   help="also the timed passes' (measured - kernel time) / (kernels - 1) of --stage in the Base b4 "
+                        "compare.json files under ROOT (e.g. reports/compare)")
+    p.add_argument("--stage", default="vision.clip", help="stage for --compare (default vision.clip)")
     p = sub.add_parser("rates", help="achieved rate of the census kernel groups that run a measured access pattern")
     p.add_argument("file", type=Path, help="census JSON written with --detail (scripts/gpu/kernel_census.py)")
     p.add_argument("--ceilings", type=Path, required=True, metavar="FILE", help="hw bench ceilings with patterns")
@@ -778,7 +794,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.cmd == "batch-gap":
             lines = batch_gap(args.root)
         elif args.cmd == "gaps":
-            lines = gaps(args.runs, args.ceilings)
+            lines = gaps(args.runs, args.ceilings, args.compare, args.stage)
         elif args.cmd == "rates":
             lines = rates(args.file, args.ceilings, args.workload, args.stage)
         elif args.cmd == "kernels":

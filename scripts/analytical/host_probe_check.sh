@@ -30,6 +30,7 @@ PY="${PYTHON:-python}"
 A=$1 B=$2
 OUT="${OUT:-tmp/host-probe-check}"
 P=reports/profile
+source scripts/analytical/compare_set.sh
 # the fit and the in-run variant: probe_choice.sh with the add_ probe at exponent 1 (it checks the run folders)
 VARIANTS="add:1" OUT="$OUT" PYTHON="$PY" bash scripts/analytical/probe_choice.sh "$A" "$B"
 X="$OUT/fit-$A-eval-$B-add-1"
@@ -64,13 +65,5 @@ print(f"fitted runs' mean probe {cal.host_probe_us:.2f} us/op; standalone probe 
       f"(medians {', '.join(f'{m:.2f}' for m in medians)})")
 PY
 for V in fitted standalone; do
-  mkdir -p "$X/$V"
-  for RUN in "$P"/h200-*-"$B"; do
-    [[ -d "$RUN" ]] || continue
-    R="$(basename "$RUN")"
-    "$PY" -m llm_perf_opt.runners.compare_cli --run "$RUN" --config default --calibration "$X/$V.json" \
-      --out "$X/$V/$R/compare" --unified-dir "$X/$V/$R" > /dev/null
-  done
-  echo "== fitted on set $A, evaluated on set $B: host $V"
-  "$PY" scripts/analytical/host_figures.py cross "$X/$V"
+  compare_set "$X/$V.json" "$B" "$X/$V" "fitted on set $A, evaluated on set $B: host $V"
 done

@@ -19,6 +19,7 @@ cd "$ROOT"
 export PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}"
 PY="${PYTHON:-python}"
 P=reports/profile
+source scripts/analytical/compare_set.sh
 A=$1 B=$2
 CEILINGS="${CEILINGS:-reports/hardware/h200/hw-ceilings.json}"
 OUT="${OUT:-tmp/probe-choice}"
@@ -34,12 +35,5 @@ for V in ${VARIANTS:-add:1 module:1 module:0.64}; do
     --held-out "$P/h200-small-b1-$A" --held-out "$P/h200-base-b4-$A" --config default --time-model timeline \
     --ceilings "$CEILINGS" --host-probe "$PROBE" --host-probe-exponent "$E" --out "$X/calibration.json" \
     > "$X/calibrate.txt"
-  for RUN in "$P"/h200-*-"$B"; do
-    [[ -d "$RUN" ]] || continue
-    R="$(basename "$RUN")"
-    "$PY" -m llm_perf_opt.runners.compare_cli --run "$RUN" --config default --calibration "$X/calibration.json" \
-      --out "$X/$R/compare" --unified-dir "$X/$R" > /dev/null
-  done
-  echo "== fitted on set $A, evaluated on set $B: probe $PROBE, exponent $E"
-  "$PY" scripts/analytical/host_figures.py cross "$X"
+  compare_set "$X/calibration.json" "$B" "$X" "fitted on set $A, evaluated on set $B: probe $PROBE, exponent $E"
 done

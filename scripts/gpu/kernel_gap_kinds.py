@@ -1,9 +1,10 @@
 """The device's gap between kernels queued back to back, for kernels of several kinds and sizes (GPU only).
 
 `llm-perf-opt hw gap` measures the gap behind tiny 1-element adds. This script queues 200 kernels of each
-kind below behind twelve 8192^3 bf16 matmuls, traces three bursts with torch.profiler and prints, per kind,
-the median gap (next start minus previous end, llm_perf_opt.hardware.bench.queued_gaps_us), its 10th and
-90th percentiles and the median kernel duration:
+kind below behind twelve 8192^3 bf16 matmuls and traces three bursts with torch.profiler
+(llm_perf_opt.hardware.bench.queued_trace, as hw gap does). It prints, per kind, the median gap (next start
+minus previous end, llm_perf_opt.hardware.bench.queued_gaps_us), its 10th and 90th percentiles and the
+median kernel duration:
 
     PYTHONPATH=src python scripts/gpu/kernel_gap_kinds.py
 """
@@ -15,10 +16,8 @@ import sys
 from collections.abc import Callable
 
 import torch
-from torch.autograd import DeviceType
-from torch.profiler import ProfilerActivity, profile
 
-from llm_perf_opt.hardware.bench import GAP_BUSY_MATMULS, GAP_KERNELS, queued_gaps_us
+from llm_perf_opt.hardware.bench import queued_gaps_us, queued_trace
 
 
 def kinds(device: str) -> dict[str, Callable[[], object]]:
@@ -30,34 +29,13 @@ def kinds(device: str) -> dict[str, Callable[[], object]]:
             "fp32 softmax 4096x1024": lambda: torch.softmax(s, -1)}
 
 
-def measure(fn: Callable[[], object], device: str, bursts: int = 3) -> tuple[list[float], list[float]]:
-    """(gaps, durations) in us of ``fn``'s kernels queued behind matmuls."""
-    a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
-
-    def burst() -> None:
-        for _ in range(GAP_BUSY_MATMULS):
-            a @ a
-        for _ in range(GAP_KERNELS):
-            fn()
-
-    burst()
-    torch.cuda.synchronize(device)
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        for _ in range(bursts):
-            burst()
-        torch.cuda.synchronize(device)
-    trace = [(e.name, float(e.time_range.start), float(e.time_range.end)) for e in prof.events()
-             if e.device_type == DeviceType.CUDA]
-    return queued_gaps_us(trace)
-
-
 def main() -> int:
     if not torch.cuda.is_available():
         print("kernel_gap_kinds.py: no CUDA device", file=sys.stderr)
         return 2
     print("| kernel | gap (median) | gap (p10-p90) | duration |\n|---|---:|---:|---:|")
     for label, fn in kinds("cuda").items():
-        gaps, durations = measure(fn, "cuda")
+        gaps, durations = queued_gaps_us(queued_trace(fn, device="cuda", bursts=3))
         g = sorted(gaps)
         print(f"| {label} | {statistics.median(g):.2f} us | {g[len(g) // 10]:.2f}-{g[9 * len(g) // 10]:.2f} us | "
               f"{statistics.median(durations):.2f} us |")

@@ -298,9 +298,14 @@ def test_gaps_between_queued_kernels(tmp_path: Path, capsys: pytest.CaptureFixtu
     # the committed Base b4 run whose profiled pass kept the host ahead through CLIP and the projector
     run = RUNS / "h200-base-b4-20261203T110219Z"
     ceilings = ROOT / "reports" / "hardware" / "h200" / "hw-ceilings.json"
-    assert _script().main(["gaps", str(run), "--ceilings", str(ceilings)]) == 0
+    compare = ROOT / "reports" / "compare" / "cross-session-h200-20261203T110219Z"
+    assert _script().main(["gaps", str(run), "--ceilings", str(ceilings), "--compare", str(compare)]) == 0
     out = capsys.readouterr().out
-    rows = {line.split()[1]: float(line.split()[-1]) for line in out.splitlines() if line.startswith("h200-")}
+    rows = {line.split()[1]: float(line.split()[-1]) for line in out.splitlines()
+            if line.startswith("h200-") and "per kernel" not in line}
+    # the timed passes of the same run: CLIP behind SAM's backlog, measured minus kernel time per kernel
+    (timed,) = [line for line in out.splitlines() if line.endswith("us per kernel")]
+    assert 1.0 < float(timed.split()[-4]) < 2.0
     assert set(rows) == {"vision.clip", "projector"}  # SAM syncs, prefill and decode are host bound
     assert 1.0 < rows["vision.clip"] < 2.0
     assert "bench (hw gap): 0.99 us" in out

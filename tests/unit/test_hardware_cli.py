@@ -235,7 +235,6 @@ def test_driver_info_from_nvidia_smi(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_bench_pattern_sides_reach_the_bench_and_the_table(monkeypatch: pytest.MonkeyPatch,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
-    import types
 
     from llm_perf_opt.hardware.bench import BenchMethod, MeasuredCeilings
 
@@ -249,8 +248,7 @@ def test_bench_pattern_sides_reach_the_bench_and_the_table(monkeypatch: pytest.M
                                                    copy_buffer_bytes=1 << 31),
                                 pattern_bandwidth_bytes_per_s={"outer_add@64": 0.6e12})
 
-    gpu = types.SimpleNamespace(catalog_key="h200", catalog_error=None, driver_version="1", name="NVIDIA H200")
-    monkeypatch.setattr(hw_cli, "detect_gpu", lambda *_a, **_k: gpu)
+    _fake_h200(monkeypatch)
     monkeypatch.setattr(hw_cli, "run_bench", fake_bench)
     rc, out, _ = _run(capsys, "bench", "--pattern-sides", "14,64,14")
     assert rc == 0 and seen == [[14, 64]]
@@ -264,7 +262,6 @@ def test_bench_pattern_sides_reach_the_bench_and_the_table(monkeypatch: pytest.M
 
 def test_bench_keeps_the_ceilings_when_the_patterns_fail(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
-    import types
 
     from llm_perf_opt.errors import UserError
     from llm_perf_opt.hardware.bench import BenchMethod, MeasuredCeilings, load_ceilings
@@ -276,8 +273,7 @@ def test_bench_keeps_the_ceilings_when_the_patterns_fail(monkeypatch: pytest.Mon
             method=BenchMethod(matmul_size=8192, warmup=1, repeats=1, inner=1, copy_buffer_bytes=1 << 31)))
         raise UserError("out of device memory while measuring the access patterns at sides 80")
 
-    gpu = types.SimpleNamespace(catalog_key="h200", catalog_error=None, driver_version="1", name="NVIDIA H200")
-    monkeypatch.setattr(hw_cli, "detect_gpu", lambda *_a, **_k: gpu)
+    _fake_h200(monkeypatch)
     monkeypatch.setattr(hw_cli, "run_bench", failing_bench)
     out = tmp_path / "ceilings.json"
     rc, stdout, err = _run(capsys, "bench", "--out", str(out))
@@ -285,6 +281,13 @@ def test_bench_keeps_the_ceilings_when_the_patterns_fail(monkeypatch: pytest.Mon
     assert "out of device memory" in err and f"are in {out}" in err
     kept = load_ceilings(out)
     assert kept.matmul_flops_per_s == {"bf16": 6.8e14} and kept.driver_version == "1"
+
+
+def _fake_h200(monkeypatch: pytest.MonkeyPatch) -> None:
+    """hw detects a local H200 (no CUDA call is made)."""
+    gpu = types.SimpleNamespace(catalog_key="h200", catalog_error=None, driver_version="1", name="NVIDIA H200")
+    monkeypatch.setattr(hw_cli, "detect_gpu", lambda *_a, **_k: gpu)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda _i: None)
 
 
 def _ceilings_for_cli(**extra: object) -> Any:
@@ -298,7 +301,6 @@ def _ceilings_for_cli(**extra: object) -> Any:
 
 def test_bench_times_the_gemms_of_the_chosen_workloads(monkeypatch: pytest.MonkeyPatch,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
-    import types
 
     from llm_perf_opt.analytic.gemm_shapes import default_gemm_workloads, workload_gemm_keys
 
@@ -308,8 +310,7 @@ def test_bench_times_the_gemms_of_the_chosen_workloads(monkeypatch: pytest.Monke
         seen.append((kwargs["gemm_keys"], kwargs["gemm_workloads"]))
         return _ceilings_for_cli(gemm_times_ms={"bmm_nt@16x257x257x64": [0.012]})
 
-    gpu = types.SimpleNamespace(catalog_key="h200", catalog_error=None, driver_version="1", name="NVIDIA H200")
-    monkeypatch.setattr(hw_cli, "detect_gpu", lambda *_a, **_k: gpu)
+    _fake_h200(monkeypatch)
     monkeypatch.setattr(hw_cli, "run_bench", fake_bench)
     rc, out, _ = _run(capsys, "bench", "--gemm-workloads", "base:1,small:4,base:1")
     assert rc == 0 and seen[-1] == (workload_gemm_keys(["base:1", "small:4"]), ["base:1", "small:4"])
@@ -325,7 +326,6 @@ def test_bench_times_the_gemms_of_the_chosen_workloads(monkeypatch: pytest.Monke
 
 def test_gemms_adds_the_gemm_times_to_a_ceilings_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
-    import types
 
     import attrs
 
@@ -338,10 +338,8 @@ def test_gemms_adds_the_gemm_times_to_a_ceilings_file(monkeypatch: pytest.Monkey
         timed.append(keys)
         return attrs.evolve(ceilings, gemm_times_ms={k: [0.01] for k in keys}, gemm_workloads=list(workloads))
 
-    gpu = types.SimpleNamespace(catalog_key="h200", catalog_error=None, driver_version="1", name="NVIDIA H200")
-    monkeypatch.setattr(hw_cli, "detect_gpu", lambda *_a, **_k: gpu)
+    _fake_h200(monkeypatch)
     monkeypatch.setattr(hw_cli, "add_gemm_times", fake_add)
-    monkeypatch.setattr(torch.cuda, "set_device", lambda _i: None)
     out = tmp_path / "out.json"
     rc, stdout, _ = _run(capsys, "gemms", "--ceilings", str(base), "--out", str(out), "--gemm-workloads", "tiny:1")
     assert rc == 0 and f"written to {out}" in stdout
@@ -356,7 +354,6 @@ def test_gemms_adds_the_gemm_times_to_a_ceilings_file(monkeypatch: pytest.Monkey
 
 def test_bench_keeps_the_gemms_timed_before_a_stop(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    import types
 
     from llm_perf_opt.hardware.bench import GemmTimingStopped, load_ceilings
 
@@ -365,8 +362,7 @@ def test_bench_keeps_the_gemms_timed_before_a_stop(monkeypatch: pytest.MonkeyPat
         raise GemmTimingStopped("interrupted while timing GEMM linear@1x9x8x16 (1 of 2 shapes timed)",
                                 _ceilings_for_cli(gemm_times_ms={"linear@1x5x8x16": [0.002]}))
 
-    gpu = types.SimpleNamespace(catalog_key="h200", catalog_error=None, driver_version="1", name="NVIDIA H200")
-    monkeypatch.setattr(hw_cli, "detect_gpu", lambda *_a, **_k: gpu)
+    _fake_h200(monkeypatch)
     monkeypatch.setattr(hw_cli, "run_bench", stopped_bench)
     out = tmp_path / "ceilings.json"
     rc, _, err = _run(capsys, "bench", "--out", str(out), "--gemm-workloads", "tiny:1")
@@ -377,7 +373,6 @@ def test_bench_keeps_the_gemms_timed_before_a_stop(monkeypatch: pytest.MonkeyPat
 
 def test_gap_adds_the_kernel_gap_to_a_ceilings_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    import types
 
     import attrs
 
@@ -390,10 +385,8 @@ def test_gap_adds_the_kernel_gap_to_a_ceilings_file(monkeypatch: pytest.MonkeyPa
         calls.append((device, repeats))
         return 1.0e-6, 0.9e-6
 
-    gpu = types.SimpleNamespace(catalog_key="h200", catalog_error=None, driver_version="1", name="NVIDIA H200")
-    monkeypatch.setattr(hw_cli, "detect_gpu", lambda *_a, **_k: gpu)
+    _fake_h200(monkeypatch)
     monkeypatch.setattr(hw_cli, "measure_kernel_gap", fake_gap)
-    monkeypatch.setattr(torch.cuda, "set_device", lambda _i: None)
     out = tmp_path / "out.json"
     rc, stdout, _ = _run(capsys, "gap", "--ceilings", str(base), "--out", str(out), "--repeats", "4")
     assert rc == 0 and "1.00 us between queued kernels" in stdout and calls == [("cuda:0", 4)]

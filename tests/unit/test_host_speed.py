@@ -30,12 +30,19 @@ def test_probe_json_on_cpu(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
 
 def test_samples_are_the_profilers_probe_spread_over_time(monkeypatch: pytest.MonkeyPatch) -> None:
     values = iter([99.0, 5.0, 7.0, 6.0])  # the first call is the warm-up
-    monkeypatch.setattr(timers, "host_probe_us", lambda device, reps=3: next(values))
+    reps_seen: list[int] = []
+
+    def fake_probe(device: object, reps: int = 3) -> float:
+        reps_seen.append(reps)
+        return next(values)
+
+    monkeypatch.setattr(timers, "host_probe_us", fake_probe)
     sleeps: list[float] = []
     monkeypatch.setattr(host_speed.time, "sleep", sleeps.append)
     done: list[tuple[int, int]] = []
-    speed = measure_host_speed(torch.device("cpu"), kinds=["add"], samples=3, interval_s=0.25,
+    speed = measure_host_speed(torch.device("cpu"), kinds=["add"], samples=3, reps=5, interval_s=0.25,
                                progress=lambda i, n: done.append((i, n)))
+    assert reps_seen == [1, 5, 5, 5] and not speed.interrupted
     assert speed.probes["add"].samples_us == [5.0, 7.0, 6.0] and speed.probes["add"].median_us == 6.0
     assert sleeps == [0.25, 0.25] and done == [(1, 3), (2, 3), (3, 3)]
     assert set(speed.probes) == {"add"}
@@ -54,8 +61,29 @@ def test_table_and_bad_input(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Cap
         resolve_device("gpu7")
     with pytest.raises(UserError, match="no CUDA device"):
         resolve_device("cuda:0")
-    for argv in (["probe", "--probes", "add,nope"], ["probe", "--samples", "0"], ["probe", "--interval", "-1"]):
+    for argv, message in ((["probe", "--probes", "add,nope"], "probes must be among add, module"),
+                          (["probe", "--samples", "0"], "--samples"), (["probe", "--interval", "-1"], "must be a finite")):
         with pytest.raises(SystemExit):
             hw_cli.main(argv)
+        assert message in capsys.readouterr().err
     with pytest.raises(UserError, match="samples and reps"):
         measure_host_speed(torch.device("cpu"), kinds=["add"], samples=0)
+
+
+def test_an_interrupt_keeps_the_samples_taken(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    calls = iter([9.0, 5.0, 6.0])  # warm-up, two samples, then the interrupt
+
+    def probe(device: object, reps: int = 3) -> float:
+        try:
+            return next(calls)
+        except StopIteration:
+            raise KeyboardInterrupt from None
+
+    monkeypatch.setattr(timers, "host_probe_us", probe)
+    out = tmp_path / "p.json"
+    rc = hw_cli.main(["probe", "--device", "cpu", "--probes", "add", "--samples", "5", "--interval", "0",
+                      "--out", str(out)])
+    assert rc == 130 and "interrupted" in capsys.readouterr().err
+    saved = json.loads(out.read_text())
+    assert saved["interrupted"] is True and saved["probes"]["add"]["samples_us"] == [5.0, 6.0]

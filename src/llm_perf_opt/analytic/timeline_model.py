@@ -266,4 +266,4 @@ def simulate_pass(stages: Mapping[Stage, BaseLayer], decode_forwards: int, peaks
     blocks = pass_blocks(stages, decode_forwards, peaks, model, kernel_floor_s=model.kernel_floor_s,
                          device_scale={st.value: model.device_scale(st.value) for st in Stage})
     host = {st.value: model.host_s_per_kernel(st.value) for st in Stage}
-    return run_timeline(blocks, host, model.host_sync_s, float(getattr(model, "kernel_gap_s", 0.0)))
+    return run_timeline(blocks, host, model.host_sync_s, model.kernel_gap_s)

@@ -484,33 +484,41 @@ def kernel_gap_from_trace(kernels: Sequence[tuple[str, float, float]]) -> tuple[
     return statistics.median(queued) * 1e-6, statistics.median(durations) * 1e-6
 
 
-def measure_kernel_gap(*, device: str, repeats: int) -> tuple[float, float]:
-    """(median gap s, median duration s) of ``GAP_KERNELS`` in-place adds on a 1-element tensor queued back
-    to back behind matmuls, from a torch.profiler trace of ``repeats`` bursts: the device's own time between
-    one queued kernel's end and the next one's start, which kernel durations (and so the per-stage device
-    time of an operator table) leave out. CUDA only."""
+def queued_trace(launch: Callable[[], object], *, device: str, bursts: int
+                 ) -> list[tuple[str, float, float]]:
+    """Device trace (kernel name, start us, end us) of ``bursts`` bursts of ``GAP_KERNELS`` calls of ``launch``
+    queued behind ``GAP_BUSY_MATMULS`` matmuls (one untraced burst first), from torch.profiler. CUDA only."""
     import torch
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
-    x = torch.zeros(1, device=device)
     a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
 
     def burst() -> None:
         for _ in range(GAP_BUSY_MATMULS):
             a @ a
         for _ in range(GAP_KERNELS):
-            x.add_(1.0)
+            launch()
 
     burst()
     torch.cuda.synchronize(device)
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        for _ in range(max(1, repeats)):
+        for _ in range(max(1, bursts)):
             burst()
         torch.cuda.synchronize(device)
-    kernels = [(e.name, float(e.time_range.start), float(e.time_range.end)) for e in prof.events()
-               if e.device_type == DeviceType.CUDA]
-    return kernel_gap_from_trace(kernels)
+    return [(e.name, float(e.time_range.start), float(e.time_range.end)) for e in prof.events()
+            if e.device_type == DeviceType.CUDA]
+
+
+def measure_kernel_gap(*, device: str, repeats: int) -> tuple[float, float]:
+    """(median gap s, median duration s) of in-place adds on a 1-element tensor queued back to back behind
+    matmuls (:func:`queued_trace` of ``repeats`` bursts): the device's own time between one queued kernel's
+    end and the next one's start, which kernel durations (and so the per-stage device time of an operator
+    table) leave out. CUDA only."""
+    import torch
+
+    x = torch.zeros(1, device=device)
+    return kernel_gap_from_trace(queued_trace(lambda: x.add_(1.0), device=device, bursts=repeats))
 
 
 def require_cuda() -> None:

@@ -73,6 +73,7 @@ class HostSpeed:
     interval_s: float = field(metadata={"help": "seconds between samples"})
     probes: dict[str, ProbeSeries]
     created_utc: str
+    interrupted: bool = field(default=False, metadata={"help": "stopped by an interrupt before every sample"})
 
     def as_dict(self) -> dict[str, Any]:
         """JSON form (``kind`` = HOST_SPEED_KIND)."""
@@ -106,7 +107,8 @@ def measure_host_speed(device: torch.device, *, kinds: Sequence[str] = ("add", "
                        progress: Callable[[int, int], None] | None = None) -> HostSpeed:
     """``samples`` samples of each probe in ``kinds`` on ``device`` (interleaved, ``interval_s`` apart).
 
-    ``progress(done, total)`` is called after each sample. The module probe builds a tiny decoder of the
+    ``progress(done, total)`` is called after each sample. An interrupt after the first sample ends the
+    sampling and returns what was taken (``interrupted`` set). The module probe builds a tiny decoder of the
     packaged config in bf16 (CUDA) or fp32 (CPU) with random weights, once, with eager attention and
     grouped_mm experts (the profiler's defaults; its passes probe the run's own settings).
     """
@@ -131,15 +133,22 @@ def measure_host_speed(device: torch.device, *, kinds: Sequence[str] = ("add", "
                 raise UserError(f"module host probe: the tiny decoder could not run on {device} ({exc})") from None
             takers[kind] = lambda m=module: m.probe(reps=reps)  # type: ignore[misc]
     values: dict[str, list[float]] = {k: [] for k in takers}
-    for i in range(samples):
-        if i and interval_s:
-            time.sleep(interval_s)
-        for kind, take in takers.items():
-            values[kind].append(float(take()))
-        if progress is not None:
-            progress(i + 1, samples)
+    interrupted = False
+    try:
+        for i in range(samples):
+            if i and interval_s:
+                time.sleep(interval_s)
+            for kind, take in takers.items():
+                values[kind].append(float(take()))
+            if progress is not None:
+                progress(i + 1, samples)
+    except KeyboardInterrupt:  # keep the samples taken so far
+        if not any(values.values()):
+            raise
+        interrupted = True
+        values = {k: v for k, v in values.items() if v}
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     return HostSpeed(device=str(device), device_name=name, torch_version=str(torch.__version__), reps=reps,
                      interval_s=interval_s,
                      probes={k: ProbeSeries(kind=k, unit=PROBE_UNITS[k], samples_us=v) for k, v in values.items()},
-                     created_utc=_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+                     created_utc=_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), interrupted=interrupted)

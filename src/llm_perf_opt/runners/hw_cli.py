@@ -168,31 +168,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "analytic model of these workloads, standard page and prompt, eager attention "
                             "(llm_perf_opt.hardware.gemms), or 'none' to skip them (default: every mode at "
                             f"batch {', '.join(map(str, DEFAULT_GEMM_BATCHES))})")
-    gemms = sub.add_parser("gemms", parents=[common], help="add GEMM times to a ceilings file",
+    # gemms and gap: measure one more figure and write it into an existing ceilings file
+    edit = argparse.ArgumentParser(add_help=False, parents=[common])
+    edit.add_argument("--ceilings", type=Path, required=True, metavar="FILE",
+                      help="ceilings file of this GPU model (hw bench --out) to add the measurement to")
+    edit.add_argument("--out", type=Path, required=True, metavar="FILE",
+                      help="where to write the ceilings with it (.json or .yaml; may be --ceilings)")
+    edit.add_argument("--device", type=_non_negative_int, default=0, help="CUDA device index (default 0)")
+    gemms = sub.add_parser("gemms", parents=[edit], help="add GEMM times to a ceilings file",
                            description="Time the GEMMs of the analytic model of the given workloads on the local "
                                        "GPU and write an existing ceilings file (hw bench --out) with them added; "
                                        "the other figures are kept as measured.")
-    gemms.add_argument("--ceilings", type=Path, required=True, metavar="FILE",
-                       help="ceilings file of this GPU model (hw bench --out) to add the GEMM times to")
-    gemms.add_argument("--out", type=Path, required=True, metavar="FILE",
-                       help="where to write the ceilings with GEMM times (.json or .yaml; may be --ceilings)")
-    gemms.add_argument("--device", type=_non_negative_int, default=0, help="CUDA device index (default 0)")
     gemms.add_argument("--repeats", type=_positive_int, default=DEFAULT_REPEATS,
                        help=f"timed repeats per GEMM; the median is used (default {DEFAULT_REPEATS})")
     gemms.add_argument("--gemm-workloads", type=_workloads, default=None, metavar="MODE:BATCH,...",
                        help="workloads whose GEMM shapes to time (default: every mode at batch "
                             f"{', '.join(map(str, DEFAULT_GEMM_BATCHES))})")
-    gap = sub.add_parser("gap", parents=[common], help="add the device's gap between queued kernels to a ceilings file",
+    gap = sub.add_parser("gap", parents=[edit], help="add the device's gap between queued kernels to a ceilings file",
                          description="Measure the local GPU's gap between kernels queued back to back (tiny adds "
                                      "behind matmuls, from a torch.profiler trace: next start minus previous end) "
                                      "and write an existing ceilings file (hw bench --out) with it added; the "
                                      "other figures are kept as measured. The timeline model adds it per kernel "
                                      "on top of the kernels' durations.")
-    gap.add_argument("--ceilings", type=Path, required=True, metavar="FILE",
-                     help="ceilings file of this GPU model (hw bench --out) to add the gap to")
-    gap.add_argument("--out", type=Path, required=True, metavar="FILE",
-                     help="where to write the ceilings with the gap (.json or .yaml; may be --ceilings)")
-    gap.add_argument("--device", type=_non_negative_int, default=0, help="CUDA device index (default 0)")
     gap.add_argument("--repeats", type=_positive_int, default=DEFAULT_REPEATS,
                      help=f"bursts of queued tiny kernels traced; the median gap is used (default {DEFAULT_REPEATS})")
     probe = sub.add_parser("probe", help="this host's speed: the profiler's host-speed probes",
@@ -407,12 +404,18 @@ def _gemm_rows(ceilings: MeasuredCeilings) -> list[list[str]]:
     return rows
 
 
-def _cmd_gemms(args: argparse.Namespace, catalog: GpuCatalog) -> int:
+def _ceilings_of_this_gpu(args: argparse.Namespace, catalog: GpuCatalog, command: str) -> MeasuredCeilings:
+    """--ceilings, refused in one line when it was measured on another GPU model than the local one."""
     base = load_ceilings(args.ceilings)
-    gpu = _detect_or_fail(args.device, catalog, "gemms")
+    gpu = _detect_or_fail(args.device, catalog, command)
     if base.gpu_key is not None and gpu.catalog_key != base.gpu_key:
         raise UserError(f"--ceilings {args.ceilings}: measured on {base.gpu_key!r}, this GPU is "
                         f"{gpu.catalog_key or gpu.name!r}")
+    return base
+
+
+def _cmd_gemms(args: argparse.Namespace, catalog: GpuCatalog) -> int:
+    base = _ceilings_of_this_gpu(args, catalog, "gemms")
     workloads, keys = _gemm_keys(args.gemm_workloads)
     if not keys:
         raise UserError("hw gemms: no workload to time (give --gemm-workloads MODE:BATCH,...)")
@@ -440,11 +443,7 @@ def _cmd_gemms(args: argparse.Namespace, catalog: GpuCatalog) -> int:
 
 
 def _cmd_gap(args: argparse.Namespace, catalog: GpuCatalog) -> int:
-    base = load_ceilings(args.ceilings)
-    gpu = _detect_or_fail(args.device, catalog, "gap")
-    if base.gpu_key is not None and gpu.catalog_key != base.gpu_key:
-        raise UserError(f"--ceilings {args.ceilings}: measured on {base.gpu_key!r}, this GPU is "
-                        f"{gpu.catalog_key or gpu.name!r}")
+    base = _ceilings_of_this_gpu(args, catalog, "gap")
     import torch
 
     torch.cuda.set_device(args.device)
@@ -495,6 +494,10 @@ def _cmd_probe(args: argparse.Namespace) -> int:
         print(render_probe(speed))
         if args.out is not None:
             print(f"wrote {args.out}")
+    if speed.interrupted:
+        print("hw probe: interrupted; the samples taken before it are above"
+              + (f" and in {args.out}" if args.out is not None else ""), file=sys.stderr)
+        return 130
     return 0
 
 
