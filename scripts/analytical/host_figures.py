@@ -27,6 +27,9 @@
     python scripts/analytical/host_figures.py kernels CENSUS_DETAIL.json --workload base:4 --stage prefill \
         [--op aten::sort ...] [--shape '[6768,' ...]
         the census kernel groups of a stage by aten op and input-shape text: device ms per group, per op, total
+    python scripts/analytical/host_figures.py graph GRAPH_DECODE.json --calibration CAL
+        per record of scripts/gpu/graph_decode.py: the graph-replayed decode step next to the timeline model's
+        step with no host cost (what-if --host-probe-us 0), the eager step next to the model at its probe
     python scripts/analytical/host_figures.py rates CENSUS_DETAIL.json --ceilings FILE --workload base:1
         per kernel group of a census with --detail that runs a measured access pattern: device ms, bytes,
         achieved TB/s next to the bench's rate for that pattern
@@ -206,7 +209,7 @@ def prior(paths: Sequence[Path]) -> list[str]:
     return lines
 
 
-def _census_pages(key: str, config: str) -> Any:
+def _census_pages(key: str, config: str, attention: str = "eager") -> Any:
     """The analytic model of a census workload 'mode:batch' (synthetic pages, as the census ran)."""
     from llm_perf_opt.analytic.gemm_shapes import parse_workload
     from llm_perf_opt.analytic.model import AnalyticModel
@@ -218,7 +221,7 @@ def _census_pages(key: str, config: str) -> Any:
     page = synthetic_pages(batch)[0]
     wl = OCRWorkloadProfile.create(profile_id=key, mode=mode, image_width_px=page.width,
                                    image_height_px=page.height, prompt_text_tokens=9, max_new_tokens=64,
-                                   batch_size=batch, attention="eager", experts="grouped_mm")
+                                   batch_size=batch, attention=attention, experts="grouped_mm")
     return AnalyticModel(DeepseekOCRConfig.named(config), wl)
 
 
@@ -446,6 +449,66 @@ def gaps(runs: Sequence[Path], ceilings: Path | None, compare_root: Path | None 
         c = load_ceilings(ceilings)
         lines.append("bench (hw gap): " + (f"{c.kernel_gap_s * 1e6:.2f} us between queued tiny kernels"
                                            if c.kernel_gap_s is not None else "not measured"))
+    return lines
+
+
+def graph(path: Path, cal_path: Path, config: str) -> list[str]:
+    """Per record of scripts/gpu/graph_decode.py: the graph-replayed decode step (no host in the way) next to
+    the timeline model's step at the same KV length with no host cost (what-if --host-probe-us 0), and the
+    eager step next to the model at the record's own add_ probe."""
+    from llm_perf_opt.analytic.calibration import CalibrationError, efficiency_for_stage
+    from llm_perf_opt.analytic.roofline import RooflinePeaks
+    from llm_perf_opt.analytic.timeline_model import simulate_pass, stage_blocks
+    from llm_perf_opt.hardware import effective_peaks, load_catalog
+    from llm_perf_opt.vocab import Stage, parse_dtype
+
+    try:
+        records = json.loads(path.read_text())["records"]
+        if not isinstance(records, list):
+            raise TypeError("records is not a list")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"{path}: not a graph_decode.py result ({exc})") from None
+    cal = load_calibration(cal_path)
+    try:
+        free = cal.for_host_probe(0.0)
+    except CalibrationError as exc:
+        raise UserError(f"{cal_path}: {exc}") from None
+    peaks = RooflinePeaks.from_effective(effective_peaks(load_catalog().get(cal.gpu_key)), parse_dtype(cal.dtype))
+    eff = efficiency_for_stage(cal, Stage.DECODE.value)
+    scale = cal.stage_device_scale.get(Stage.DECODE.value, 1.0)
+    lines = [f"{'workload':<16} {'kv':>5} {'kernels meas/model':>18} {'kernel ms meas/model':>21} "
+             f"{'graph ms':>9} {'model no host':>14} {'eager ms':>9} {'probe us':>8} {'model at probe':>15}"]
+    for rec in records:
+        try:
+            key, attn, kv = f"{rec['mode']}:{rec['batch']}", str(rec["attention"]), int(rec["kv_len"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UserError(f"{path}: a record lacks mode, batch, attention or kv_len ({exc})") from None
+        model = _census_pages(key, config, attn)
+        if model.shape.prefill_tokens != rec.get("prompt_length"):
+            raise UserError(f"{path}: {key} prompt of {rec.get('prompt_length')} tokens, the model's "
+                            f"{model.shape.prefill_tokens}: not the same workload")
+        step = {Stage.DECODE: model.decode_step(kv)}
+        blocks = stage_blocks(step[Stage.DECODE], peaks, eff, kernel_floor_s=cal.kernel_floor_s)
+        k_model = sum(b.kernels for b in blocks)
+        dev_ms = sum(b.device_s for b in blocks) * scale * 1e3
+        no_host_ms = simulate_pass(step, 1, peaks, free).decode_forward_s * 1e3
+        probe = rec.get("host_probe_add_us")
+        at_probe = "-"
+        if probe and cal.host_probe_us > 0:
+            at_probe_ms = simulate_pass(step, 1, peaks, cal.for_host_probe(float(probe))).decode_forward_s * 1e3
+            at_probe = f"{at_probe_ms:7.3f} ({at_probe_ms / rec['eager_ms'] - 1:+.0%})"
+        tr = rec.get("graph_trace") or rec.get("eager_trace") or {}
+        if "graph_ms" in rec:
+            graph_cell = f"{rec['graph_ms']:9.3f} {no_host_ms:7.3f} ({no_host_ms / rec['graph_ms'] - 1:+.0%})"
+        else:
+            graph_cell = f"{'failed':>9} {no_host_ms:7.3f}{'':8}"
+        kern_ms = f"{tr.get('kernel_sum_ms', 0.0):.3f} / {dev_ms:.3f}"
+        lines.append(f"{key + ' ' + attn:<16} {kv:>5} {tr.get('kernels', 0):>8.0f} / {k_model:<7.0f} {kern_ms:>21} "
+                     f"{graph_cell} {rec['eager_ms']:9.3f} {probe or 0:8.2f} {at_probe:>15}")
+        if "graph_error" in rec:
+            lines.append(f"  capture failed: {rec['graph_error']}")
+    lines.append(f"kernel gap of the calibration: {cal.kernel_gap_s * 1e6:.2f} us; decode device factor {scale:g}; "
+                 "kernels and kernel ms measured from the replays' trace (the eager step's when the capture failed)")
     return lines
 
 
@@ -747,6 +810,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="also the timed passes' (measured - kernel time) / (kernels - 1) of --stage in the Base b4 "
                         "compare.json files under ROOT (e.g. reports/compare)")
     p.add_argument("--stage", default="vision.clip", help="stage for --compare (default vision.clip)")
+    p = sub.add_parser("graph", help="graph-replayed decode steps next to the model's step with no host cost")
+    p.add_argument("file", type=Path, help="records of scripts/gpu/graph_decode.py --out")
+    p.add_argument("--calibration", type=Path, required=True, metavar="FILE",
+                   help="timeline calibration with a host probe (its device model, gap and host costs)")
+    p.add_argument("--config", default="default", metavar="NAME", help="model config to analyse (default default)")
     p = sub.add_parser("rates", help="achieved rate of the census kernel groups that run a measured access pattern")
     p.add_argument("file", type=Path, help="census JSON written with --detail (scripts/gpu/kernel_census.py)")
     p.add_argument("--ceilings", type=Path, required=True, metavar="FILE", help="hw bench ceilings with patterns")
@@ -795,6 +863,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             lines = batch_gap(args.root)
         elif args.cmd == "gaps":
             lines = gaps(args.runs, args.ceilings, args.compare, args.stage)
+        elif args.cmd == "graph":
+            lines = graph(args.file, args.calibration, args.config)
         elif args.cmd == "rates":
             lines = rates(args.file, args.ceilings, args.workload, args.stage)
         elif args.cmd == "kernels":

@@ -325,3 +325,40 @@ def test_gaps_between_queued_kernels(tmp_path: Path, capsys: pytest.CaptureFixtu
     (host_bound / "timeline.json").write_text("{not json")
     assert _script().main(["gaps", str(host_bound)]) != 0
     assert "unreadable timeline.json" in capsys.readouterr().err
+
+
+def test_graph_replayed_steps_next_to_the_model_without_host(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from llm_perf_opt.analytic.calibration import load_calibration
+
+    hf = _script()
+    cal_path = ROOT / "reports" / "compare" / "compare-h200-20261202T033259Z" / "calibration-h200-timeline.json"
+    cal = load_calibration(cal_path)
+    prompt = hf._census_pages("base:1", "default", "sdpa").shape.prefill_tokens
+    rec = {"mode": "base", "batch": 1, "attention": "sdpa", "experts": "grouped_mm", "prompt_length": prompt,
+           "kv_len": prompt + 9, "host_probe_add_us": cal.host_probe_us, "eager_ms": 20.0, "graph_ms": 4.0,
+           "graph_trace": {"kernels": 1000, "kernel_sum_ms": 3.0, "span_ms": 4.0}}
+    failed = {**rec, "batch": 4, "attention": "eager", "graph_error": "RuntimeError: not capturable"}
+    del failed["graph_ms"], failed["graph_trace"]
+    failed["eager_trace"] = {"kernels": 1070, "kernel_sum_ms": 3.5, "span_ms": 19.0}
+    path = tmp_path / "graph.json"
+    path.write_text(json.dumps({"records": [rec, failed]}))
+    assert hf.main(["graph", str(path), "--calibration", str(cal_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    b1 = lines[1].split()
+    kernels_model, kernel_ms_model, no_host = float(b1[5]), float(b1[8]), float(b1[10])
+    assert b1[:3] == ["base:1", "sdpa", str(prompt + 9)] and float(b1[3]) == 1000
+    # no host cost: the step is its blocks' device time plus the calibration's gap per kernel
+    assert no_host == pytest.approx(kernel_ms_model + kernels_model * cal.kernel_gap_s * 1e3, abs=2e-3)
+    assert b1[11] == f"({no_host / 4.0 - 1:+.0%})"
+    # at the calibration's own probe the host dominates: the step is several times the no-host one
+    assert float(b1[-2]) > 2 * no_host
+    assert lines[2].split()[:2] == ["base:4", "eager"] and "failed" in lines[2] and float(lines[2].split()[3]) == 1070
+    assert lines[3] == "  capture failed: RuntimeError: not capturable"
+    # another workload's record, a file that is not a result: one line each
+    path.write_text(json.dumps({"records": [{**rec, "prompt_length": prompt - 1}]}))
+    assert hf.main(["graph", str(path), "--calibration", str(cal_path)]) == 2
+    assert "not the same workload" in capsys.readouterr().err
+    path.write_text("[]")
+    assert hf.main(["graph", str(path), "--calibration", str(cal_path)]) == 2
+    assert "not a graph_decode.py result" in capsys.readouterr().err

@@ -6,6 +6,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
+from llm_perf_opt.errors import UserError
 from llm_perf_opt.models.deepseek_ocr import (
     DeepseekOCRConfig,
     build_model,
@@ -166,3 +167,22 @@ def test_attention_and_expert_implementations_agree(pages):
             ref = logits
         torch.testing.assert_close(logits, ref, rtol=1e-4, atol=1e-4)
 
+
+
+def test_a_step_without_the_mask_matches_when_no_row_is_padded(model, pages):
+    images = [preprocess_image(p, "tiny") for p in pages]
+    batch = build_prompt([im.layout for im in images])
+    assert not (batch.attention_mask == 0).any()
+    with_mask = decode_step(model, prefill(model, batch, images), fixed_length=True)
+    without = decode_step(model, prefill(model, batch, images), fixed_length=True, pass_mask=False)
+    assert torch.allclose(with_mask.logits, without.logits, atol=1e-5)
+    assert torch.equal(with_mask.tokens, without.tokens)
+
+
+def test_a_step_without_the_mask_is_refused_for_padded_rows(model, pages):
+    images = [preprocess_image(p, "gundam") for p in pages]
+    batch = build_prompt([im.layout for im in images])
+    state = prefill(model, batch, images)
+    assert any(state.row_start)
+    with pytest.raises(UserError, match="without left padding"):
+        decode_step(model, state, fixed_length=True, pass_mask=False)

@@ -130,17 +130,24 @@ def ban_repeated_ngrams(logits: torch.Tensor, history: torch.Tensor, row_start: 
 @torch.inference_mode()
 def decode_step(model: DeepseekOCRForCausalLM, state: DecodeState, *, scope: Scope | None = None,
                 no_repeat_ngram_size: int = DEFAULT_NO_REPEAT_NGRAM, eos_token_id: int | None = None,
-                fixed_length: bool = False, forward: bool = True) -> DecodeState:
+                fixed_length: bool = False, forward: bool = True, pass_mask: bool = True) -> DecodeState:
     """Choose the next token per row from ``state.logits`` (greedy), append it, and unless ``forward`` is
     False (or every row has finished) run one decoder pass to get the following logits.
 
     ``fixed_length``: ignore EOS (profiling). Otherwise a row that emitted ``eos_token_id`` (default:
     the config's) is finished and gets pad tokens afterwards.
+
+    ``pass_mask`` False gives the forward no attention mask: the same result when no row is left-padded
+    (refused otherwise), and with SDPA attention a step that makes no host sync, so that a CUDA graph can
+    capture it (scripts/gpu/graph_decode.py).
     """
     scope = scope or null_scope
     if state.logits.device.type == "meta":
         raise UserError("decode_step needs real weights: a meta-device model has no logits to choose from")
     eos = model.config.language.eos_token_id if eos_token_id is None else eos_token_id
+    if not pass_mask and any(state.row_start):
+        raise UserError("decode_step(pass_mask=False) needs rows without left padding: "
+                        f"rows start at columns {state.row_start}")
     with scope(DECODE_STEP_RANGE.format(step=state.step)):
         logits = state.logits.clone()
         ban_repeated_ngrams(logits, state.history, state.row_start, no_repeat_ngram_size)
@@ -157,7 +164,7 @@ def decode_step(model: DeepseekOCRForCausalLM, state: DecodeState, *, scope: Sco
         if forward and (fixed_length or not bool(state.finished.all())):
             state.attention_mask = torch.cat([state.attention_mask, torch.ones_like(nxt)[:, None]], dim=1)
             logits_out, state.past_key_values = model(
-                nxt[:, None], attention_mask=state.attention_mask, position_ids=state.positions[:, None],
+                nxt[:, None], attention_mask=state.attention_mask if pass_mask else None, position_ids=state.positions[:, None],
                 past_key_values=state.past_key_values, use_cache=True, logits_to_keep=1)
             state.logits = logits_out[:, -1].float()
             state.positions = state.positions + 1

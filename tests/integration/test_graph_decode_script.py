@@ -1,0 +1,140 @@
+"""scripts/gpu/graph_decode.py must work first time on the GPU.
+
+Its snapshot / restore run for real on CPU with the tiny config; the measurement runs with CUDA events,
+streams and graphs replaced by host stand-ins (the "capture" runs the step once, eagerly, as a capture
+does) and a fixed device trace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from llm_perf_opt.models.deepseek_ocr import build_prompt, decode_step, prefill, preprocess_image
+from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
+from llm_perf_opt.models.deepseek_ocr.generation import kv_cache_shapes
+from llm_perf_opt.models.deepseek_ocr.modeling import build_model
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "gpu" / "graph_decode.py"
+
+
+def _script() -> Any:
+    spec = importlib.util.spec_from_file_location("graph_decode", SCRIPT)
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def model() -> Any:
+    return build_model(DeepseekOCRConfig.named("tiny"), device="cpu", dtype=torch.float32, seed=0)
+
+
+class _HostEvent:
+    def __init__(self, enable_timing: bool = True) -> None:
+        self.t = 0.0
+
+    def record(self) -> None:
+        self.t = time.perf_counter()
+
+    def synchronize(self) -> None:
+        pass
+
+    def elapsed_time(self, other: _HostEvent) -> float:
+        return (other.t - self.t) * 1e3
+
+
+class _Graph:
+    replays = 0
+
+    def replay(self) -> None:
+        _Graph.replays += 1
+
+
+class _Stream:
+    def wait_stream(self, other: Any) -> None:
+        pass
+
+
+def _stand_ins(monkeypatch: pytest.MonkeyPatch, gd: Any, capture: Any) -> list[tuple[Any, int]]:
+    monkeypatch.setattr(torch.cuda, "Event", _HostEvent)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: None)
+    monkeypatch.setattr(torch.cuda, "Stream", _Stream)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda *a: _Stream())
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", _Graph)
+    monkeypatch.setattr(torch.cuda, "graph", capture)
+    monkeypatch.setattr(gd, "host_probe_us", lambda _dev: 7.5)
+    traced: list[tuple[Any, int]] = []
+
+    def trace(fn: Any, reps: int) -> list[tuple[float, float]]:
+        traced.append((fn, reps))
+        # two kernels per call, calls back to back: 3 us of kernels in a 4 us span each
+        return [t for i in range(reps) for t in ((4.0 * i, 4.0 * i + 2), (4.0 * i + 3, 4.0 * i + 4))]
+    monkeypatch.setattr(gd, "device_trace", trace)
+    return traced
+
+
+def test_a_restored_state_runs_the_same_step_again(model: Any) -> None:
+    gd = _script()
+    pre = [preprocess_image(p.load(), "tiny") for p in gd.synthetic_pages(2)]
+    state = prefill(model, build_prompt([p.layout for p in pre]), pre)
+    snap = gd.snapshot(state)
+    first = decode_step(model, gd.restore(snap), fixed_length=True, pass_mask=False)
+    second = decode_step(model, gd.restore(snap), fixed_length=True, pass_mask=False)
+    assert torch.equal(first.logits, second.logits) and torch.equal(first.tokens, second.tokens)
+    length = state.prompt_length
+    assert kv_cache_shapes(first.past_key_values)[0][0][2] == length + 1
+    assert kv_cache_shapes(gd.restore(snap).past_key_values)[0][0][2] == length
+    assert gd.restore(snap).step == 0 and first.step == 1
+
+
+def test_measure_records_the_eager_and_the_replayed_step(model: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    gd = _script()
+    captured = []
+
+    @contextlib.contextmanager
+    def capture(g: Any) -> Any:
+        captured.append(g)
+        yield
+
+    traced = _stand_ins(monkeypatch, gd, capture)
+    _Graph.replays = 0
+    rec = gd.measure(model, "tiny", 2, "eager", "grouped_mm", steps=3, replays=4, sets=2)
+    assert rec["kv_len"] == rec["prompt_length"] + 4 and rec["batch"] == 2
+    assert rec["host_probe_add_us"] == 7.5 and len(rec["eager_ms_all"]) == 10
+    assert len(captured) == 1 and "graph_error" not in rec
+    assert _Graph.replays == 5 + 4 * 2 + 0  # warm-up replays, then the timed sets (the trace is a stand-in)
+    assert len(rec["graph_ms_all"]) == 2 and rec["graph_ms"] >= 0
+    assert [reps for _, reps in traced] == [1, 3]
+    assert rec["graph_trace"] == {"kernels": 2.0, "kernel_sum_ms": 0.003, "span_ms": 0.004}
+    json.dumps(rec)
+
+
+def test_a_failed_capture_is_recorded(model: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    gd = _script()
+
+    @contextlib.contextmanager
+    def capture(g: Any) -> Any:
+        raise RuntimeError("operation not permitted when stream is capturing\nmore")
+        yield
+
+    _stand_ins(monkeypatch, gd, capture)
+    rec = gd.measure(model, "tiny", 1, "eager", "grouped_mm", steps=1, replays=2, sets=1)
+    assert rec["graph_error"] == "RuntimeError: operation not permitted when stream is capturing"
+    assert "graph_ms" not in rec and rec["eager_ms"] > 0
+
+
+def test_trace_figures_per_call() -> None:
+    gd = _script()
+    assert gd.trace_figures([(0.0, 10.0), (11.0, 15.0), (100.0, 110.0), (111.0, 115.0)], 2) == {
+        "kernels": 2.0, "kernel_sum_ms": 0.014, "span_ms": 0.0575}
+    assert gd.trace_figures([], 3) == {"kernels": 0.0, "kernel_sum_ms": 0.0, "span_ms": 0.0}
