@@ -246,7 +246,8 @@ def device(path: Path, cal_path: Path, workloads: Sequence[str] | None, config: 
             raise UserError(f"{path}: no workload {key!r} (has {', '.join(data)})")
         model = _census_pages(key, config)
         blocks = pass_blocks(model.stages, model.shape.decode_forwards, peaks, cal,
-                             kernel_floor_s=cal.kernel_floor_s, device_scale=cal.stage_device_scale)
+                             kernel_floor_s=cal.kernel_floor_s, device_scale=cal.stage_device_scale,
+                             call_gap_s=cal.kernel_gap_s)
         cells = []
         for st in stages:
             ops = data[key]["stages"].get(st, {})
@@ -488,7 +489,8 @@ def graph(path: Path, cal_path: Path, config: str) -> list[str]:
             raise UserError(f"{path}: {key} prompt of {rec.get('prompt_length')} tokens, the model's "
                             f"{model.shape.prefill_tokens}: not the same workload")
         step = {Stage.DECODE: model.decode_step(kv)}
-        blocks = stage_blocks(step[Stage.DECODE], peaks, eff, kernel_floor_s=cal.kernel_floor_s)
+        blocks = stage_blocks(step[Stage.DECODE], peaks, eff, kernel_floor_s=cal.kernel_floor_s,
+                              call_gap_s=cal.kernel_gap_s)
         k_model = sum(b.kernels for b in blocks)
         dev_ms = sum(b.device_s for b in blocks) * scale * 1e3
         no_host_ms = simulate_pass(step, 1, peaks, free).decode_forward_s * 1e3
@@ -507,7 +509,9 @@ def graph(path: Path, cal_path: Path, config: str) -> list[str]:
                      f"{graph_cell} {rec['eager_ms']:9.3f} {probe or 0:8.2f} {at_probe:>15}")
         if "graph_error" in rec:
             lines.append(f"  capture failed: {rec['graph_error']}")
-    lines.append(f"kernel gap of the calibration: {cal.kernel_gap_s * 1e6:.2f} us; decode device factor {scale:g}; "
+    graph_gap = f"{free.timeline_gap_s * 1e6:.2f} us" + ("" if cal.kernel_gap_graph_s is not None else " (no graph gap measured)")
+    lines.append(f"gap between kernels: {cal.kernel_gap_s * 1e6:.2f} us on a stream, {graph_gap} with no host; "
+                 f"decode device factor {scale:g}; "
                  "kernels and kernel ms measured from the replays' trace (the eager step's when the capture failed)")
     return lines
 
@@ -696,7 +700,7 @@ def leaves(cal_path: Path, workload: str, stage: str, config: str) -> list[str]:
     def walk(node: Any, mult: float) -> None:
         m = mult * node.count
         if node.ops:
-            ms[node.module_type] += _own_device_s(node, peaks, cal, cal.kernel_floor_s) * m * 1e3
+            ms[node.module_type] += _own_device_s(node, peaks, cal, cal.kernel_floor_s, cal.kernel_gap_s) * m * 1e3
             calls[node.module_type] += m
         for child in node.children:
             walk(child, m)

@@ -11,9 +11,10 @@ with ``decode_step(pass_mask=False)``: the pages are identical, so no row is pad
 nothing, and without it SDPA attention makes no host sync (eager attention still builds a mask; its
 capture is tried and its failure, if any, recorded).
 
-For each attention implementation and batch it also times the same step run eagerly (host-bound) and
-traces one eager step and three replays with torch.profiler: kernels per step, the sum of their
-durations, and the replay's span. Writes one JSON record per (attention, batch):
+For each attention implementation and batch it also times the same step run eagerly (host-bound). Only
+once every step has been timed does it trace one eager step and three replays with torch.profiler
+(kernels per step, the sum of their durations, the replay's span) and time the replays again: once a
+process has run the profiler, its graph replays are slower. Writes one JSON record per (attention, batch):
 
     PYTHONPATH=src python scripts/gpu/graph_decode.py --mode base --batches 1,4 --out graph-decode.json
 
@@ -98,8 +99,10 @@ def timed_ms(fn: Callable[[], object], calls: int, sets: int) -> list[float]:
 
 
 def measure(model: Any, mode: str, batch: int, attention: str, experts: str, steps: int, replays: int,
-            sets: int) -> dict[str, Any]:
-    """One record: eager and graph-replayed ms of the decode step after ``steps`` steps (see module doc)."""
+            sets: int) -> tuple[dict[str, Any], Callable[[], None], Any]:
+    """One record: eager and graph-replayed ms of the decode step after ``steps`` steps (see module doc), timed
+    with CUDA events only; returns it with the eager step and the graph (None when the capture failed) for
+    :func:`trace`, which must run after every timing (a profiler session slows later graph replays)."""
     pre = [preprocess_image(page.load(), mode) for page in synthetic_pages(batch)]
     prompt = build_prompt([p.layout for p in pre], DEFAULT_PROMPT)
     state = prefill(model, prompt, pre)
@@ -119,7 +122,6 @@ def measure(model: Any, mode: str, batch: int, attention: str, experts: str, ste
     eager_ms = timed_ms(eager, 1, max(sets, 10))
     rec["eager_ms"] = statistics.median(eager_ms)
     rec["eager_ms_all"] = eager_ms
-    rec["eager_trace"] = trace_figures(device_trace(eager, 1), 1)
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
@@ -134,15 +136,37 @@ def measure(model: Any, mode: str, batch: int, attention: str, experts: str, ste
     except Exception as exc:  # noqa: BLE001 - a failed capture is a result of the run, recorded as such
         torch.cuda.synchronize()
         rec["graph_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        return rec
+        return rec, eager, None
     for _ in range(5):
         graph.replay()
     graph_ms = timed_ms(graph.replay, replays, sets)
     rec["graph_ms"] = statistics.median(graph_ms)
     rec["graph_ms_all"] = graph_ms
+    return rec, eager, graph
+
+
+def trace(rec: dict[str, Any], eager: Callable[[], None], graph: Any, replays: int, sets: int) -> None:
+    """Add to ``rec`` the profiler figures of one eager step and of three replays, then the replays' time
+    again, in a process that has now run the profiler (``graph_ms_traced_process``)."""
+    rec["eager_trace"] = trace_figures(device_trace(eager, 1), 1)
+    if graph is None:
+        return
     rec["graph_trace"] = trace_figures(device_trace(graph.replay, 3), 3)
-    del graph
-    return rec
+    after = timed_ms(graph.replay, replays, sets)
+    rec["graph_ms_traced_process"] = statistics.median(after)
+
+
+def _line(rec: dict[str, Any]) -> str:
+    """The record in one line."""
+    head = (f"{rec['mode']} b{rec['batch']} {rec['attention']}: kv_len {rec['kv_len']}; eager {rec['eager_ms']:.3f} ms "
+            f"({rec['eager_trace']['kernels']:.0f} kernels, sum {rec['eager_trace']['kernel_sum_ms']:.3f} ms, "
+            f"add_ probe {rec['host_probe_add_us']:.2f} us); ")
+    if "graph_error" in rec:
+        return head + f"capture failed: {rec['graph_error']}"
+    g = rec["graph_trace"]
+    gap = (rec["graph_ms"] - g["kernel_sum_ms"]) / g["kernels"] * 1e3 if g["kernels"] else float("nan")
+    return head + (f"graph {rec['graph_ms']:.3f} ms before any trace, {rec['graph_ms_traced_process']:.3f} ms after "
+                   f"({g['kernels']:.0f} kernels, sum {g['kernel_sum_ms']:.3f} ms; {gap:.2f} us between kernels)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -173,30 +197,29 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         print("graph_decode.py: needs a CUDA GPU", file=sys.stderr)
         return 2
-    records = []
+    records: list[dict[str, Any]] = []
+    pending = []
     try:
-        for attn in attns:
-            model = build_model(DeepseekOCRConfig.default(), device="cuda", dtype=torch.bfloat16,
-                                attn_implementation=attn, experts_implementation=args.experts)
+        models = {}
+        for attn in attns:  # every timing first: a profiler session slows the graph replays that follow it
+            models[attn] = build_model(DeepseekOCRConfig.default(), device="cuda", dtype=torch.bfloat16,
+                                       attn_implementation=attn, experts_implementation=args.experts)
             for b in batches:
-                rec = measure(model, args.mode, b, attn, args.experts, args.steps, args.replays, args.sets)
+                rec, eager, graph = measure(models[attn], args.mode, b, attn, args.experts, args.steps,
+                                            args.replays, args.sets)
                 records.append(rec)
-                if "graph_error" in rec:
-                    line = f"capture failed: {rec['graph_error']}"
-                else:
-                    g = rec["graph_trace"]
-                    gap = (rec["graph_ms"] - g["kernel_sum_ms"]) / g["kernels"] * 1e3 if g["kernels"] else float("nan")
-                    line = (f"graph {rec['graph_ms']:.3f} ms ({g['kernels']:.0f} kernels, sum {g['kernel_sum_ms']:.3f} ms, "
-                            f"{gap:.2f} us between kernels)")
-                print(f"{args.mode} b{b} {attn}: kv_len {rec['kv_len']}; eager {rec['eager_ms']:.3f} ms "
-                      f"({rec['eager_trace']['kernels']:.0f} kernels, sum {rec['eager_trace']['kernel_sum_ms']:.3f} ms, "
-                      f"add_ probe {rec['host_probe_add_us']:.2f} us); {line}", flush=True)
-                if args.out is not None:
-                    args.out.write_text(json.dumps({"records": records}, indent=1) + "\n")
-            del model
-            torch.cuda.empty_cache()
+                pending.append((rec, eager, graph))
+                print(f"timed {args.mode} b{b} {attn}", flush=True)
+        for rec, eager, graph in pending:
+            trace(rec, eager, graph, args.replays, args.sets)
+            print(_line(rec), flush=True)
+            if args.out is not None:
+                args.out.write_text(json.dumps({"records": records}, indent=1) + "\n")
     except UserError as exc:
         print(f"graph_decode.py: {exc}", file=sys.stderr)
+        return 2
+    except torch.cuda.OutOfMemoryError:
+        print("graph_decode.py: out of device memory (fewer or smaller --batches, or one --attn)", file=sys.stderr)
         return 2
     return 0
 

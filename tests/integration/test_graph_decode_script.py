@@ -108,14 +108,18 @@ def test_measure_records_the_eager_and_the_replayed_step(model: Any, monkeypatch
 
     traced = _stand_ins(monkeypatch, gd, capture)
     _Graph.replays = 0
-    rec = gd.measure(model, "tiny", 2, "eager", "grouped_mm", steps=3, replays=4, sets=2)
+    rec, eager, graph = gd.measure(model, "tiny", 2, "eager", "grouped_mm", steps=3, replays=4, sets=2)
     assert rec["kv_len"] == rec["prompt_length"] + 4 and rec["batch"] == 2
     assert rec["host_probe_add_us"] == 7.5 and len(rec["eager_ms_all"]) == 10
-    assert len(captured) == 1 and "graph_error" not in rec
-    assert _Graph.replays == 5 + 4 * 2 + 0  # warm-up replays, then the timed sets (the trace is a stand-in)
+    assert len(captured) == 1 and "graph_error" not in rec and isinstance(graph, _Graph)
+    assert _Graph.replays == 5 + 4 * 2  # warm-up replays, then the timed sets
     assert len(rec["graph_ms_all"]) == 2 and rec["graph_ms"] >= 0
-    assert [reps for _, reps in traced] == [1, 3]
+    assert not traced and "graph_trace" not in rec  # nothing traced while timing
+    gd.trace(rec, eager, graph, 4, 2)
+    assert [reps for _, reps in traced] == [1, 3] and _Graph.replays == 5 + 4 * 2 + 4 * 2  # timed again after
     assert rec["graph_trace"] == {"kernels": 2.0, "kernel_sum_ms": 0.003, "span_ms": 0.004}
+    assert rec["graph_ms_traced_process"] >= 0
+    assert "2 kernels, sum 0.003 ms" in gd._line(rec) and "before any trace" in gd._line(rec)
     json.dumps(rec)
 
 
@@ -127,10 +131,13 @@ def test_a_failed_capture_is_recorded(model: Any, monkeypatch: pytest.MonkeyPatc
         raise RuntimeError("operation not permitted when stream is capturing\nmore")
         yield
 
-    _stand_ins(monkeypatch, gd, capture)
-    rec = gd.measure(model, "tiny", 1, "eager", "grouped_mm", steps=1, replays=2, sets=1)
+    traced = _stand_ins(monkeypatch, gd, capture)
+    rec, eager, graph = gd.measure(model, "tiny", 1, "eager", "grouped_mm", steps=1, replays=2, sets=1)
     assert rec["graph_error"] == "RuntimeError: operation not permitted when stream is capturing"
-    assert "graph_ms" not in rec and rec["eager_ms"] > 0
+    assert "graph_ms" not in rec and rec["eager_ms"] > 0 and graph is None
+    gd.trace(rec, eager, graph, 2, 1)
+    assert [reps for _, reps in traced] == [1] and "graph_trace" not in rec
+    assert gd._line(rec).endswith("capture failed: RuntimeError: operation not permitted when stream is capturing")
 
 
 def test_trace_figures_per_call() -> None:

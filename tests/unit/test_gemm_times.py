@@ -20,7 +20,7 @@ from llm_perf_opt.analytic.calibration import (
 from llm_perf_opt.analytic.gemm_shapes import tree_gemm_keys
 from llm_perf_opt.analytic.layers.common import AttentionCore, Linear
 from llm_perf_opt.analytic.model import AnalyticModel
-from llm_perf_opt.analytic.timeline_model import stage_blocks
+from llm_perf_opt.analytic.timeline_model import PassBlocks, run_timeline, stage_blocks
 from llm_perf_opt.analytic.workloads import get_profile, with_overrides
 from llm_perf_opt.errors import UserError
 from llm_perf_opt.hardware.bench import (
@@ -178,6 +178,16 @@ def test_the_routed_experts_are_one_timed_call_of_the_grouped_mm_forward() -> No
     (meas,) = stage_blocks(moe, _Peaks(), attrs.evolve(cal, gemm_times_s={key: 80e-6}), kernel_floor_s=2e-6)
     assert meas.device_s == pytest.approx(80e-6) and roof.device_s != pytest.approx(80e-6)
     assert meas.kernels == roof.kernels == vec[LAUNCH]  # the host still issues every kernel
+    # the bench's queued time holds the stream gap after each of the call's kernels; the blocks hold kernel
+    # time, and a device-bound timeline with that gap gives the measured call time back
+    timed = attrs.evolve(cal, gemm_times_s={key: 80e-6}, kernel_gap_s=1e-6, time_model="timeline",
+                         stage_host_s_per_kernel={s.value: 0.0 for s in Stage})
+    (net,) = stage_blocks(moe, _Peaks(), timed, kernel_floor_s=2e-6, call_gap_s=1e-6)
+    assert net.device_s == pytest.approx(80e-6 - vec[LAUNCH] * 1e-6)
+    queue = run_timeline(PassBlocks({Stage.PREFILL.value: [net]}, 0), {s.value: 0.0 for s in Stage}, 0.0, 1e-6)
+    assert queue.stage_s[Stage.PREFILL.value] == pytest.approx(80e-6)
+    (floored,) = stage_blocks(moe, _Peaks(), timed, kernel_floor_s=2e-6, call_gap_s=10e-6)
+    assert floored.device_s == 0.0  # never below zero
     with pytest.raises(ValueError, match="already has GEMM or pattern tags"):
         moe.timed_call(OperatorCategory.MOE_EXPERTS, key)
     with pytest.raises(ValueError, match="nothing in"):

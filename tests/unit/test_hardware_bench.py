@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -200,12 +201,13 @@ def test_unknown_dtype_names_are_user_errors() -> None:
 
 
 def test_kernel_gap_from_a_trace() -> None:
-    from llm_perf_opt.hardware.bench import kernel_gap_from_trace, queued_gaps_us
+    from llm_perf_opt.hardware.bench import kernel_gap_from_trace, small_kernel_gaps_us
 
-    # three adds queued 1 us apart, a matmul, two more adds: the gap across the matmul is not counted
-    trace = [("add", 0.0, 0.9), ("add", 1.9, 2.8), ("add", 3.8, 4.7), ("gemm", 5.0, 50.0),
-             ("add", 60.0, 60.9), ("add", 62.1, 63.0)]
-    gaps, durations = queued_gaps_us(list(reversed(trace)))  # order of the trace does not matter
+    # three small kernels of mixed kinds queued 1 us apart, a long matmul, two more: the gaps next to the
+    # matmul are not counted, the kinds do not matter
+    trace = [("add", 0.0, 0.9), ("mul", 1.9, 2.8), ("mm", 3.8, 4.7), ("gemm", 5.0, 50.0),
+             ("softmax", 60.0, 60.9), ("copy", 62.1, 63.0)]
+    gaps, durations = small_kernel_gaps_us(list(reversed(trace)))  # order of the trace does not matter
     assert gaps == pytest.approx([1.0, 1.0, 1.2]) and durations == pytest.approx([0.9] * 5)
     gap_s, dur_s = kernel_gap_from_trace(trace)
     assert gap_s == pytest.approx(1.0e-6) and dur_s == pytest.approx(0.9e-6)
@@ -213,8 +215,21 @@ def test_kernel_gap_from_a_trace() -> None:
     slow = [("add", 20.0 * i, 20.0 * i + 0.9) for i in range(10)]
     with pytest.raises(UserError, match="did not stay ahead"):
         kernel_gap_from_trace(slow)
-    with pytest.raises(UserError, match="no two consecutive tiny kernels"):
+    with pytest.raises(UserError, match="no two consecutive small kernels"):
         kernel_gap_from_trace([])
+
+
+def test_the_gap_mix_cycles_through_its_kinds() -> None:
+    import torch
+
+    from llm_perf_opt.hardware.bench import GAP_MIX_KINDS, gap_mix
+
+    launch = gap_mix("cpu")
+    outs = [launch() for _ in range(2 * GAP_MIX_KINDS)]
+    shapes = [tuple(o.shape) for o in outs if isinstance(o, torch.Tensor)]
+    assert shapes[:GAP_MIX_KINDS] == [(1,), (4096,), (64, 64), (8, 1024), (4096,)]
+    assert shapes[GAP_MIX_KINDS:] == shapes[:GAP_MIX_KINDS]  # the second round repeats the first
+    assert float(outs[GAP_MIX_KINDS][0]) == 2.0  # the 1-element add ran twice
 
 
 def test_ceilings_kernel_gap_is_checked(tmp_path: Path) -> None:
@@ -232,3 +247,112 @@ def test_ceilings_kernel_gap_is_checked(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text(json.dumps(raw))
     with pytest.raises(CeilingsError, match="kernel_gap_s must be a number >= 0"):
         load_ceilings(tmp_path / "bad.json")
+
+
+def test_ceilings_graph_kernel_gap_is_checked(tmp_path: Path) -> None:
+    import attrs
+
+    base = _ceilings()
+    assert base.kernel_gap_graph_s is None
+    kept = load_ceilings(save_ceilings(attrs.evolve(base, kernel_gap_s=9.9e-7, kernel_gap_graph_s=3e-7),
+                                       tmp_path / "g.yaml"))
+    assert kept.kernel_gap_graph_s == 3e-7 and kept.kernel_gap_s == 9.9e-7
+    assert load_ceilings(save_ceilings(attrs.evolve(base, kernel_gap_graph_s=0.0),
+                                       tmp_path / "zero.json")).kernel_gap_graph_s == 0.0
+    raw = json.loads(save_ceilings(kept, tmp_path / "g.json").read_text())
+    del raw["kernel_gap_graph_s"]  # a file written before the field existed
+    (tmp_path / "old.json").write_text(json.dumps(raw))
+    assert load_ceilings(tmp_path / "old.json").kernel_gap_graph_s is None
+    for bad in (-1e-7, "0.3", True):
+        raw["kernel_gap_graph_s"] = bad
+        (tmp_path / "bad.json").write_text(json.dumps(raw))
+        with pytest.raises(CeilingsError, match="kernel_gap_graph_s must be a number >= 0") as info:
+            load_ceilings(tmp_path / "bad.json")
+        assert len(str(info.value).splitlines()) == 1
+
+
+def test_graph_kernel_gap_traces_replays_of_one_captured_graph(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch.cuda's streams and graphs and torch.profiler's profile are faked on CPU: each replay of the
+    captured graph records GAP_KERNELS tiny kernels (1.0 us each, 0.3 us apart, replays 10 us apart) and a
+    host event while the profiler runs; the warm-up, capture, replays, device_trace and the parsing are real."""
+    import contextlib
+    import types
+    from collections.abc import Iterator
+
+    import torch
+    import torch.profiler
+    from torch.autograd import DeviceType
+
+    from llm_perf_opt.hardware import bench
+
+    log: list[str] = []
+    recorded: list[Any] = []
+    state = {"profiling": False, "clock": 0.0}
+
+    def event(name: str, start: float, end: float, device_type: Any) -> Any:
+        return types.SimpleNamespace(name=name, time_range=types.SimpleNamespace(start=start, end=end),
+                                     device_type=device_type)
+
+    class FakeProfile:
+        def __init__(self, *, activities: list[Any]) -> None:
+            log.append("profile " + ",".join(sorted(a.name for a in activities)))
+
+        def __enter__(self) -> FakeProfile:
+            state["profiling"] = True
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            state["profiling"] = False
+
+        def events(self) -> list[Any]:
+            return list(recorded)
+
+    class FakeGraph:
+        def replay(self) -> None:
+            log.append("replay")
+            if not state["profiling"]:
+                return
+            t = float(state["clock"])
+            recorded.append(event("cudaGraphLaunch", t - 5.0, t - 3.0, DeviceType.CPU))
+            for _ in range(bench.GAP_KERNELS):
+                recorded.append(event("add_kernel", t, t + 1.0, DeviceType.CUDA))
+                t += 1.3
+            state["clock"] = t + 10.0 - 0.3
+
+    class FakeStream:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def wait_stream(self, other: FakeStream) -> None:
+            log.append(f"{self.name} waits for {other.name}")
+
+    @contextlib.contextmanager
+    def on(stream: FakeStream) -> Iterator[None]:
+        log.append(f"on {stream.name}")
+        yield
+        log.append(f"off {stream.name}")
+
+    @contextlib.contextmanager
+    def capture(graph: FakeGraph) -> Iterator[None]:
+        assert isinstance(graph, FakeGraph)
+        log.append("capture")
+        yield
+        log.append("captured")
+
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: FakeStream("current"))
+    monkeypatch.setattr(torch.cuda, "Stream", lambda device=None: FakeStream("side"))
+    monkeypatch.setattr(torch.cuda, "stream", on)
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", FakeGraph)
+    monkeypatch.setattr(torch.cuda, "graph", capture)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: log.append("sync"))
+    monkeypatch.setattr(torch.profiler, "profile", FakeProfile)
+
+    gap_s, dur_s = bench.measure_graph_kernel_gap(device="cpu", repeats=3)
+    assert gap_s == pytest.approx(0.3e-6) and dur_s == pytest.approx(1.0e-6)
+    assert log == ["side waits for current", "on side", "off side", "current waits for side", "capture", "captured",
+                   "replay", "sync", "profile CPU,CUDA", "replay", "replay", "replay", "sync"]
+    # the shared trace helper keeps the device's events only
+    recorded.clear()
+    trace = bench.device_trace(FakeGraph().replay, device="cpu")
+    assert len(trace) == bench.GAP_KERNELS and {name for name, _, _ in trace} == {"add_kernel"}
+    assert trace[1][1] - trace[0][2] == pytest.approx(0.3)

@@ -308,13 +308,18 @@ def test_bench_times_the_gemms_of_the_chosen_workloads(monkeypatch: pytest.Monke
 
     def fake_bench(**kwargs: object) -> Any:
         seen.append((kwargs["gemm_keys"], kwargs["gemm_workloads"]))
-        return _ceilings_for_cli(gemm_times_ms={"bmm_nt@16x257x257x64": [0.012]})
+        return _ceilings_for_cli(gemm_times_ms={"bmm_nt@16x257x257x64": [0.012]}, kernel_gap_s=0.99e-6,
+                                 kernel_gap_graph_s=0.3e-6)
 
     _fake_h200(monkeypatch)
     monkeypatch.setattr(hw_cli, "run_bench", fake_bench)
     rc, out, _ = _run(capsys, "bench", "--gemm-workloads", "base:1,small:4,base:1")
     assert rc == 0 and seen[-1] == (workload_gemm_keys(["base:1", "small:4"]), ["base:1", "small:4"])
     assert "gemm bmm_nt@16x257x257x64" in out and "12.00 us/call" in out and "11.3 TFLOP/s" in out
+    gap_rows = [line.split() for line in out.splitlines() if line.startswith("kernel gap")]
+    assert [" ".join(r[:-4]) for r in gap_rows] == ["kernel gap (queued, profiler trace)",
+                                                   "kernel gap (CUDA graph replay, profiler trace)"]
+    assert [r[-4] for r in gap_rows] == ["0.99", "0.30"]
     rc, _, _ = _run(capsys, "bench")
     assert rc == 0 and seen[-1][1] == default_gemm_workloads()
     rc, _, _ = _run(capsys, "bench", "--gemm-workloads", "none")
@@ -379,20 +384,30 @@ def test_gap_adds_the_kernel_gap_to_a_ceilings_file(monkeypatch: pytest.MonkeyPa
     from llm_perf_opt.hardware.bench import load_ceilings, save_ceilings
 
     base = save_ceilings(_ceilings_for_cli(kernel_floor_s=1.8e-6), tmp_path / "in.json")
-    calls: list[tuple[str, int]] = []
+    calls: list[tuple[str, str, int]] = []
 
     def fake_gap(*, device: str, repeats: int) -> tuple[float, float]:
-        calls.append((device, repeats))
+        calls.append(("stream", device, repeats))
         return 1.0e-6, 0.9e-6
+
+    def fake_graph_gap(*, device: str, repeats: int) -> tuple[float, float]:
+        calls.append(("graph", device, repeats))
+        return 0.3e-6, 0.8e-6
 
     _fake_h200(monkeypatch)
     monkeypatch.setattr(hw_cli, "measure_kernel_gap", fake_gap)
+    monkeypatch.setattr(hw_cli, "measure_graph_kernel_gap", fake_graph_gap)
     out = tmp_path / "out.json"
     rc, stdout, _ = _run(capsys, "gap", "--ceilings", str(base), "--out", str(out), "--repeats", "4")
-    assert rc == 0 and "1.00 us between queued kernels" in stdout and calls == [("cuda:0", 4)]
+    assert rc == 0 and len(stdout.strip().splitlines()) == 1
+    assert "1.00 us between queued kernels" in stdout and "0.30 us between kernels replayed from a CUDA graph" in stdout
+    assert calls == [("stream", "cuda:0", 4), ("graph", "cuda:0", 4)]
     kept = load_ceilings(out)
-    assert kept.kernel_gap_s == 1.0e-6 and kept.kernel_gap_duration_s == 0.9e-6
+    assert kept.kernel_gap_s == 1.0e-6 and kept.kernel_gap_duration_s == 0.9e-6 and kept.kernel_gap_graph_s == 0.3e-6
     assert kept.kernel_floor_s == 1.8e-6  # the other figures as they were
+    rc, stdout, _ = _run(capsys, "gap", "--ceilings", str(base), "--out", str(out), "--json")
+    assert rc == 0 and json.loads(stdout) == {"kernel_gap_s": 1.0e-6, "kernel_gap_duration_s": 0.9e-6,
+                                              "kernel_gap_graph_s": 0.3e-6, "out": str(out)}
     other = save_ceilings(attrs.evolve(_ceilings_for_cli(), gpu_key="h100-sxm"), tmp_path / "h100.json")
     rc, _, err = _run(capsys, "gap", "--ceilings", str(other), "--out", str(out))
     assert rc == 2 and "measured on 'h100-sxm'" in err and len(err.strip().splitlines()) == 1

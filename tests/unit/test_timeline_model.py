@@ -201,3 +201,13 @@ def test_the_calibration_carries_the_gap_into_the_report() -> None:
         assert more.stage_s[st.value] - plain.stage_s[st.value] == pytest.approx(k * 1e-6, rel=0.01)
     with pytest.raises(CalibrationError, match="kernel_gap_s must be >= 0"):
         Calibration(gpu_key="h200", time_model="timeline", kernel_gap_s=-1e-6)
+    # the CUDA-graph gap and the graphs flag survive the file; bad values are one line each
+    graphs = attrs.evolve(gapped, kernel_gap_graph_s=0.3e-6, cuda_graphs=True)
+    back = Calibration.from_dict(graphs.to_dict())
+    assert back == graphs and back.timeline_gap_s == 0.3e-6 and gapped.timeline_gap_s == 1e-6
+    assert "(0.30 in a CUDA graph)" in back.describe() and "replayed from CUDA graphs" in back.describe()
+    assert Calibration.from_dict(gapped.to_dict()).kernel_gap_graph_s is None  # older files: not measured
+    with pytest.raises(CalibrationError, match="kernel_gap_graph_s must be >= 0"):
+        Calibration(gpu_key="h200", time_model="timeline", kernel_gap_graph_s=-1e-6)
+    with pytest.raises(CalibrationError, match="cuda_graphs must be true or false"):
+        Calibration.from_dict({**graphs.to_dict(), "cuda_graphs": "yes"})

@@ -217,11 +217,38 @@ def test_host_probe_zero_leaves_the_device_time(report: AnalyticModelReport) -> 
     model = AnalyticModel(report.model.config, report.workload)
     peaks = peaks_for(report, load_catalog().get("h100-sxm"), report.workload.dtype)
     blocks = pass_blocks(model.stages, 1, peaks, cal, kernel_floor_s=cal.kernel_floor_s,
-                         device_scale=cal.stage_device_scale).stages
+                         device_scale=cal.stage_device_scale, call_gap_s=cal.kernel_gap_s).stages
     for stage, column in (("vision.sam", "vision_sam_ms"), ("vision.clip", "vision_clip_ms"),
                           ("prefill", "prefill_ms")):
         device_ms = sum(b.device_s + b.kernels * cal.kernel_gap_s for b in blocks[stage]) * 1e3
         assert getattr(row, column) == pytest.approx(device_ms, rel=1e-9)
+
+
+def test_host_probe_zero_stands_for_cuda_graphs(report: AnalyticModelReport) -> None:
+    """Probe 0 is the stages replayed from CUDA graphs: no host cost and the graph's gap between kernels
+    (when the calibration has one); any other probe keeps the stream's gap."""
+    from llm_perf_opt.analytic.model import AnalyticModel
+    from llm_perf_opt.analytic.timeline_model import pass_blocks
+    from llm_perf_opt.compare.analyzer_bridge import peaks_for
+    from llm_perf_opt.hardware.catalog import load_catalog
+
+    cal = _timeline_cal(kernel_gap_graph_s=0.3e-6)
+    free, slow = cal.for_host_probe(0.0), cal.for_host_probe(4.0)
+    assert free.cuda_graphs and free.timeline_gap_s == 0.3e-6 and free.kernel_gap_s == 1e-6
+    assert not slow.cuda_graphs and slow.timeline_gap_s == 1e-6
+    assert _timeline_cal().for_host_probe(0.0).timeline_gap_s == 1e-6  # no graph gap measured: the stream's
+    free_host = [Scenario(calibrated=True, host_probe_us=0.0)]
+    (graphs,) = run_what_if(report, free_host, calibration=cal)
+    (stream,) = run_what_if(report, free_host, calibration=_timeline_cal())
+    model = AnalyticModel(report.model.config, report.workload)
+    peaks = peaks_for(report, load_catalog().get("h100-sxm"), report.workload.dtype)
+    blocks = pass_blocks(model.stages, 1, peaks, cal, kernel_floor_s=cal.kernel_floor_s,
+                         device_scale=cal.stage_device_scale, call_gap_s=cal.kernel_gap_s).stages
+    for stage, column in (("vision.sam", "vision_sam_ms"), ("prefill", "prefill_ms")):
+        kernels = sum(b.kernels for b in blocks[stage])
+        device_ms = sum(b.device_s for b in blocks[stage]) * 1e3
+        assert getattr(graphs, column) == pytest.approx(device_ms + kernels * 0.3e-3, rel=1e-9)
+        assert getattr(stream, column) - getattr(graphs, column) == pytest.approx(kernels * 0.7e-3, rel=1e-6)
 
 
 def test_host_probe_sweep_and_bad_input(report: AnalyticModelReport, report_file: Path, tmp_path: Path,

@@ -188,6 +188,13 @@ class StageError:
         return (self.predicted_ms - self.measured_ms) / self.measured_ms if self.measured_ms > 0 else math.nan
 
 
+def _flag(value: object, name: str) -> bool:
+    """A JSON boolean field; CalibrationError (one line) for anything else."""
+    if not isinstance(value, bool):
+        raise CalibrationError(f"calibration: {name} must be true or false, got {value!r}")
+    return value
+
+
 def _str_tuple(values: Iterable[str]) -> tuple[str, ...]:
     return tuple(str(v) for v in values)
 
@@ -233,6 +240,12 @@ class Calibration:
     kernel_gap_s: float = field(
         default=0.0, metadata={"help": "timeline model: device seconds between two kernels queued back to back, "
                                        "which kernel durations leave out (hw gap; 0 = none)"})
+    kernel_gap_graph_s: float | None = field(
+        default=None, metadata={"help": "timeline model: device seconds between two kernels replayed from a CUDA "
+                                        "graph (hw gap; None = not measured)"})
+    cuda_graphs: bool = field(
+        default=False, metadata={"help": "timeline model: stage times as replayed from CUDA graphs (no host "
+                                         "cost; kernel_gap_graph_s between kernels when measured)"})
     stage_launch_overhead_s: dict[str, float] = field(
         factory=dict, metadata={"help": "stage -> seconds per kernel, replacing launch_overhead_s in that stage"})
     stage_device_scale: dict[str, float] = field(
@@ -283,6 +296,9 @@ class Calibration:
             value = getattr(self, name)
             if value < 0 or not math.isfinite(value):
                 raise CalibrationError(f"calibration: {name} must be >= 0, got {value}")
+        if self.kernel_gap_graph_s is not None and not (self.kernel_gap_graph_s >= 0
+                                                        and math.isfinite(self.kernel_gap_graph_s)):
+            raise CalibrationError(f"calibration: kernel_gap_graph_s must be >= 0, got {self.kernel_gap_graph_s}")
         stages = {s.value for s in Stage}
         for stage, value in self.stage_launch_overhead_s.items():
             if stage not in stages:
@@ -340,6 +356,14 @@ class Calibration:
         """Factor on the modelled device time of ``stage`` (timeline model; 1.0 where none was fitted)."""
         return self.stage_device_scale.get(str(stage), 1.0)
 
+    @property
+    def timeline_gap_s(self) -> float:
+        """Device seconds the timeline model adds per kernel: the CUDA-graph replay gap for a calibration of
+        graph-replayed stages (:attr:`cuda_graphs`) when it was measured, else the stream gap."""
+        if self.cuda_graphs and self.kernel_gap_graph_s is not None:
+            return self.kernel_gap_graph_s
+        return self.kernel_gap_s
+
     def host_s_per_kernel(self, stage: str) -> float:
         """Host seconds per analytic kernel (or host-only op) in ``stage`` (timeline model); a stage
         without a fitted value gets the mean of the fitted ones."""
@@ -361,8 +385,8 @@ class Calibration:
 
     def for_host_probe(self, probe_us: float) -> Calibration:
         """This calibration on a host whose probe (of kind :attr:`host_probe`) reads ``probe_us`` us/op,
-        for planning: like :meth:`at_host_speed`, but 0 is a host that issues work for free (every host
-        cost and sync cost 0: stage times are the device's, the bound that CUDA graphs approach).
+        for planning: like :meth:`at_host_speed`, but 0 stands for stages replayed from CUDA graphs: every
+        host cost and sync cost 0 and, when measured, the graph's gap between kernels (:attr:`cuda_graphs`).
 
         CalibrationError (one line) when the calibration is additive or its fitted runs had no probe.
         """
@@ -376,7 +400,7 @@ class Calibration:
             raise CalibrationError(f"host probe must be >= 0 us/op, got {probe_us}")
         if probe_us == 0:
             return evolve(self, stage_host_s_per_kernel={k: 0.0 for k in self.stage_host_s_per_kernel},
-                          host_sync_s=0.0, launch_overhead_s=0.0, host_probe_us=0.0)
+                          host_sync_s=0.0, launch_overhead_s=0.0, host_probe_us=0.0, cuda_graphs=True)
         try:
             moved = self.at_host_speed(probe_us)
         except OverflowError:
@@ -427,6 +451,9 @@ class Calibration:
                 launch_overhead_s=float(data.get("launch_overhead_s", 0.0)),
                 kernel_floor_s=float(data.get("kernel_floor_s", 0.0)),
                 kernel_gap_s=float(data.get("kernel_gap_s", 0.0)),
+                kernel_gap_graph_s=(None if data.get("kernel_gap_graph_s") is None
+                                    else float(data["kernel_gap_graph_s"])),
+                cuda_graphs=_flag(data.get("cuda_graphs", False), "cuda_graphs"),
                 stage_launch_overhead_s={str(k): float(v)
                                          for k, v in (data.get("stage_launch_overhead_s") or {}).items()},
                 stage_device_scale={str(k): float(v) for k, v in (data.get("stage_device_scale") or {}).items()},
@@ -459,6 +486,9 @@ class Calibration:
                     f"host probe ({self.host_probe}) {self.host_probe_us:.2f} us/op, exponent {self.host_probe_exponent:.2f}; "
                     f"device floor {self.kernel_floor_s * 1e6:.2f} us/kernel"
                     + (f", gap {self.kernel_gap_s * 1e6:.2f} us/kernel" if self.kernel_gap_s else "")
+                    + (f" ({self.kernel_gap_graph_s * 1e6:.2f} in a CUDA graph)"
+                       if self.kernel_gap_graph_s is not None else "")
+                    + ("; stages as replayed from CUDA graphs" if self.cuda_graphs else "")
                     + (f"; {len(self.pattern_bandwidth_ratios)} access-pattern bandwidths"
                        if self.pattern_bandwidth_ratios else "")
                     + (f"; {len(self.gemm_times_s)} GEMM shapes timed" if self.gemm_times_s else ""))

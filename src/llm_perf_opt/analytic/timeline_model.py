@@ -15,7 +15,9 @@ express either effect, so this model runs two clocks over the layer tree::
         device: d' = max(max(d, h + (O + 1) c_s) + D + K g, h')
                                                             (starts after the host-only ops and the
                                                              first launch, ends after the last; g: the
-                                                             device's gap between queued kernels)
+                                                             device's gap between queued kernels, or
+                                                             between kernels replayed from a CUDA graph
+                                                             for a host-free calibration)
     n host syncs before a node's kernels:  h = max(h, d) + n * sync_s
 
 Stage times are what the profiler's CUDA events measure: the start event runs
@@ -31,7 +33,8 @@ bytes a layer moves in a measured access pattern (broadcast outer add, permuted
 copy, fp32 casts and softmax: llm_perf_opt.hardware.patterns) at the pattern's
 bandwidth, the calibration's ratio r_p to the copy bandwidth: bytes / (bw * r_p). A GEMM of a
 shape the calibration has timed (matrix products tagged by the layers: llm_perf_opt.hardware.gemms)
-takes that measured time per call instead of its roofline and floor. The stages run in
+takes that measured time per call instead of its roofline and floor, less the stream gap after each of
+its kernels that the bench's queued timing holds (the K g term adds the gap back, at the scenario's g). The stages run in
 the order of :class:`llm_perf_opt.vocab.Stage`; decode repeats the mean step
 ``decode_forwards`` times.
 """
@@ -63,7 +66,14 @@ class HostModel(EfficiencyModel, Protocol):
 
     @property
     def kernel_gap_s(self) -> float:
-        """Device seconds between two kernels queued back to back (not in kernel durations)."""
+        """Device seconds between two kernels queued back to back on a stream (not in kernel durations; a
+        call timed whole by the bench holds one per kernel)."""
+        ...
+
+    @property
+    def timeline_gap_s(self) -> float:
+        """Device seconds the timeline adds per kernel: :attr:`kernel_gap_s`, or the CUDA-graph replay gap
+        when the calibration stands for graph-replayed stages."""
         ...
 
     def host_s_per_kernel(self, stage: str) -> float:
@@ -141,10 +151,13 @@ def _roofline_s(cat: str, vec: Sequence[float], peaks: Rates, eff: EfficiencyMod
     return max(c, m) + vec[LAUNCH] * floor_s
 
 
-def _own_device_s(layer: BaseLayer, peaks: Rates, eff: EfficiencyModel, floor_s: float) -> float:
+def _own_device_s(layer: BaseLayer, peaks: Rates, eff: EfficiencyModel, floor_s: float,
+                  call_gap_s: float = 0.0) -> float:
     """Device seconds of the node's own ops (one call, count not applied); bytes moved in an access
-    pattern (``layer.pattern_io``) run at the pattern's measured fraction of the bandwidth; GEMMs of a
-    measured shape (``layer.gemm_ops``) take their measured time per call (which includes the floor)."""
+    pattern (``layer.pattern_io``) run at the pattern's measured fraction of the bandwidth; GEMMs and calls
+    of a measured shape (``layer.gemm_ops``) take their measured time per call (which includes the floor)
+    less ``call_gap_s`` per kernel of the call: the bench times calls queued back to back, so its time holds
+    the gap after each of their kernels, which the timeline adds to every kernel itself."""
     t = 0.0
     for cat, vec in layer.ops.items():
         rest = list(vec)
@@ -152,7 +165,7 @@ def _own_device_s(layer: BaseLayer, peaks: Rates, eff: EfficiencyModel, floor_s:
             per_call = gemm_time_of(eff, key)
             if per_call is None:
                 continue
-            t += per_call * layer.gemm_calls[cat][key]
+            t += max(0.0, per_call * layer.gemm_calls[cat][key] - g[LAUNCH] * call_gap_s)
             rest = [a - b for a, b in zip(rest, g, strict=True)]
         io = rest[IO]
         for key, nbytes in layer.pattern_io.get(cat, {}).items():
@@ -173,11 +186,12 @@ def _own_kernels(layer: BaseLayer) -> float:
 CUDA_LAUNCH_HOST_WEIGHT = 0.3
 
 
-def stage_blocks(tree: BaseLayer, peaks: Rates, eff: EfficiencyModel, *, kernel_floor_s: float = 0.0
-                 ) -> list[WorkBlock]:
+def stage_blocks(tree: BaseLayer, peaks: Rates, eff: EfficiencyModel, *, kernel_floor_s: float = 0.0,
+                 call_gap_s: float = 0.0) -> list[WorkBlock]:
     """The work of ``tree`` in execution order, one block per node with own work (repetitions expanded:
     a FOR-repeated composite runs its children ``count`` times; a repeated leaf is one block of ``count``
-    times its work), each carrying the host syncs made before it."""
+    times its work), each carrying the host syncs made before it. Device seconds are kernel time (no gaps):
+    ``call_gap_s`` is the gap per kernel that the bench's timed calls hold (see :func:`_own_device_s`)."""
     blocks: list[WorkBlock] = []
     syncs = 0
 
@@ -185,7 +199,7 @@ def stage_blocks(tree: BaseLayer, peaks: Rates, eff: EfficiencyModel, *, kernel_
         nonlocal syncs
         if not layer.children:
             syncs += layer.host_syncs
-            d = _own_device_s(layer, peaks, eff, kernel_floor_s) * layer.count
+            d = _own_device_s(layer, peaks, eff, kernel_floor_s, call_gap_s) * layer.count
             k = _own_kernels(layer) * layer.count
             if d or k or layer.host_ops:
                 blocks.append(WorkBlock(d, k, syncs, layer.host_ops * layer.count,
@@ -194,7 +208,7 @@ def stage_blocks(tree: BaseLayer, peaks: Rates, eff: EfficiencyModel, *, kernel_
             return
         for _ in range(layer.count):
             syncs += layer.host_syncs
-            d = _own_device_s(layer, peaks, eff, kernel_floor_s)
+            d = _own_device_s(layer, peaks, eff, kernel_floor_s, call_gap_s)
             k = _own_kernels(layer)
             if d or k or layer.host_ops:
                 blocks.append(WorkBlock(d, k, syncs, layer.host_ops, layer.inner_launches))
@@ -210,9 +224,10 @@ def stage_blocks(tree: BaseLayer, peaks: Rates, eff: EfficiencyModel, *, kernel_
 
 def pass_blocks(stages: Mapping[Stage, BaseLayer], decode_forwards: int, peaks: Rates,
                 eff: EfficiencyModel, *, kernel_floor_s: float = 0.0,
-                device_scale: Mapping[str, float] | None = None) -> PassBlocks:
+                device_scale: Mapping[str, float] | None = None, call_gap_s: float = 0.0) -> PassBlocks:
     """Blocks of every stage of an AnalyticModel's ``stages`` (decode tree = one mean forward);
-    ``device_scale``: stage -> factor on its blocks' device seconds (1 where absent)."""
+    ``device_scale``: stage -> factor on its blocks' device seconds (1 where absent); ``call_gap_s``: the gap
+    per kernel held by the bench's timed calls (:func:`stage_blocks`)."""
     scale = device_scale or {}
     out: dict[str, list[WorkBlock]] = {}
     for st in Stage:
@@ -221,7 +236,7 @@ def pass_blocks(stages: Mapping[Stage, BaseLayer], decode_forwards: int, peaks: 
         f = scale.get(st.value, 1.0)
         out[st.value] = [evolve(b, device_s=b.device_s * f)
                          for b in stage_blocks(stages[st], peaks, efficiency_for_stage(eff, st.value),
-                                               kernel_floor_s=kernel_floor_s)]
+                                               kernel_floor_s=kernel_floor_s, call_gap_s=call_gap_s)]
     return PassBlocks(out, max(0, decode_forwards))
 
 
@@ -264,6 +279,7 @@ def simulate_pass(stages: Mapping[Stage, BaseLayer], decode_forwards: int, peaks
                   model: HostModel) -> PassTimeline:
     """Stage times of one pass of an AnalyticModel's ``stages`` under a timeline calibration."""
     blocks = pass_blocks(stages, decode_forwards, peaks, model, kernel_floor_s=model.kernel_floor_s,
-                         device_scale={st.value: model.device_scale(st.value) for st in Stage})
+                         device_scale={st.value: model.device_scale(st.value) for st in Stage},
+                         call_gap_s=model.kernel_gap_s)
     host = {st.value: model.host_s_per_kernel(st.value) for st in Stage}
-    return run_timeline(blocks, host, model.host_sync_s, model.kernel_gap_s)
+    return run_timeline(blocks, host, model.host_sync_s, model.timeline_gap_s)

@@ -113,7 +113,8 @@ def _run_blocks(predictions: Predictions, device: Calibration) -> list[tuple[Pas
     for rep, w in predictions:
         model = AnalyticModel(rep.model.config, rep.workload)
         out.append((pass_blocks(model.stages, model.shape.decode_forwards, rep.peaks, device,
-                                kernel_floor_s=device.kernel_floor_s, device_scale=device.stage_device_scale),
+                                kernel_floor_s=device.kernel_floor_s, device_scale=device.stage_device_scale,
+                                call_gap_s=device.kernel_gap_s),
                     w / total))
     return out
 
@@ -470,7 +471,7 @@ def prior_calibration(gpu_key: str, dtype: str, *, compute_efficiency: float = 1
                       sync_s: float = DEFAULT_SYNC_S, software: SoftwareKey | None = None,
                       pattern_bandwidth_ratios: Mapping[str, float] | None = None,
                       kernel_floor_s: float = 0.0, gemm_times_s: Mapping[str, float] | None = None,
-                      kernel_gap_s: float = 0.0) -> Calibration:
+                      kernel_gap_s: float = 0.0, kernel_gap_graph_s: float | None = None) -> Calibration:
     """A timeline calibration fitted on nothing: the roofline at the given fractions of the datasheet peaks
     (e.g. measured ceilings / datasheet) plus ``host_s_per_kernel`` seconds of host time per launch in every
     stage and ``sync_s`` per host-device sync. The uncalibrated prediction of a host-bound eager run.
@@ -478,7 +479,8 @@ def prior_calibration(gpu_key: str, dtype: str, *, compute_efficiency: float = 1
     bytes the model moves in those patterns; ``kernel_floor_s``: device seconds per kernel on top of the
     roofline (hw bench's tiny-kernel floor); ``gemm_times_s``: GEMM key -> measured device seconds per call
     (hw bench, llm_perf_opt.hardware.gemms); ``kernel_gap_s``: device seconds between kernels queued back to
-    back (hw gap)."""
+    back (hw gap); ``kernel_gap_graph_s``: the same for kernels replayed from a CUDA graph (hw gap; None: not
+    measured)."""
     for name, value in (("compute_efficiency", compute_efficiency), ("bandwidth_efficiency", bandwidth_efficiency)):
         if not (0 < value <= 1.5 and math.isfinite(value)):
             raise UserError(f"prior calibration: {name} must be in (0, 1.5], got {value}")
@@ -488,13 +490,15 @@ def prior_calibration(gpu_key: str, dtype: str, *, compute_efficiency: float = 1
         raise UserError(f"prior calibration: kernel floor must be >= 0 s, got {kernel_floor_s}")
     if not (kernel_gap_s >= 0 and math.isfinite(kernel_gap_s)):
         raise UserError(f"prior calibration: kernel gap must be >= 0 s, got {kernel_gap_s}")
+    if kernel_gap_graph_s is not None and not (kernel_gap_graph_s >= 0 and math.isfinite(kernel_gap_graph_s)):
+        raise UserError(f"prior calibration: CUDA-graph kernel gap must be >= 0 s, got {kernel_gap_graph_s}")
     return Calibration(
         gpu_key=gpu_key, dtype=dtype, software=software or SoftwareKey(),
         default_compute_efficiency=compute_efficiency, default_bandwidth_efficiency=bandwidth_efficiency,
         time_model="timeline", stage_host_s_per_kernel={st.value: host_s_per_kernel for st in Stage},
         host_sync_s=sync_s, created_utc=datetime.now(UTC).isoformat(timespec="seconds"),
         pattern_bandwidth_ratios=dict(pattern_bandwidth_ratios or {}), kernel_floor_s=kernel_floor_s,
-        gemm_times_s=dict(gemm_times_s or {}), kernel_gap_s=kernel_gap_s,
+        gemm_times_s=dict(gemm_times_s or {}), kernel_gap_s=kernel_gap_s, kernel_gap_graph_s=kernel_gap_graph_s,
         fit=FitSummary(unidentified=("prior: nothing fitted",)),
     )
 

@@ -163,6 +163,9 @@ class MeasuredCeilings:
                 "queued back to back, from a torch.profiler trace; None: not measured)"})
     kernel_gap_duration_s: float | None = field(default=None, metadata={
         "help": "median device duration of those tiny kernels, s (their run time without the gap)"})
+    kernel_gap_graph_s: float | None = field(default=None, metadata={
+        "help": "device seconds from one kernel's end to the next one's start when replayed from a CUDA graph "
+                "(median over tiny adds captured in one graph, profiler trace; None: not measured)"})
     gemm_times_ms: Mapping[str, list[float]] = field(factory=dict, metadata={
         "help": "GEMM '<kind>@BxMxNxK' or call timed whole (experts, rope) -> per-repeat device ms per call, queued behind other work "
                 "(llm_perf_opt.hardware.gemms)"})
@@ -261,10 +264,11 @@ def load_ceilings(path: Path) -> MeasuredCeilings:
     for name in ("kernel_floor_s", "kernel_gap_duration_s"):
         if data.get(name) is not None:
             data[name] = _positive(f"{path}: {name}", data[name])
-    if data.get("kernel_gap_s") is not None:
-        gap = data["kernel_gap_s"]
-        if isinstance(gap, bool) or not isinstance(gap, (int, float)) or not (gap >= 0 and math.isfinite(gap)):
-            raise CeilingsError(f"{path}: kernel_gap_s must be a number >= 0, got {gap!r}")
+    for name in ("kernel_gap_s", "kernel_gap_graph_s"):
+        gap = data.get(name)
+        if gap is not None and (isinstance(gap, bool) or not isinstance(gap, (int, float))
+                                or not (gap >= 0 and math.isfinite(gap))):
+            raise CeilingsError(f"{path}: {name} must be a number >= 0, got {gap!r}")
     keyed: tuple[tuple[str, str, Callable[[str], object], bool], ...] = (
         ("pattern_bandwidth_bytes_per_s", "'<pattern>@<side>' -> bytes/s", split_key, False),
         ("gemm_times_ms", "GEMM or call key (llm_perf_opt.hardware.gemms) -> per-repeat ms", split_gemm_key, True))
@@ -470,27 +474,85 @@ def queued_gaps_us(kernels: Sequence[tuple[str, float, float]]) -> tuple[list[fl
     return gaps, durations
 
 
+#: a kernel of the gap mix runs for at most this long (us); longer ones are the matmuls queued ahead of it
+GAP_SMALL_US = 20.0
+
+
+def small_kernel_gaps_us(kernels: Sequence[tuple[str, float, float]]) -> tuple[list[float], list[float]]:
+    """(gaps, durations) in us of the small kernels (at most ``GAP_SMALL_US`` long) of a device trace
+    ``kernels`` = (name, start us, end us), whatever their names: each gap is the next kernel's start minus
+    the previous one's end, for consecutive kernels that are both small."""
+    ordered = sorted(kernels, key=lambda k: k[1])
+    small = [end - start <= GAP_SMALL_US for _, start, end in ordered]
+    gaps = [b[1] - a[2] for (a, b, sa, sb) in zip(ordered, ordered[1:], small, small[1:], strict=False) if sa and sb]
+    return gaps, [end - start for (_, start, end), s in zip(ordered, small, strict=True) if s]
+
+
+#: kinds of kernel in :func:`gap_mix`
+GAP_MIX_KINDS = 5
+
+
+def gap_mix(device: str) -> Callable[[], object]:
+    """A launcher that issues one small kernel per call, cycling through a model's kinds of launch: a
+    1-element fp32 add, a 4096-element bf16 multiply, a 64x64x64 bf16 matmul, an fp32 softmax over 8x1024
+    and a 4096-element bf16 copy (each well under GAP_SMALL_US of work). Kernels of one kind queued back to
+    back leave a shorter gap between them than a model's mix does."""
+    import torch
+
+    one = torch.zeros(1, device=device)
+    vec = torch.ones(4096, device=device, dtype=torch.bfloat16)
+    dst = torch.empty_like(vec)
+    mat = torch.randn(64, 64, device=device, dtype=torch.bfloat16)
+    out = torch.empty_like(mat)
+    rows = torch.randn(8, 1024, device=device)
+    kinds: tuple[Callable[[], object], ...] = (  # GAP_MIX_KINDS of them
+        lambda: one.add_(1.0), lambda: vec.mul_(1.0), lambda: torch.mm(mat, mat, out=out),
+        lambda: torch.softmax(rows, -1), lambda: dst.copy_(vec))
+    state = {"next": 0}
+
+    def launch() -> object:
+        i = state["next"]
+        state["next"] = (i + 1) % len(kinds)
+        return kinds[i]()
+
+    return launch
+
+
 def kernel_gap_from_trace(kernels: Sequence[tuple[str, float, float]]) -> tuple[float, float]:
-    """(median gap s, median duration s) of the queued tiny kernels of a trace (see :func:`queued_gaps_us`).
-    UserError when too few gaps were queued (the host fell behind the device)."""
-    gaps, durations = queued_gaps_us(kernels)
+    """(median gap s, median duration s) of the small kernels of a trace (see :func:`small_kernel_gaps_us`),
+    over the gaps of at most ``GAP_QUEUED_MAX_US``. UserError when fewer than half the gaps are that short
+    (the host fell behind a stream; a graph replay, with no host between its kernels, passes)."""
+    gaps, durations = small_kernel_gaps_us(kernels)
     if not gaps:
-        raise UserError("kernel gap: the profiler trace holds no two consecutive tiny kernels (no CUDA kernel "
+        raise UserError("kernel gap: the profiler trace holds no two consecutive small kernels (no CUDA kernel "
                         "events recorded?)")
     queued = [g for g in gaps if g <= GAP_QUEUED_MAX_US]
     if len(queued) < len(gaps) / 2:
-        raise UserError(f"kernel gap: {len(queued)} of {len(gaps)} gaps between the tiny kernels were queued "
+        raise UserError(f"kernel gap: {len(queued)} of {len(gaps)} gaps between the small kernels were queued "
                         f"(<= {GAP_QUEUED_MAX_US:g} us): the host did not stay ahead of the device")
     return statistics.median(queued) * 1e-6, statistics.median(durations) * 1e-6
+
+
+def device_trace(fn: Callable[[], object], *, device: str) -> list[tuple[str, float, float]]:
+    """Run ``fn`` under torch.profiler (CPU + CUDA activities), wait for ``device``, and return the CUDA
+    device events recorded as (kernel name, start us, end us). CUDA only."""
+    import torch
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize(device)
+    return [(e.name, float(e.time_range.start), float(e.time_range.end)) for e in prof.events()
+            if e.device_type == DeviceType.CUDA]
 
 
 def queued_trace(launch: Callable[[], object], *, device: str, bursts: int
                  ) -> list[tuple[str, float, float]]:
     """Device trace (kernel name, start us, end us) of ``bursts`` bursts of ``GAP_KERNELS`` calls of ``launch``
-    queued behind ``GAP_BUSY_MATMULS`` matmuls (one untraced burst first), from torch.profiler. CUDA only."""
+    queued behind ``GAP_BUSY_MATMULS`` matmuls (one untraced burst first), from :func:`device_trace`. CUDA
+    only."""
     import torch
-    from torch.autograd import DeviceType
-    from torch.profiler import ProfilerActivity, profile
 
     a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
 
@@ -500,25 +562,54 @@ def queued_trace(launch: Callable[[], object], *, device: str, bursts: int
         for _ in range(GAP_KERNELS):
             launch()
 
-    burst()
-    torch.cuda.synchronize(device)
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+    def traced() -> None:
         for _ in range(max(1, bursts)):
             burst()
-        torch.cuda.synchronize(device)
-    return [(e.name, float(e.time_range.start), float(e.time_range.end)) for e in prof.events()
-            if e.device_type == DeviceType.CUDA]
+
+    burst()
+    torch.cuda.synchronize(device)
+    return device_trace(traced, device=device)
 
 
 def measure_kernel_gap(*, device: str, repeats: int) -> tuple[float, float]:
-    """(median gap s, median duration s) of in-place adds on a 1-element tensor queued back to back behind
+    """(median gap s, median duration s) of the small kernels of :func:`gap_mix` queued back to back behind
     matmuls (:func:`queued_trace` of ``repeats`` bursts): the device's own time between one queued kernel's
     end and the next one's start, which kernel durations (and so the per-stage device time of an operator
     table) leave out. CUDA only."""
+    return kernel_gap_from_trace(queued_trace(gap_mix(device), device=device, bursts=repeats))
+
+
+#: untraced rounds of the gap mix on a side stream before the graph captures it (torch's CUDA graph warm-up)
+GRAPH_WARMUP_CALLS = 3
+
+
+def measure_graph_kernel_gap(*, device: str, repeats: int) -> tuple[float, float]:
+    """(median gap s, median duration s) of ``GAP_KERNELS`` small kernels of :func:`gap_mix` captured in one
+    ``torch.cuda.CUDAGraph`` and replayed ``repeats`` times (at least once; one untraced replay first) under
+    :func:`device_trace`: the device's own time between kernels replayed from a graph, where no host launch
+    stands between them (smaller than :func:`measure_kernel_gap`'s queued gap). CUDA only."""
     import torch
 
-    x = torch.zeros(1, device=device)
-    return kernel_gap_from_trace(queued_trace(lambda: x.add_(1.0), device=device, bursts=repeats))
+    launch = gap_mix(device)
+    current = torch.cuda.current_stream(device)
+    side = torch.cuda.Stream(device)
+    side.wait_stream(current)
+    with torch.cuda.stream(side):
+        for _ in range(GRAPH_WARMUP_CALLS * GAP_MIX_KINDS):
+            launch()
+    current.wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(GAP_KERNELS):
+            launch()
+
+    def replays() -> None:
+        for _ in range(max(1, repeats)):
+            graph.replay()
+
+    graph.replay()
+    torch.cuda.synchronize(device)
+    return kernel_gap_from_trace(device_trace(replays, device=device))
 
 
 def require_cuda() -> None:
@@ -581,6 +672,7 @@ def run_bench(*, spec: GpuSpec | None, device_index: int = 0, dtypes: Sequence[D
         floor_s: float | None = None
         gap_s: float | None = None
         gap_dur_s: float | None = None
+        graph_gap_s: float | None = None
         if device.startswith("cuda"):
             what = "the kernel floor"
             floor_s = measure_kernel_floor(device=device, repeats=repeats)
@@ -596,6 +688,16 @@ def run_bench(*, spec: GpuSpec | None, device_index: int = 0, dtypes: Sequence[D
                 if progress:
                     progress(f"kernel gap ({GAP_KERNELS} tiny kernels queued, profiler trace): {gap_s * 1e6:.2f} us "
                              f"between kernels, {gap_dur_s * 1e6:.2f} us each")
+            what = "the CUDA-graph kernel gap"
+            try:
+                graph_gap_s, graph_dur_s = measure_graph_kernel_gap(device=device, repeats=repeats)
+            except UserError as exc:  # the other ceilings stand; the graph gap stays unmeasured
+                if progress:
+                    progress(f"CUDA-graph kernel gap not measured: {exc}")
+            else:
+                if progress:
+                    progress(f"kernel gap ({GAP_KERNELS} tiny kernels replayed from a CUDA graph, profiler trace): "
+                             f"{graph_gap_s * 1e6:.2f} us between kernels, {graph_dur_s * 1e6:.2f} us each")
         ceilings = MeasuredCeilings(
             gpu_key=spec.key if spec else None,
             device_name=name,
@@ -614,6 +716,7 @@ def run_bench(*, spec: GpuSpec | None, device_index: int = 0, dtypes: Sequence[D
             kernel_floor_s=floor_s,
             kernel_gap_s=gap_s,
             kernel_gap_duration_s=gap_dur_s,
+            kernel_gap_graph_s=graph_gap_s,
         )
         if checkpoint is not None:
             checkpoint(ceilings)

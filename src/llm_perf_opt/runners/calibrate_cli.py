@@ -180,6 +180,7 @@ def _prior(args: argparse.Namespace, runs: list[tuple[Any, Any]], evaluate: bool
     ce = be = 1.0
     ratios: dict[str, float] = {}
     floor = gap = 0.0
+    graph_gap: float | None = None
     gemms: dict[str, float] = {}
     if args.ceilings is not None:
         ceilings = load_ceilings(args.ceilings)
@@ -194,12 +195,13 @@ def _prior(args: argparse.Namespace, runs: list[tuple[Any, Any]], evaluate: bool
         ratios = ceilings.pattern_ratios()
         floor = ceilings.kernel_floor_s or 0.0
         gap = ceilings.kernel_gap_s or 0.0
+        graph_gap = ceilings.kernel_gap_graph_s
         gemms = ceilings.gemm_times_s()
     per_op = host_s_per_op_from_per_kernel(per_kernel_us * 1e-6, model.stages[Stage.DECODE])
     prior = prior_calibration(spec.key, dtype, compute_efficiency=ce, bandwidth_efficiency=be,
                               host_s_per_kernel=per_op, sync_s=args.host_sync_us * 1e-6, software=software,
                               pattern_bandwidth_ratios=ratios, kernel_floor_s=floor, gemm_times_s=gemms,
-                              kernel_gap_s=gap)
+                              kernel_gap_s=gap, kernel_gap_graph_s=graph_gap)
     return evaluate_prior(prior, runs) if runs and evaluate else prior
 
 

@@ -1,4 +1,4 @@
-"""GPU catalogue: list, show, detect the local GPU, benchmark its ceilings, its kernel gap and the host's speed.
+"""GPU catalogue: list, show, detect the local GPU, benchmark its ceilings, its kernel gaps and the host's speed.
 
     llm-perf-opt hw list [--json]
     llm-perf-opt hw show KEY [--json]
@@ -42,6 +42,7 @@ from llm_perf_opt.hardware.bench import (
     NoGpuError,
     add_gemm_times,
     load_ceilings,
+    measure_graph_kernel_gap,
     measure_kernel_gap,
     run_bench,
     save_ceilings,
@@ -184,14 +185,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gemms.add_argument("--gemm-workloads", type=_workloads, default=None, metavar="MODE:BATCH,...",
                        help="workloads whose GEMM shapes to time (default: every mode at batch "
                             f"{', '.join(map(str, DEFAULT_GEMM_BATCHES))})")
-    gap = sub.add_parser("gap", parents=[edit], help="add the device's gap between queued kernels to a ceilings file",
-                         description="Measure the local GPU's gap between kernels queued back to back (tiny adds "
-                                     "behind matmuls, from a torch.profiler trace: next start minus previous end) "
-                                     "and write an existing ceilings file (hw bench --out) with it added; the "
-                                     "other figures are kept as measured. The timeline model adds it per kernel "
+    gap = sub.add_parser("gap", parents=[edit],
+                         help="add the device's gaps between kernels (queued on a stream, replayed from a CUDA "
+                              "graph) to a ceilings file",
+                         description="Measure the local GPU's two gaps between kernels, each from a torch.profiler "
+                                     "trace (next start minus previous end): between tiny adds queued back to back "
+                                     "on a stream behind matmuls, and between tiny adds replayed from one CUDA "
+                                     "graph; write an existing ceilings file (hw bench --out) with both added; the "
+                                     "other figures are kept as measured. The timeline model adds a gap per kernel "
                                      "on top of the kernels' durations.")
     gap.add_argument("--repeats", type=_positive_int, default=DEFAULT_REPEATS,
-                     help=f"bursts of queued tiny kernels traced; the median gap is used (default {DEFAULT_REPEATS})")
+                     help="bursts of queued tiny kernels, and replays of the graph of them, traced; the median gap "
+                          f"is used (default {DEFAULT_REPEATS})")
     probe = sub.add_parser("probe", help="this host's speed: the profiler's host-speed probes",
                            description="Measure this host's speed as the profiler's passes do (the probes a "
                                        "timeline calibration scales its host costs by): 'add', host us per tiny "
@@ -383,6 +388,9 @@ def _cmd_bench(args: argparse.Namespace, catalog: GpuCatalog) -> int:
         rows.append(["kernel floor (tiny kernels queued)", f"{ceilings.kernel_floor_s * 1e6:.2f} us/kernel", "-", "-"])
     if ceilings.kernel_gap_s is not None:
         rows.append(["kernel gap (queued, profiler trace)", f"{ceilings.kernel_gap_s * 1e6:.2f} us/kernel", "-", "-"])
+    if ceilings.kernel_gap_graph_s is not None:
+        rows.append(["kernel gap (CUDA graph replay, profiler trace)",
+                     f"{ceilings.kernel_gap_graph_s * 1e6:.2f} us/kernel", "-", "-"])
     for key, ratio in ceilings.pattern_ratios().items():
         rows.append([f"pattern {key}", f"{ceilings.pattern_bandwidth_bytes_per_s[key] / TERA:.3f} TB/s", "-",
                      f"{ratio:.3f} of copy"])
@@ -449,15 +457,18 @@ def _cmd_gap(args: argparse.Namespace, catalog: GpuCatalog) -> int:
     torch.cuda.set_device(args.device)
     try:
         gap_s, dur_s = measure_kernel_gap(device=f"cuda:{args.device}", repeats=args.repeats)
+        graph_s, _graph_dur_s = measure_graph_kernel_gap(device=f"cuda:{args.device}", repeats=args.repeats)
     except torch.cuda.OutOfMemoryError:
         raise UserError("out of device memory while measuring the kernel gap") from None
-    ceilings = attrs.evolve(base, kernel_gap_s=gap_s, kernel_gap_duration_s=dur_s)
+    ceilings = attrs.evolve(base, kernel_gap_s=gap_s, kernel_gap_duration_s=dur_s, kernel_gap_graph_s=graph_s)
     save_ceilings(ceilings, args.out)
     if args.json:
-        _print_json({"kernel_gap_s": gap_s, "kernel_gap_duration_s": dur_s, "out": str(args.out)})
+        _print_json({"kernel_gap_s": gap_s, "kernel_gap_duration_s": dur_s, "kernel_gap_graph_s": graph_s,
+                     "out": str(args.out)})
         return 0
-    print(f"kernel gap: {gap_s * 1e6:.2f} us between queued kernels ({dur_s * 1e6:.2f} us per tiny kernel); "
-          f"ceilings with it written to {args.out}")
+    print(f"kernel gap: {gap_s * 1e6:.2f} us between queued kernels ({dur_s * 1e6:.2f} us per tiny kernel), "
+          f"{graph_s * 1e6:.2f} us between kernels replayed from a CUDA graph; ceilings with them written to "
+          f"{args.out}")
     return 0
 
 
