@@ -209,7 +209,7 @@ def prior(paths: Sequence[Path]) -> list[str]:
     return lines
 
 
-def _census_pages(key: str, config: str, attention: str = "eager") -> Any:
+def _census_pages(key: str, config: str, attention: str = "eager", experts: str = "grouped_mm") -> Any:
     """The analytic model of a census workload 'mode:batch' (synthetic pages, as the census ran)."""
     from llm_perf_opt.analytic.gemm_shapes import parse_workload
     from llm_perf_opt.analytic.model import AnalyticModel
@@ -221,7 +221,7 @@ def _census_pages(key: str, config: str, attention: str = "eager") -> Any:
     page = synthetic_pages(batch)[0]
     wl = OCRWorkloadProfile.create(profile_id=key, mode=mode, image_width_px=page.width,
                                    image_height_px=page.height, prompt_text_tokens=9, max_new_tokens=64,
-                                   batch_size=batch, attention=attention, experts="grouped_mm")
+                                   batch_size=batch, attention=attention, experts=experts)
     return AnalyticModel(DeepseekOCRConfig.named(config), wl)
 
 
@@ -404,7 +404,7 @@ def gaps(runs: Sequence[Path], ceilings: Path | None, compare_root: Path | None 
          timed_stage: str = "vision.clip") -> list[str]:
     """Device time between kernels of the stage ranges the host stayed ahead of, from the runs' profiled-pass
     timelines (torch_profiler/timeline.json): (device span - kernel time) / (kernels - 1), next to the bench's
-    queued-kernel gap; with ``compare_root``, the same from the timed passes of ``timed_stage`` in the Base b4
+    gaps (queued on a stream, replayed from a CUDA graph); with ``compare_root``, the same from the timed passes of ``timed_stage`` in the Base b4
     comparisons under it (device-bound there: CLIP and the projector run behind SAM's backlog)."""
     lines = [f"{'run':36s} {'stage':12s} {'kernels':>8s} {'span ms':>9s} {'busy ms':>9s} {'gap us/kernel':>14s}"]
     found: list[float] = []
@@ -448,8 +448,10 @@ def gaps(runs: Sequence[Path], ceilings: Path | None, compare_root: Path | None 
         from llm_perf_opt.hardware.bench import load_ceilings
 
         c = load_ceilings(ceilings)
-        lines.append("bench (hw gap): " + (f"{c.kernel_gap_s * 1e6:.2f} us between queued tiny kernels"
-                                           if c.kernel_gap_s is not None else "not measured"))
+        lines.append("bench (hw gap): " + (f"{c.kernel_gap_s * 1e6:.2f} us between queued small kernels"
+                                           if c.kernel_gap_s is not None else "not measured")
+                     + (f", {c.kernel_gap_graph_s * 1e6:.2f} us replayed from a CUDA graph"
+                        if c.kernel_gap_graph_s is not None else ""))
     return lines
 
 
@@ -482,9 +484,10 @@ def graph(path: Path, cal_path: Path, config: str) -> list[str]:
     for rec in records:
         try:
             key, attn, kv = f"{rec['mode']}:{rec['batch']}", str(rec["attention"]), int(rec["kv_len"])
+            eager_ms = float(rec["eager_ms"])
         except (KeyError, TypeError, ValueError) as exc:
-            raise UserError(f"{path}: a record lacks mode, batch, attention or kv_len ({exc})") from None
-        model = _census_pages(key, config, attn)
+            raise UserError(f"{path}: a record lacks mode, batch, attention, kv_len or eager_ms ({exc})") from None
+        model = _census_pages(key, config, attn, str(rec.get("experts", "grouped_mm")))
         if model.shape.prefill_tokens != rec.get("prompt_length"):
             raise UserError(f"{path}: {key} prompt of {rec.get('prompt_length')} tokens, the model's "
                             f"{model.shape.prefill_tokens}: not the same workload")
@@ -496,9 +499,9 @@ def graph(path: Path, cal_path: Path, config: str) -> list[str]:
         no_host_ms = simulate_pass(step, 1, peaks, free).decode_forward_s * 1e3
         probe = rec.get("host_probe_add_us")
         at_probe = "-"
-        if probe and cal.host_probe_us > 0:
+        if probe and cal.host_probe_us > 0 and cal.host_probe == "add":  # the records carry the add_ probe
             at_probe_ms = simulate_pass(step, 1, peaks, cal.for_host_probe(float(probe))).decode_forward_s * 1e3
-            at_probe = f"{at_probe_ms:7.3f} ({at_probe_ms / rec['eager_ms'] - 1:+.0%})"
+            at_probe = f"{at_probe_ms:7.3f} ({at_probe_ms / eager_ms - 1:+.0%})"
         tr = rec.get("graph_trace") or rec.get("eager_trace") or {}
         if "graph_ms" in rec:
             graph_cell = f"{rec['graph_ms']:9.3f} {no_host_ms:7.3f} ({no_host_ms / rec['graph_ms'] - 1:+.0%})"
@@ -506,10 +509,10 @@ def graph(path: Path, cal_path: Path, config: str) -> list[str]:
             graph_cell = f"{'failed':>9} {no_host_ms:7.3f}{'':8}"
         kern_ms = f"{tr.get('kernel_sum_ms', 0.0):.3f} / {dev_ms:.3f}"
         lines.append(f"{key + ' ' + attn:<16} {kv:>5} {tr.get('kernels', 0):>8.0f} / {k_model:<7.0f} {kern_ms:>21} "
-                     f"{graph_cell} {rec['eager_ms']:9.3f} {probe or 0:8.2f} {at_probe:>15}")
+                     f"{graph_cell} {eager_ms:9.3f} {probe or 0:8.2f} {at_probe:>15}")
         if "graph_error" in rec:
             lines.append(f"  capture failed: {rec['graph_error']}")
-    graph_gap = f"{free.timeline_gap_s * 1e6:.2f} us" + ("" if cal.kernel_gap_graph_s is not None else " (no graph gap measured)")
+    graph_gap = f"{free.stage_gap_s(Stage.DECODE.value) * 1e6:.2f} us" + ("" if cal.kernel_gap_graph_s is not None else " (no graph gap measured)")
     lines.append(f"gap between kernels: {cal.kernel_gap_s * 1e6:.2f} us on a stream, {graph_gap} with no host; "
                  f"decode device factor {scale:g}; "
                  "kernels and kernel ms measured from the replays' trace (the eager step's when the capture failed)")
@@ -817,7 +820,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("graph", help="graph-replayed decode steps next to the model's step with no host cost")
     p.add_argument("file", type=Path, help="records of scripts/gpu/graph_decode.py --out")
     p.add_argument("--calibration", type=Path, required=True, metavar="FILE",
-                   help="timeline calibration with a host probe (its device model, gap and host costs)")
+                   help="timeline calibration (its device model and gaps; with an add_ host probe, also the "
+                        "model at each record's probe)")
     p.add_argument("--config", default="default", metavar="NAME", help="model config to analyse (default default)")
     p = sub.add_parser("rates", help="achieved rate of the census kernel groups that run a measured access pattern")
     p.add_argument("file", type=Path, help="census JSON written with --detail (scripts/gpu/kernel_census.py)")

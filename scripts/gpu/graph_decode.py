@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """One decode step with no host in the way: the step captured in a CUDA graph and replayed (CUDA GPU).
 
-The what-if's ``--host-probe-us 0`` rows (the device-bound bound) come from the timeline model alone: the
-sum of each block's device time plus the device's gap between queued kernels. This script measures that
-figure. It runs the profiler's own pass code on synthetic pages (``prefill``, then ``--steps`` greedy
+The what-if's ``--cuda-graphs decode`` rows (and ``--host-probe-us 0``) come from the timeline model alone:
+the sum of each block's device time plus the gap between kernels replayed from a CUDA graph. This script
+measures that figure for decode. It runs the profiler's own pass code on synthetic pages (``prefill``, then ``--steps`` greedy
 ``decode_step`` calls, random bf16 weights), captures the next decode step (n-gram ban, argmax, token and
 mask appends, decoder forward, LM head) in a CUDA graph and times its replays with CUDA events. Every
 replay repeats the same step over the same KV cache (``kv_len`` positions attended). The step is captured
@@ -36,6 +36,7 @@ import torch
 from attrs import evolve
 
 from llm_perf_opt.errors import UserError
+from llm_perf_opt.hardware.bench import device_trace
 from llm_perf_opt.inputs.synthetic import synthetic_pages
 from llm_perf_opt.models.deepseek_ocr import build_prompt, decode_step, prefill, preprocess_image
 from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
@@ -61,18 +62,14 @@ def restore(snap: Snapshot) -> DecodeState:
     return evolve(state)
 
 
-def device_trace(fn: Callable[[], object], reps: int) -> list[tuple[float, float]]:
-    """(start us, end us) of every device activity of ``reps`` calls of ``fn``, from torch.profiler."""
-    from torch.autograd import DeviceType
-    from torch.profiler import ProfilerActivity, profile
-
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+def trace_spans(fn: Callable[[], object], reps: int) -> list[tuple[float, float]]:
+    """(start us, end us) of every device activity of ``reps`` calls of ``fn``, in start order
+    (llm_perf_opt.hardware.bench.device_trace)."""
+    def calls() -> None:
         for _ in range(reps):
             fn()
-        torch.cuda.synchronize()
-    return sorted((float(e.time_range.start), float(e.time_range.end)) for e in prof.events()
-                  if e.device_type == DeviceType.CUDA)
+
+    return sorted((start, end) for _, start, end in device_trace(calls, device="cuda"))
 
 
 def trace_figures(trace: list[tuple[float, float]], reps: int) -> dict[str, float]:
@@ -148,10 +145,10 @@ def measure(model: Any, mode: str, batch: int, attention: str, experts: str, ste
 def trace(rec: dict[str, Any], eager: Callable[[], None], graph: Any, replays: int, sets: int) -> None:
     """Add to ``rec`` the profiler figures of one eager step and of three replays, then the replays' time
     again, in a process that has now run the profiler (``graph_ms_traced_process``)."""
-    rec["eager_trace"] = trace_figures(device_trace(eager, 1), 1)
+    rec["eager_trace"] = trace_figures(trace_spans(eager, 1), 1)
     if graph is None:
         return
-    rec["graph_trace"] = trace_figures(device_trace(graph.replay, 3), 3)
+    rec["graph_trace"] = trace_figures(trace_spans(graph.replay, 3), 3)
     after = timed_ms(graph.replay, replays, sets)
     rec["graph_ms_traced_process"] = statistics.median(after)
 

@@ -1,7 +1,7 @@
 """The device's gap between kernels queued back to back, for kernels of several kinds and sizes (GPU only).
 
-`llm-perf-opt hw gap` measures the gap behind tiny 1-element adds. This script queues 200 kernels of each
-kind below behind twelve 8192^3 bf16 matmuls and traces three bursts with torch.profiler
+`llm-perf-opt hw gap` measures the gap between small kernels of mixed kinds. This script queues 200
+kernels of ONE kind at a time behind twelve 8192^3 bf16 matmuls and traces three bursts with torch.profiler
 (llm_perf_opt.hardware.bench.queued_trace, as hw gap does). It prints, per kind, the median gap (next start
 minus previous end, llm_perf_opt.hardware.bench.queued_gaps_us), its 10th and 90th percentiles and the
 median kernel duration:

@@ -79,7 +79,7 @@ def _stand_ins(monkeypatch: pytest.MonkeyPatch, gd: Any, capture: Any) -> list[t
         traced.append((fn, reps))
         # two kernels per call, calls back to back: 3 us of kernels in a 4 us span each
         return [t for i in range(reps) for t in ((4.0 * i, 4.0 * i + 2), (4.0 * i + 3, 4.0 * i + 4))]
-    monkeypatch.setattr(gd, "device_trace", trace)
+    monkeypatch.setattr(gd, "trace_spans", trace)
     return traced
 
 

@@ -308,7 +308,7 @@ def test_gaps_between_queued_kernels(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert 1.0 < float(timed.split()[-4]) < 2.0
     assert set(rows) == {"vision.clip", "projector"}  # SAM syncs, prefill and decode are host bound
     assert 1.0 < rows["vision.clip"] < 2.0
-    assert "bench (hw gap): 0.99 us" in out
+    assert "bench (hw gap): 0.96 us" in out
     # a run whose host never stayed ahead says so; a folder without a timeline is one line
     host_bound = tmp_path / "run"
     host_bound.mkdir()
@@ -348,8 +348,9 @@ def test_graph_replayed_steps_next_to_the_model_without_host(tmp_path: Path,
     b1 = lines[1].split()
     kernels_model, kernel_ms_model, no_host = float(b1[5]), float(b1[8]), float(b1[10])
     assert b1[:3] == ["base:1", "sdpa", str(prompt + 9)] and float(b1[3]) == 1000
-    # no host cost: the step is its blocks' device time plus the calibration's gap per kernel
-    assert no_host == pytest.approx(kernel_ms_model + kernels_model * cal.kernel_gap_s * 1e3, abs=2e-3)
+    # no host cost: the step is its blocks' device time plus the gap per kernel of a graph replay
+    gap_s = cal.for_host_probe(0.0).stage_gap_s("decode")
+    assert no_host == pytest.approx(kernel_ms_model + kernels_model * gap_s * 1e3, abs=2e-3)
     assert b1[11] == f"({no_host / 4.0 - 1:+.0%})"
     # at the calibration's own probe the host dominates: the step is several times the no-host one
     assert float(b1[-2]) > 2 * no_host
@@ -362,3 +363,27 @@ def test_graph_replayed_steps_next_to_the_model_without_host(tmp_path: Path,
     path.write_text("[]")
     assert hf.main(["graph", str(path), "--calibration", str(cal_path)]) == 2
     assert "not a graph_decode.py result" in capsys.readouterr().err
+
+
+def test_the_committed_graph_replays_match_the_model_without_host(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/results-h200.md section 14: the decode steps replayed from a CUDA graph on the H200 against the
+    prior of the committed ceilings with no host cost (graph gap): every workload within 10%."""
+    from llm_perf_opt.runners import calibrate_cli
+
+    prior = tmp_path / "prior.json"
+    assert calibrate_cli.main(["--prior", "--gpu", "h200", "--ceilings",
+                               str(ROOT / "reports" / "hardware" / "h200" / "hw-ceilings.json"),
+                               "--out", str(prior)]) == 0
+    capsys.readouterr()
+    rows = []
+    for name in ("graph-decode-base.json", "graph-decode-base-long.json"):
+        path = RUNS / "h200-graph-decode" / name
+        assert _script().main(["graph", str(path), "--calibration", str(prior)]) == 0
+        out = capsys.readouterr().out.splitlines()
+        assert out[-1].startswith("gap between kernels: 0.96 us on a stream, 0.26 us with no host")
+        rows += [line.split() for line in out[1:-1]]
+    assert len(rows) == 5
+    for row in rows:
+        graph_ms, model_ms = float(row[9]), float(row[10])
+        assert abs(model_ms / graph_ms - 1) < 0.10, row

@@ -20,7 +20,7 @@ from llm_perf_opt.analytic.calibration import (
 from llm_perf_opt.analytic.gemm_shapes import tree_gemm_keys
 from llm_perf_opt.analytic.layers.common import AttentionCore, Linear
 from llm_perf_opt.analytic.model import AnalyticModel
-from llm_perf_opt.analytic.timeline_model import PassBlocks, run_timeline, stage_blocks
+from llm_perf_opt.analytic.timeline_model import PassBlocks, run_timeline, simulate_pass, stage_blocks
 from llm_perf_opt.analytic.workloads import get_profile, with_overrides
 from llm_perf_opt.errors import UserError
 from llm_perf_opt.hardware.bench import (
@@ -188,6 +188,13 @@ def test_the_routed_experts_are_one_timed_call_of_the_grouped_mm_forward() -> No
     assert queue.stage_s[Stage.PREFILL.value] == pytest.approx(80e-6)
     (floored,) = stage_blocks(moe, _Peaks(), timed, kernel_floor_s=2e-6, call_gap_s=10e-6)
     assert floored.device_s == 0.0  # never below zero
+    # through simulate_pass: on a stream the call takes its measured time; replayed from a CUDA graph, its
+    # kernels' stream gaps give way to the graph's
+    graphs = attrs.evolve(timed, kernel_gap_graph_s=0.3e-6, stage_host_s_per_kernel={s.value: 1e-9 for s in Stage})
+    stream = simulate_pass({Stage.PREFILL: moe}, 0, _Peaks(), graphs).stage_s[Stage.PREFILL.value]
+    assert stream == pytest.approx(80e-6, rel=1e-3)
+    replayed = simulate_pass({Stage.PREFILL: moe}, 0, _Peaks(), graphs.with_graph_stages(["prefill"]))
+    assert replayed.stage_s[Stage.PREFILL.value] == pytest.approx(80e-6 - vec[LAUNCH] * (1e-6 - 0.3e-6))
     with pytest.raises(ValueError, match="already has GEMM or pattern tags"):
         moe.timed_call(OperatorCategory.MOE_EXPERTS, key)
     with pytest.raises(ValueError, match="nothing in"):

@@ -201,13 +201,23 @@ def test_the_calibration_carries_the_gap_into_the_report() -> None:
         assert more.stage_s[st.value] - plain.stage_s[st.value] == pytest.approx(k * 1e-6, rel=0.01)
     with pytest.raises(CalibrationError, match="kernel_gap_s must be >= 0"):
         Calibration(gpu_key="h200", time_model="timeline", kernel_gap_s=-1e-6)
-    # the CUDA-graph gap and the graphs flag survive the file; bad values are one line each
-    graphs = attrs.evolve(gapped, kernel_gap_graph_s=0.3e-6, cuda_graphs=True)
+    # the CUDA-graph gap and the graph-replayed stages survive the file; bad values are one line each
+    graphs = attrs.evolve(gapped, kernel_gap_graph_s=0.3e-6).with_graph_stages(["decode"])
     back = Calibration.from_dict(graphs.to_dict())
-    assert back == graphs and back.timeline_gap_s == 0.3e-6 and gapped.timeline_gap_s == 1e-6
-    assert "(0.30 in a CUDA graph)" in back.describe() and "replayed from CUDA graphs" in back.describe()
-    assert Calibration.from_dict(gapped.to_dict()).kernel_gap_graph_s is None  # older files: not measured
+    assert back == graphs and back.graph_stages == ["decode"]
+    assert back.stage_gap_s("decode") == 0.3e-6 and back.stage_gap_s("prefill") == 1e-6
+    assert back.stage_sync_s("decode") == 0.0 and back.host_s_per_kernel("decode") == 0.0
+    assert back.host_s_per_kernel("prefill") == 1e-6
+    assert "(0.30 in a CUDA graph)" in back.describe() and "replayed from CUDA graphs: decode" in back.describe()
+    old = Calibration.from_dict(gapped.to_dict())  # older files: no graph gap, no graph stages
+    assert old.kernel_gap_graph_s is None and old.graph_stages == []
     with pytest.raises(CalibrationError, match="kernel_gap_graph_s must be >= 0"):
         Calibration(gpu_key="h200", time_model="timeline", kernel_gap_graph_s=-1e-6)
-    with pytest.raises(CalibrationError, match="cuda_graphs must be true or false"):
-        Calibration.from_dict({**graphs.to_dict(), "cuda_graphs": "yes"})
+    with pytest.raises(CalibrationError, match="graph_stages must be a list of stage names"):
+        Calibration.from_dict({**graphs.to_dict(), "graph_stages": "decode"})
+    with pytest.raises(CalibrationError, match="unknown stage 'vision' in graph_stages"):
+        Calibration.from_dict({**graphs.to_dict(), "graph_stages": ["vision"]})
+    with pytest.raises(CalibrationError, match="unknown stage vision for CUDA graphs"):
+        graphs.with_graph_stages(["vision"])
+    with pytest.raises(CalibrationError, match="additive"):
+        Calibration(gpu_key="h200").with_graph_stages(["decode"])

@@ -25,6 +25,7 @@ from llm_perf_opt.data.analytic import AnalyticModelReport
 from llm_perf_opt.data.io import dump_json
 from llm_perf_opt.hardware.catalog import UnknownGpuError
 from llm_perf_opt.runners import what_if_cli
+from llm_perf_opt.vocab import Stage
 
 
 @pytest.fixture(scope="module")
@@ -234,9 +235,10 @@ def test_host_probe_zero_stands_for_cuda_graphs(report: AnalyticModelReport) -> 
 
     cal = _timeline_cal(kernel_gap_graph_s=0.3e-6)
     free, slow = cal.for_host_probe(0.0), cal.for_host_probe(4.0)
-    assert free.cuda_graphs and free.timeline_gap_s == 0.3e-6 and free.kernel_gap_s == 1e-6
-    assert not slow.cuda_graphs and slow.timeline_gap_s == 1e-6
-    assert _timeline_cal().for_host_probe(0.0).timeline_gap_s == 1e-6  # no graph gap measured: the stream's
+    assert free.graph_stages == [st.value for st in Stage] and free.kernel_gap_s == 1e-6
+    assert all(free.stage_gap_s(st.value) == 0.3e-6 for st in Stage)
+    assert not slow.graph_stages and slow.stage_gap_s("decode") == 1e-6
+    assert _timeline_cal().for_host_probe(0.0).stage_gap_s("decode") == 1e-6  # no graph gap measured: the stream's
     free_host = [Scenario(calibrated=True, host_probe_us=0.0)]
     (graphs,) = run_what_if(report, free_host, calibration=cal)
     (stream,) = run_what_if(report, free_host, calibration=_timeline_cal())
@@ -249,6 +251,54 @@ def test_host_probe_zero_stands_for_cuda_graphs(report: AnalyticModelReport) -> 
         device_ms = sum(b.device_s for b in blocks[stage]) * 1e3
         assert getattr(graphs, column) == pytest.approx(device_ms + kernels * 0.3e-3, rel=1e-9)
         assert getattr(stream, column) - getattr(graphs, column) == pytest.approx(kernels * 0.7e-3, rel=1e-6)
+
+
+def test_decode_alone_in_cuda_graphs(report: AnalyticModelReport, report_file: Path, tmp_path: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """--cuda-graphs decode: decode as with no host cost, the other stages as on the scenario's host."""
+    cal = _timeline_cal(kernel_gap_graph_s=0.3e-6)
+    own, decode_only, slow_decode_only, free = run_what_if(report, [
+        Scenario(calibrated=True), Scenario(calibrated=True, graph_stages=("decode",)),
+        Scenario(calibrated=True, host_probe_us=16.0, graph_stages=("decode",)),
+        Scenario(calibrated=True, host_probe_us=0.0)], calibration=cal)
+    assert own.graph_stages == "" and decode_only.graph_stages == "decode" and decode_only.host_probe_us == 8.0
+    assert free.graph_stages == "vision.sam+vision.clip+projector+prefill+decode"
+    # decode does not depend on the host any more: the same with every stage in graphs and at any probe
+    assert decode_only.decode_ms == pytest.approx(free.decode_ms, rel=1e-9)
+    assert slow_decode_only.decode_ms == pytest.approx(free.decode_ms, rel=1e-9)
+    assert decode_only.decode_ms < 0.2 * own.decode_ms
+    # the stages before it keep the scenario's host (the tiny model's are host bound)
+    assert decode_only.vision_sam_ms == pytest.approx(own.vision_sam_ms, rel=1e-9)
+    assert slow_decode_only.vision_sam_ms > own.vision_sam_ms > free.vision_sam_ms
+    # the sweep axis, the column and the refusals
+    scenarios = expand_sweep(calibrated=[False, True], host_probes_us=[None, 4.0],
+                             graph_stages=[None, ("decode",)])
+    assert len(scenarios) == 1 + 2 * 2 and scenarios[0].graph_stages is None
+    assert [sc.graph_stages for sc in scenarios[1:]] == [None, ("decode",), None, ("decode",)]
+    with pytest.raises(WhatIfError, match="calibrated scenarios only"):
+        expand_sweep(graph_stages=[("decode",)])
+    with pytest.raises(WhatIfError, match="calibrated scenarios only"):
+        run_what_if(report, [Scenario(graph_stages=("decode",))], calibration=cal)
+    with pytest.raises(WhatIfError, match="--cuda-graphs decode: .*additive"):
+        run_what_if(report, [Scenario(calibrated=True, graph_stages=("decode",))],
+                    calibration=Calibration(gpu_key="h100-sxm"))
+    path = save_calibration(cal, tmp_path / "cal.json")
+    out = tmp_path / "w"
+    assert what_if_cli.main(["--report", str(report_file), "--calibration", str(path), "--calibrated", "both",
+                             "--cuda-graphs", "none", "decode", "all", "--out", str(out), "--name", "g"]) == 0
+    assert "decode" in capsys.readouterr().out
+    with (out / "g.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["graph_stages"] for r in rows] == ["", "", "decode", free.graph_stages]
+    payload = json.loads((out / "g.json").read_text())
+    assert payload["schema_version"] == "llm-perf-opt.what-if/3" and "graph_stages" in payload["columns"]
+    assert payload["scenarios"][2] == {"calibrated": True, "graph_stages": ["decode"]}
+    with pytest.raises(SystemExit):
+        what_if_cli.main(["--report", str(report_file), "--calibration", str(path), "--cuda-graphs", "vision"])
+    assert "CUDA-graph stages 'vision'" in capsys.readouterr().err
+    assert what_if_cli.main(["--report", str(report_file), "--calibration", str(path), "--calibrated", "off",
+                             "--cuda-graphs", "decode"]) == 2
+    assert "--cuda-graphs applies to calibrated scenarios" in capsys.readouterr().err
 
 
 def test_host_probe_sweep_and_bad_input(report: AnalyticModelReport, report_file: Path, tmp_path: Path,
@@ -270,6 +320,10 @@ def test_host_probe_sweep_and_bad_input(report: AnalyticModelReport, report_file
     with pytest.raises(WhatIfError, match="no host probe"):
         run_what_if(report, [Scenario(calibrated=True, host_probe_us=4.0)],
                     calibration=_timeline_cal(host_probe_us=0.0))
+    # no host cost needs no reference probe
+    (free,) = run_what_if(report, [Scenario(calibrated=True, host_probe_us=0.0)],
+                          calibration=_timeline_cal(host_probe_us=0.0))
+    assert free.host_probe_us == 0.0 and free.decode_ms > 0
     with pytest.raises(WhatIfError, match="calibrated scenarios only"):
         run_what_if(report, [Scenario(host_probe_us=4.0)], calibration=_timeline_cal())
     with pytest.raises(WhatIfError, match="calibrated scenarios only"):

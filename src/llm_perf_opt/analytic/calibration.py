@@ -188,11 +188,11 @@ class StageError:
         return (self.predicted_ms - self.measured_ms) / self.measured_ms if self.measured_ms > 0 else math.nan
 
 
-def _flag(value: object, name: str) -> bool:
-    """A JSON boolean field; CalibrationError (one line) for anything else."""
-    if not isinstance(value, bool):
-        raise CalibrationError(f"calibration: {name} must be true or false, got {value!r}")
-    return value
+def _str_list(value: object, name: str) -> list[str]:
+    """A JSON list of strings; CalibrationError (one line) for anything else."""
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise CalibrationError(f"calibration: {name} must be a list of stage names, got {value!r}")
+    return list(value)
 
 
 def _str_tuple(values: Iterable[str]) -> tuple[str, ...]:
@@ -243,9 +243,9 @@ class Calibration:
     kernel_gap_graph_s: float | None = field(
         default=None, metadata={"help": "timeline model: device seconds between two kernels replayed from a CUDA "
                                         "graph (hw gap; None = not measured)"})
-    cuda_graphs: bool = field(
-        default=False, metadata={"help": "timeline model: stage times as replayed from CUDA graphs (no host "
-                                         "cost; kernel_gap_graph_s between kernels when measured)"})
+    graph_stages: list[str] = field(
+        factory=list, metadata={"help": "timeline model: stages replayed from CUDA graphs (no host or sync cost; "
+                                        "kernel_gap_graph_s between their kernels when measured)"})
     stage_launch_overhead_s: dict[str, float] = field(
         factory=dict, metadata={"help": "stage -> seconds per kernel, replacing launch_overhead_s in that stage"})
     stage_device_scale: dict[str, float] = field(
@@ -310,6 +310,8 @@ class Calibration:
                 raise CalibrationError(f"calibration: unknown stage {stage!r} in stage_device_scale")
             if not (value > 0 and math.isfinite(value)):
                 raise CalibrationError(f"calibration: stage_device_scale[{stage}] must be > 0, got {value}")
+        if bad := [st for st in self.graph_stages if st not in stages]:
+            raise CalibrationError(f"calibration: unknown stage {', '.join(map(repr, bad))} in graph_stages")
         for stage, value in self.stage_host_s_per_kernel.items():
             if stage not in stages:
                 raise CalibrationError(f"calibration: unknown stage {stage!r} in stage_host_s_per_kernel")
@@ -356,17 +358,22 @@ class Calibration:
         """Factor on the modelled device time of ``stage`` (timeline model; 1.0 where none was fitted)."""
         return self.stage_device_scale.get(str(stage), 1.0)
 
-    @property
-    def timeline_gap_s(self) -> float:
-        """Device seconds the timeline model adds per kernel: the CUDA-graph replay gap for a calibration of
-        graph-replayed stages (:attr:`cuda_graphs`) when it was measured, else the stream gap."""
-        if self.cuda_graphs and self.kernel_gap_graph_s is not None:
+    def stage_gap_s(self, stage: str) -> float:
+        """Device seconds the timeline model adds per kernel of ``stage``: the CUDA-graph replay gap for a
+        stage in :attr:`graph_stages` when it was measured, else the stream gap."""
+        if str(stage) in self.graph_stages and self.kernel_gap_graph_s is not None:
             return self.kernel_gap_graph_s
         return self.kernel_gap_s
 
+    def stage_sync_s(self, stage: str) -> float:
+        """Host seconds per host-device sync in ``stage`` (0 in a graph-replayed stage)."""
+        return 0.0 if str(stage) in self.graph_stages else self.host_sync_s
+
     def host_s_per_kernel(self, stage: str) -> float:
-        """Host seconds per analytic kernel (or host-only op) in ``stage`` (timeline model); a stage
-        without a fitted value gets the mean of the fitted ones."""
+        """Host seconds per analytic kernel (or host-only op) in ``stage`` (timeline model): 0 in a
+        graph-replayed stage; a stage without a fitted value gets the mean of the fitted ones."""
+        if str(stage) in self.graph_stages:
+            return 0.0
         value = self.stage_host_s_per_kernel.get(str(stage))
         if value is not None:
             return value
@@ -385,22 +392,23 @@ class Calibration:
 
     def for_host_probe(self, probe_us: float) -> Calibration:
         """This calibration on a host whose probe (of kind :attr:`host_probe`) reads ``probe_us`` us/op,
-        for planning: like :meth:`at_host_speed`, but 0 stands for stages replayed from CUDA graphs: every
-        host cost and sync cost 0 and, when measured, the graph's gap between kernels (:attr:`cuda_graphs`).
+        for planning: like :meth:`at_host_speed`, but 0 stands for every stage replayed from a CUDA graph
+        (:meth:`with_graph_stages` of all stages: no host or sync cost, the graph's gap between kernels).
 
-        CalibrationError (one line) when the calibration is additive or its fitted runs had no probe.
+        CalibrationError (one line) when the calibration is additive or, for a probe other than 0 (which needs
+        no reference), its fitted runs had no probe.
         """
         if not self.timeline:
             raise CalibrationError("a host probe applies to a timeline calibration (llm-perf-opt calibrate "
                                    "--time-model timeline); this one is additive")
-        if self.host_probe_us <= 0:
-            raise CalibrationError("this calibration has no host probe (its fitted runs had none): it cannot be "
-                                   "moved to another host speed")
         if not (probe_us >= 0 and math.isfinite(probe_us)):
             raise CalibrationError(f"host probe must be >= 0 us/op, got {probe_us}")
         if probe_us == 0:
-            return evolve(self, stage_host_s_per_kernel={k: 0.0 for k in self.stage_host_s_per_kernel},
-                          host_sync_s=0.0, launch_overhead_s=0.0, host_probe_us=0.0, cuda_graphs=True)
+            return evolve(self.with_graph_stages([st.value for st in Stage]), host_probe_us=0.0,
+                          launch_overhead_s=0.0)
+        if self.host_probe_us <= 0:
+            raise CalibrationError("this calibration has no host probe (its fitted runs had none): it cannot be "
+                                   "moved to another host speed (only to 0, no host cost)")
         try:
             moved = self.at_host_speed(probe_us)
         except OverflowError:
@@ -408,6 +416,19 @@ class Calibration:
         if not all(math.isfinite(v) for v in (*moved.stage_host_s_per_kernel.values(), moved.host_sync_s)):
             raise CalibrationError(f"host probe {probe_us:g} us/op is out of range for this calibration")
         return moved
+
+    def with_graph_stages(self, stages: Iterable[str]) -> Calibration:
+        """This calibration with ``stages`` (and those it already had) replayed from CUDA graphs: their host
+        and sync costs 0 and, when measured, the graph's gap between their kernels. CalibrationError (one
+        line) for an additive calibration or an unknown stage."""
+        if not self.timeline:
+            raise CalibrationError("CUDA-graph stages apply to a timeline calibration (llm-perf-opt calibrate "
+                                   "--time-model timeline); this one is additive")
+        known = [st.value for st in Stage]
+        wanted = set(self.graph_stages) | {str(s) for s in stages}
+        if bad := sorted(wanted - set(known)):
+            raise CalibrationError(f"unknown stage {', '.join(bad)} for CUDA graphs (stages: {', '.join(known)})")
+        return evolve(self, graph_stages=[s for s in known if s in wanted])
 
     def for_stage(self, stage: str) -> EfficiencyModel:
         """This calibration within ``stage`` (its own launch cost when one was fitted)."""
@@ -453,7 +474,7 @@ class Calibration:
                 kernel_gap_s=float(data.get("kernel_gap_s", 0.0)),
                 kernel_gap_graph_s=(None if data.get("kernel_gap_graph_s") is None
                                     else float(data["kernel_gap_graph_s"])),
-                cuda_graphs=_flag(data.get("cuda_graphs", False), "cuda_graphs"),
+                graph_stages=_str_list(data.get("graph_stages") or [], "graph_stages"),
                 stage_launch_overhead_s={str(k): float(v)
                                          for k, v in (data.get("stage_launch_overhead_s") or {}).items()},
                 stage_device_scale={str(k): float(v) for k, v in (data.get("stage_device_scale") or {}).items()},
@@ -485,10 +506,10 @@ class Calibration:
                     f"host us/kernel: {host}; sync {self.host_sync_s * 1e6:.2f} us; "
                     f"host probe ({self.host_probe}) {self.host_probe_us:.2f} us/op, exponent {self.host_probe_exponent:.2f}; "
                     f"device floor {self.kernel_floor_s * 1e6:.2f} us/kernel"
-                    + (f", gap {self.kernel_gap_s * 1e6:.2f} us/kernel" if self.kernel_gap_s else "")
-                    + (f" ({self.kernel_gap_graph_s * 1e6:.2f} in a CUDA graph)"
-                       if self.kernel_gap_graph_s is not None else "")
-                    + ("; stages as replayed from CUDA graphs" if self.cuda_graphs else "")
+                    + (f", gap {self.kernel_gap_s * 1e6:.2f} us/kernel"
+                       + (f" ({self.kernel_gap_graph_s * 1e6:.2f} in a CUDA graph)"
+                          if self.kernel_gap_graph_s is not None else "") if self.kernel_gap_s else "")
+                    + (f"; replayed from CUDA graphs: {', '.join(self.graph_stages)}" if self.graph_stages else "")
                     + (f"; {len(self.pattern_bandwidth_ratios)} access-pattern bandwidths"
                        if self.pattern_bandwidth_ratios else "")
                     + (f"; {len(self.gemm_times_s)} GEMM shapes timed" if self.gemm_times_s else ""))

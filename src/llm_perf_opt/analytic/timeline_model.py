@@ -17,8 +17,9 @@ express either effect, so this model runs two clocks over the layer tree::
                                                              first launch, ends after the last; g: the
                                                              device's gap between queued kernels, or
                                                              between kernels replayed from a CUDA graph
-                                                             for a host-free calibration)
+                                                             in a graph-replayed stage)
     n host syncs before a node's kernels:  h = max(h, d) + n * sync_s
+    (a stage replayed from a CUDA graph: c_s = 0 and sync_s = 0; g, c_s and sync_s are per stage)
 
 Stage times are what the profiler's CUDA events measure: the start event runs
 on the device at max(d, h) when the host enters the stage, the end event at
@@ -59,9 +60,8 @@ class HostModel(EfficiencyModel, Protocol):
         """Device seconds per kernel on top of the roofline."""
         ...
 
-    @property
-    def host_sync_s(self) -> float:
-        """Host seconds per host-device sync."""
+    def stage_sync_s(self, stage: str) -> float:
+        """Host seconds per host-device sync in ``stage``."""
         ...
 
     @property
@@ -70,10 +70,9 @@ class HostModel(EfficiencyModel, Protocol):
         call timed whole by the bench holds one per kernel)."""
         ...
 
-    @property
-    def timeline_gap_s(self) -> float:
-        """Device seconds the timeline adds per kernel: :attr:`kernel_gap_s`, or the CUDA-graph replay gap
-        when the calibration stands for graph-replayed stages."""
+    def stage_gap_s(self, stage: str) -> float:
+        """Device seconds the timeline adds per kernel of ``stage``: :attr:`kernel_gap_s`, or the CUDA-graph
+        replay gap in a graph-replayed stage."""
         ...
 
     def host_s_per_kernel(self, stage: str) -> float:
@@ -240,10 +239,11 @@ def pass_blocks(stages: Mapping[Stage, BaseLayer], decode_forwards: int, peaks: 
     return PassBlocks(out, max(0, decode_forwards))
 
 
-def run_timeline(blocks: PassBlocks, host_s_per_kernel: Mapping[str, float], sync_s: float,
-                 gap_s: float = 0.0) -> PassTimeline:
-    """Run the two clocks over ``blocks`` (see the module doc); host costs per stage in s/kernel, ``gap_s``
-    device seconds between queued kernels on top of the blocks' device time."""
+def run_timeline(blocks: PassBlocks, host_s_per_kernel: Mapping[str, float], sync_s: float | Mapping[str, float],
+                 gap_s: float | Mapping[str, float] = 0.0) -> PassTimeline:
+    """Run the two clocks over ``blocks`` (see the module doc); host costs per stage in s/kernel, ``sync_s``
+    host seconds per sync and ``gap_s`` device seconds between queued kernels on top of the blocks' device
+    time (each one figure, or stage -> figure)."""
     h = d = 0.0
     stage_s: dict[str, float] = {}
     first_start: float | None = None
@@ -256,17 +256,19 @@ def run_timeline(blocks: PassBlocks, host_s_per_kernel: Mapping[str, float], syn
         if repeats <= 0:
             continue
         c = host_s_per_kernel[stage.value]
+        sync = sync_s if isinstance(sync_s, (int, float)) else sync_s[stage.value]
+        gap = gap_s if isinstance(gap_s, (int, float)) else gap_s[stage.value]
         start = max(d, h)
         if first_start is None:
             first_start = start
         for _ in range(repeats):
             for b in seq:
                 if b.syncs_before:
-                    h = max(h, d) + b.syncs_before * sync_s
+                    h = max(h, d) + b.syncs_before * sync
                 issue = (b.kernels - (1.0 - CUDA_LAUNCH_HOST_WEIGHT) * b.inner_kernels + b.host_ops) * c
                 # the first kernel reaches the device after the host-only ops and one launch
                 first = (b.host_ops + 1.0) * c if b.kernels else issue
-                d = max(max(d, h + first) + b.device_s + b.kernels * gap_s, h + issue)
+                d = max(max(d, h + first) + b.device_s + b.kernels * gap, h + issue)
                 h += issue
         end = max(d, h)
         stage_s[stage.value] = end - start
@@ -282,4 +284,5 @@ def simulate_pass(stages: Mapping[Stage, BaseLayer], decode_forwards: int, peaks
                          device_scale={st.value: model.device_scale(st.value) for st in Stage},
                          call_gap_s=model.kernel_gap_s)
     host = {st.value: model.host_s_per_kernel(st.value) for st in Stage}
-    return run_timeline(blocks, host, model.host_sync_s, model.timeline_gap_s)
+    return run_timeline(blocks, host, {st.value: model.stage_sync_s(st.value) for st in Stage},
+                        {st.value: model.stage_gap_s(st.value) for st in Stage})

@@ -4,8 +4,9 @@ The report holds the full model config, the workload and the GPU it was
 computed for. A scenario changes any of GPU (catalogue key), dtype,
 resolution mode, page size, prompt text tokens, max_new_tokens, batch size,
 calibration on/off and, for a timeline calibration, the host's speed (its
-host-speed probe, us per tiny eager op; 0 = a host that issues work for
-free); the analytic model (formulas only: no model build,
+host-speed probe, us per tiny eager op; 0 = every stage replayed from CUDA
+graphs) and the stages replayed from CUDA graphs (no host cost, the graph's
+gap between kernels); the analytic model (formulas only: no model build,
 no weights) is rerun for the changed workload and one row of metrics is
 produced. A scenario that changes nothing reproduces the report's own
 numbers exactly (the analyzer is deterministic and the export lossless).
@@ -35,8 +36,9 @@ from llm_perf_opt.vocab import DType, Stage, parse_dtype
 
 #: Seconds per day (pages/day = pages/s x this).
 SECONDS_PER_DAY = 86_400
-#: Schema version of what-if JSON files (2: the host_probe_us column after calibrated).
-WHATIF_SCHEMA = "llm-perf-opt.what-if/2"
+#: Schema version of what-if JSON files (2: the host_probe_us column after calibrated; 3: the graph_stages
+#: column after it).
+WHATIF_SCHEMA = "llm-perf-opt.what-if/3"
 
 #: (base report, workload, gpu, efficiency or None) -> AnalyticModelReport of the workload on the gpu.
 Analyzer = Callable[[AnalyticModelReport, OCRWorkloadProfile, GpuSpec, "EfficiencyModel | None"], AnalyticModelReport]
@@ -62,6 +64,8 @@ class Scenario:
     calibrated: bool = False
     #: calibrated scenarios: the host's probe, us/op of the calibration's probe kind (None = the calibration's own)
     host_probe_us: float | None = None
+    #: calibrated scenarios: stages replayed from CUDA graphs (None or () = none besides the calibration's own)
+    graph_stages: tuple[str, ...] | None = None
 
     def changes(self) -> dict[str, Any]:
         """Only the fields that change something (for labels)."""
@@ -72,6 +76,8 @@ class Scenario:
             out["calibrated"] = True
         if self.host_probe_us is not None:
             out["host_probe_us"] = self.host_probe_us
+        if self.graph_stages:
+            out["graph_stages"] = list(self.graph_stages)
         return out
 
 
@@ -92,8 +98,11 @@ class WhatIfRow:
     batch_size: int = field(metadata={"help": "pages per pass"})
     calibrated: bool = field(metadata={"help": "times use the calibration file (else pure roofline)"})
     host_probe_us: float | None = field(metadata={
-        "help": "host-speed probe the calibrated times assume, us/op (0: host cost 0); null when uncalibrated "
-                "or the calibration has no probe"})
+        "help": "host-speed probe the calibrated times assume, us/op (0: every stage replayed from CUDA graphs); "
+                "null when uncalibrated or the calibration has no probe"})
+    graph_stages: str | None = field(metadata={
+        "help": "stages the calibrated times replay from CUDA graphs (no host cost, the graph's gap between "
+                "kernels), joined by '+'; empty when none; null when uncalibrated or the calibration is additive"})
     vision_sam_ms: float = field(metadata={"help": "predicted vision.sam time per pass, ms"})
     vision_clip_ms: float = field(metadata={"help": "predicted vision.clip time per pass, ms"})
     projector_ms: float = field(metadata={"help": "predicted projector time per pass, ms"})
@@ -118,9 +127,10 @@ COLUMNS: tuple[str, ...] = tuple(a.name for a in WhatIfRow.__attrs_attrs__)
 
 
 def row_from_report(report: AnalyticModelReport, *, scenario_id: int = 0, calibrated: bool = False,
-                    gpu_memory_bytes: float | None = None, host_probe_us: float | None = None) -> WhatIfRow:
-    """The metrics of one report (``calibrated`` and ``host_probe_us`` only label the row: the report holds
-    the times)."""
+                    gpu_memory_bytes: float | None = None, host_probe_us: float | None = None,
+                    graph_stages: str | None = None) -> WhatIfRow:
+    """The metrics of one report (``calibrated``, ``host_probe_us`` and ``graph_stages`` only label the row:
+    the report holds the times)."""
     wl = report.workload
     stage_ms = {s.value: (report.stage_totals[s].time_ms if s in report.stage_totals else 0.0) for s in Stage}
     total_ms = report.model_totals.time_ms
@@ -135,7 +145,7 @@ def row_from_report(report: AnalyticModelReport, *, scenario_id: int = 0, calibr
         image_width_px=wl.image_width_px, image_height_px=wl.image_height_px, tiles=layout.num_tiles,
         prefill_tokens=wl.prefill_tokens, prompt_text_tokens=wl.prompt_text_tokens,
         max_new_tokens=wl.max_new_tokens, batch_size=wl.batch_size, calibrated=calibrated,
-        host_probe_us=host_probe_us,
+        host_probe_us=host_probe_us, graph_stages=graph_stages,
         vision_sam_ms=stage_ms[Stage.VISION_SAM.value], vision_clip_ms=stage_ms[Stage.VISION_CLIP.value],
         projector_ms=stage_ms[Stage.PROJECTOR.value], prefill_ms=stage_ms[Stage.PREFILL.value],
         decode_ms=stage_ms[Stage.DECODE.value], decode_per_token_ms=per_tok, total_ms=total_ms,
@@ -213,22 +223,27 @@ def expand_sweep(
     tiles: Sequence[tuple[int, int] | None] = (None,),
     calibrated: Sequence[bool] = (False,),
     host_probes_us: Sequence[float | None] = (None,),
+    graph_stages: Sequence[tuple[str, ...] | None] = (None,),
 ) -> list[Scenario]:
     """Cartesian product of the value lists, in the order the arguments are listed (tiles after sizes).
 
-    Host probes apply to calibrated scenarios only: they are the innermost axis there, and an uncalibrated
-    scenario appears once (host probe None).
+    Host probes and CUDA-graph stage sets apply to calibrated scenarios only: they are the innermost axes
+    there (graph stages innermost), and an uncalibrated scenario appears once (both None).
     """
     if any(p is not None for p in host_probes_us or ()) and not any(calibrated or ()):
         raise WhatIfError("what-if: host probes apply to calibrated scenarios only (none in this sweep)")
+    if any(g for g in graph_stages or ()) and not any(calibrated or ()):
+        raise WhatIfError("what-if: CUDA-graph stages apply to calibrated scenarios only (none in this sweep)")
     out = []
     for g, d, m, size, tl, pt, mnt, bs, cal in itertools.product(
             gpus or (None,), dtypes or (None,), modes or (None,), image_sizes or (None,), tiles or (None,),
             prompt_text_tokens or (None,), max_new_tokens or (None,), batch_sizes or (None,), calibrated or (False,)):
-        for hp in (host_probes_us or (None,)) if cal else (None,):
+        for hp, gs in itertools.product((host_probes_us or (None,)) if cal else (None,),
+                                        (graph_stages or (None,)) if cal else (None,)):
             out.append(Scenario(gpu=g, dtype=d, mode=m, image_width_px=size[0] if size else None,
                                 image_height_px=size[1] if size else None, tiles=tl, prompt_text_tokens=pt,
-                                max_new_tokens=mnt, batch_size=bs, calibrated=cal, host_probe_us=hp))
+                                max_new_tokens=mnt, batch_size=bs, calibrated=cal, host_probe_us=hp,
+                                graph_stages=gs))
     return out
 
 
@@ -260,7 +275,8 @@ def run_what_if(
     scenarios = list(scenarios)
     for name in sorted({sc.gpu for sc in scenarios if sc.gpu is not None}):
         cat.get(name)  # an unknown GPU anywhere in the sweep stops it before any work (one line)
-    hosts = _host_calibrations(calibration, [sc.host_probe_us for sc in scenarios if sc.host_probe_us is not None])
+    hosts = _host_calibrations(calibration, [(sc.host_probe_us, sc.graph_stages or ()) for sc in scenarios
+                                             if sc.calibrated and (sc.host_probe_us is not None or sc.graph_stages)])
     cache: dict[tuple[Any, ...], AnalyticModelReport] = {}
     rows: list[WhatIfRow] = []
     for i, sc in enumerate(scenarios):
@@ -268,40 +284,51 @@ def run_what_if(
         wl = scenario_workload(report, sc)
         eff: Calibration | None = None
         probe: float | None = None
+        graphs: str | None = None
         if sc.calibrated:
             if calibration is None:
                 raise WhatIfError("what-if: a scenario asks for calibration but no --calibration file was given")
             check_applies(calibration, gpu.key)
+            eff = hosts.get((sc.host_probe_us, sc.graph_stages or ()), calibration)
             if sc.host_probe_us is not None:
-                eff, probe = hosts[sc.host_probe_us], sc.host_probe_us
+                probe = sc.host_probe_us
             else:
-                eff = calibration
                 probe = calibration.host_probe_us if calibration.timeline and calibration.host_probe_us > 0 else None
+            graphs = "+".join(eff.graph_stages) if eff.timeline else None
         elif sc.host_probe_us is not None:
             raise WhatIfError("what-if: a host probe applies to calibrated scenarios only")
+        elif sc.graph_stages:
+            raise WhatIfError("what-if: CUDA-graph stages apply to calibrated scenarios only")
         key = (gpu.key, wl.mode, wl.image_width_px, wl.image_height_px, wl.prompt_text_tokens, wl.max_new_tokens,
-               wl.batch_size, str(wl.dtype), sc.calibrated, sc.host_probe_us)
+               wl.batch_size, str(wl.dtype), sc.calibrated, sc.host_probe_us, sc.graph_stages or ())
         if key not in cache:
             cache[key] = analyze(report, wl, gpu, eff)
         rep = cache[key]
         rows.append(row_from_report(rep, scenario_id=i, calibrated=sc.calibrated,
-                                    gpu_memory_bytes=float(gpu.memory_bytes), host_probe_us=probe))
+                                    gpu_memory_bytes=float(gpu.memory_bytes), host_probe_us=probe,
+                                    graph_stages=graphs))
     return rows
 
 
-def _host_calibrations(calibration: Calibration | None, probes: Sequence[float]) -> dict[float, Calibration]:
-    """``calibration`` moved to each host probe (checked before any work: one line on a calibration that
-    cannot move or a bad probe)."""
-    if not probes:
+def _host_calibrations(calibration: Calibration | None, hosts: Sequence[tuple[float | None, tuple[str, ...]]]
+                       ) -> dict[tuple[float | None, tuple[str, ...]], Calibration]:
+    """``calibration`` moved to each (host probe or None, CUDA-graph stages) pair (checked before any work:
+    one line on a calibration that cannot move, a bad probe or an unknown stage)."""
+    if not hosts:
         return {}
     if calibration is None:
-        raise WhatIfError("what-if: a host probe needs a timeline calibration (--calibration FILE)")
+        raise WhatIfError("what-if: a host probe or CUDA-graph stages need a timeline calibration "
+                          "(--calibration FILE)")
     out = {}
-    for p in probes:
+    for probe, stages in hosts:
         try:
-            out[p] = calibration.for_host_probe(p)
+            moved = calibration if probe is None else calibration.for_host_probe(probe)
         except UserError as exc:
-            raise WhatIfError(f"what-if: --host-probe-us {p:g}: {exc}") from None
+            raise WhatIfError(f"what-if: --host-probe-us {probe:g}: {exc}") from None
+        try:
+            out[(probe, stages)] = moved.with_graph_stages(stages) if stages else moved
+        except UserError as exc:
+            raise WhatIfError(f"what-if: --cuda-graphs {'+'.join(stages)}: {exc}") from None
     return out
 
 

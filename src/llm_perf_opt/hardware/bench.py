@@ -159,13 +159,13 @@ class MeasuredCeilings:
     kernel_floor_s: float | None = field(default=None, metadata={
         "help": "device seconds per tiny kernel queued behind others (1-element add; None: not measured)"})
     kernel_gap_s: float | None = field(default=None, metadata={
-        "help": "device seconds from one queued kernel's end to the next one's start (median over tiny adds "
-                "queued back to back, from a torch.profiler trace; None: not measured)"})
+        "help": "device seconds from one queued kernel's end to the next one's start (median over small "
+                "kernels of mixed kinds queued back to back, from a torch.profiler trace; None: not measured)"})
     kernel_gap_duration_s: float | None = field(default=None, metadata={
-        "help": "median device duration of those tiny kernels, s (their run time without the gap)"})
+        "help": "median device duration of those small kernels, s (their run time without the gap)"})
     kernel_gap_graph_s: float | None = field(default=None, metadata={
         "help": "device seconds from one kernel's end to the next one's start when replayed from a CUDA graph "
-                "(median over tiny adds captured in one graph, profiler trace; None: not measured)"})
+                "(median over the same small kernels captured in one graph, profiler trace; None: not measured)"})
     gemm_times_ms: Mapping[str, list[float]] = field(factory=dict, metadata={
         "help": "GEMM '<kind>@BxMxNxK' or call timed whole (experts, rope) -> per-repeat device ms per call, queued behind other work "
                 "(llm_perf_opt.hardware.gemms)"})
@@ -450,7 +450,7 @@ def measure_kernel_floor(*, device: str, repeats: int) -> float:
     return statistics.median(per_kernel_s[1:])  # the first repeat warms up
 
 
-#: Tiny kernels per burst of the kernel-gap measurement, and the matmuls (8192^3 bf16, ~1.5 ms each on an
+#: Small kernels per burst of the kernel-gap measurements, and the matmuls (8192^3 bf16, ~1.5 ms each on an
 #: H100-class GPU) queued before each burst so that the host, slowed by the profiler, stays ahead.
 GAP_KERNELS = 200
 GAP_BUSY_MATMULS = 12
@@ -587,7 +587,8 @@ def measure_graph_kernel_gap(*, device: str, repeats: int) -> tuple[float, float
     """(median gap s, median duration s) of ``GAP_KERNELS`` small kernels of :func:`gap_mix` captured in one
     ``torch.cuda.CUDAGraph`` and replayed ``repeats`` times (at least once; one untraced replay first) under
     :func:`device_trace`: the device's own time between kernels replayed from a graph, where no host launch
-    stands between them (smaller than :func:`measure_kernel_gap`'s queued gap). CUDA only."""
+    stands between them (smaller than :func:`measure_kernel_gap`'s queued gap). UserError (one line) when the
+    capture fails. CUDA only."""
     import torch
 
     launch = gap_mix(device)
@@ -599,9 +600,14 @@ def measure_graph_kernel_gap(*, device: str, repeats: int) -> tuple[float, float
             launch()
     current.wait_stream(side)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(GAP_KERNELS):
-            launch()
+    try:
+        with torch.cuda.graph(graph):
+            for _ in range(GAP_KERNELS):
+                launch()
+    except RuntimeError as exc:  # a capture the driver refuses: the gap is not measured (one line)
+        torch.cuda.synchronize(device)
+        raise UserError(f"CUDA-graph kernel gap: the capture failed ({str(exc).splitlines()[0] if str(exc) else exc!r})"
+                        ) from None
 
     def replays() -> None:
         for _ in range(max(1, repeats)):
@@ -686,7 +692,7 @@ def run_bench(*, spec: GpuSpec | None, device_index: int = 0, dtypes: Sequence[D
                     progress(f"kernel gap not measured: {exc}")
             else:
                 if progress:
-                    progress(f"kernel gap ({GAP_KERNELS} tiny kernels queued, profiler trace): {gap_s * 1e6:.2f} us "
+                    progress(f"kernel gap ({GAP_KERNELS} small kernels queued, profiler trace): {gap_s * 1e6:.2f} us "
                              f"between kernels, {gap_dur_s * 1e6:.2f} us each")
             what = "the CUDA-graph kernel gap"
             try:
@@ -696,7 +702,7 @@ def run_bench(*, spec: GpuSpec | None, device_index: int = 0, dtypes: Sequence[D
                     progress(f"CUDA-graph kernel gap not measured: {exc}")
             else:
                 if progress:
-                    progress(f"kernel gap ({GAP_KERNELS} tiny kernels replayed from a CUDA graph, profiler trace): "
+                    progress(f"kernel gap ({GAP_KERNELS} small kernels replayed from a CUDA graph, profiler trace): "
                              f"{graph_gap_s * 1e6:.2f} us between kernels, {graph_dur_s * 1e6:.2f} us each")
         ceilings = MeasuredCeilings(
             gpu_key=spec.key if spec else None,

@@ -189,13 +189,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          help="add the device's gaps between kernels (queued on a stream, replayed from a CUDA "
                               "graph) to a ceilings file",
                          description="Measure the local GPU's two gaps between kernels, each from a torch.profiler "
-                                     "trace (next start minus previous end): between tiny adds queued back to back "
-                                     "on a stream behind matmuls, and between tiny adds replayed from one CUDA "
-                                     "graph; write an existing ceilings file (hw bench --out) with both added; the "
+                                     "trace (next start minus previous end): between small kernels of mixed kinds "
+                                     "(add, multiply, 64x64 matmul, softmax, copy) queued back to back on a stream "
+                                     "behind matmuls, and between the same kernels replayed from one CUDA graph; write an existing ceilings file (hw bench --out) with both added; the "
                                      "other figures are kept as measured. The timeline model adds a gap per kernel "
                                      "on top of the kernels' durations.")
     gap.add_argument("--repeats", type=_positive_int, default=DEFAULT_REPEATS,
-                     help="bursts of queued tiny kernels, and replays of the graph of them, traced; the median gap "
+                     help="bursts of queued small kernels, and replays of the graph of them, traced; the median gap "
                           f"is used (default {DEFAULT_REPEATS})")
     probe = sub.add_parser("probe", help="this host's speed: the profiler's host-speed probes",
                            description="Measure this host's speed as the profiler's passes do (the probes a "
@@ -466,7 +466,7 @@ def _cmd_gap(args: argparse.Namespace, catalog: GpuCatalog) -> int:
         _print_json({"kernel_gap_s": gap_s, "kernel_gap_duration_s": dur_s, "kernel_gap_graph_s": graph_s,
                      "out": str(args.out)})
         return 0
-    print(f"kernel gap: {gap_s * 1e6:.2f} us between queued kernels ({dur_s * 1e6:.2f} us per tiny kernel), "
+    print(f"kernel gap: {gap_s * 1e6:.2f} us between queued kernels ({dur_s * 1e6:.2f} us per small kernel), "
           f"{graph_s * 1e6:.2f} us between kernels replayed from a CUDA graph; ceilings with them written to "
           f"{args.out}")
     return 0

@@ -27,6 +27,7 @@ from llm_perf_opt.compare.whatif import (
 )
 from llm_perf_opt.errors import UserError
 from llm_perf_opt.hardware.catalog import load_catalog
+from llm_perf_opt.vocab import Stage
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -55,6 +56,20 @@ def _probe(text: str) -> float:
     return value + 0.0  # -0 -> 0.0
 
 
+def _graph_set(text: str) -> tuple[str, ...]:
+    """'none', 'all' or comma-separated stage names -> the stages, in pipeline order."""
+    stages = [st.value for st in Stage]
+    if text == "none":
+        return ()
+    if text == "all":
+        return tuple(stages)
+    wanted = [t for t in text.split(",") if t]
+    if not wanted or any(t not in stages for t in wanted):
+        raise argparse.ArgumentTypeError(f"CUDA-graph stages {text!r}: give none, all or stages among "
+                                         f"{', '.join(stages)} (comma-separated)")
+    return tuple(st for st in stages if st in wanted)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `llm-perf-opt what-if`."""
     parser.add_argument("--report", required=True, type=Path, metavar="REPORT",
@@ -80,9 +95,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="pure roofline (off), calibrated (on) or both; default: on with --calibration, else off")
     parser.add_argument("--host-probe-us", nargs="+", type=_probe, default=None, metavar="US",
                         help="calibrated scenarios on a host of this speed: its host-speed probe in us/op, of the "
-                             "calibration's probe kind (llm-perf-opt hw probe measures it; a timeline calibration "
-                             "fitted on probed runs); 0 = a host that issues work for free (the device-bound bound "
-                             "CUDA graphs approach); default: the calibration's own host")
+                             "calibration's probe kind (llm-perf-opt hw probe measures it; a timeline calibration, "
+                             "fitted on probed runs unless the probe is 0); 0 = every stage replayed from CUDA "
+                             "graphs (no host cost, the graph's gap between kernels); default: the calibration's "
+                             "own host")
+    parser.add_argument("--cuda-graphs", nargs="+", type=_graph_set, default=None, metavar="STAGES",
+                        help="calibrated scenarios with these stages replayed from CUDA graphs (no host or sync "
+                             "cost, the graph's gap between kernels; a timeline calibration): each value none, all "
+                             "or comma-separated stages, e.g. decode or prefill,decode; one sweep value each; the "
+                             "other stages keep the host of --host-probe-us; default none")
     parser.add_argument("--out", type=Path, default=Path("tmp/what-if"), metavar="DIR",
                         help="folder for <name>.csv and <name>.json (default tmp/what-if)")
     parser.add_argument("--name", default=None, help="output file stem (default: what-if-<report_id>)")
@@ -91,16 +112,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="print only the output paths")
 
 
+def _graphs_cell(stages: str | None) -> str:
+    """The graph_stages column in the printed table: '-' for none, 'all' for every stage."""
+    if not stages:
+        return "-"
+    return "all" if stages == "+".join(st.value for st in Stage) else stages
+
+
 def print_rows(rows: Sequence[WhatIfRow], limit: int = 40) -> None:
     """A short table of the scenarios."""
     print(f"{'#':>4} {'gpu':<14} {'dtype':<5} {'mode':<7} {'tiles':>5} {'ptok':>5} {'new':>5} {'batch':>5} {'cal':<3} "
-          f"{'host us':>7} "
+          f"{'host us':>7} {'graphs':<7} "
           f"{'vision ms':>10} {'prefill ms':>10} {'decode ms':>11} {'total ms':>11} {'pages/day':>12} {'mem GB':>8} fits")
     for r in rows[:limit]:
         vision = r.vision_sam_ms + r.vision_clip_ms + r.projector_ms
         print(f"{r.scenario_id:>4} {r.gpu_key:<14} {r.dtype:<5} {r.mode:<7} {r.tiles:>5} {r.prefill_tokens:>5} "
               f"{r.max_new_tokens:>5} {r.batch_size:>5} {'on' if r.calibrated else 'off':<3} "
-              f"{'-' if r.host_probe_us is None else f'{r.host_probe_us:.2f}':>7} {vision:>10.3f} "
+              f"{'-' if r.host_probe_us is None else f'{r.host_probe_us:.2f}':>7} "
+              f"{_graphs_cell(r.graph_stages):<7} {vision:>10.3f} "
               f"{r.prefill_ms:>10.3f} {r.decode_ms:>11.3f} {r.total_ms:>11.3f} {r.pages_per_day:>12,.0f} "
               f"{r.memory_total_bytes / 1e9:>8.2f} {'yes' if r.fits else 'NO'}")
     if len(rows) > limit:
@@ -115,9 +144,10 @@ def run(args: argparse.Namespace) -> int:
     if mode != "off" and calibration is None:
         raise UserError(f"--calibrated {mode} needs --calibration FILE")
     cal_values = {"off": [False], "on": [True], "both": [False, True]}[mode]
-    if args.host_probe_us and mode == "off":
-        raise UserError("--host-probe-us applies to calibrated scenarios: give --calibration FILE"
-                        + (" and drop --calibrated off" if calibration is not None else ""))
+    for flag, given in (("--host-probe-us", args.host_probe_us), ("--cuda-graphs", args.cuda_graphs)):
+        if given and mode == "off":
+            raise UserError(f"{flag} applies to calibrated scenarios: give --calibration FILE"
+                            + (" and drop --calibrated off" if calibration is not None else ""))
     if args.tiles and args.image_size:
         raise UserError("give --tiles or --image-size, not both")
     catalog = load_catalog(args.catalog)
@@ -125,7 +155,8 @@ def run(args: argparse.Namespace) -> int:
                              image_sizes=args.image_size or [None], tiles=args.tiles or [None],
                              prompt_text_tokens=args.prompt_text_tokens or [None],
                              max_new_tokens=args.max_new_tokens or [None], batch_sizes=args.batch_size or [None],
-                             calibrated=cal_values, host_probes_us=args.host_probe_us or [None])
+                             calibrated=cal_values, host_probes_us=args.host_probe_us or [None],
+                             graph_stages=args.cuda_graphs or [None])
     rows = run_what_if(report, scenarios, calibration=calibration, catalog=catalog)
     stem = args.name or f"what-if-{report.report_id}"
     csv_path = write_csv(rows, args.out / f"{stem}.csv")
