@@ -14,7 +14,8 @@ capture is tried and its failure, if any, recorded).
 For each attention implementation and batch it also times the same step run eagerly (host-bound). Only
 once every step has been timed does it trace one eager step and three replays with torch.profiler
 (kernels per step, the sum of their durations, the replay's span) and time the replays again: once a
-process has run the profiler, its graph replays are slower. Writes one JSON record per (attention, batch):
+process has run the profiler, its graph replays are slower. Writes one JSON record per (attention, batch),
+after each timing and each trace (an interrupted run keeps what it measured; exit 130):
 
     PYTHONPATH=src python scripts/gpu/graph_decode.py --mode base --batches 1,4 --out graph-decode.json
 
@@ -196,6 +197,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     records: list[dict[str, Any]] = []
     pending = []
+
+    def save() -> None:
+        """The records so far (timed ones before their traces) to --out."""
+        if args.out is not None:
+            args.out.write_text(json.dumps({"records": records}, indent=1) + "\n")
+
     try:
         models = {}
         for attn in attns:  # every timing first: a profiler session slows the graph replays that follow it
@@ -206,20 +213,26 @@ def main(argv: list[str] | None = None) -> int:
                                             args.replays, args.sets)
                 records.append(rec)
                 pending.append((rec, eager, graph))
+                save()
                 print(f"timed {args.mode} b{b} {attn}", flush=True)
         for rec, eager, graph in pending:
             trace(rec, eager, graph, args.replays, args.sets)
+            save()
             print(_line(rec), flush=True)
-            if args.out is not None:
-                args.out.write_text(json.dumps({"records": records}, indent=1) + "\n")
     except UserError as exc:
+        save()
         print(f"graph_decode.py: {exc}", file=sys.stderr)
         return 2
     except torch.cuda.OutOfMemoryError:
+        save()
         print("graph_decode.py: out of device memory (fewer or smaller --batches, or one --attn)", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        save()
+        print(f"graph_decode.py: interrupted; {len(records)} records kept"
+              + (f" in {args.out}" if args.out is not None else ""), file=sys.stderr)
+        return 130
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

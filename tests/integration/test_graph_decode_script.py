@@ -145,3 +145,23 @@ def test_trace_figures_per_call() -> None:
     assert gd.trace_figures([(0.0, 10.0), (11.0, 15.0), (100.0, 110.0), (111.0, 115.0)], 2) == {
         "kernels": 2.0, "kernel_sum_ms": 0.014, "span_ms": 0.0575}
     assert gd.trace_figures([], 3) == {"kernels": 0.0, "kernel_sum_ms": 0.0, "span_ms": 0.0}
+
+
+def test_an_interrupted_run_keeps_its_timed_records(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    gd = _script()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(gd, "build_model", lambda *a, **k: object())
+    timed: list[int] = []
+
+    def measure(model: Any, mode: str, batch: int, *rest: Any) -> tuple[dict[str, Any], Any, Any]:
+        if timed:
+            raise KeyboardInterrupt
+        timed.append(batch)
+        return {"mode": mode, "batch": batch}, None, None
+
+    monkeypatch.setattr(gd, "measure", measure)
+    out = tmp_path / "g.json"
+    assert gd.main(["--attn", "sdpa", "--batches", "1,4", "--out", str(out)]) == 130
+    assert json.loads(out.read_text()) == {"records": [{"mode": "base", "batch": 1}]}
+    assert "interrupted; 1 records kept in" in capsys.readouterr().err

@@ -381,6 +381,7 @@ def test_gap_adds_the_kernel_gap_to_a_ceilings_file(monkeypatch: pytest.MonkeyPa
 
     import attrs
 
+    from llm_perf_opt.errors import UserError
     from llm_perf_opt.hardware.bench import load_ceilings, save_ceilings
 
     base = save_ceilings(_ceilings_for_cli(kernel_floor_s=1.8e-6), tmp_path / "in.json")
@@ -413,3 +414,15 @@ def test_gap_adds_the_kernel_gap_to_a_ceilings_file(monkeypatch: pytest.MonkeyPa
     assert rc == 2 and "measured on 'h100-sxm'" in err and len(err.strip().splitlines()) == 1
     rc, _, err = _run(capsys, "gap", "--ceilings", str(base), "--out", str(tmp_path / "x.txt"))
     assert rc == 2 and "must end in" in err
+
+    # a capture the driver refuses: the stream gap measured before it is on disk, the failure is one line
+    def refused(*, device: str, repeats: int) -> tuple[float, float]:
+        raise UserError("CUDA-graph kernel gap: the capture failed (operation not permitted)")
+
+    monkeypatch.setattr(hw_cli, "measure_graph_kernel_gap", refused)
+    partial = tmp_path / "partial.json"
+    rc, _, err = _run(capsys, "gap", "--ceilings", str(base), "--out", str(partial))
+    assert rc == 2 and len(err.strip().splitlines()) == 1
+    assert "the capture failed" in err and f"the stream gap (1.00 us) is written to {partial}" in err
+    kept = load_ceilings(partial)
+    assert kept.kernel_gap_s == 1.0e-6 and kept.kernel_gap_graph_s is None and kept.kernel_floor_s == 1.8e-6

@@ -458,22 +458,6 @@ GAP_BUSY_MATMULS = 12
 GAP_QUEUED_MAX_US = 5.0
 
 
-def queued_gaps_us(kernels: Sequence[tuple[str, float, float]]) -> tuple[list[float], list[float]]:
-    """(gaps, durations) in us of the most frequent kernel in a device trace ``kernels`` = (name, start us,
-    end us): each gap is the next kernel's start minus the previous one's end, for consecutive kernels of
-    that name (a gap across another kernel is not counted)."""
-    if not kernels:
-        return [], []
-    counts: dict[str, int] = {}
-    for name, _, _ in kernels:
-        counts[name] = counts.get(name, 0) + 1
-    tiny = max(counts, key=lambda n: counts[n])
-    ordered = sorted(kernels, key=lambda k: k[1])
-    gaps = [b[1] - a[2] for a, b in zip(ordered, ordered[1:], strict=False) if a[0] == tiny and b[0] == tiny]
-    durations = [end - start for name, start, end in ordered if name == tiny]
-    return gaps, durations
-
-
 #: a kernel of the gap mix runs for at most this long (us); longer ones are the matmuls queued ahead of it
 GAP_SMALL_US = 20.0
 
@@ -583,15 +567,13 @@ def measure_kernel_gap(*, device: str, repeats: int) -> tuple[float, float]:
 GRAPH_WARMUP_CALLS = 3
 
 
-def measure_graph_kernel_gap(*, device: str, repeats: int) -> tuple[float, float]:
-    """(median gap s, median duration s) of ``GAP_KERNELS`` small kernels of :func:`gap_mix` captured in one
-    ``torch.cuda.CUDAGraph`` and replayed ``repeats`` times (at least once; one untraced replay first) under
-    :func:`device_trace`: the device's own time between kernels replayed from a graph, where no host launch
-    stands between them (smaller than :func:`measure_kernel_gap`'s queued gap). UserError (one line) when the
-    capture fails. CUDA only."""
+def graph_trace(launch: Callable[[], object], *, device: str, repeats: int) -> list[tuple[str, float, float]]:
+    """Device trace (kernel name, start us, end us) of ``GAP_KERNELS`` calls of ``launch`` captured in one
+    ``torch.cuda.CUDAGraph`` (after a warm-up on a side stream, as torch's CUDA graph docs require) and
+    replayed ``repeats`` times (at least once; one untraced replay first), from :func:`device_trace`.
+    UserError (one line) when the capture fails. CUDA only."""
     import torch
 
-    launch = gap_mix(device)
     current = torch.cuda.current_stream(device)
     side = torch.cuda.Stream(device)
     side.wait_stream(current)
@@ -615,7 +597,15 @@ def measure_graph_kernel_gap(*, device: str, repeats: int) -> tuple[float, float
 
     graph.replay()
     torch.cuda.synchronize(device)
-    return kernel_gap_from_trace(device_trace(replays, device=device))
+    return device_trace(replays, device=device)
+
+
+def measure_graph_kernel_gap(*, device: str, repeats: int) -> tuple[float, float]:
+    """(median gap s, median duration s) of the small kernels of :func:`gap_mix` replayed from one CUDA graph
+    (:func:`graph_trace`): the device's own time between kernels replayed from a graph, where no host launch
+    stands between them (smaller than :func:`measure_kernel_gap`'s queued gap). UserError (one line) when the
+    capture fails. CUDA only."""
+    return kernel_gap_from_trace(graph_trace(gap_mix(device), device=device, repeats=repeats))
 
 
 def require_cuda() -> None:
