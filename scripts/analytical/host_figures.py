@@ -30,6 +30,9 @@
     python scripts/analytical/host_figures.py graph GRAPH_DECODE.json --calibration CAL
         per record of scripts/gpu/graph_decode.py: the graph-replayed decode step next to the timeline model's
         step with no host cost (what-if --host-probe-us 0), the eager step next to the model at its probe
+    python scripts/analytical/host_figures.py tie-host CAL --stage vision.sam --to decode --like CAL2 --out NEW
+        a timeline calibration with one stage's host cost per kernel set to its ratio to another stage in CAL2
+        (e.g. a stage the fitted runs left device-bound, tied as another session's fit had it)
     python scripts/analytical/host_figures.py rates CENSUS_DETAIL.json --ceilings FILE --workload base:1
         per kernel group of a census with --detail that runs a measured access pattern: device ms, bytes,
         achieved TB/s next to the bench's rate for that pattern
@@ -49,7 +52,7 @@ from typing import Any
 
 from attrs import evolve
 
-from llm_perf_opt.analytic.calibration import load_calibration
+from llm_perf_opt.analytic.calibration import load_calibration, save_calibration
 from llm_perf_opt.compare.runs import load_run
 from llm_perf_opt.errors import UserError
 
@@ -627,6 +630,24 @@ def kernels(path: Path, workload: str, stage: str, ops: Sequence[str], shapes: S
     return lines
 
 
+def tie_host(cal_path: Path, stage: str, to: str, like_path: Path, out: Path) -> list[str]:
+    """Write ``cal_path`` to ``out`` with host s/kernel of ``stage`` = that of ``to`` times their ratio in
+    ``like_path`` (both timeline calibrations); one line saying what moved."""
+    cal, like = load_calibration(cal_path), load_calibration(like_path)
+    for c, path in ((cal, cal_path), (like, like_path)):
+        if c.time_model != "timeline":
+            raise UserError(f"{path}: not a timeline calibration (time_model {c.time_model!r})")
+        for st in (stage, to):
+            if c.stage_host_s_per_kernel.get(st, 0.0) <= 0:
+                raise UserError(f"{path}: no host cost per kernel for stage {st!r}")
+    ratio = like.stage_host_s_per_kernel[stage] / like.stage_host_s_per_kernel[to]
+    before = cal.stage_host_s_per_kernel[stage]
+    tied = cal.stage_host_s_per_kernel[to] * ratio
+    save_calibration(evolve(cal, stage_host_s_per_kernel={**cal.stage_host_s_per_kernel, stage: tied}), out)
+    return [f"{stage}: {before * 1e6:.1f} -> {tied * 1e6:.1f} us/kernel ({ratio:.3f} x {to}, "
+            f"the ratio in {like_path.name}); wrote {out}"]
+
+
 def rates(path: Path, ceilings_path: Path, workload: str, stage: str) -> list[str]:
     """Per kernel group of ``stage`` in a census with --detail that runs a measured access pattern: calls,
     device ms, bytes and achieved TB/s, next to the bench's TB/s for that pattern (nearest side)."""
@@ -823,6 +844,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="timeline calibration (its device model and gaps; with an add_ host probe, also the "
                         "model at each record's probe)")
     p.add_argument("--config", default="default", metavar="NAME", help="model config to analyse (default default)")
+    p = sub.add_parser("tie-host", help="a timeline calibration with one stage's host cost tied to another's")
+    p.add_argument("calibration", type=Path, metavar="CAL", help="timeline calibration JSON to change")
+    p.add_argument("--stage", required=True, choices=STAGES, help="the stage whose host cost per kernel is set")
+    p.add_argument("--to", required=True, choices=STAGES, help="the stage it is tied to")
+    p.add_argument("--like", type=Path, required=True, metavar="CAL2",
+                   help="timeline calibration whose ratio of the two stages' host costs is used")
+    p.add_argument("--out", type=Path, required=True, metavar="FILE", help="where to write the new calibration")
     p = sub.add_parser("rates", help="achieved rate of the census kernel groups that run a measured access pattern")
     p.add_argument("file", type=Path, help="census JSON written with --detail (scripts/gpu/kernel_census.py)")
     p.add_argument("--ceilings", type=Path, required=True, metavar="FILE", help="hw bench ceilings with patterns")
@@ -873,6 +901,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             lines = gaps(args.runs, args.ceilings, args.compare, args.stage)
         elif args.cmd == "graph":
             lines = graph(args.file, args.calibration, args.config)
+        elif args.cmd == "tie-host":
+            lines = tie_host(args.calibration, args.stage, args.to, args.like, args.out)
         elif args.cmd == "rates":
             lines = rates(args.file, args.ceilings, args.workload, args.stage)
         elif args.cmd == "kernels":

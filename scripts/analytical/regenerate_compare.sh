@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Regenerate every committed comparison under reports/compare/ from the committed run folders (CPU only):
-# the three compare_calibrate.sh sets (H200 sets 1 and 2, H100) and the seven cross-session H200 sets
-# (sections 6-9 and 11-13 of docs/results-h200.md: set 2's timeline calibration and the prior on runs not fitted).
+# the three compare_calibrate.sh sets (H200 sets 1 and 2, H100) and the nine cross-session H200 sets
+# (sections 6-9 and 11-15 of docs/results-h200.md: set 2's timeline calibration and the prior on runs not fitted).
 #
 # Usage: scripts/analytical/regenerate_compare.sh        (PYTHON=python by default; 15-45 min on 2 cores)
+#        CROSS_ONLY="STAMP ..." scripts/analytical/regenerate_compare.sh   (only those cross-session sets)
 # Writes to tmp/regen/ first and replaces each reports/compare/<set>/ only once that set is complete.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -20,12 +21,22 @@ replace() {  # replace reports/compare/$2 with the finished $1
   rm -rf "reports/compare/$2"; cp -r "$1" "reports/compare/$2"; echo "== reports/compare/$2 regenerated"
 }
 
+CROSS_SETS="20261202T042320Z 20261202T142808Z 20261202T173413Z 20261202T215944Z 20261203T074846Z
+            20261203T090148Z 20261203T110219Z 20261203T155750Z 20261203T162611Z"
+if [[ -n "${CROSS_ONLY:-}" ]]; then
+  for S in $CROSS_ONLY; do
+    [[ " $(echo $CROSS_SETS) " == *" $S "* ]] || { echo "$0: $S is not one of the cross-session sets: $(echo $CROSS_SETS)" >&2; exit 2; }
+  done
+  CROSS_SETS="$CROSS_ONLY"
+fi
+
 S1=20261202T012852Z
+S2=20261202T033259Z
+if [[ -z "${CROSS_ONLY:-}" ]]; then
 OUT=$TMP/h200 CONFIG=default CEILINGS=$H200 PYTHON="$PY" bash scripts/gpu/compare_calibrate.sh \
   --held-out $P/h200-small-b1-$S1 --held-out $P/h200-base-b4-$S1 $P/h200-base-b1-$S1 $P/h200-gundam-b1-$S1
 replace "$TMP/h200/compare-h200" compare-h200
 
-S2=20261202T033259Z
 OUT=$TMP/h200new CONFIG=default CEILINGS=$H200 PYTHON="$PY" bash scripts/gpu/compare_calibrate.sh \
   --held-out $P/h200-small-b1-$S2 --held-out $P/h200-base-b4-$S2 --held-out $P/h200-small-b4-$S2 \
   --held-out $P/h200-gundam-b2-$S2 $P/h200-base-b1-$S2 $P/h200-gundam-b1-$S2
@@ -35,10 +46,10 @@ OUT=$TMP/h100 CONFIG=default CEILINGS=$H100 PYTHON="$PY" bash scripts/gpu/compar
   --held-out $P/h100-small-b1-20261122T054520Z --held-out $P/h100-base-b4-20261122T054520Z \
   $P/h100-base-20261122T053733Z $P/h100-gundam-20261122T053733Z
 replace "$TMP/h100/compare-h100-sxm" compare-h100-sxm
+fi
 
 CAL=reports/compare/compare-h200-$S2/calibration-h200-timeline.json
-for S in 20261202T042320Z 20261202T142808Z 20261202T173413Z 20261202T215944Z 20261203T074846Z \
-         20261203T090148Z 20261203T110219Z; do
+for S in $CROSS_SETS; do
   D=$TMP/cross-session-h200-$S
   RUNS=()
   for RUN in $P/h200-*-$S; do
