@@ -149,7 +149,11 @@ for path in sys.argv[2:]:
             + "; "
             f"fitted on {', '.join(fit['fitted_runs'])}; held out {', '.join(fit['held_out_runs'])}; "
             f"held-out rms {label} error {rms:.1%}.",
-            f"Not constrained by the data (kept at 1.0): {', '.join(fit['unidentified']) or 'none'}.", ""] + rows + [""]
+            f"Not constrained by the data (kept at 1.0): "
+            f"{', '.join(u for u in fit['unidentified'] if ' weakly: ' not in u) or 'none'}."]
+    out += [f"Weakly constrained by the data (fitted, uncertain): {u}." for u in fit["unidentified"]
+            if " weakly: " in u]
+    out += [""] + rows + [""]
 text = "\n".join(out)
 open(sys.argv[1], "w").write(text)
 print(text)

@@ -221,3 +221,27 @@ def test_the_calibration_carries_the_gap_into_the_report() -> None:
         graphs.with_graph_stages(["vision"])
     with pytest.raises(CalibrationError, match="additive"):
         Calibration(gpu_key="h200").with_graph_stages(["decode"])
+
+
+def test_a_host_cost_the_device_hides_is_reported_as_weakly_fitted() -> None:
+    """fit_host_terms: a stage whose device hides its host cost in every fitted run is fitted but flagged;
+    a host-bound stage is not (host_sensitivity: its time moves ~50% when its host cost moves 1.5x)."""
+    from llm_perf_opt.compare.calibrate import WEAK_HOST_SENSITIVITY, fit_host_terms, host_sensitivity
+
+    # SAM: 10 ms of device work behind 10 kernels (host 20 us/kernel: hidden); decode: host-bound, 1 forward
+    blocks = PassBlocks({SAM: [WorkBlock(10e-3, 10.0)], DEC: [WorkBlock(10e-6, 20.0, syncs_before=1)]}, 1)
+    truth = {st.value: 20e-6 for st in Stage}
+    measured = {st: s * 1e3 for st, s in run_timeline(blocks, truth, 0.0).stage_s.items() if st in (SAM, DEC)}
+    host, unidentified = fit_host_terms([(measured, [(blocks, 1.0)], 1.0)])
+    assert host[DEC] == pytest.approx(20e-6, rel=1e-3)  # host-bound: pinned
+    weak = [u for u in unidentified if " weakly: " in u]
+    assert len(weak) == 1 and weak[0].startswith(f"host_s_per_kernel[{SAM}] weakly: ")
+    runs = [(measured, [(blocks, 1.0)], 1.0)]
+    assert host_sensitivity(runs, host, SAM, sync_s=0.0) < WEAK_HOST_SENSITIVITY
+    assert host_sensitivity(runs, host, DEC, sync_s=0.0) == pytest.approx(0.5, rel=1e-3)
+    # the same SAM host-bound (10 us of device work): pinned, not flagged
+    bound = PassBlocks({SAM: [WorkBlock(10e-6, 10.0)], DEC: [WorkBlock(10e-6, 20.0, syncs_before=1)]}, 1)
+    measured = {st: s * 1e3 for st, s in run_timeline(bound, truth, 0.0).stage_s.items() if st in (SAM, DEC)}
+    host, unidentified = fit_host_terms([(measured, [(bound, 1.0)], 1.0)])
+    assert host[SAM] == pytest.approx(20e-6, rel=1e-3)
+    assert not [u for u in unidentified if " weakly: " in u]

@@ -216,7 +216,8 @@ class FitSummary:
     after: tuple[StageError, ...] = field(default=(), converter=_error_tuple,
                                           metadata={"help": "calibrated errors"})
     unidentified: tuple[str, ...] = field(default=(), converter=_str_tuple,
-                                          metadata={"help": "parameters the data did not constrain (kept at prior)"})
+                                          metadata={"help": "parameters the data did not constrain (kept at prior), and fitted "
+                                                            "ones it constrained only weakly ('NAME weakly: why')"})
 
 
 @define(kw_only=True, frozen=True)

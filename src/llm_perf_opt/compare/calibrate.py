@@ -202,7 +202,41 @@ def fit_host_terms(runs: Sequence[tuple[dict[str, float], list[tuple[PassBlocks,
         for s in free:
             host[s] = _golden(along(s), 0.0, HOST_S_PER_KERNEL_MAX)
     unidentified = [f"host_s_per_kernel[{s}]" for s in stages if s not in free]
+    for s in free:
+        moved = host_sensitivity(runs, host, s, sync_s=sync_s, gap_s=gap_s)
+        if moved < WEAK_HOST_SENSITIVITY:
+            unidentified.append(f"host_s_per_kernel[{s}] weakly: {HOST_SENSITIVITY_STEP:g}x or 1/"
+                                f"{HOST_SENSITIVITY_STEP:g}x moves the fitted runs' {s} by at most {moved:.0%}, "
+                                f"against up to 50% where the host sets the pace (their device hides it; fit a "
+                                f"run whose {s} is host-bound to pin it)")
     return {s: host[s] for s in stages}, unidentified
+
+
+#: factor by which :func:`host_sensitivity` moves one stage's host cost
+HOST_SENSITIVITY_STEP = 1.5
+#: a fitted host cost whose stage moves by less than this (relative) on every fitted run when the cost is
+#: scaled by HOST_SENSITIVITY_STEP either way is reported as weakly identified: a host-bound stage moves by
+#: 33-50%, a stage whose device hides the host by ~0. On the H200 (docs/results-h200.md section 15) the
+#: Base b1 + Gundam b1 fits moved SAM by 17%, and their SAM host cost ranged 13.7-35.9 us/kernel by session
+WEAK_HOST_SENSITIVITY = 0.25
+
+
+def host_sensitivity(runs: Sequence[tuple[dict[str, float], list[tuple[PassBlocks, float]], float]],
+                     host: dict[str, float], stage: str, *, sync_s: float, gap_s: float = 0.0) -> float:
+    """Largest relative change of ``stage``'s modelled time over ``runs`` (as :func:`fit_host_terms` takes
+    them) when its host cost is multiplied or divided by ``HOST_SENSITIVITY_STEP``, the others held."""
+    largest = 0.0
+    for m, bl, speed in runs:
+        if stage not in m:
+            continue
+        def at(h: dict[str, float], bl: list[tuple[PassBlocks, float]] = bl, speed: float = speed) -> float:
+            return _timeline_ms(bl, {k: v * speed for k, v in h.items()}, sync_s * speed, gap_s).get(stage, 0.0)
+        base = at(host)
+        if base <= 0:
+            continue
+        for f in (HOST_SENSITIVITY_STEP, 1.0 / HOST_SENSITIVITY_STEP):
+            largest = max(largest, abs(at({**host, stage: host[stage] * f}) - base) / base)
+    return largest
 
 
 #: host costs scale in proportion to the host probe: both are host seconds per eagerly issued op.

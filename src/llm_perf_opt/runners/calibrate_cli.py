@@ -269,8 +269,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'category':<24} {'compute eff':>12} {'bandwidth eff':>14}")
     for c in cats:
         print(f"{c:<24} {cal.compute_efficiency(c):>12.3f} {cal.bandwidth_efficiency(c):>14.3f}")
-    if cal.fit.unidentified:
-        print("not constrained by the data (kept at 1.0): " + ", ".join(cal.fit.unidentified))
+    weak = [u for u in cal.fit.unidentified if " weakly: " in u]
+    unconstrained = [u for u in cal.fit.unidentified if " weakly: " not in u]
+    if unconstrained:
+        print("not constrained by the data (kept at 1.0): " + ", ".join(unconstrained))
+    for u in weak:
+        print("weakly constrained by the data (fitted, uncertain): " + u)
     print(error_table(cal))
     fit_b = [e for e in cal.fit.before if not e.held_out]
     fit_a = [e for e in cal.fit.after if not e.held_out]
