@@ -633,6 +633,8 @@ def kernels(path: Path, workload: str, stage: str, ops: Sequence[str], shapes: S
 def tie_host(cal_path: Path, stage: str, to: str, like_path: Path, out: Path) -> list[str]:
     """Write ``cal_path`` to ``out`` with host s/kernel of ``stage`` = that of ``to`` times their ratio in
     ``like_path`` (both timeline calibrations); one line saying what moved."""
+    if stage == to:
+        raise UserError(f"tie-host: --stage and --to are both {stage}; tie a stage to another one")
     cal, like = load_calibration(cal_path), load_calibration(like_path)
     for c, path in ((cal, cal_path), (like, like_path)):
         if c.time_model != "timeline":

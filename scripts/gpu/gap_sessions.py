@@ -21,6 +21,7 @@ import argparse
 import statistics
 import sys
 
+from llm_perf_opt.errors import UserError
 from llm_perf_opt.hardware.bench import (
     GAP_BUSY_MATMULS,
     GAP_KERNELS,
@@ -77,18 +78,30 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         print("gap_sessions.py: no CUDA device", file=sys.stderr)
         return 2
-    before = event_us_per_kernel("cuda", args.rounds)
+    try:
+        return _run(args.sessions, args.rounds)
+    except UserError as exc:  # the host did not get ahead of the device: one line, what was printed stays
+        print(f"gap_sessions.py: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(sessions: int, rounds: int) -> int:
+    """Events, ``sessions`` traced sessions, events again; the table and the untraced gap on stdout."""
+    before = event_us_per_kernel("cuda", rounds)
     print(f"events, no profiler yet: {before:.3f} us per mix kernel (duration + gap)", flush=True)
     print("| session | median gap us | mean gap us | mean duration us | mean gap + duration us |\n"
           "|---:|---:|---:|---:|---:|", flush=True)
     durations = []
-    for i in range(1, args.sessions + 1):
+    for i in range(1, sessions + 1):
         row, dur = session_row(i, "cuda")
         durations.append(dur)
         print(row, flush=True)
-    after = event_us_per_kernel("cuda", args.rounds)
+    after = event_us_per_kernel("cuda", rounds)
     print(f"events, after the sessions: {after:.3f} us per mix kernel (duration + gap)")
-    dur = statistics.fmean(d for d in durations if d == d)
+    measured = [d for d in durations if d == d]
+    if not measured:
+        raise UserError("no session traced queued small kernels: no untraced gap to give")
+    dur = statistics.fmean(measured)
     print(f"untraced mean gap (events less the traced mean duration {dur:.3f} us): before {before - dur:.3f} us, "
           f"after {after - dur:.3f} us")
     return 0

@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "gpu" / "gap_sessions.py"
+from script_loader import load_script
 
 
 def _script() -> Any:
-    spec = importlib.util.spec_from_file_location("gap_sessions", SCRIPT)
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("gpu/gap_sessions.py")
 
 
 def _trace(gap_us: float, dur_us: float, n: int = 50) -> list[tuple[str, float, float]]:
@@ -61,3 +54,28 @@ def test_bad_sessions_refused(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         _script().main(["--sessions", "0"])
     assert "must be > 0" in capsys.readouterr().err
+
+
+def test_a_host_that_cannot_get_ahead_is_one_line(monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from llm_perf_opt.errors import UserError
+
+    mod = _script()
+    ones = torch.ones
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch, "randn", lambda *a, **k: ones(2, 2))
+    monkeypatch.setattr(mod, "gap_mix", lambda device: lambda: None)
+
+    def behind(fn: Any, calls: int, keep_busy: Any = None) -> float:
+        raise UserError("GEMM timing: the host did not get ahead of the device")
+
+    monkeypatch.setattr(mod, "queued_cuda_timer", behind)
+    assert mod.main(["--rounds", "1"]) == 2
+    assert capsys.readouterr().err.strip() == "gap_sessions.py: GEMM timing: the host did not get ahead of the device"
+    # no session with queued small kernels: the table rows say so, then one line instead of a mean of nothing
+    monkeypatch.setattr(mod, "queued_cuda_timer", lambda fn, calls, keep_busy=None: 3e-6)
+    monkeypatch.setattr(mod, "queued_trace", lambda launch, device, bursts: [("gemm", 0.0, 100.0)])
+    assert mod.main(["--sessions", "1", "--rounds", "1"]) == 2
+    out, err = capsys.readouterr()
+    assert "| 1 | no queued small kernels in the trace |" in out
+    assert err.strip() == "gap_sessions.py: no session traced queued small kernels: no untraced gap to give"

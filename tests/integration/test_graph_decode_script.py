@@ -8,7 +8,6 @@ does) and a fixed device trace.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import time
 from pathlib import Path
@@ -16,21 +15,16 @@ from typing import Any
 
 import pytest
 import torch
+from script_loader import load_script
 
 from llm_perf_opt.models.deepseek_ocr import build_prompt, decode_step, prefill, preprocess_image
 from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
 from llm_perf_opt.models.deepseek_ocr.generation import kv_cache_shapes
 from llm_perf_opt.models.deepseek_ocr.modeling import build_model
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "gpu" / "graph_decode.py"
-
 
 def _script() -> Any:
-    spec = importlib.util.spec_from_file_location("graph_decode", SCRIPT)
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("gpu/graph_decode.py")
 
 
 @pytest.fixture(scope="module")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
+from script_loader import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNS = ROOT / "reports" / "profile"
@@ -22,11 +22,7 @@ def _h200_gaps_us() -> tuple[float, float]:
 
 
 def _script() -> Any:
-    spec = importlib.util.spec_from_file_location("host_figures", ROOT / "scripts" / "analytical" / "host_figures.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("analytical/host_figures.py")
 
 
 def test_census_host_time_per_launch_call_and_per_kernel(capsys: pytest.CaptureFixture[str]) -> None:
@@ -235,10 +231,7 @@ def test_help_of_the_script_and_of_every_subcommand(capsys: pytest.CaptureFixtur
 
 
 def test_routing_counts_of_the_tiny_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    spec = importlib.util.spec_from_file_location("routing_counts", ROOT / "scripts" / "analytical" / "routing_counts.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("analytical/routing_counts.py")
     out = tmp_path / "routing.json"
     assert mod.main(["--config", "tiny", "--dtype", "fp32", "--out", str(out)]) == 0
     from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
@@ -422,3 +415,6 @@ def test_tie_host_sets_a_stage_at_another_calibrations_ratio(tmp_path: Path,
     assert _script().main(["tie-host", str(folder / "calibration-h200.json"), "--stage", "vision.sam", "--to",
                            "decode", "--like", str(like), "--out", str(out)]) == 2
     assert "not a timeline calibration" in capsys.readouterr().err
+    assert _script().main(["tie-host", str(prior), "--stage", "decode", "--to", "decode", "--like", str(like),
+                           "--out", str(out)]) == 2
+    assert "--stage and --to are both decode" in capsys.readouterr().err

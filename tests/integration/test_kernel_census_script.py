@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+from script_loader import load_script
 
 
 def _script() -> Any:
-    script = Path(__file__).resolve().parents[2] / "scripts" / "gpu" / "kernel_census.py"
-    spec = importlib.util.spec_from_file_location("kernel_census", script)
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("gpu/kernel_census.py")
 
 
 def test_census_lists_the_operators_of_every_stage(tmp_path: Path) -> None:

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 
 def test_gpu_smoke_script_runs_on_cpu(tmp_path, monkeypatch, capsys):
-    import importlib.util
     import json
-    from pathlib import Path
 
-    script = Path(__file__).resolve().parents[2] / "scripts" / "gpu" / "model_smoke.py"
-    spec = importlib.util.spec_from_file_location("model_smoke", script)
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    from script_loader import load_script
+
+    mod = load_script("gpu/model_smoke.py")
     monkeypatch.setenv("OUT", str(tmp_path))
     argv = ["--config", "tiny", "--device", "cpu", "--modes", "small,gundam", "--new-tokens", "3",
             "--repeats", "1", "--warmup", "0", "--dtype", "fp32"]

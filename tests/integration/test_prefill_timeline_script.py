@@ -7,27 +7,20 @@ form torch's sync debug mode emits.
 
 from __future__ import annotations
 
-import importlib.util
 import time
 import warnings
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from script_loader import load_script
 
 from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
 from llm_perf_opt.models.deepseek_ocr.modeling import build_model
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "scripts" / "gpu"
-
 
 def _script(name: str) -> Any:
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(f"gpu/{name}.py")
 
 
 class _HostEvent:

@@ -205,19 +205,22 @@ def fit_host_terms(runs: Sequence[tuple[dict[str, float], list[tuple[PassBlocks,
     for s in free:
         moved = host_sensitivity(runs, host, s, sync_s=sync_s, gap_s=gap_s)
         if moved < WEAK_HOST_SENSITIVITY:
-            unidentified.append(f"host_s_per_kernel[{s}] weakly: {HOST_SENSITIVITY_STEP:g}x or 1/"
+            unidentified.append(f"host_s_per_kernel[{s}]{WEAKLY}{HOST_SENSITIVITY_STEP:g}x or 1/"
                                 f"{HOST_SENSITIVITY_STEP:g}x moves the fitted runs' {s} by at most {moved:.0%}, "
                                 f"against up to 50% where the host sets the pace (their device hides it; fit a "
                                 f"run whose {s} is host-bound to pin it)")
     return {s: host[s] for s in stages}, unidentified
 
 
+#: what follows a parameter's name in ``fit.unidentified`` when the data constrain it only weakly (it was
+#: fitted; the text after it says why)
+WEAKLY = " weakly: "
 #: factor by which :func:`host_sensitivity` moves one stage's host cost
 HOST_SENSITIVITY_STEP = 1.5
 #: a fitted host cost whose stage moves by less than this (relative) on every fitted run when the cost is
 #: scaled by HOST_SENSITIVITY_STEP either way is reported as weakly identified: a host-bound stage moves by
 #: 33-50%, a stage whose device hides the host by ~0. On the H200 (docs/results-h200.md section 15) the
-#: Base b1 + Gundam b1 fits moved SAM by 17%, and their SAM host cost ranged 13.7-35.9 us/kernel by session
+#: Base b1 + Gundam b1 fits moved SAM by 17-23%, and their SAM host cost ranged 13.7-35.9 us/kernel by session
 WEAK_HOST_SENSITIVITY = 0.25
 
 

@@ -29,6 +29,7 @@ from llm_perf_opt.compare.calibrate import (
     DEFAULT_SYNC_S,
     HOST_PROBE_EXPONENTS,
     REFERENCE_HOST_S_PER_KERNEL,
+    WEAKLY,
     calibrate,
     calibrate_timeline,
     evaluate_prior,
@@ -269,8 +270,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'category':<24} {'compute eff':>12} {'bandwidth eff':>14}")
     for c in cats:
         print(f"{c:<24} {cal.compute_efficiency(c):>12.3f} {cal.bandwidth_efficiency(c):>14.3f}")
-    weak = [u for u in cal.fit.unidentified if " weakly: " in u]
-    unconstrained = [u for u in cal.fit.unidentified if " weakly: " not in u]
+    weak = [u for u in cal.fit.unidentified if WEAKLY in u]
+    unconstrained = [u for u in cal.fit.unidentified if WEAKLY not in u]
     if unconstrained:
         print("not constrained by the data (kept at 1.0): " + ", ".join(unconstrained))
     for u in weak:
