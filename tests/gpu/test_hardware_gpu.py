@@ -132,3 +132,20 @@ def test_host_probe_on_the_gpu_is_a_launch_cost() -> None:
     for kind in ("add", "module"):
         # a few us to a few tens of us per op: a host launch, neither free nor a sync
         assert 1.0 < speed.probes[kind].median_us < 100.0, (kind, speed.probes[kind].samples_us)
+
+
+def test_decode_step_probe_counts_a_real_step_and_prices_its_launches() -> None:
+    import torch
+
+    from llm_perf_opt.hardware.host_speed import measure_host_speed
+
+    speed = measure_host_speed(torch.device("cuda", 0), kinds=["module"], samples=3, interval_s=0.0,
+                               decode_step=True)
+    module = speed.probes["module"]
+    assert module.device_launches is not None and module.aten_calls is not None
+    assert module.decode_step_launches is not None and module.decode_step_calls is not None
+    # a 12-layer decode step launches hundreds of kernels, several times the tiny two-layer forward's
+    assert module.decode_step_launches > 3 * module.device_launches > 0
+    assert module.decode_step_calls > module.decode_step_launches
+    # a real step's host us per launch is of the order of the probe's us per call (1.45 on the H200)
+    assert module.decode_ratio is not None and 0.7 < module.decode_ratio < 3.0, module.decode_ratio_samples

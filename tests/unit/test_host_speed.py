@@ -87,3 +87,97 @@ def test_an_interrupt_keeps_the_samples_taken(monkeypatch: pytest.MonkeyPatch, t
     assert rc == 130 and "interrupted" in capsys.readouterr().err
     saved = json.loads(out.read_text())
     assert saved["interrupted"] is True and saved["probes"]["add"]["samples_us"] == [5.0, 6.0]
+
+
+def test_launches_are_counted_on_cuda_only() -> None:
+    calls: list[int] = []
+    assert timers.device_launches(lambda: calls.append(1), "cpu") is None and calls == []
+    probe = timers.ModuleHostProbe(lambda: torch.ones(2) + 1, "cpu", count_launches=True)
+    assert probe.ops >= 2 and probe.launches is None
+
+
+def _fake_cuda_probe(monkeypatch: pytest.MonkeyPatch, probe_us: list[float], step_ms: float) -> None:
+    """The module probe reads ``probe_us`` in turn (10 calls, 5 launches per tiny forward); a decode step makes
+    100 calls and 50 launches and takes ``step_ms``; the device is named NVIDIA H200."""
+    from llm_perf_opt.models.deepseek_ocr import modeling
+
+    values = iter(probe_us)
+
+    class FakeModule:
+        def __init__(self, fn: object, device: object, *, count_launches: bool = False) -> None:
+            self.ops, self.launches = 10, 5 if count_launches else None
+
+        def probe(self, reps: int = 3) -> float:
+            return next(values)
+
+    class FakeStep:
+        calls, launches = 100, 50
+
+        def __init__(self, config: object, device: object, dtype: object) -> None:
+            pass
+
+        def time_step_ms(self) -> float:
+            return step_ms
+
+    monkeypatch.setattr(modeling, "tiny_decoder_program", lambda **kw: (lambda: None))
+    monkeypatch.setattr(timers, "ModuleHostProbe", FakeModule)
+    monkeypatch.setattr(host_speed, "DecodeStepProgram", FakeStep)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
+
+
+def test_decode_step_ratio_is_the_steps_us_per_launch_over_the_probe_before_it(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    _fake_cuda_probe(monkeypatch, [10.0, 20.0, 40.0], step_ms=1.0)  # 1 ms / 50 launches = 20 us per launch
+    speed = measure_host_speed(torch.device("cuda", 0), kinds=["module"], samples=3, interval_s=0, decode_step=True)
+    module = speed.probes["module"]
+    assert module.decode_ratio_samples == pytest.approx([2.0, 1.0, 0.5])
+    assert (module.aten_calls, module.device_launches) == (10, 5)
+    assert (module.decode_step_calls, module.decode_step_launches) == (100, 50)
+    # median probe (20) times median ratio (1.0): a real step's host us per launch at this host's median speed
+    assert module.decode_ratio == pytest.approx(1.0) and module.us_per_launch == pytest.approx(20.0)
+    path = tmp_path / "speed.json"
+    path.write_text(json.dumps(speed.as_dict()))
+    again = host_speed.load_host_speed(path)
+    assert again.probes["module"] == module and again.device_name == "NVIDIA H200"
+    assert json.loads(path.read_text())["probes"]["module"]["median_us_per_launch"] == pytest.approx(20.0)
+    # without the decode step nothing is claimed about a real step
+    _fake_cuda_probe(monkeypatch, [10.0], step_ms=1.0)
+    plain = measure_host_speed(torch.device("cuda", 0), kinds=["module"], samples=1, interval_s=0)
+    assert plain.probes["module"].us_per_launch is None and "decode_ratio" not in plain.probes["module"].as_dict()
+
+
+def test_decode_step_needs_the_module_probe_on_cuda(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(UserError, match="needs the module probe on a CUDA device"):
+        measure_host_speed(torch.device("cpu"), kinds=["module"], samples=1, decode_step=True)
+    assert hw_cli.main(["probe", "--device", "cpu", "--decode-step", "--samples", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "decode-step probe needs the module probe" in err
+    with pytest.raises(UserError, match="not a CUDA device"):
+        host_speed.DecodeStepProgram(None, torch.device("cpu"), torch.float32)
+
+
+@pytest.mark.parametrize("text, message", [
+    (None, "host-speed file not found"),
+    ("{not json", "not a readable JSON host-speed file"),
+    ('{"kind": "llm_perf_opt.ceilings"}', "not a host-speed file"),
+    ('{"kind": "llm_perf_opt.host_speed", "probes": {}}', r"malformed host-speed file \(KeyError"),
+])
+def test_a_bad_host_speed_file_is_one_line_naming_it(tmp_path: Path, text: str | None, message: str) -> None:
+    path = tmp_path / "speed.json"
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(UserError, match=message) as info:
+        host_speed.load_host_speed(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_host_speed_file_with_bad_samples_is_refused(tmp_path: Path) -> None:
+    base = {"kind": HOST_SPEED_KIND, "device": "cuda:0", "device_name": "NVIDIA H200", "torch_version": "2.11",
+            "reps": 3, "interval_s": 0.5, "created_utc": "2026-12-03T00:00:00Z"}
+    path = tmp_path / "speed.json"
+    for probes, message in (({"add": {"kind": "add", "unit": "u", "samples_us": [1.0, -2.0]}}, "no positive samples"),
+                            ({"module": {"kind": "module", "unit": "u", "samples_us": [1.0],
+                                         "decode_ratio_samples": [0.0]}}, "decode_ratio_samples must be positive")):
+        path.write_text(json.dumps({**base, "probes": probes}))
+        with pytest.raises(UserError, match=message):
+            host_speed.load_host_speed(path)

@@ -19,9 +19,12 @@ spread ``interval_s`` apart, since a shared host's speed drifts.
 from __future__ import annotations
 
 import datetime as _dt
+import json
+import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -43,6 +46,16 @@ class ProbeSeries:
     kind: str = field(metadata={"help": "add | module (see PROBE_UNITS)"})
     unit: str = field(metadata={"help": "what one us/op counts"})
     samples_us: list[float] = field(metadata={"help": "one value per sample, us/op"})
+    aten_calls: int | None = field(default=None, metadata={"help": "module: aten calls per tiny forward"})
+    device_launches: int | None = field(
+        default=None, metadata={"help": "module: device launches (kernels, copies) per tiny forward (CUDA)"})
+    decode_step_calls: int | None = field(
+        default=None, metadata={"help": "module, with the decode step: aten calls per decode step of the full model"})
+    decode_step_launches: int | None = field(
+        default=None, metadata={"help": "module, with the decode step: device launches per decode step"})
+    decode_ratio_samples: list[float] | None = field(
+        default=None, metadata={"help": "module, with the decode step: per sample, a decode step's host us per "
+                                        "launch over the module probe's us per call taken just before it"})
 
     @property
     def median_us(self) -> float:
@@ -54,12 +67,35 @@ class ProbeSeries:
         """Mean sample, us/op."""
         return float(statistics.fmean(self.samples_us))
 
+    @property
+    def decode_ratio(self) -> float | None:
+        """Median of :attr:`decode_ratio_samples` (None: no decode step timed)."""
+        return float(statistics.median(self.decode_ratio_samples)) if self.decode_ratio_samples else None
+
+    @property
+    def us_per_launch(self) -> float | None:
+        """Host us per device launch of a decode step at this probe's median: median us/call times
+        :attr:`decode_ratio`; None when no decode step was timed."""
+        ratio = self.decode_ratio
+        return None if ratio is None else self.median_us * ratio
+
     def as_dict(self) -> dict[str, Any]:
         """JSON form with the summary figures."""
         s = self.samples_us
-        return {"kind": self.kind, "unit": self.unit, "samples_us": list(s), "median_us": self.median_us,
-                "mean_us": self.mean_us, "min_us": min(s), "max_us": max(s),
-                "std_us": statistics.pstdev(s) if len(s) > 1 else 0.0}
+        out = {"kind": self.kind, "unit": self.unit, "samples_us": list(s), "median_us": self.median_us,
+               "mean_us": self.mean_us, "min_us": min(s), "max_us": max(s),
+               "std_us": statistics.pstdev(s) if len(s) > 1 else 0.0}
+        if self.aten_calls is not None:
+            out["aten_calls"] = self.aten_calls
+        if self.device_launches is not None:
+            out["device_launches"] = self.device_launches
+        if self.decode_ratio_samples:
+            out["decode_step_calls"] = self.decode_step_calls
+            out["decode_step_launches"] = self.decode_step_launches
+            out["decode_ratio_samples"] = list(self.decode_ratio_samples)
+            out["decode_ratio"] = self.decode_ratio
+            out["median_us_per_launch"] = self.us_per_launch
+        return out
 
 
 @define(kw_only=True, frozen=True)
@@ -102,8 +138,67 @@ def resolve_device(name: str | None) -> torch.device:
     return dev
 
 
+#: decode steps run before a decode-step program's KV cache is rebuilt by a fresh prefill (bounds its memory)
+DECODE_STEP_REFILL = 256
+
+
+class DecodeStepProgram:
+    """Decode steps of the full model, as the profiler's passes run them (``decode_step``: n-gram ban, argmax,
+    appends, decoder forward, LM head), random weights, after a prefill of ``batch`` synthetic ``mode``
+    pages. Each :meth:`time_step_ms` times one step with CUDA events from an idle device (host-bound: the
+    host's issue time). :attr:`calls` and :attr:`launches` are one step's aten calls and device launches,
+    counted once (untimed). CUDA only."""
+
+    def __init__(self, config: Any, device: torch.device, dtype: torch.dtype, *, mode: str = "base",
+                 batch: int = 1) -> None:
+        from llm_perf_opt.inputs.synthetic import synthetic_pages
+        from llm_perf_opt.models.deepseek_ocr import build_prompt, preprocess_image
+        from llm_perf_opt.models.deepseek_ocr.modeling import build_model
+        from llm_perf_opt.models.deepseek_ocr.prompt import DEFAULT_PROMPT
+        from llm_perf_opt.profiling.timers import aten_calls, device_launches
+
+        if device.type != "cuda":
+            raise UserError(f"the decode-step probe times CUDA launches; {device} is not a CUDA device")
+        self.device = device
+        self.model = build_model(config, device=device, dtype=dtype)
+        pre = [preprocess_image(page.load(), mode) for page in synthetic_pages(batch)]
+        self._prompt, self._pre = build_prompt([p.layout for p in pre], DEFAULT_PROMPT), pre
+        self._refill()
+        self.calls = aten_calls(self.step)
+        self.launches = int(device_launches(self.step, device) or 0)
+        if self.launches < 1:
+            raise UserError("decode-step probe: the profiler recorded no device launch for a decode step")
+
+    def _refill(self) -> None:
+        from llm_perf_opt.models.deepseek_ocr import decode_step, prefill
+
+        self._state = prefill(self.model, self._prompt, self._pre)
+        self._steps = 0
+        for _ in range(3):  # warm-up
+            self._state = decode_step(self.model, self._state, fixed_length=True)
+
+    def step(self) -> None:
+        """One decode step (untimed)."""
+        from llm_perf_opt.models.deepseek_ocr import decode_step
+
+        if self._steps >= DECODE_STEP_REFILL:
+            self._refill()
+        self._state = decode_step(self.model, self._state, fixed_length=True)
+        self._steps += 1
+
+    def time_step_ms(self) -> float:
+        """ms of one decode step, CUDA events from an idle device."""
+        torch.cuda.synchronize(self.device)
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        self.step()
+        b.record()
+        b.synchronize()
+        return float(a.elapsed_time(b))
+
+
 def measure_host_speed(device: torch.device, *, kinds: Sequence[str] = ("add", "module"), samples: int = 10,
-                       reps: int = 3, interval_s: float = 0.5,
+                       reps: int = 3, interval_s: float = 0.5, decode_step: bool = False,
                        progress: Callable[[int, int], None] | None = None) -> HostSpeed:
     """``samples`` samples of each probe in ``kinds`` on ``device`` (interleaved, ``interval_s`` apart).
 
@@ -111,7 +206,13 @@ def measure_host_speed(device: torch.device, *, kinds: Sequence[str] = ("add", "
     sampling and returns what was taken (``interrupted`` set). The module probe builds a tiny decoder of the
     packaged config in bf16 (CUDA) or fp32 (CPU) with random weights, once, with eager attention and
     grouped_mm experts (the profiler's defaults; its passes probe the run's own settings).
+
+    ``decode_step`` (CUDA, with the module probe): also build the full model (random weights) and, right
+    after each module sample, time ``reps`` decode steps (:class:`DecodeStepProgram`); the sample's ratio
+    is the median step's host us per launch over that module sample (``decode_ratio_samples``): what turns
+    a run's module probe into host time per kernel of a real decode step.
     """
+    from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
     from llm_perf_opt.models.deepseek_ocr.modeling import tiny_decoder_program
     from llm_perf_opt.profiling.timers import ModuleHostProbe, host_probe_us
 
@@ -120,7 +221,11 @@ def measure_host_speed(device: torch.device, *, kinds: Sequence[str] = ("add", "
         raise UserError(f"host probes must be among {', '.join(PROBE_UNITS)}, got {', '.join(kinds) or 'none'}")
     if samples < 1 or reps < 1 or not interval_s >= 0:
         raise UserError(f"samples and reps must be >= 1 and the interval >= 0 s (got {samples}, {reps}, {interval_s})")
+    if decode_step and ("module" not in kinds or device.type != "cuda"):
+        raise UserError("the decode-step probe needs the module probe on a CUDA device")
     takers: dict[str, Callable[[], float]] = {}
+    counts: dict[str, tuple[int | None, int | None]] = {}
+    module: ModuleHostProbe | None = None
     for kind in kinds:
         if kind == "add":
             host_probe_us(device, reps=1)  # warm-up: allocator, first launch
@@ -128,11 +233,15 @@ def measure_host_speed(device: torch.device, *, kinds: Sequence[str] = ("add", "
         else:
             dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
             try:
-                module = ModuleHostProbe(tiny_decoder_program(device=device, dtype=dtype), device)
+                module = ModuleHostProbe(tiny_decoder_program(device=device, dtype=dtype), device,
+                                         count_launches=True)
             except (ValueError, RuntimeError) as exc:
                 raise UserError(f"module host probe: the tiny decoder could not run on {device} ({exc})") from None
+            counts[kind] = (module.ops, module.launches)
             takers[kind] = lambda m=module: m.probe(reps=reps)  # type: ignore[misc]
+    step = DecodeStepProgram(DeepseekOCRConfig.default(), device, torch.bfloat16) if decode_step else None
     values: dict[str, list[float]] = {k: [] for k in takers}
+    ratios: list[float] = []
     interrupted = False
     try:
         for i in range(samples):
@@ -140,6 +249,9 @@ def measure_host_speed(device: torch.device, *, kinds: Sequence[str] = ("add", "
                 time.sleep(interval_s)
             for kind, take in takers.items():
                 values[kind].append(float(take()))
+                if kind == "module" and step is not None:
+                    ms = statistics.median(step.time_step_ms() for _ in range(reps))
+                    ratios.append(ms * 1e3 / step.launches / values[kind][-1])
             if progress is not None:
                 progress(i + 1, samples)
     except KeyboardInterrupt:  # keep the samples taken so far
@@ -148,7 +260,55 @@ def measure_host_speed(device: torch.device, *, kinds: Sequence[str] = ("add", "
         interrupted = True
         values = {k: v for k, v in values.items() if v}
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+    def series(kind: str, v: list[float]) -> ProbeSeries:
+        calls, launches = counts.get(kind, (None, None))
+        timed = kind == "module" and step is not None and bool(ratios)
+        return ProbeSeries(kind=kind, unit=PROBE_UNITS[kind], samples_us=v, aten_calls=calls, device_launches=launches,
+                           decode_step_calls=step.calls if timed and step else None,
+                           decode_step_launches=step.launches if timed and step else None,
+                           decode_ratio_samples=ratios if timed else None)
+
     return HostSpeed(device=str(device), device_name=name, torch_version=str(torch.__version__), reps=reps,
-                     interval_s=interval_s,
-                     probes={k: ProbeSeries(kind=k, unit=PROBE_UNITS[k], samples_us=v) for k, v in values.items()},
+                     interval_s=interval_s, probes={k: series(k, v) for k, v in values.items()},
                      created_utc=_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), interrupted=interrupted)
+
+
+def load_host_speed(path: Path) -> HostSpeed:
+    """Read a host-speed file written by ``llm-perf-opt hw probe --out``; UserError naming the file and the
+    problem when it is missing, not JSON, of another kind or lacks a field."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: host-speed file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path}: not a readable JSON host-speed file ({exc})") from None
+    if not isinstance(data, dict) or data.get("kind") != HOST_SPEED_KIND:
+        raise UserError(f"{path}: not a host-speed file (kind {HOST_SPEED_KIND!r}; write one with llm-perf-opt hw probe "
+                        "--out FILE)")
+    try:
+        probes = {}
+        for key, raw in data["probes"].items():
+            samples = [float(x) for x in raw["samples_us"]]
+            if not samples or not all(math.isfinite(x) and x > 0 for x in samples):
+                raise ValueError(f"probe {key!r} has no positive samples")
+            ratios = raw.get("decode_ratio_samples")
+            if ratios is not None:
+                ratios = [float(x) for x in ratios]
+                if not ratios or not all(math.isfinite(x) and x > 0 for x in ratios):
+                    raise ValueError(f"probe {key!r}: decode_ratio_samples must be positive numbers")
+
+            def opt_int(name: str, raw: dict[str, Any] = raw) -> int | None:
+                return None if raw.get(name) is None else int(raw[name])
+
+            probes[key] = ProbeSeries(kind=str(raw["kind"]), unit=str(raw["unit"]), samples_us=samples,
+                                      aten_calls=opt_int("aten_calls"), device_launches=opt_int("device_launches"),
+                                      decode_step_calls=opt_int("decode_step_calls"),
+                                      decode_step_launches=opt_int("decode_step_launches"),
+                                      decode_ratio_samples=ratios)
+        return HostSpeed(device=str(data["device"]), device_name=str(data["device_name"]),
+                         torch_version=str(data["torch_version"]), reps=int(data["reps"]),
+                         interval_s=float(data["interval_s"]), probes=probes, created_utc=str(data["created_utc"]),
+                         interrupted=bool(data.get("interrupted", False)))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise UserError(f"{path}: malformed host-speed file ({type(exc).__name__}: {exc})") from None

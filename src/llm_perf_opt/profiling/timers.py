@@ -168,6 +168,23 @@ def aten_calls(fn: Callable[[], Any]) -> int:
     return counter.calls
 
 
+def device_launches(fn: Callable[[], Any], device: torch.device | str) -> int | None:
+    """Device events (kernels, memcpys, memsets) one call of ``fn`` puts on ``device``, counted under
+    torch.profiler as the run's stage timelines count them (llm_perf_opt.profiling.timeline.DEVICE_CATS).
+    None off CUDA (no device launches there)."""
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return None
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    host_sync(dev)
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        fn()
+        host_sync(dev)
+    return sum(1 for e in prof.events() if e.device_type == DeviceType.CUDA)
+
+
 class ModuleHostProbe:
     """Host microseconds per aten call of a program that follows the model's own host code path.
 
@@ -176,10 +193,12 @@ class ModuleHostProbe:
     transformers' attention, router and experts code, the KV cache), whose kernels take next to no
     device time, so the host's issue time is what is measured. Built once (two warm-up calls and one
     counted call); each :meth:`probe` is the median over ``reps`` forwards of the forward's host time
-    divided by :attr:`ops`, the aten calls it dispatches.
+    divided by :attr:`ops`, the aten calls it dispatches. With ``count_launches`` (CUDA), one more untimed
+    call under the profiler counts :attr:`launches`, the device launches per forward, so that
+    ``probe() * ops / launches`` is the host us per launch on the decoder's code path.
     """
 
-    def __init__(self, fn: Callable[[], Any], device: torch.device | str) -> None:
+    def __init__(self, fn: Callable[[], Any], device: torch.device | str, *, count_launches: bool = False) -> None:
         self.fn = fn
         self.device = torch.device(device)
         fn()
@@ -188,6 +207,8 @@ class ModuleHostProbe:
         self.ops = aten_calls(fn)
         if self.ops < 1:
             raise ValueError("host probe program dispatches no aten call")
+        #: device launches per forward (None: not counted, or not on CUDA)
+        self.launches = device_launches(fn, self.device) if count_launches else None
         host_sync(self.device)
 
     def probe(self, reps: int = 3) -> float:

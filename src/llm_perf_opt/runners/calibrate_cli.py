@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from attrs import evolve
+
 from llm_perf_opt.analytic.calibration import (
     HOST_PROBES,
     TIME_MODELS,
@@ -104,6 +106,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"{REFERENCE_HOST_S_PER_KERNEL * 1e6:.1f}: the reference eager baseline's 19.4 ms per "
                              "token over ~960 kernels); converted to the model's cost per dispatched op with the "
                              "runs' decode stage")
+    parser.add_argument("--host-speed", type=Path, default=None, metavar="FILE",
+                        help="with --prior: a host-speed file of the GPU host (llm-perf-opt hw probe --decode-step "
+                             "--out FILE); its module probe median times its decode-step ratio (a real decode "
+                             "step's host us per launch over the probe's us per call) replaces "
+                             "--host-us-per-kernel, and the prior scales its host terms with each run's own "
+                             "--host-probe kind (add by default) against that probe's median in FILE: a prior "
+                             "that follows the host speed of every run, fitted on none")
     parser.add_argument("--config", default=None, metavar="NAME",
                         help="model config to analyse instead of the runs' ('default', 'tiny' or a config.json path)")
     parser.add_argument("--catalog", type=Path, default=None, metavar="YAML",
@@ -141,6 +150,24 @@ def _device_prior(args: argparse.Namespace, runs: list[tuple[Any, Any]]) -> Cali
     return _prior(args, runs, evaluate=False)
 
 
+def _host_speed_prior(path: Path, probe: str) -> tuple[Any, float]:
+    """(HostSpeed, host us per kernel) for --prior --host-speed: the module probe's us per device launch;
+    UserError when the file cannot give it or lacks the ``probe`` kind the runs are scaled by."""
+    from llm_perf_opt.hardware.host_speed import load_host_speed
+
+    speed = load_host_speed(path)
+    if speed.device_name == "cpu" or not speed.device.startswith("cuda"):
+        raise UserError(f"--host-speed {path}: probed on {speed.device}, not a GPU (run llm-perf-opt hw probe on "
+                        "the GPU host)")
+    module = speed.probes.get("module")
+    if module is None or module.us_per_launch is None:
+        raise UserError(f"--host-speed {path}: no module probe with decode steps timed next to it; run "
+                        "llm-perf-opt hw probe --decode-step on the GPU host")
+    if probe not in speed.probes:
+        raise UserError(f"--host-speed {path}: no {probe} probe to scale the runs by (--host-probe {probe})")
+    return speed, module.us_per_launch
+
+
 def _prior(args: argparse.Namespace, runs: list[tuple[Any, Any]], evaluate: bool = True) -> Calibration:
     """The --prior calibration for the runs' GPU and dtype (or --gpu / --dtype without runs), evaluated on
     every run given."""
@@ -156,6 +183,9 @@ def _prior(args: argparse.Namespace, runs: list[tuple[Any, Any]], evaluate: bool
     if per_kernel_us < 0:
         raise UserError(f"--host-us-per-kernel must be >= 0, got {per_kernel_us}")
     catalog = load_catalog(args.catalog)
+    speed = None
+    if args.host_speed is not None:
+        speed, per_kernel_us = _host_speed_prior(args.host_speed, args.host_probe)
     if runs:
         run0, rep = runs[0][0], runs[0][1][0][0]
         spec = catalog.get(run0.gpu_key or "")
@@ -203,6 +233,15 @@ def _prior(args: argparse.Namespace, runs: list[tuple[Any, Any]], evaluate: bool
                               host_s_per_kernel=per_op, sync_s=args.host_sync_us * 1e-6, software=software,
                               pattern_bandwidth_ratios=ratios, kernel_floor_s=floor, gemm_times_s=gemms,
                               kernel_gap_s=gap, kernel_gap_graph_s=graph_gap)
+    if speed is not None:
+        names = {c.key for c in catalog.candidates(speed.device_name)}
+        if names and spec.key not in names:
+            raise UserError(f"--host-speed {args.host_speed}: probed on {speed.device_name!r}, the "
+                            f"{'runs are' if runs else 'prior is'} on {spec.key!r}")
+        exponent = (HOST_PROBE_EXPONENTS[args.host_probe] if args.host_probe_exponent is None
+                    else args.host_probe_exponent)
+        prior = evolve(prior, host_probe=args.host_probe, host_probe_us=speed.probes[args.host_probe].median_us,
+                       host_probe_exponent=exponent)
     return evaluate_prior(prior, runs) if runs and evaluate else prior
 
 
@@ -222,8 +261,13 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--ceilings only applies with --prior or --time-model timeline")
     probe_flags = [f for f, given in (("--host-probe", args.host_probe != "add"),
                                       ("--host-probe-exponent", args.host_probe_exponent is not None)) if given]
-    if probe_flags and (args.prior or args.time_model != "timeline"):
-        raise UserError(f"{', '.join(probe_flags)} only apply with --time-model timeline (a fit)")
+    if probe_flags and not (args.prior and args.host_speed is not None) and (args.prior or args.time_model != "timeline"):
+        raise UserError(f"{', '.join(probe_flags)} only apply with --time-model timeline (a fit) or --prior "
+                        "--host-speed")
+    if args.host_speed is not None and not args.prior:
+        raise UserError("--host-speed only applies with --prior")
+    if args.host_speed is not None and args.host_us_per_kernel is not None:
+        raise UserError("--host-speed gives the host cost per kernel: drop --host-us-per-kernel")
     fit_only = [f for f, given in (("--time-model timeline", args.time_model != "additive"), ("--shared", args.shared),
                                    ("--per-stage-launch", args.per_stage_launch), ("--no-launch", args.no_launch),
                                    ("--no-operator-table", args.no_operator_table),

@@ -6,7 +6,7 @@
     llm-perf-opt hw bench [--out FILE] [--json] [--dtypes bf16,fp16] [--size 8192] [--pattern-sides 14,64] ...
     llm-perf-opt hw gemms --ceilings FILE --out FILE [--gemm-workloads base:1,small:4] [--repeats N]
     llm-perf-opt hw gap --ceilings FILE --out FILE [--repeats N]
-    llm-perf-opt hw probe [--device cuda:0] [--probes add,module] [--samples N] [--out FILE] [--json]
+    llm-perf-opt hw probe [--device cuda:0] [--probes add,module] [--samples N] [--decode-step] [--out FILE] [--json]
 
 Every subcommand accepts ``--catalog FILE``: a user YAML (same schema as the
 packaged gpus.yaml) whose entries are added to, or replace, the packaged ones.
@@ -217,6 +217,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="loops (add) or forwards (module) per sample (default 3, as the profiler's passes)")
     probe.add_argument("--interval", type=_non_negative_float, default=0.5, metavar="S",
                        help="seconds between samples, to see the host's drift (default 0.5)")
+    probe.add_argument("--decode-step", action="store_true",
+                       help="also build the full model (random bf16 weights, ~7 GB of GPU memory, ~20 s) and time "
+                            "--reps decode steps of a Base page right after each module sample: the host us per "
+                            "launch of a real decode step over the module probe's us per call, which "
+                            "calibrate --prior --host-speed needs (CUDA, with the module probe)")
     probe.add_argument("--out", type=Path, default=None, metavar="FILE", help="also write the samples as JSON to FILE")
     probe.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
@@ -491,8 +496,15 @@ def render_probe(speed: Any) -> str:
     head = f"host probes on {speed.device} ({speed.device_name}; torch {speed.torch_version})"
     note = ("what-if --host-probe-us takes the median of the probe kind the calibration was fitted with "
             "(its host_probe field)")
-    return "\n".join([head, _table(["probe", "median us", "mean us", "min us", "max us", "samples", "unit"], rows),
-                      note])
+    lines = [head, _table(["probe", "median us", "mean us", "min us", "max us", "samples", "unit"], rows), note]
+    for kind, series in speed.probes.items():
+        if series.us_per_launch is not None:
+            lines.append(f"{kind}: a decode step ({series.decode_step_calls} aten calls, {series.decode_step_launches} "
+                         f"launches) takes {series.decode_ratio:.3f} x the probe's us per call per launch "
+                         f"(tiny forward: {series.aten_calls} calls, {series.device_launches} launches): "
+                         f"{series.us_per_launch:.2f} host us per launch at the median (calibrate --prior "
+                         "--host-speed scales it by each run's probe)")
+    return "\n".join(lines)
 
 
 def _cmd_probe(args: argparse.Namespace) -> int:
@@ -505,7 +517,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
             print(f"\rsample {done}/{total}", end="\n" if done == total else "", flush=True)
 
     speed = measure_host_speed(device, kinds=args.probes, samples=args.samples, reps=args.reps,
-                               interval_s=args.interval, progress=progress)
+                               interval_s=args.interval, decode_step=args.decode_step, progress=progress)
     if args.out is not None:
         args.out.write_text(json.dumps(speed.as_dict(), indent=2) + "\n", encoding="utf-8")
     if args.json:

@@ -489,20 +489,24 @@ PROBE_HEAD_DIM = 8
 
 def tiny_decoder_program(config: DeepseekOCRConfig | None = None, *, device: str | torch.device,
                          dtype: torch.dtype = torch.bfloat16, attn_implementation: str = "eager",
-                         experts_implementation: str = "grouped_mm", seed: int = 0) -> Callable[[], torch.Tensor]:
-    """A callable running one decode-like forward of the decoder's own code at tiny widths: a two-layer
-    ``DeepseekOcr2TextModel`` (the config's first dense layer, then a MoE layer with the config's expert
-    count and top-k, heads of PROBE_HEAD_DIM, every width a small multiple of it), one token of batch 1
-    and a fresh KV cache, random weights. It issues the kernels of one dense and one MoE layer of a
-    decode step, in the attention and experts implementations given, with next to no device work:
-    the host-speed probe of :class:`llm_perf_opt.profiling.timers.ModuleHostProbe`. Returns the last
-    hidden state [1, 1, hidden]."""
+                         experts_implementation: str = "grouped_mm", seed: int = 0, dense_layers: int = 1,
+                         moe_layers: int = 1) -> Callable[[], torch.Tensor]:
+    """A callable running one decode-like forward of the decoder's own code at tiny widths: by default a
+    two-layer ``DeepseekOcr2TextModel`` (a dense layer, then a MoE layer with the config's expert count and
+    top-k; ``dense_layers`` and ``moe_layers`` change the counts), heads of PROBE_HEAD_DIM, every width a
+    small multiple of it, one token of batch 1 and a fresh KV cache, random weights. It issues the
+    kernels of a decode step's dense and MoE layers, in the attention and experts implementations given,
+    with next to no device work: the host-speed probe of
+    :class:`llm_perf_opt.profiling.timers.ModuleHostProbe`. Returns the last hidden state [1, 1, hidden]."""
+    if dense_layers < 0 or moe_layers < 0 or dense_layers + moe_layers < 1:
+        raise ValueError(f"tiny decoder: need >= 1 layer, got {dense_layers} dense and {moe_layers} MoE")
     config = config or DeepseekOCRConfig.default()
     lang = config.language
     hidden = lang.num_attention_heads * PROBE_HEAD_DIM
     hf = text_hf_config(config, attn_implementation, experts_implementation, vocab_size=64, hidden_size=hidden,
-                        intermediate_size=2 * hidden, moe_intermediate_size=PROBE_HEAD_DIM, num_hidden_layers=2,
-                        mlp_layer_types=["dense", "sparse"])
+                        intermediate_size=2 * hidden, moe_intermediate_size=PROBE_HEAD_DIM,
+                        num_hidden_layers=dense_layers + moe_layers,
+                        mlp_layer_types=["dense"] * dense_layers + ["sparse"] * moe_layers)
     with torch.device(device):
         model: nn.Module = DeepseekOcr2TextModel(hf).eval()
     for p in model.parameters():  # the parameters in dtype, the RoPE buffers in fp32 (as build_model)
