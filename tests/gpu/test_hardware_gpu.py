@@ -149,3 +149,7 @@ def test_decode_step_probe_counts_a_real_step_and_prices_its_launches() -> None:
     assert module.decode_step_calls > module.decode_step_launches
     # a real step's host us per launch is of the order of the probe's us per call (1.45 on the H200)
     assert module.decode_ratio is not None and 0.7 < module.decode_ratio < 3.0, module.decode_ratio_samples
+    # SAM on a Tiny page: 12 blocks of launches, two rel-pos lookups per block that each sync the host
+    assert module.sam_mode == "tiny" and module.sam_launches is not None and module.sam_launches > 300
+    assert module.sam_syncs is not None and 24 <= module.sam_syncs <= 26  # + the page copied to the device
+    assert module.sam_ratio is not None and 0.7 < module.sam_ratio < 5.0, module.sam_ratio_samples

@@ -112,12 +112,16 @@ def _fake_cuda_probe(monkeypatch: pytest.MonkeyPatch, probe_us: list[float], ste
 
     class FakeStep:
         calls, launches = 100, 50
+        sam_mode, sam_launches, sam_syncs = "tiny", 40, 24
 
         def __init__(self, config: object, device: object, dtype: object) -> None:
             pass
 
         def time_step_ms(self) -> float:
             return step_ms
+
+        def time_sam_ms(self) -> float:
+            return 2.0  # 2 ms / 40 launches = 50 us per launch
 
     monkeypatch.setattr(modeling, "tiny_decoder_program", lambda **kw: (lambda: None))
     monkeypatch.setattr(timers, "ModuleHostProbe", FakeModule)
@@ -135,6 +139,8 @@ def test_decode_step_ratio_is_the_steps_us_per_launch_over_the_probe_before_it(
     assert (module.decode_step_calls, module.decode_step_launches) == (100, 50)
     # median probe (20) times median ratio (1.0): a real step's host us per launch at this host's median speed
     assert module.decode_ratio == pytest.approx(1.0) and module.us_per_launch == pytest.approx(20.0)
+    assert module.sam_ratio_samples == pytest.approx([5.0, 2.5, 1.25]) and module.sam_ratio == pytest.approx(2.5)
+    assert (module.sam_mode, module.sam_launches, module.sam_syncs) == ("tiny", 40, 24)
     path = tmp_path / "speed.json"
     path.write_text(json.dumps(speed.as_dict()))
     again = host_speed.load_host_speed(path)

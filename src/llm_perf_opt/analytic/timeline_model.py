@@ -221,6 +221,31 @@ def stage_blocks(tree: BaseLayer, peaks: Rates, eff: EfficiencyModel, *, kernel_
     return blocks
 
 
+def stage_host_work(tree: BaseLayer) -> tuple[float, int]:
+    """(host ops, host syncs) the timeline charges for one pass of ``tree``: the ops are its kernels less
+    (1 - CUDA_LAUNCH_HOST_WEIGHT) of those launched inside another call, plus its host-only ops (the
+    stage's host seconds are this times its per-op cost, plus the syncs times the sync cost), counted as
+    :func:`stage_blocks` repeats them."""
+    ops = 0.0
+    syncs = 0
+
+    def walk(layer: BaseLayer) -> None:
+        nonlocal ops, syncs
+        if not layer.children:
+            syncs += layer.host_syncs
+            ops += (_own_kernels(layer) - (1.0 - CUDA_LAUNCH_HOST_WEIGHT) * layer.inner_launches
+                    + layer.host_ops) * layer.count
+            return
+        for _ in range(layer.count):
+            syncs += layer.host_syncs
+            ops += _own_kernels(layer) - (1.0 - CUDA_LAUNCH_HOST_WEIGHT) * layer.inner_launches + layer.host_ops
+            for child in layer.children:
+                walk(child)
+
+    walk(tree)
+    return ops, syncs
+
+
 def pass_blocks(stages: Mapping[Stage, BaseLayer], decode_forwards: int, peaks: Rates,
                 eff: EfficiencyModel, *, kernel_floor_s: float = 0.0,
                 device_scale: Mapping[str, float] | None = None, call_gap_s: float = 0.0) -> PassBlocks:

@@ -14,6 +14,11 @@ Two probes, as in the profiler's passes (llm_perf_opt.profiling.timers):
 
 Each sample is one probe call (the median of its ``reps`` loops); samples are
 spread ``interval_s`` apart, since a shared host's speed drifts.
+
+With the decode step (``hw probe --decode-step``), each module sample is followed
+by decode steps of the full model and a SAM pass, timed: their host us per
+launch over the probe is what ``calibrate --prior --host-speed`` prices a run's
+kernels with, at that run's own probe.
 """
 
 from __future__ import annotations
@@ -56,6 +61,15 @@ class ProbeSeries:
     decode_ratio_samples: list[float] | None = field(
         default=None, metadata={"help": "module, with the decode step: per sample, a decode step's host us per "
                                         "launch over the module probe's us per call taken just before it"})
+    sam_mode: str | None = field(
+        default=None, metadata={"help": "module, with the decode step: resolution mode of the timed SAM pass"})
+    sam_launches: int | None = field(
+        default=None, metadata={"help": "module, with the decode step: device launches per SAM pass (one page)"})
+    sam_syncs: int | None = field(
+        default=None, metadata={"help": "module, with the decode step: host syncs per SAM pass"})
+    sam_ratio_samples: list[float] | None = field(
+        default=None, metadata={"help": "module, with the decode step: per sample, a SAM pass's host us per launch "
+                                        "(its syncs included) over the module probe's us per call"})
 
     @property
     def median_us(self) -> float:
@@ -71,6 +85,11 @@ class ProbeSeries:
     def decode_ratio(self) -> float | None:
         """Median of :attr:`decode_ratio_samples` (None: no decode step timed)."""
         return float(statistics.median(self.decode_ratio_samples)) if self.decode_ratio_samples else None
+
+    @property
+    def sam_ratio(self) -> float | None:
+        """Median of :attr:`sam_ratio_samples` (None: no SAM pass timed)."""
+        return float(statistics.median(self.sam_ratio_samples)) if self.sam_ratio_samples else None
 
     @property
     def us_per_launch(self) -> float | None:
@@ -95,6 +114,9 @@ class ProbeSeries:
             out["decode_ratio_samples"] = list(self.decode_ratio_samples)
             out["decode_ratio"] = self.decode_ratio
             out["median_us_per_launch"] = self.us_per_launch
+        if self.sam_ratio_samples:
+            out.update(sam_mode=self.sam_mode, sam_launches=self.sam_launches, sam_syncs=self.sam_syncs,
+                       sam_ratio_samples=list(self.sam_ratio_samples), sam_ratio=self.sam_ratio)
         return out
 
 
@@ -147,15 +169,17 @@ class DecodeStepProgram:
     appends, decoder forward, LM head), random weights, after a prefill of ``batch`` synthetic ``mode``
     pages. Each :meth:`time_step_ms` times one step with CUDA events from an idle device (host-bound: the
     host's issue time). :attr:`calls` and :attr:`launches` are one step's aten calls and device launches,
-    counted once (untimed). CUDA only."""
+    counted once (untimed). :meth:`time_sam_ms` times the same model's SAM encoder on one ``sam_mode`` page
+    (as the profiler's prefill runs it; at Tiny's 512 px its device work is small against its host work),
+    with :attr:`sam_launches` and :attr:`sam_syncs` counted once. CUDA only."""
 
     def __init__(self, config: Any, device: torch.device, dtype: torch.dtype, *, mode: str = "base",
-                 batch: int = 1) -> None:
+                 batch: int = 1, sam_mode: str = "tiny") -> None:
         from llm_perf_opt.inputs.synthetic import synthetic_pages
         from llm_perf_opt.models.deepseek_ocr import build_prompt, preprocess_image
         from llm_perf_opt.models.deepseek_ocr.modeling import build_model
         from llm_perf_opt.models.deepseek_ocr.prompt import DEFAULT_PROMPT
-        from llm_perf_opt.profiling.timers import aten_calls, device_launches
+        from llm_perf_opt.profiling.timers import aten_calls, device_activity, device_launches
 
         if device.type != "cuda":
             raise UserError(f"the decode-step probe times CUDA launches; {device} is not a CUDA device")
@@ -168,6 +192,12 @@ class DecodeStepProgram:
         self.launches = int(device_launches(self.step, device) or 0)
         if self.launches < 1:
             raise UserError("decode-step probe: the profiler recorded no device launch for a decode step")
+        self.sam_mode = sam_mode
+        self._pixels = preprocess_image(synthetic_pages(1)[0].load(), sam_mode).global_view.unsqueeze(0)
+        self.sam_pass()  # warm-up
+        self.sam_launches, self.sam_syncs = device_activity(self.sam_pass, device) or (0, 0)
+        if self.sam_launches < 1:
+            raise UserError("decode-step probe: the profiler recorded no device launch for a SAM pass")
 
     def _refill(self) -> None:
         from llm_perf_opt.models.deepseek_ocr import decode_step, prefill
@@ -186,15 +216,27 @@ class DecodeStepProgram:
         self._state = decode_step(self.model, self._state, fixed_length=True)
         self._steps += 1
 
-    def time_step_ms(self) -> float:
-        """ms of one decode step, CUDA events from an idle device."""
+    def sam_pass(self) -> None:
+        """One SAM encoder pass over the ``sam_mode`` page (untimed)."""
+        with torch.inference_mode():
+            self.model.encode_sam(self._pixels)
+
+    def _timed_ms(self, fn: Callable[[], None]) -> float:
         torch.cuda.synchronize(self.device)
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         a.record()
-        self.step()
+        fn()
         b.record()
         b.synchronize()
         return float(a.elapsed_time(b))
+
+    def time_step_ms(self) -> float:
+        """ms of one decode step, CUDA events from an idle device."""
+        return self._timed_ms(self.step)
+
+    def time_sam_ms(self) -> float:
+        """ms of one SAM pass, CUDA events from an idle device."""
+        return self._timed_ms(self.sam_pass)
 
 
 def measure_host_speed(device: torch.device, *, kinds: Sequence[str] = ("add", "module"), samples: int = 10,
@@ -242,6 +284,7 @@ def measure_host_speed(device: torch.device, *, kinds: Sequence[str] = ("add", "
     step = DecodeStepProgram(DeepseekOCRConfig.default(), device, torch.bfloat16) if decode_step else None
     values: dict[str, list[float]] = {k: [] for k in takers}
     ratios: list[float] = []
+    sam_ratios: list[float] = []
     interrupted = False
     try:
         for i in range(samples):
@@ -252,6 +295,8 @@ def measure_host_speed(device: torch.device, *, kinds: Sequence[str] = ("add", "
                 if kind == "module" and step is not None:
                     ms = statistics.median(step.time_step_ms() for _ in range(reps))
                     ratios.append(ms * 1e3 / step.launches / values[kind][-1])
+                    ms = statistics.median(step.time_sam_ms() for _ in range(reps))
+                    sam_ratios.append(ms * 1e3 / step.sam_launches / values[kind][-1])
             if progress is not None:
                 progress(i + 1, samples)
     except KeyboardInterrupt:  # keep the samples taken so far
@@ -267,7 +312,11 @@ def measure_host_speed(device: torch.device, *, kinds: Sequence[str] = ("add", "
         return ProbeSeries(kind=kind, unit=PROBE_UNITS[kind], samples_us=v, aten_calls=calls, device_launches=launches,
                            decode_step_calls=step.calls if timed and step else None,
                            decode_step_launches=step.launches if timed and step else None,
-                           decode_ratio_samples=ratios if timed else None)
+                           decode_ratio_samples=ratios if timed else None,
+                           sam_mode=step.sam_mode if timed and step else None,
+                           sam_launches=step.sam_launches if timed and step else None,
+                           sam_syncs=step.sam_syncs if timed and step else None,
+                           sam_ratio_samples=sam_ratios[:len(ratios)] if timed and sam_ratios else None)
 
     return HostSpeed(device=str(device), device_name=name, torch_version=str(torch.__version__), reps=reps,
                      interval_s=interval_s, probes={k: series(k, v) for k, v in values.items()},
@@ -301,11 +350,18 @@ def load_host_speed(path: Path) -> HostSpeed:
             def opt_int(name: str, raw: dict[str, Any] = raw) -> int | None:
                 return None if raw.get(name) is None else int(raw[name])
 
+            sam = raw.get("sam_ratio_samples")
+            if sam is not None:
+                sam = [float(x) for x in sam]
+                if not sam or not all(math.isfinite(x) and x > 0 for x in sam) or not raw.get("sam_launches"):
+                    raise ValueError(f"probe {key!r}: sam_ratio_samples must be positive numbers, with sam_launches")
             probes[key] = ProbeSeries(kind=str(raw["kind"]), unit=str(raw["unit"]), samples_us=samples,
                                       aten_calls=opt_int("aten_calls"), device_launches=opt_int("device_launches"),
                                       decode_step_calls=opt_int("decode_step_calls"),
                                       decode_step_launches=opt_int("decode_step_launches"),
-                                      decode_ratio_samples=ratios)
+                                      decode_ratio_samples=ratios, sam_ratio_samples=sam,
+                                      sam_mode=None if raw.get("sam_mode") is None else str(raw["sam_mode"]),
+                                      sam_launches=opt_int("sam_launches"), sam_syncs=opt_int("sam_syncs"))
         return HostSpeed(device=str(data["device"]), device_name=str(data["device_name"]),
                          torch_version=str(data["torch_version"]), reps=int(data["reps"]),
                          interval_s=float(data["interval_s"]), probes=probes, created_utc=str(data["created_utc"]),

@@ -168,21 +168,38 @@ def aten_calls(fn: Callable[[], Any]) -> int:
     return counter.calls
 
 
-def device_launches(fn: Callable[[], Any], device: torch.device | str) -> int | None:
-    """Device events (kernels, memcpys, memsets) one call of ``fn`` puts on ``device``, counted under
-    torch.profiler as the run's stage timelines count them (llm_perf_opt.profiling.timeline.DEVICE_CATS).
-    None off CUDA (no device launches there)."""
+def device_activity(fn: Callable[[], Any], device: torch.device | str) -> tuple[int, int] | None:
+    """(device launches, host syncs) of one call of ``fn`` on ``device``, under torch.profiler: the launches
+    are its device events (kernels, memcpys, memsets; as the run's stage timelines count them,
+    llm_perf_opt.profiling.timeline.DEVICE_CATS), the syncs its stream/device/event synchronize calls
+    (timeline.SYNC_CALLS). None off CUDA (no device launches there)."""
     dev = torch.device(device)
     if dev.type != "cuda":
         return None
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
-    host_sync(dev)
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        fn()
+    from llm_perf_opt.profiling.timeline import SYNC_CALLS
+
+    def traced(call: Callable[[], Any]) -> tuple[int, int]:
         host_sync(dev)
-    return sum(1 for e in prof.events() if e.device_type == DeviceType.CUDA)
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            call()
+            host_sync(dev)
+        events = list(prof.events())
+        return (sum(1 for e in events if e.device_type == DeviceType.CUDA),
+                sum(1 for e in events if e.device_type == DeviceType.CPU and e.name in SYNC_CALLS))
+
+    # the closing host_sync is ours, not ``fn``'s: its own trace says what it adds
+    _, own_syncs = traced(lambda: None)
+    launches, syncs = traced(fn)
+    return launches, max(syncs - own_syncs, 0)
+
+
+def device_launches(fn: Callable[[], Any], device: torch.device | str) -> int | None:
+    """Device launches of one call of ``fn`` (:func:`device_activity`); None off CUDA."""
+    activity = device_activity(fn, device)
+    return None if activity is None else activity[0]
 
 
 class ModuleHostProbe:

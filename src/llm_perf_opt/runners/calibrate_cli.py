@@ -168,6 +168,27 @@ def _host_speed_prior(path: Path, probe: str) -> tuple[Any, float]:
     return speed, module.us_per_launch
 
 
+def _sam_host_s_per_op(args: argparse.Namespace, config: Any, dtype: str, module: Any) -> float:
+    """SAM's host seconds per dispatched op from a host-speed file's SAM pass: the pass's host time at the
+    module probe's median (ratio x probe x launches) less the syncs the timeline charges on their own, over
+    the ops the analytic SAM stage of that page issues (timeline_model.stage_host_work)."""
+    from llm_perf_opt.analytic.model import AnalyticModel
+    from llm_perf_opt.analytic.timeline_model import stage_host_work
+    from llm_perf_opt.data.analytic import OCRWorkloadProfile
+    from llm_perf_opt.vocab import Stage
+
+    wl = OCRWorkloadProfile.create(profile_id="sam-pass", mode=module.sam_mode, image_width_px=1240,
+                                   image_height_px=1754, prompt_text_tokens=PRIOR_PROMPT_TOKENS, max_new_tokens=1,
+                                   dtype=dtype, attention="eager", experts="grouped_mm")
+    ops, syncs = stage_host_work(AnalyticModel(config, wl).stages[Stage.VISION_SAM])
+    pass_s = module.sam_ratio * module.median_us * 1e-6 * module.sam_launches
+    host_s = pass_s - syncs * args.host_sync_us * 1e-6
+    if ops <= 0 or host_s <= 0:
+        raise UserError(f"--host-speed {args.host_speed}: its SAM pass ({pass_s * 1e3:.2f} ms) leaves no host "
+                        f"time beyond {syncs} syncs of {args.host_sync_us:g} us")
+    return float(host_s / ops)
+
+
 def _prior(args: argparse.Namespace, runs: list[tuple[Any, Any]], evaluate: bool = True) -> Calibration:
     """The --prior calibration for the runs' GPU and dtype (or --gpu / --dtype without runs), evaluated on
     every run given."""
@@ -240,8 +261,12 @@ def _prior(args: argparse.Namespace, runs: list[tuple[Any, Any]], evaluate: bool
                             f"{'runs are' if runs else 'prior is'} on {spec.key!r}")
         exponent = (HOST_PROBE_EXPONENTS[args.host_probe] if args.host_probe_exponent is None
                     else args.host_probe_exponent)
+        hosts = dict(prior.stage_host_s_per_kernel)
+        module = speed.probes["module"]
+        if module.sam_ratio is not None and module.sam_launches and module.sam_mode:
+            hosts[Stage.VISION_SAM.value] = _sam_host_s_per_op(args, model.config, dtype, module)
         prior = evolve(prior, host_probe=args.host_probe, host_probe_us=speed.probes[args.host_probe].median_us,
-                       host_probe_exponent=exponent)
+                       host_probe_exponent=exponent, stage_host_s_per_kernel=hosts)
     return evaluate_prior(prior, runs) if runs and evaluate else prior
 
 
@@ -328,6 +353,10 @@ def run(args: argparse.Namespace) -> int:
               f"{cal.default_bandwidth_efficiency:.3f} of its bandwidth, "
               f"{cal.host_s_per_kernel('decode') * 1e6:.1f} us host time per dispatched op, "
               f"{cal.host_sync_s * 1e6:.1f} us per sync")
+        if args.host_speed is not None:
+            print(f"host costs from {args.host_speed} at its {cal.host_probe} probe of {cal.host_probe_us:.2f} us "
+                  f"(SAM {cal.host_s_per_kernel('vision.sam') * 1e6:.1f} us per op), scaled by each run's own "
+                  f"{cal.host_probe} probe")
     if fit_b:
         print(f"rms stage error on fitted runs: {rms(fit_b):.1%} -> {rms(fit_a):.1%}")
     if held:

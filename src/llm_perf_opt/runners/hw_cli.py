@@ -219,9 +219,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="seconds between samples, to see the host's drift (default 0.5)")
     probe.add_argument("--decode-step", action="store_true",
                        help="also build the full model (random bf16 weights, ~7 GB of GPU memory, ~20 s) and time "
-                            "--reps decode steps of a Base page right after each module sample: the host us per "
-                            "launch of a real decode step over the module probe's us per call, which "
-                            "calibrate --prior --host-speed needs (CUDA, with the module probe)")
+                            "--reps decode steps of a Base page and --reps SAM passes of a Tiny page right after "
+                            "each module sample: their host us per launch over the module probe's us per call, "
+                            "which calibrate --prior --host-speed needs (CUDA, with the module probe)")
     probe.add_argument("--out", type=Path, default=None, metavar="FILE", help="also write the samples as JSON to FILE")
     probe.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
@@ -504,6 +504,11 @@ def render_probe(speed: Any) -> str:
                          f"(tiny forward: {series.aten_calls} calls, {series.device_launches} launches): "
                          f"{series.us_per_launch:.2f} host us per launch at the median (calibrate --prior "
                          "--host-speed scales it by each run's probe)")
+        if series.sam_ratio is not None:
+            lines.append(f"{kind}: a SAM pass on a {series.sam_mode} page ({series.sam_launches} launches, "
+                         f"{series.sam_syncs} host syncs) takes {series.sam_ratio:.3f} x the probe's us per call "
+                         f"per launch: {series.sam_ratio * series.median_us * (series.sam_launches or 0) / 1e3:.2f} "
+                         "ms at the median")
     return "\n".join(lines)
 
 
