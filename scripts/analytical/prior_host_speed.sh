@@ -6,7 +6,7 @@
 # Then the per-stage summary of each (host_figures.py prior: runs within 25%, rms error).
 #
 # Usage: scripts/analytical/prior_host_speed.sh HOST_SPEED [OUTDIR]   (default OUTDIR tmp/prior-host-speed;
-#        PYTHON=python by default; ~3 min on 2 cores)
+#        PYTHON=python by default; ~6 min on 2 cores)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"
