@@ -183,7 +183,10 @@ def test_a_host_speed_file_with_bad_samples_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "speed.json"
     for probes, message in (({"add": {"kind": "add", "unit": "u", "samples_us": [1.0, -2.0]}}, "no positive samples"),
                             ({"module": {"kind": "module", "unit": "u", "samples_us": [1.0],
-                                         "decode_ratio_samples": [0.0]}}, "decode_ratio_samples must be positive")):
+                                         "decode_ratio_samples": [0.0]}}, "decode_ratio_samples must be positive"),
+                            ({"module": {"kind": "module", "unit": "u", "samples_us": [1.0], "sam_mode": "huge",
+                                         "sam_launches": 4, "sam_ratio_samples": [2.0]}},
+                             "sam_mode 'huge' is not one of tiny, small")):
         path.write_text(json.dumps({**base, "probes": probes}))
         with pytest.raises(UserError, match=message):
             host_speed.load_host_speed(path)

@@ -326,6 +326,8 @@ def measure_host_speed(device: torch.device, *, kinds: Sequence[str] = ("add", "
 def load_host_speed(path: Path) -> HostSpeed:
     """Read a host-speed file written by ``llm-perf-opt hw probe --out``; UserError naming the file and the
     problem when it is missing, not JSON, of another kind or lacks a field."""
+    from llm_perf_opt.models.deepseek_ocr.modes import MODES
+
     try:
         data = json.loads(Path(path).read_text())
     except FileNotFoundError:
@@ -351,6 +353,8 @@ def load_host_speed(path: Path) -> HostSpeed:
                 return None if raw.get(name) is None else int(raw[name])
 
             sam = raw.get("sam_ratio_samples")
+            if raw.get("sam_mode") is not None and raw["sam_mode"] not in MODES:
+                raise ValueError(f"probe {key!r}: sam_mode {raw['sam_mode']!r} is not one of {', '.join(MODES)}")
             if sam is not None:
                 sam = [float(x) for x in sam]
                 if not sam or not all(math.isfinite(x) and x > 0 for x in sam) or not raw.get("sam_launches"):

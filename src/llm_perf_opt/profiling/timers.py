@@ -211,8 +211,9 @@ class ModuleHostProbe:
     device time, so the host's issue time is what is measured. Built once (two warm-up calls and one
     counted call); each :meth:`probe` is the median over ``reps`` forwards of the forward's host time
     divided by :attr:`ops`, the aten calls it dispatches. With ``count_launches`` (CUDA), one more untimed
-    call under the profiler counts :attr:`launches`, the device launches per forward, so that
-    ``probe() * ops / launches`` is the host us per launch on the decoder's code path.
+    call under the profiler counts :attr:`launches`, the device launches per forward (of this tiny
+    forward only: a full-width decode step makes other calls per launch, which ``hw probe --decode-step``
+    times instead).
     """
 
     def __init__(self, fn: Callable[[], Any], device: torch.device | str, *, count_launches: bool = False) -> None:

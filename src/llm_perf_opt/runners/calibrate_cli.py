@@ -138,6 +138,8 @@ def rms(errors: Sequence[StageError]) -> float:
 
 #: prompt tokens besides the image slots of the prior's conversion workload (BOS + the default OCR prompt)
 PRIOR_PROMPT_TOKENS = 9
+#: the page size the prior's own workloads assume (an A4 page at 150 dpi, as llm_perf_opt.inputs.synthetic draws)
+PRIOR_PAGE_PX = (1240, 1754)
 
 
 def _device_prior(args: argparse.Namespace, runs: list[tuple[Any, Any]]) -> Calibration:
@@ -177,8 +179,9 @@ def _sam_host_s_per_op(args: argparse.Namespace, config: Any, dtype: str, module
     from llm_perf_opt.data.analytic import OCRWorkloadProfile
     from llm_perf_opt.vocab import Stage
 
-    wl = OCRWorkloadProfile.create(profile_id="sam-pass", mode=module.sam_mode, image_width_px=1240,
-                                   image_height_px=1754, prompt_text_tokens=PRIOR_PROMPT_TOKENS, max_new_tokens=1,
+    wl = OCRWorkloadProfile.create(profile_id="sam-pass", mode=module.sam_mode, image_width_px=PRIOR_PAGE_PX[0],
+                                   image_height_px=PRIOR_PAGE_PX[1], prompt_text_tokens=PRIOR_PROMPT_TOKENS,
+                                   max_new_tokens=1,
                                    dtype=dtype, attention="eager", experts="grouped_mm")
     ops, syncs = stage_host_work(AnalyticModel(config, wl).stages[Stage.VISION_SAM])
     pass_s = module.sam_ratio * module.median_us * 1e-6 * module.sam_launches
@@ -224,7 +227,8 @@ def _prior(args: argparse.Namespace, runs: list[tuple[Any, Any]], evaluate: bool
         spec = catalog.get(args.gpu)
         dtype = args.dtype or "bf16"
         # the decode stage that converts the per-kernel host cost: one Base page of the default prompt
-        wl = OCRWorkloadProfile.create(profile_id="prior", mode="base", image_width_px=1240, image_height_px=1754,
+        wl = OCRWorkloadProfile.create(profile_id="prior", mode="base", image_width_px=PRIOR_PAGE_PX[0],
+                                       image_height_px=PRIOR_PAGE_PX[1],
                                        prompt_text_tokens=PRIOR_PROMPT_TOKENS, max_new_tokens=64, dtype=dtype,
                                        attention="eager", experts="grouped_mm")
         model = AnalyticModel(DeepseekOCRConfig.named(args.config or "default"), wl)
