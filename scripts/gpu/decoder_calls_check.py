@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True, help="JSON file to write")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
-        raise UserError("decoder_calls_check.py needs a CUDA GPU")
+        raise UserError("needs a CUDA GPU")
     if args.batch < 1 or args.steps < 1:
         raise UserError(f"--batch and --steps must be >= 1, got {args.batch} and {args.steps}")
     config = DeepseekOCRConfig.default()

@@ -37,7 +37,9 @@ def test_the_prior_follows_each_runs_module_probe(tmp_path: Path, capsys: pytest
     assert calibrate_cli.main([*common, "--out", str(const)]) == 0
     assert calibrate_cli.main([*common, "--host-speed", str(speed_path), "--host-probe", "module",
                                "--out", str(follow)]) == 0
-    assert f"host costs from {speed_path} at its module probe of " in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"host costs from {speed_path} at its module probe of " in out
+    assert f"{speed_path} records no GPU UUID" in out  # written before files named their machine
     module = load_host_speed(speed_path).probes["module"]
     cal = load_calibration(follow)
     assert cal.host_probe == "module" and cal.host_probe_us == pytest.approx(module.median_us)
@@ -118,3 +120,19 @@ def test_a_sam_pass_in_the_file_prices_sams_ops_apart(tmp_path: Path, capsys: py
         return next(e.relative_error for e in load_calibration(path).fit.after if e.stage == "vision.sam")
 
     assert sam_error(outs["decode-only"]) < sam_error(outs["sam"]) < 0
+
+
+def test_the_prior_says_which_runs_ran_on_the_files_machine(tmp_path: Path) -> None:
+    from llm_perf_opt.compare.runs import load_run
+
+    runs = [load_run(RUNS / f"h200-{m}-{STAMP}") for m in ("base-b1", "small-b1")]
+    uuid, _cpu = runs[0].machine()
+    env = json.loads((RUNS / f"h200-base-b1-{STAMP}" / "torch_profiler" / "env.json").read_text())
+    assert uuid == env["gpu"]["uuid"] and runs[1].machine()[0] == uuid  # one session, one machine
+    raw = json.loads((HW / "host-speed-decode-1.json").read_text())
+    path = tmp_path / "speed.json"
+    path.write_text(json.dumps({**raw, "gpu_uuid": uuid, "cpu_model": "Test CPU"}))
+    line = calibrate_cli.machine_match_line(path, runs)
+    assert line == f"{path} was probed on {uuid} (Test CPU); 2 of 2 runs ran on that machine"
+    path.write_text(json.dumps({**raw, "gpu_uuid": "GPU-another"}))
+    assert calibrate_cli.machine_match_line(path, runs).endswith("0 of 2 runs ran on that machine, 2 on another")

@@ -98,7 +98,7 @@ def test_launches_are_counted_on_cuda_only() -> None:
 
 def _fake_cuda_probe(monkeypatch: pytest.MonkeyPatch, probe_us: list[float], step_ms: float) -> None:
     """The module probe reads ``probe_us`` in turn (10 calls, 5 launches per tiny forward); a decode step makes
-    100 calls and 50 launches and takes ``step_ms``; the device is named NVIDIA H200."""
+    100 calls and 50 launches and takes ``step_ms``; the device is named NVIDIA H200 (UUID GPU-0000-fake)."""
     from llm_perf_opt.models.deepseek_ocr import modeling
 
     values = iter(probe_us)
@@ -127,6 +127,7 @@ def _fake_cuda_probe(monkeypatch: pytest.MonkeyPatch, probe_us: list[float], ste
     monkeypatch.setattr(timers, "ModuleHostProbe", FakeModule)
     monkeypatch.setattr(host_speed, "DecodeStepProgram", FakeStep)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
+    monkeypatch.setattr(host_speed, "gpu_uuid", lambda device: "GPU-0000-fake")
 
 
 def test_decode_step_ratio_is_the_steps_us_per_launch_over_the_probe_before_it(
@@ -145,6 +146,8 @@ def test_decode_step_ratio_is_the_steps_us_per_launch_over_the_probe_before_it(
     path.write_text(json.dumps(speed.as_dict()))
     again = host_speed.load_host_speed(path)
     assert again.probes["module"] == module and again.device_name == "NVIDIA H200"
+    # the file names its machine, so a prior can tell which runs were taken on it
+    assert again.gpu_uuid == "GPU-0000-fake" and again.cpu_model == speed.cpu_model
     assert json.loads(path.read_text())["probes"]["module"]["median_us_per_launch"] == pytest.approx(20.0)
     # without the decode step nothing is claimed about a real step
     _fake_cuda_probe(monkeypatch, [10.0], step_ms=1.0)

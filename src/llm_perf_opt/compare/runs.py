@@ -157,6 +157,18 @@ class MeasuredRun:
             return None
         return prefill + decode
 
+    def machine(self) -> tuple[str | None, str | None]:
+        """(GPU UUID, host CPU model) from the runner's env.json; None for what it does not record (runs
+        before the CPU model was recorded, CPU runs, folders without env.json)."""
+        env = self.report_path.parent / "env.json"
+        try:
+            raw = json.loads(env.read_text(encoding="utf-8"))
+            uuid = (raw.get("gpu") or {}).get("uuid")
+            cpu = (raw.get("cpu") or {}).get("model")
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+            return None, None
+        return (str(uuid) if uuid else None), (str(cpu) if cpu else None)
+
     def software(self) -> dict[str, str]:
         """torch / transformers (and CUDA, from the runner's env.json when present) versions of the run."""
         out = {"torch": self.report.meta.torch_version, "transformers": self.report.meta.transformers_version}

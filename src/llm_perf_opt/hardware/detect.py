@@ -164,7 +164,8 @@ def query_driver_info(index: int, uuid: str | None) -> tuple[DriverInfo | None, 
     return None, "; ".join(reasons)
 
 
-def _uuid_of(props: Any) -> str | None:
+def uuid_of(props: Any) -> str | None:
+    """A device-properties object's UUID as 'GPU-...' (None when torch exposes none)."""
     raw = getattr(props, "uuid", None)
     if raw is None:
         return None
@@ -195,7 +196,7 @@ def detect_gpu(index: int = 0, catalog: GpuCatalog | None = None) -> DetectedGpu
         key = catalog.resolve_device(name, memory).key
     except UserError as exc:
         error = str(exc)
-    uuid = _uuid_of(props)
+    uuid = uuid_of(props)
     info, reason = query_driver_info(index, uuid)
     return DetectedGpu(
         index=index,

@@ -132,11 +132,23 @@ class HostSpeed:
     probes: dict[str, ProbeSeries]
     created_utc: str
     interrupted: bool = field(default=False, metadata={"help": "stopped by an interrupt before every sample"})
+    gpu_uuid: str | None = field(default=None, metadata={"help": "UUID of the probed GPU ('GPU-...'; None: "
+                                                                 "not exposed, or a file written before it was recorded)"})
+    cpu_model: str | None = field(default=None, metadata={"help": "the host CPU's model name (None: unknown)"})
 
     def as_dict(self) -> dict[str, Any]:
         """JSON form (``kind`` = HOST_SPEED_KIND)."""
         out = {k: v for k, v in asdict(self, recurse=False).items() if k != "probes"}
         return {"kind": HOST_SPEED_KIND, **out, "probes": {k: v.as_dict() for k, v in self.probes.items()}}
+
+
+def gpu_uuid(device: torch.device) -> str | None:
+    """UUID ('GPU-...') of a CUDA ``device`` as torch reports it; None off CUDA or when torch does not say."""
+    from llm_perf_opt.hardware.detect import uuid_of
+
+    if device.type != "cuda":
+        return None
+    return uuid_of(torch.cuda.get_device_properties(device.index or 0))
 
 
 def resolve_device(name: str | None) -> torch.device:
@@ -256,6 +268,7 @@ def measure_host_speed(device: torch.device, *, kinds: Sequence[str] = ("add", "
     """
     from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
     from llm_perf_opt.models.deepseek_ocr.modeling import tiny_decoder_program
+    from llm_perf_opt.profiling.env import cpu_model
     from llm_perf_opt.profiling.timers import ModuleHostProbe, host_probe_us
 
     unknown = [k for k in kinds if k not in PROBE_UNITS]
@@ -320,7 +333,8 @@ def measure_host_speed(device: torch.device, *, kinds: Sequence[str] = ("add", "
 
     return HostSpeed(device=str(device), device_name=name, torch_version=str(torch.__version__), reps=reps,
                      interval_s=interval_s, probes={k: series(k, v) for k, v in values.items()},
-                     created_utc=_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), interrupted=interrupted)
+                     created_utc=_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), interrupted=interrupted,
+                     gpu_uuid=gpu_uuid(device), cpu_model=cpu_model())
 
 
 def load_host_speed(path: Path) -> HostSpeed:
@@ -369,6 +383,8 @@ def load_host_speed(path: Path) -> HostSpeed:
         return HostSpeed(device=str(data["device"]), device_name=str(data["device_name"]),
                          torch_version=str(data["torch_version"]), reps=int(data["reps"]),
                          interval_s=float(data["interval_s"]), probes=probes, created_utc=str(data["created_utc"]),
-                         interrupted=bool(data.get("interrupted", False)))
+                         interrupted=bool(data.get("interrupted", False)),
+                         gpu_uuid=None if data.get("gpu_uuid") is None else str(data["gpu_uuid"]),
+                         cpu_model=None if data.get("cpu_model") is None else str(data["cpu_model"]))
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise UserError(f"{path}: malformed host-speed file ({type(exc).__name__}: {exc})") from None

@@ -48,6 +48,20 @@ def _version(module: str) -> str | None:
     return str(getattr(mod, "__version__", None))
 
 
+def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str | None:
+    """The host CPU's model name (Linux: ``cpuinfo``'s 'model name'; else platform.processor()); None
+    when neither says. Tells apart the machines a probe and a run were taken on."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
 def collect_env(device: torch.device) -> tuple[dict[str, Any], DetectedGpu | None]:
     """env.json content and the detected GPU (None on CPU runs)."""
     gpu = detect_gpu(device.index or 0) if device.type == "cuda" else None
@@ -55,7 +69,7 @@ def collect_env(device: torch.device) -> tuple[dict[str, Any], DetectedGpu | Non
     env: dict[str, Any] = {
         "device": str(device),
         "gpu": gpu.as_dict() if gpu else None,
-        "cpu": {"machine": platform.machine(), "processor": platform.processor() or None,
+        "cpu": {"machine": platform.machine(), "processor": platform.processor() or None, "model": cpu_model(),
                 "logical_cores": os.cpu_count(), "torch_threads": torch.get_num_threads()},
         "software": {
             "python": sys.version.split()[0], "platform": platform.platform(),

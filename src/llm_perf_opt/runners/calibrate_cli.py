@@ -170,6 +170,27 @@ def _host_speed_prior(path: Path, probe: str) -> tuple[Any, float]:
     return speed, module.us_per_launch
 
 
+def machine_match_line(path: Path, runs: Sequence[Any]) -> str:
+    """One line saying on which machine the host-speed file at ``path`` was probed (GPU UUID, CPU model) and
+    which runs ran there: a host cost per op measured on another machine carries that host's speed ratios
+    (SAM's over the module probe's differs from host to host), which no probe scaling removes."""
+    from llm_perf_opt.hardware.host_speed import load_host_speed
+
+    speed = load_host_speed(path)
+    if speed.gpu_uuid is None:
+        return f"{path} records no GPU UUID (written before machines were recorded): its machine is unknown"
+    where = f"{path} was probed on {speed.gpu_uuid}" + (f" ({speed.cpu_model})" if speed.cpu_model else "")
+    same = [r.run_id for r in runs if r.machine()[0] == speed.gpu_uuid]
+    unknown = [r.run_id for r in runs if r.machine()[0] is None]
+    other = len(runs) - len(same) - len(unknown)
+    parts = [f"{len(same)} of {len(runs)} runs ran on that machine"]
+    if other:
+        parts.append(f"{other} on another")
+    if unknown:
+        parts.append(f"{len(unknown)} record no GPU UUID")
+    return f"{where}; " + ", ".join(parts)
+
+
 def _sam_host_s_per_op(args: argparse.Namespace, config: Any, dtype: str, module: Any) -> float:
     """SAM's host seconds per dispatched op from a host-speed file's SAM pass: the pass's host time at the
     module probe's median (ratio x probe x launches) less the syncs the timeline charges on their own, over
@@ -361,6 +382,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"host costs from {args.host_speed} at its {cal.host_probe} probe of {cal.host_probe_us:.2f} us "
                   f"(SAM {cal.host_s_per_kernel('vision.sam') * 1e6:.1f} us per op), scaled by each run's own "
                   f"{cal.host_probe} probe")
+            print(machine_match_line(args.host_speed, [r for r, _ in [*fit_runs, *held]]))
     if fit_b:
         print(f"rms stage error on fitted runs: {rms(fit_b):.1%} -> {rms(fit_a):.1%}")
     if held:

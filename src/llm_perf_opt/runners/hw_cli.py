@@ -493,7 +493,9 @@ def render_probe(speed: Any) -> str:
         d = series.as_dict()
         rows.append([kind, f"{d['median_us']:.2f}", f"{d['mean_us']:.2f}", f"{d['min_us']:.2f}", f"{d['max_us']:.2f}",
                      str(len(series.samples_us)), series.unit])
-    head = f"host probes on {speed.device} ({speed.device_name}; torch {speed.torch_version})"
+    machine = "; ".join(x for x in (speed.gpu_uuid, speed.cpu_model) if x)
+    head = (f"host probes on {speed.device} ({speed.device_name}; torch {speed.torch_version}"
+            f"{'; ' + machine if machine else ''})")
     note = ("what-if --host-probe-us takes the median of the probe kind the calibration was fitted with "
             "(its host_probe field)")
     lines = [head, _table(["probe", "median us", "mean us", "min us", "max us", "samples", "unit"], rows), note]
