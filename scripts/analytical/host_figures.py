@@ -6,6 +6,9 @@
     python scripts/analytical/host_figures.py probe RUN_DIR [RUN_DIR ...]
         per run: mean host probe and decode ms per pass; slope and correlation of log(decode) on log(probe)
         between the run means and over all passes pooled
+    python scripts/analytical/host_figures.py passes RUN_DIR [RUN_DIR ...] [--stage vision.sam]
+        per run: the stage's pass-to-pass coefficient of variation; over all passes, each run divided by its
+        own means: correlation of the stage with the module probe before its pass, and with the pass's decode
     python scripts/analytical/host_figures.py exponents --calibration CAL RUN_DIR [RUN_DIR ...]
         a timeline calibration on other runs with its fitted probe exponent, with 1 and with 0
     python scripts/analytical/host_figures.py launches tests/data/census/census-h200-stages.json
@@ -131,6 +134,44 @@ def probe(runs: Sequence[Path], which: str = "add") -> list[str]:
         s, r = _slope([x for x, _ in centred], [y for _, y in centred])
         lines.append(f"within runs (each centred on its means): slope {s:.2f}, correlation {r:.2f}, "
                      f"reduced-major-axis slope {s / r:.2f} ({len(centred)} passes)")
+    return lines
+
+
+def _passes(run_dir: Path) -> list[dict[str, Any]]:
+    """The ok passes of a run folder's passes.jsonl (the folder or its torch_profiler/ child)."""
+    for path in (run_dir / "passes.jsonl", run_dir / "torch_profiler" / "passes.jsonl"):
+        if path.is_file():
+            try:
+                rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise UserError(f"{path}: not readable JSON lines ({exc})") from None
+            return [r for r in rows if isinstance(r, dict) and r.get("status", "ok") == "ok"]
+    raise UserError(f"{run_dir}: no passes.jsonl (a profiling run folder)")
+
+
+def passes(runs: Sequence[Path], stage: str = "vision.sam") -> list[str]:
+    """Per run, the stage's ms per pass (mean, coefficient of variation); over the passes of every run, each
+    divided by its run's mean: the correlation of the stage with the module probe taken before its pass
+    (host_module_probe_us) and with the same pass's decode ms (a long stage, which averages the host's
+    speed over seconds)."""
+    lines = [f"{'run':<36} {stage + ' ms':>14} {'CV':>6} {'probe us':>9} {'passes':>6}"]
+    rel: list[tuple[float, float, float]] = []
+    for d in runs:
+        rows = [r for r in _passes(d) if r.get("host_module_probe_us") and stage in (r.get("stage_ms") or {})
+                and "decode" in r["stage_ms"]]
+        if len(rows) < 2:
+            raise UserError(f"{d}: fewer than 2 passes with {stage}, decode and a module probe")
+        st_ms = [float(r["stage_ms"][stage]) for r in rows]
+        dec = [float(r["stage_ms"]["decode"]) for r in rows]
+        pr = [float(r["host_module_probe_us"]) for r in rows]
+        ms, md, mp = statistics.fmean(st_ms), statistics.fmean(dec), statistics.fmean(pr)
+        rel.extend((a / ms, b / md, c / mp) for a, b, c in zip(st_ms, dec, pr, strict=True))
+        lines.append(f"{d.name:<36} {ms:>14.2f} {statistics.stdev(st_ms) / ms:>6.2f} {mp:>9.2f} {len(rows):>6}")
+    if len(rel) >= 3:
+        a, b, c = ([x[i] for x in rel] for i in range(3))
+        lines.append(f"within runs ({len(rel)} passes): {stage} with the module probe {statistics.correlation(a, c):.2f}, "
+                     f"with the pass's decode {statistics.correlation(a, b):.2f}; decode with the probe "
+                     f"{statistics.correlation(b, c):.2f}")
     return lines
 
 
@@ -808,6 +849,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--probe", choices=("add", "module"), default="add",
                    help="add: us per tiny in-place add (host_probe_us, default); module: us per aten call of a "
                         "tiny decoder forward on the model's own code path (host_module_probe_us)")
+    p = sub.add_parser("passes", help="a stage's pass-to-pass spread and what it follows within runs")
+    p.add_argument("runs", type=Path, nargs="+", metavar="RUN_DIR", help="profiling run folders (passes.jsonl)")
+    p.add_argument("--stage", default="vision.sam", help="stage range of passes.jsonl (default vision.sam)")
     p = sub.add_parser("exponents", help="a timeline calibration on runs at its probe exponent, 1 and 0")
     p.add_argument("--calibration", type=Path, required=True, metavar="FILE", help="timeline calibration JSON")
     p.add_argument("--config", default="default", metavar="NAME", help="model config to analyse (default default)")
@@ -885,6 +929,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             lines = census(args.file, args.workload)
         elif args.cmd == "probe":
             lines = probe(args.runs, args.probe)
+        elif args.cmd == "passes":
+            lines = passes(args.runs, args.stage)
         elif args.cmd == "launches":
             lines = launches(args.file, args.config)
         elif args.cmd == "exponents":

@@ -215,12 +215,37 @@ def test_census_kernel_groups_by_op_and_shape(capsys: pytest.CaptureFixture[str]
     assert "no kernel group of base:4 prefill matches" in capsys.readouterr().err
 
 
+def test_passes_spread_and_correlations_within_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import statistics
+
+    runs = [RUNS / f"h200-{m}-b1-20261204T000735Z" for m in ("base", "small")]
+    assert _script().main(["passes", *map(str, runs)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = [json.loads(x) for x in (runs[1] / "torch_profiler" / "passes.jsonl").read_text().splitlines()]
+    sam = [r["stage_ms"]["vision.sam"] for r in rows]
+    small = lines[2].split()
+    assert small[0] == runs[1].name and float(small[1]) == pytest.approx(statistics.fmean(sam), abs=0.01)
+    assert float(small[2]) == pytest.approx(statistics.stdev(sam) / statistics.fmean(sam), abs=0.01)
+    assert lines[-1].startswith("within runs (16 passes): vision.sam with the module probe ")
+    # each run is divided by its own means: a run scaled as a whole leaves the correlations as they were
+    copy = tmp_path / "scaled"
+    (copy / "torch_profiler").mkdir(parents=True)
+    scaled = [{**r, "stage_ms": {k: 3 * v for k, v in r["stage_ms"].items()},
+               "host_module_probe_us": 2 * r["host_module_probe_us"]} for r in rows]
+    (copy / "torch_profiler" / "passes.jsonl").write_text("\n".join(json.dumps(r) for r in scaled) + "\n")
+    assert _script().main(["passes", str(runs[0]), str(copy)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == lines[-1]
+    assert _script().main(["passes", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no passes.jsonl" in err
+
+
 def test_help_of_the_script_and_of_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
     mod = _script()
     with pytest.raises(SystemExit) as top:
         mod.main(["--help"])
     assert top.value.code == 0
-    subcommands = ("census", "probe", "exponents", "launches", "prior", "device", "table", "cross", "moved",
+    subcommands = ("census", "probe", "passes", "exponents", "launches", "prior", "device", "table", "cross", "moved",
                    "batch-gap", "gaps", "rates", "kernels", "leaves", "gemms")
     out = capsys.readouterr().out
     assert all(name in out for name in subcommands)
