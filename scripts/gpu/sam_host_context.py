@@ -51,6 +51,27 @@ from llm_perf_opt.vocab import Stage
 CONTEXTS = ("probe", "prepare", "prepare_held", "prepare_second", "prepare_probe", "sleep", "flush", "vision")
 
 
+#: cudaSetDeviceFlags values of the host thread's wait in a sync (CUDA runtime API, cudaDeviceSchedule*)
+SCHEDULES = {"auto": 0, "spin": 1, "yield": 2, "blocking": 4}
+
+
+def set_schedule(name: str) -> None:
+    """Set how the host thread waits in a sync (cudaSetDeviceFlags on device 0) through the CUDA runtime torch
+    has loaded; UserError when it cannot be found or refuses."""
+    import ctypes
+
+    with open("/proc/self/maps", encoding="utf-8") as fh:
+        paths = sorted({line.split()[-1] for line in fh if "libcudart.so" in line})
+    if not paths:
+        raise UserError("--schedule: torch has not loaded a shared CUDA runtime (libcudart.so) to set it on")
+    lib = ctypes.CDLL(paths[0])
+    if lib.cudaSetDevice(0) != 0 or lib.cudaSetDeviceFlags(SCHEDULES[name]) != 0:
+        raise UserError(f"--schedule {name}: cudaSetDeviceFlags refused")
+    flags = ctypes.c_uint(0)
+    if lib.cudaGetDeviceFlags(ctypes.byref(flags)) != 0 or (flags.value & 7) != SCHEDULES[name]:
+        raise UserError(f"--schedule {name}: the device's flags read {flags.value:#x} afterwards")
+
+
 def timed(fn: Callable[[], object], dev: torch.device) -> tuple[float, float]:
     """(CUDA-event ms, host-clock ms) of one call of ``fn`` started on an idle device."""
     torch.cuda.synchronize(dev)
@@ -90,7 +111,8 @@ def summarize(samples: dict[str, dict[str, list[float]]], launches: int) -> dict
 def render(data: dict[str, Any]) -> str:
     """Text table of a written JSON's summary."""
     lines = [f"SAM pass on a {data['mode']} page: {data['sam_launches']} launches, {data['sam_syncs']} syncs, "
-             f"{data['rounds']} rounds ({data['gpu']}, {data.get('gpu_uuid') or 'UUID not recorded'})",
+             f"{data['rounds']} rounds ({data['gpu']}, {data.get('gpu_uuid') or 'UUID not recorded'}; sync wait: "
+             f"{data.get('schedule') or 'runtime default'})",
              f"{'context':<15} {'SAM ms':>8} {'probe us':>9} {'per launch / probe':>19} {'min':>6} {'max':>6}"]
     for ctx, row in data["summary"].items():
         lines.append(f"{ctx:<15} {row['median_event_ms']:>8.2f} {row['median_probe_us']:>9.2f} "
@@ -109,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=15, help="rounds; each times every context once (default 15)")
     ap.add_argument("--sleep", type=float, default=0.4, help="host idle time of the 'sleep' context, s (default 0.4)")
     ap.add_argument("--flush-mib", type=int, default=256, help="host memory swept by the 'flush' context (default 256)")
+    ap.add_argument("--schedule", choices=sorted(SCHEDULES), default=None,
+                    help="how the host thread waits in a sync (cudaSetDeviceFlags: spin, yield, blocking or auto); "
+                         "default: leave the runtime's choice")
     ap.add_argument("--out", type=Path, help="JSON file to write")
     ap.add_argument("--from", dest="from_json", type=Path, metavar="FILE",
                     help="print the summary of a JSON this script wrote (recomputed from its samples; no GPU)")
@@ -127,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("needs a CUDA GPU")
     if args.rounds < 1 or args.sleep < 0 or args.flush_mib < 1:
         raise UserError("--rounds and --flush-mib must be >= 1 and --sleep >= 0")
+    if args.schedule is not None:
+        set_schedule(args.schedule)
     torch.set_grad_enabled(False)
     config = DeepseekOCRConfig.default()
     dev = torch.device("cuda", 0)
@@ -183,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
                     rec["host_ms"].append(host)
                 print(f"round {r + 1}/{args.rounds} {ctx}: {rec['event_ms'][-1]:.2f} ms", file=sys.stderr)
     summary = summarize(samples, launches)
-    out = {"mode": args.mode, "rounds": args.rounds, "sleep_s": args.sleep, "flush_mib": args.flush_mib,
+    out = {"mode": args.mode, "rounds": args.rounds, "schedule": args.schedule, "sleep_s": args.sleep, "flush_mib": args.flush_mib,
            "torch": torch.__version__, "gpu": torch.cuda.get_device_name(dev), "gpu_uuid": gpu_uuid(dev),
            "cpu_model": cpu_model(),
            "sam_launches": launches, "sam_syncs": syncs, "summary": summary, "samples": samples}
