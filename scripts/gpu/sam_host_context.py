@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from llm_perf_opt.cli import run_guarded
 from llm_perf_opt.errors import UserError
 from llm_perf_opt.hardware.host_speed import gpu_uuid
 from llm_perf_opt.inputs.synthetic import synthetic_pages
@@ -142,9 +143,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             data = json.loads(args.from_json.read_text())
             data["summary"] = summarize(data["samples"], int(data["sam_launches"]))
-            print(render(data))
+            text = render(data)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise UserError(f"--from {args.from_json}: not a file this script wrote ({type(exc).__name__}: {exc})") from None
+        print(text)
         return 0
     if args.out is None:
         raise UserError("--out FILE is required to measure (or --from FILE to summarize one)")
@@ -169,48 +171,62 @@ def main(argv: list[str] | None = None) -> int:
         pre = preprocess_image(pages[i % len(pages)].load(), args.mode)
         return pre.global_view.unsqueeze(0), pre
 
+    samples: dict[str, dict[str, list[float]]] = {c: {"event_ms": [], "host_ms": [], "probe_us": []}
+                                                  for c in CONTEXTS}
+    buf = np.zeros(args.flush_mib * (1 << 20) // 8)
+
+    def one_round(r: int) -> None:
+        order = CONTEXTS[r % len(CONTEXTS):] + CONTEXTS[:r % len(CONTEXTS)]
+        for ctx in order:
+            rec = samples[ctx]
+            if ctx != "prepare_probe":
+                rec["probe_us"].append(probe.probe())
+            pixels = held
+            if ctx.startswith("prepare") or ctx == "vision":
+                pixels, pre = prepare(r)
+            if ctx == "prepare_held":
+                pixels = held
+            elif ctx == "prepare_second":
+                sam(pixels)()
+            elif ctx == "prepare_probe":
+                rec["probe_us"].append(probe.probe())
+            elif ctx == "sleep":
+                time.sleep(args.sleep)
+            elif ctx == "flush":
+                np.add(buf, 1.0, out=buf)
+                float(buf.sum())
+            if ctx == "vision":
+                recorder = StageRecorder(dev, nvtx=False)
+                torch.cuda.synchronize(dev)
+                t0 = time.perf_counter()
+                model.embed_images([pre], recorder.scope)
+                host_ms = (time.perf_counter() - t0) * 1e3
+                rec["event_ms"].append(recorder.collect()[Stage.VISION_SAM.value])
+                rec["host_ms"].append(host_ms)  # whole vision (SAM, CLIP, projector), host clock
+            else:
+                ev, host = timed(sam(pixels), dev)
+                rec["event_ms"].append(ev)
+                rec["host_ms"].append(host)
+            print(f"round {r + 1}/{args.rounds} {ctx}: {rec['event_ms'][-1]:.2f} ms", file=sys.stderr)
+
     with torch.inference_mode():
         for _ in range(3):
             sam(held)()
         launches, syncs = device_activity(sam(held), dev) or (0, 0)
-        samples: dict[str, dict[str, list[float]]] = {c: {"event_ms": [], "host_ms": [], "probe_us": []}
-                                                      for c in CONTEXTS}
-        buf = np.zeros(args.flush_mib * (1 << 20) // 8)
-        for r in range(args.rounds):
-            order = CONTEXTS[r % len(CONTEXTS):] + CONTEXTS[:r % len(CONTEXTS)]
-            for ctx in order:
-                rec = samples[ctx]
-                if ctx != "prepare_probe":
-                    rec["probe_us"].append(probe.probe())
-                pixels = held
-                if ctx.startswith("prepare") or ctx == "vision":
-                    pixels, pre = prepare(r)
-                if ctx == "prepare_held":
-                    pixels = held
-                elif ctx == "prepare_second":
-                    sam(pixels)()
-                elif ctx == "prepare_probe":
-                    rec["probe_us"].append(probe.probe())
-                elif ctx == "sleep":
-                    time.sleep(args.sleep)
-                elif ctx == "flush":
-                    buf += 1.0
-                    float(buf.sum())
-                if ctx == "vision":
-                    recorder = StageRecorder(dev, nvtx=False)
-                    torch.cuda.synchronize(dev)
-                    t0 = time.perf_counter()
-                    model.embed_images([pre], recorder.scope)
-                    host_ms = (time.perf_counter() - t0) * 1e3
-                    rec["event_ms"].append(recorder.collect()[Stage.VISION_SAM.value])
-                    rec["host_ms"].append(host_ms)  # whole vision (SAM, CLIP, projector), host clock
-                else:
-                    ev, host = timed(sam(pixels), dev)
-                    rec["event_ms"].append(ev)
-                    rec["host_ms"].append(host)
-                print(f"round {r + 1}/{args.rounds} {ctx}: {rec['event_ms'][-1]:.2f} ms", file=sys.stderr)
+        done = 0
+        try:
+            for r in range(args.rounds):
+                one_round(r)
+                done = r + 1
+        except KeyboardInterrupt:
+            if done == 0:
+                raise UserError("interrupted before the first full round: nothing written") from None
+            for rec in samples.values():  # keep the full rounds only, the same count for every context
+                for key in rec:
+                    del rec[key][done:]
+            print(f"interrupted: writing the {done} full rounds taken", file=sys.stderr)
     summary = summarize(samples, launches)
-    out = {"mode": args.mode, "rounds": args.rounds, "schedule": args.schedule, "sleep_s": args.sleep, "flush_mib": args.flush_mib,
+    out = {"mode": args.mode, "rounds": done, "schedule": args.schedule, "sleep_s": args.sleep, "flush_mib": args.flush_mib,
            "torch": torch.__version__, "gpu": torch.cuda.get_device_name(dev), "gpu_uuid": gpu_uuid(dev),
            "cpu_model": cpu_model(),
            "sam_launches": launches, "sam_syncs": syncs, "summary": summary, "samples": samples}
@@ -220,8 +236,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except UserError as exc:
-        print(f"sam_host_context.py: {exc}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_guarded(main, "sam_host_context.py"))

@@ -160,27 +160,32 @@ class MeasuredRun:
     def machine(self) -> tuple[str | None, str | None]:
         """(GPU UUID, host CPU model) from the runner's env.json; None for what it does not record (runs
         before the CPU model was recorded, CPU runs, folders without env.json)."""
+        raw = self._env_json()
+        try:
+            uuid = (raw.get("gpu") or {}).get("uuid")
+            cpu = (raw.get("cpu") or {}).get("model")
+        except AttributeError:
+            return None, None
+        return (str(uuid) if uuid else None), (str(cpu) if cpu else None)
+
+    def _env_json(self) -> dict[str, Any]:
+        """The runner's env.json next to the report ({} when absent or unreadable)."""
         env = self.report_path.parent / "env.json"
         try:
             raw = json.loads(env.read_text(encoding="utf-8"))
-            uuid = (raw.get("gpu") or {}).get("uuid")
-            cpu = (raw.get("cpu") or {}).get("model")
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
-            return None, None
-        return (str(uuid) if uuid else None), (str(cpu) if cpu else None)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return {}
+        return raw if isinstance(raw, dict) else {}
 
     def software(self) -> dict[str, str]:
         """torch / transformers (and CUDA, from the runner's env.json when present) versions of the run."""
         out = {"torch": self.report.meta.torch_version, "transformers": self.report.meta.transformers_version}
-        env = self.report_path.parent / "env.json"
-        if env.is_file():
-            try:
-                raw = json.loads(env.read_text(encoding="utf-8"))
-                cuda = (raw.get("software") or {}).get("torch_cuda")
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
-                cuda = None
-            if cuda:
-                out["cuda"] = str(cuda)
+        try:
+            cuda = (self._env_json().get("software") or {}).get("torch_cuda")
+        except AttributeError:
+            cuda = None
+        if cuda:
+            out["cuda"] = str(cuda)
         return out
 
 
