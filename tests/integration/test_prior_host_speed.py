@@ -136,3 +136,39 @@ def test_the_prior_says_which_runs_ran_on_the_files_machine(tmp_path: Path) -> N
     assert line == f"{path} was probed on {uuid} (Test CPU); 2 of 2 runs ran on that machine"
     path.write_text(json.dumps({**raw, "gpu_uuid": "GPU-another"}))
     assert calibrate_cli.machine_match_line(path, runs).endswith("0 of 2 runs ran on that machine, 2 on another")
+
+
+def test_several_files_pool_their_samples(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import statistics
+
+    stamp = "20261204T112529Z"  # set 14, with files 7 and 8 taken on its machine before and after it
+    files = [HW / "host-speed-decode-7.json", HW / "host-speed-decode-8.json"]
+    modules = [load_host_speed(f).probes["module"] for f in files]
+    out = tmp_path / "pooled.json"
+    argv = ["--run", str(RUNS / f"h200-small-b1-{stamp}"), "--config", "default", "--prior", "--ceilings",
+            str(HW / "hw-ceilings.json"), "--host-probe", "module", "--out", str(out), "--host-speed"]
+    assert calibrate_cli.main([*argv, *map(str, files)]) == 0
+    text = capsys.readouterr().out
+    samples = [x for m in modules for x in m.samples_us]
+    sam = statistics.median([x for m in modules for x in m.sam_ratio_samples or []])
+    decode = statistics.median([x for m in modules for x in m.decode_ratio_samples or []])
+    assert (f"pooled 2 host-speed files ({len(samples)} module samples); per file -> pooled: decode ratio "
+            f"{modules[0].decode_ratio:.3f}, {modules[1].decode_ratio:.3f} -> {decode:.3f}; SAM ratio "
+            f"{modules[0].sam_ratio:.3f}, {modules[1].sam_ratio:.3f} -> {sam:.3f}") in text
+    uuid = json.loads(files[0].read_text())["gpu_uuid"]
+    assert (f"the 2 host-speed files were probed on 1 known machine(s) ({uuid}); 1 of 1 runs ran on one of them"
+            in text)
+    cal = load_calibration(out)
+    assert cal.host_probe_us == pytest.approx(statistics.median(samples))
+    # the pooled prior lies between the two files' own priors
+    singles = []
+    for i, f in enumerate(files):
+        assert calibrate_cli.main([*argv[:-3], "--out", str(tmp_path / f"{i}.json"), "--host-speed", str(f)]) == 0
+        singles.append(load_calibration(tmp_path / f"{i}.json").host_s_per_kernel("decode"))
+    assert min(singles) < cal.host_s_per_kernel("decode") < max(singles)
+    capsys.readouterr()
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({**json.loads(files[1].read_text()), "torch_version": "2.99.0"}))
+    assert calibrate_cli.main([*argv, str(files[0]), str(other)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{other}: its torch_version '2.99.0' is not" in err

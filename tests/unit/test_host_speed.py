@@ -193,3 +193,47 @@ def test_a_host_speed_file_with_bad_samples_is_refused(tmp_path: Path) -> None:
         path.write_text(json.dumps({**base, "probes": probes}))
         with pytest.raises(UserError, match=message):
             host_speed.load_host_speed(path)
+
+
+def _speed(samples: list[float], *, ratios: list[float] | None = None, sam: list[float] | None = None,
+           uuid: str | None = "GPU-a", name: str = "NVIDIA H200", sam_launches: int = 462,
+           created: str = "2026-12-04T00:00:00Z") -> host_speed.HostSpeed:
+    module = host_speed.ProbeSeries(kind="module", unit="u", samples_us=samples, aten_calls=284, device_launches=161,
+                                    decode_step_calls=1289 if ratios else None,
+                                    decode_step_launches=1045 if ratios else None, decode_ratio_samples=ratios,
+                                    sam_mode="tiny" if sam else None, sam_launches=sam_launches if sam else None,
+                                    sam_syncs=25 if sam else None, sam_ratio_samples=sam)
+    add = host_speed.ProbeSeries(kind="add", unit="u", samples_us=[s / 2 for s in samples])
+    return host_speed.HostSpeed(device="cuda:0", device_name=name, torch_version="2.11", reps=3, interval_s=0.5,
+                                probes={"module": module, "add": add}, created_utc=created, gpu_uuid=uuid)
+
+
+def test_pooled_files_take_every_median_over_all_their_samples(tmp_path: Path) -> None:
+    a = _speed([10.0, 20.0], ratios=[1.4, 1.5], uuid="GPU-a")  # an older file: no SAM pass timed
+    b = _speed([30.0, 40.0, 50.0], ratios=[1.6, 1.7, 1.8], sam=[2.0, 3.0, 4.0], uuid="GPU-b",
+               created="2026-12-05T00:00:00Z")
+    assert host_speed.pool_host_speeds([(tmp_path / "a.json", a)]) is a
+    pooled = host_speed.pool_host_speeds([(tmp_path / "a.json", a), (tmp_path / "b.json", b)])
+    module = pooled.probes["module"]
+    assert module.samples_us == [10.0, 20.0, 30.0, 40.0, 50.0] and module.median_us == 30.0
+    assert module.decode_ratio == 1.6 and module.us_per_launch == pytest.approx(48.0)
+    assert module.sam_ratio_samples == [2.0, 3.0, 4.0] and module.sam_ratio == 3.0
+    assert (module.sam_mode, module.sam_launches, module.sam_syncs, module.decode_step_launches) == ("tiny", 462, 25,
+                                                                                                    1045)
+    assert pooled.probes["add"].median_us == 15.0
+    assert pooled.gpu_uuid is None and pooled.created_utc == "2026-12-05T00:00:00Z"  # two machines: no one UUID
+    same = host_speed.pool_host_speeds([(tmp_path / "a.json", a), (tmp_path / "c.json", _speed([5.0], uuid="GPU-a"))])
+    assert same.gpu_uuid == "GPU-a" and same.probes["module"].decode_ratio_samples == [1.4, 1.5]
+
+
+@pytest.mark.parametrize(("other", "message"), [
+    (_speed([1.0], name="NVIDIA H100 80GB HBM3"), r"b\.json: its device_name 'NVIDIA H100 80GB HBM3' is not"),
+    (_speed([1.0], sam=[2.0], sam_launches=500), r"b\.json: its module probe's sam_launches is 500, .*a\.json's is 462"),
+])
+def test_files_of_other_work_do_not_pool(tmp_path: Path, other: host_speed.HostSpeed, message: str) -> None:
+    a = _speed([1.0], sam=[2.0])
+    with pytest.raises(UserError, match=message) as info:
+        host_speed.pool_host_speeds([(tmp_path / "a.json", a), (tmp_path / "b.json", other)])
+    assert "\n" not in str(info.value)
+    with pytest.raises(UserError, match="no host-speed file"):
+        host_speed.pool_host_speeds([])

@@ -337,6 +337,55 @@ def measure_host_speed(device: torch.device, *, kinds: Sequence[str] = ("add", "
                      gpu_uuid=gpu_uuid(device), cpu_model=cpu_model())
 
 
+def pool_host_speeds(files: Sequence[tuple[Path, HostSpeed]]) -> HostSpeed:
+    """One host speed from several files ``(path, HostSpeed)`` of one GPU model and torch build: per probe
+    kind, the samples of every file that took it, in file order, and likewise the decode-step and SAM
+    ratio samples, so each median runs over all of them. A single file is returned as it is.
+
+    UserError naming the first file that does not pool with the first one: another GPU model, torch
+    version or reps per sample, or another tiny forward, decode step or SAM pass (calls, launches, mode),
+    whose ratios would count other work."""
+    if not files:
+        raise UserError("no host-speed file to pool")
+    first_path, first = files[0]
+    if len(files) == 1:
+        return first
+    for path, speed in files[1:]:
+        for name in ("device_name", "torch_version", "reps"):
+            a, b = getattr(first, name), getattr(speed, name)
+            if a != b:
+                raise UserError(f"{path}: its {name} {b!r} is not {first_path}'s {a!r}; host-speed files pool only "
+                                "when taken on one GPU model with one torch build and --reps")
+    pooled: dict[str, ProbeSeries] = {}
+    for kind in dict.fromkeys(k for _, s in files for k in s.probes):
+        series = [(p, s.probes[kind]) for p, s in files if kind in s.probes]
+        ref: dict[str, Any] = {}
+        for path, ps in series:
+            for name in ("aten_calls", "device_launches", "decode_step_calls", "decode_step_launches", "sam_mode",
+                         "sam_launches", "sam_syncs"):
+                value = getattr(ps, name)
+                if value is None:
+                    continue
+                known = ref.setdefault(name, (path, value))
+                if known[1] != value:
+                    raise UserError(f"{path}: its {kind} probe's {name} is {value!r}, {known[0]}'s is "
+                                    f"{known[1]!r}; host-speed files pool only when they time the same work")
+        decode = [x for _, ps in series for x in ps.decode_ratio_samples or []]
+        sam = [x for _, ps in series for x in ps.sam_ratio_samples or []]
+        pooled[kind] = ProbeSeries(
+            kind=kind, unit=series[0][1].unit, samples_us=[x for _, ps in series for x in ps.samples_us],
+            decode_ratio_samples=decode or None, sam_ratio_samples=sam or None,
+            **{name: value for name, (_, value) in ref.items()})
+    uuids = {s.gpu_uuid for _, s in files}
+    cpus = {s.cpu_model for _, s in files}
+    return HostSpeed(device=first.device, device_name=first.device_name, torch_version=first.torch_version,
+                     reps=first.reps, interval_s=first.interval_s, probes=pooled,
+                     created_utc=max(s.created_utc for _, s in files),
+                     interrupted=any(s.interrupted for _, s in files),
+                     gpu_uuid=uuids.pop() if len(uuids) == 1 else None,
+                     cpu_model=cpus.pop() if len(cpus) == 1 else None)
+
+
 def load_host_speed(path: Path) -> HostSpeed:
     """Read a host-speed file written by ``llm-perf-opt hw probe --out``; UserError naming the file and the
     problem when it is missing, not JSON, of another kind or lacks a field."""

@@ -106,13 +106,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"{REFERENCE_HOST_S_PER_KERNEL * 1e6:.1f}: the reference eager baseline's 19.4 ms per "
                              "token over ~960 kernels); converted to the model's cost per dispatched op with the "
                              "runs' decode stage")
-    parser.add_argument("--host-speed", type=Path, default=None, metavar="FILE",
+    parser.add_argument("--host-speed", type=Path, nargs="+", default=None, metavar="FILE",
                         help="with --prior: a host-speed file of the GPU host (llm-perf-opt hw probe --decode-step "
                              "--out FILE); its module probe median times its decode-step ratio (a real decode "
                              "step's host us per launch over the probe's us per call) replaces "
                              "--host-us-per-kernel, and the prior scales its host terms with each run's own "
                              "--host-probe kind (add by default) against that probe's median in FILE: a prior "
-                             "that follows the host speed of every run, fitted on none")
+                             "that follows the host speed of every run, fitted on none. Several files (one GPU "
+                             "model and torch build) pool their samples: every median, SAM's ratio included, "
+                             "runs over all of them")
     parser.add_argument("--config", default=None, metavar="NAME",
                         help="model config to analyse instead of the runs' ('default', 'tiny' or a config.json path)")
     parser.add_argument("--catalog", type=Path, default=None, metavar="YAML",
@@ -152,38 +154,77 @@ def _device_prior(args: argparse.Namespace, runs: list[tuple[Any, Any]]) -> Cali
     return _prior(args, runs, evaluate=False)
 
 
-def _host_speed_prior(path: Path, probe: str) -> tuple[Any, float]:
-    """(HostSpeed, host us per kernel) for --prior --host-speed: the module probe's us per device launch;
-    UserError when the file cannot give it or lacks the ``probe`` kind the runs are scaled by."""
-    from llm_perf_opt.hardware.host_speed import load_host_speed
+def _speed_label(paths: Sequence[Path]) -> str:
+    """How errors name the --host-speed files: the file, or the count of files pooled."""
+    return str(paths[0]) if len(paths) == 1 else f"({len(paths)} files pooled)"
 
-    speed = load_host_speed(path)
+
+def _host_speed_prior(paths: Sequence[Path], probe: str) -> tuple[Any, float]:
+    """(HostSpeed pooled over ``paths``, host us per kernel) for --prior --host-speed: the module probe's us per
+    device launch; UserError when the files cannot give it or lack the ``probe`` kind the runs are scaled by."""
+    from llm_perf_opt.hardware.host_speed import load_host_speed, pool_host_speeds
+
+    speed = pool_host_speeds([(p, load_host_speed(p)) for p in paths])
+    label = _speed_label(paths)
     if speed.device_name == "cpu" or not speed.device.startswith("cuda"):
-        raise UserError(f"--host-speed {path}: probed on {speed.device}, not a GPU (run llm-perf-opt hw probe on "
+        raise UserError(f"--host-speed {label}: probed on {speed.device}, not a GPU (run llm-perf-opt hw probe on "
                         "the GPU host)")
     module = speed.probes.get("module")
     if module is None or module.us_per_launch is None:
-        raise UserError(f"--host-speed {path}: no module probe with decode steps timed next to it; run "
+        raise UserError(f"--host-speed {label}: no module probe with decode steps timed next to it; run "
                         "llm-perf-opt hw probe --decode-step on the GPU host")
     if probe not in speed.probes:
-        raise UserError(f"--host-speed {path}: no {probe} probe to scale the runs by (--host-probe {probe})")
+        raise UserError(f"--host-speed {label}: no {probe} probe to scale the runs by (--host-probe {probe})")
     return speed, module.us_per_launch
 
 
-def machine_match_line(path: Path, runs: Sequence[Any]) -> str:
-    """One line saying on which machine the host-speed file at ``path`` was probed (GPU UUID, CPU model) and
-    which runs ran there: a host cost per op measured on another machine carries that host's speed ratios
+def pool_line(paths: Sequence[Path]) -> str:
+    """One line giving each --host-speed file's decode and SAM ratios (module probe) and the pooled medians, so
+    the spread between files is in view; '' for a single file."""
+    from llm_perf_opt.hardware.host_speed import load_host_speed, pool_host_speeds
+
+    if len(paths) < 2:
+        return ""
+    files = [(p, load_host_speed(p)) for p in paths]
+    pooled = pool_host_speeds(files).probes.get("module")
+
+    def ratios(name: str) -> str:
+        values = [getattr(s.probes["module"], name) if "module" in s.probes else None for _, s in files]
+        text = ", ".join("-" if v is None else f"{v:.3f}" for v in values)
+        total = None if pooled is None else getattr(pooled, name)
+        return f"{text} -> {'-' if total is None else f'{total:.3f}'}"
+
+    return (f"pooled {len(files)} host-speed files ({sum(len(s.probes['module'].samples_us) for _, s in files if 'module' in s.probes)} "
+            f"module samples); per file -> pooled: decode ratio {ratios('decode_ratio')}; SAM ratio {ratios('sam_ratio')}")
+
+
+def machine_match_line(paths: Path | Sequence[Path], runs: Sequence[Any]) -> str:
+    """One line saying on which machine(s) the host-speed file(s) at ``paths`` were probed (GPU UUID, CPU model)
+    and which runs ran there: a host cost per op measured on another machine carries that host's speed ratios
     (SAM's over the module probe's differs from host to host), which no probe scaling removes."""
     from llm_perf_opt.hardware.host_speed import load_host_speed
 
-    speed = load_host_speed(path)
-    if speed.gpu_uuid is None:
-        return f"{path} records no GPU UUID (written before machines were recorded): its machine is unknown"
-    where = f"{path} was probed on {speed.gpu_uuid}" + (f" ({speed.cpu_model})" if speed.cpu_model else "")
-    same = [r.run_id for r in runs if r.machine()[0] == speed.gpu_uuid]
+    paths = [paths] if isinstance(paths, Path) else list(paths)
+    speeds = [(p, load_host_speed(p)) for p in paths]
+    known = list(dict.fromkeys(s.gpu_uuid for _, s in speeds if s.gpu_uuid is not None))
+    blind = [p for p, s in speeds if s.gpu_uuid is None]
+    if len(speeds) == 1:
+        path, speed = speeds[0]
+        if speed.gpu_uuid is None:
+            return f"{path} records no GPU UUID (written before machines were recorded): its machine is unknown"
+        where = f"{path} was probed on {speed.gpu_uuid}" + (f" ({speed.cpu_model})" if speed.cpu_model else "")
+        there = "that machine"
+    else:
+        where = (f"the {len(speeds)} host-speed files were probed on {len(known)} known machine(s)"
+                 + (f" ({', '.join(known)})" if known else "")
+                 + (f", {len(blind)} of them on an unknown one" if blind else ""))
+        if not known:
+            return where
+        there = "one of them"
+    same = [r.run_id for r in runs if r.machine()[0] in known]
     unknown = [r.run_id for r in runs if r.machine()[0] is None]
     other = len(runs) - len(same) - len(unknown)
-    parts = [f"{len(same)} of {len(runs)} runs ran on that machine"]
+    parts = [f"{len(same)} of {len(runs)} runs ran on {there}"]
     if other:
         parts.append(f"{other} on another")
     if unknown:
@@ -208,7 +249,7 @@ def _sam_host_s_per_op(args: argparse.Namespace, config: Any, dtype: str, module
     pass_s = module.sam_ratio * module.median_us * 1e-6 * module.sam_launches
     host_s = pass_s - syncs * args.host_sync_us * 1e-6
     if ops <= 0 or host_s <= 0:
-        raise UserError(f"--host-speed {args.host_speed}: its SAM pass ({pass_s * 1e3:.2f} ms) leaves no host "
+        raise UserError(f"--host-speed {_speed_label(args.host_speed)}: its SAM pass ({pass_s * 1e3:.2f} ms) leaves no host "
                         f"time beyond {syncs} syncs of {args.host_sync_us:g} us")
     return float(host_s / ops)
 
@@ -282,7 +323,7 @@ def _prior(args: argparse.Namespace, runs: list[tuple[Any, Any]], evaluate: bool
     if speed is not None:
         names = {c.key for c in catalog.candidates(speed.device_name)}
         if names and spec.key not in names:
-            raise UserError(f"--host-speed {args.host_speed}: probed on {speed.device_name!r}, the "
+            raise UserError(f"--host-speed {_speed_label(args.host_speed)}: probed on {speed.device_name!r}, the "
                             f"{'runs are' if runs else 'prior is'} on {spec.key!r}")
         exponent = (HOST_PROBE_EXPONENTS[args.host_probe] if args.host_probe_exponent is None
                     else args.host_probe_exponent)
@@ -379,7 +420,9 @@ def run(args: argparse.Namespace) -> int:
               f"{cal.host_s_per_kernel('decode') * 1e6:.1f} us host time per dispatched op, "
               f"{cal.host_sync_s * 1e6:.1f} us per sync")
         if args.host_speed is not None:
-            print(f"host costs from {args.host_speed} at its {cal.host_probe} probe of {cal.host_probe_us:.2f} us "
+            if len(args.host_speed) > 1:
+                print(pool_line(args.host_speed))
+            print(f"host costs from {' + '.join(map(str, args.host_speed))} at its {cal.host_probe} probe of {cal.host_probe_us:.2f} us "
                   f"(SAM {cal.host_s_per_kernel('vision.sam') * 1e6:.1f} us per op), scaled by each run's own "
                   f"{cal.host_probe} probe")
             print(machine_match_line(args.host_speed, [r for r, _ in [*fit_runs, *held]]))
