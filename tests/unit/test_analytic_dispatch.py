@@ -17,6 +17,7 @@ import torch
 from dispatch_meter import meter_module
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from llm_perf_opt.analytic.base import HOST_VIEW_CALL_WEIGHT
 from llm_perf_opt.analytic.layers.vision import ClipEncoder, SamBlock, SamEncoder
 from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
 from llm_perf_opt.models.deepseek_ocr.modeling import build_model
@@ -103,6 +104,32 @@ def test_sam_host_syncs_follow_the_implementation(model: Any) -> None:
     assert sum(syncs) == mode.host_indexed + 1  # + the pageable pixel copy of encode_sam
 
 
+class _Calls(TorchDispatchMode):
+    """Counts the aten calls made inside :meth:`within` (True)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+        self.active = False
+
+    def within(self, active: bool) -> Any:
+        import contextlib
+
+        @contextlib.contextmanager
+        def scope() -> Any:
+            before, self.active = self.active, active
+            try:
+                yield
+            finally:
+                self.active = before
+
+        return scope()
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        self.calls += self.active
+        return func(*args, **(kwargs or {}))
+
+
 @pytest.mark.parametrize("mode, batch", [("base", 1), ("base", 4), ("gundam", 2)])
 def test_projector_stage_matches_the_projector_range(model: Any, mode: str, batch: int) -> None:
     """Everything the runner's projector range dispatches: fusion, projection, newline/separator layout."""
@@ -136,6 +163,16 @@ def test_projector_stage_matches_the_projector_range(model: Any, mode: str, batc
     stage = AnalyticModel(CFG, wl).stages[Stage.PROJECTOR]
     assert stage.forward_kernel_launches() == meter.total_kernels, dict(meter.kernels)
     assert stage.forward_cal_io() == pytest.approx(meter.total_bytes, rel=0.01)
+    # the aten calls of the range as the runs make them (inference mode: composites not decomposed) that
+    # launch nothing of their own, each charged HOST_VIEW_CALL_WEIGHT of an op's host time; the tiled grid's
+    # copy is launched inside a reshape (an inner launch)
+    calls = _Calls()
+    with torch.inference_mode(), calls:
+        model.embed_images(images, lambda name: calls.within(name == Stage.PROJECTOR.value))
+    nodes = [node for _, node in stage.walk() if not node.children]
+    launching = stage.forward_kernel_launches() - sum(node.inner_launches * node.count for node in nodes)
+    host_ops = sum(node.host_ops * node.count for node in nodes)
+    assert host_ops == pytest.approx((calls.calls - launching) * HOST_VIEW_CALL_WEIGHT)
 
 
 @pytest.mark.parametrize("index", [0, 1])  # layer 0 is dense, layer 1 MoE (first_k_dense_replace = 1)

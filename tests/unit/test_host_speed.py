@@ -237,3 +237,41 @@ def test_files_of_other_work_do_not_pool(tmp_path: Path, other: host_speed.HostS
     assert "\n" not in str(info.value)
     with pytest.raises(UserError, match="no host-speed file"):
         host_speed.pool_host_speeds([])
+
+
+def test_the_view_call_weight_splits_the_two_programs_host_time() -> None:
+    per_view = 0.5
+    per_launch = (284 - 123 * per_view) / 161  # the tiny forward: 284 calls, 161 launches, 1 probe unit per call
+    ratio = per_launch + (1289 - 1045) * per_view / 1045  # a decode step's units per launch
+    series = _speed([10.0], ratios=[ratio]).probes["module"]
+    assert series.view_call_weight == pytest.approx(per_view / per_launch)
+    assert _speed([10.0]).probes["module"].view_call_weight is None  # no decode step timed
+    assert f"costs {per_view / per_launch:.2f} x one that launches" in hw_cli.render_probe(_speed([10.0], ratios=[ratio]))
+
+
+def test_the_analytic_view_weight_is_the_committed_h200_files_pooled() -> None:
+    from llm_perf_opt.analytic.base import HOST_VIEW_CALL_WEIGHT
+
+    h200 = Path(__file__).resolve().parents[2] / "reports" / "hardware" / "h200"
+    files = [h200 / f"host-speed-decode-{i}.json" for i in range(1, 9)]  # the files its comment names
+    pooled = host_speed.pool_host_speeds([(f, host_speed.load_host_speed(f)) for f in files])
+    assert pooled.probes["module"].view_call_weight == pytest.approx(HOST_VIEW_CALL_WEIGHT, abs=0.005)
+
+
+def test_probe_from_files_prints_and_writes_the_pool(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    h200 = Path(__file__).resolve().parents[2] / "reports" / "hardware" / "h200"
+    files = [str(h200 / f"host-speed-decode-{i}.json") for i in (7, 8)]
+    out = tmp_path / "pooled.json"
+    assert hw_cli.main(["probe", "--from", *files, "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"2 host-speed files pooled: {files[0]}, {files[1]}") and f"wrote {out}" in text
+    pooled = host_speed.load_host_speed(out)
+    singles = [host_speed.load_host_speed(Path(f)) for f in files]
+    assert pooled.probes["module"].samples_us == [x for s in singles for x in s.probes["module"].samples_us]
+    assert pooled.gpu_uuid == singles[0].gpu_uuid  # both taken on set 14's machine
+    assert f"costs {pooled.probes['module'].view_call_weight:.2f} x one that launches" in text
+    assert hw_cli.main(["probe", "--from", files[0], "--decode-step", "--samples", "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "drop --samples, --decode-step" in err
+    assert hw_cli.main(["probe", "--from", str(tmp_path / "missing.json")]) == 2
+    assert "host-speed file not found" in capsys.readouterr().err

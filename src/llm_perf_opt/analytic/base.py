@@ -36,6 +36,14 @@ from llm_perf_opt.vocab import OperatorCategory, Stage
 #: Index of the per-category cost vector: [tensor-core FLOPs, CUDA-core FLOPs, IO bytes, kernel launches].
 TC, CC, IO, LAUNCH = 0, 1, 2, 3
 
+#: host cost of an aten call that launches nothing (a view, reshape, expand, slice, no-op cast) relative to
+#: a decode-step op's, for ``host_ops``. Source: llm-perf-opt hw probe --decode-step on the H200 (files 1-8,
+#: reports/hardware/h200/host-speed-decode-*.json, 160 samples pooled): the tiny forward (284 calls, 161
+#: launches) and the decode step (1289 calls, 1045 launches, 1.467 x the probe per launch) split into a cost
+#: per launching call and per other call (hardware.host_speed.ProbeSeries.view_call_weight); per file
+#: 0.32-0.59. Reproduce: llm-perf-opt hw probe --from reports/hardware/h200/host-speed-decode-{1..8}.json
+HOST_VIEW_CALL_WEIGHT = 0.42
+
 CategoryCosts = dict[OperatorCategory, list[float]]
 
 

@@ -140,7 +140,7 @@ class AnalyticModel:
             q = self.sam_out_side(side)
             tokens = n * q * q
             stage.add(FeatureFusion("model.fusion", Stage.PROJECTOR, tokens=tokens, dim=self.config.projector.input_dim,
-                                    act_bytes=self.act_bytes, weight_bytes=self.weight_bytes))
+                                    act_bytes=self.act_bytes, weight_bytes=self.weight_bytes, images=self.shape.batch))
             stage.add(Projector(PROJECTOR_PATH, Stage.PROJECTOR, self.config.projector, tokens=tokens,
                                 act_bytes=self.act_bytes, weight_bytes=self.weight_bytes))
         layout = self.shape.layout

@@ -98,6 +98,25 @@ class ProbeSeries:
         ratio = self.decode_ratio
         return None if ratio is None else self.median_us * ratio
 
+    @property
+    def view_call_weight(self) -> float | None:
+        """Host cost of an aten call that launches nothing over that of a call that launches, at the median
+        decode ratio: the tiny forward (``aten_calls`` calls, ``device_launches`` launches, 1 probe unit per
+        call) and the decode step (``decode_ratio`` units per launch) solved for a cost per launching call and
+        per other call, both in probe units (analytic.base.HOST_VIEW_CALL_WEIGHT). None without the counts,
+        or when the two programs have the same mix of calls (no split)."""
+        ratio = self.decode_ratio
+        counts = (self.aten_calls, self.device_launches, self.decode_step_calls, self.decode_step_launches)
+        if ratio is None or any(c is None for c in counts):
+            return None
+        a, n, big_a, big_n = (float(c) for c in counts)  # type: ignore[arg-type]
+        det = n * (big_a - big_n) - (a - n) * big_n
+        if det == 0:
+            return None
+        per_launch = (a * (big_a - big_n) - (a - n) * ratio * big_n) / det
+        per_view = (n * ratio * big_n - big_n * a) / det
+        return per_view / per_launch if per_launch > 0 else None
+
     def as_dict(self) -> dict[str, Any]:
         """JSON form with the summary figures."""
         s = self.samples_us

@@ -224,6 +224,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "which calibrate --prior --host-speed needs (CUDA, with the module probe)")
     probe.add_argument("--out", type=Path, default=None, metavar="FILE", help="also write the samples as JSON to FILE")
     probe.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    probe.add_argument("--from", dest="from_files", type=Path, nargs="+", default=None, metavar="FILE",
+                       help="measure nothing: read host-speed files written by --out (any machine) and print their "
+                            "table, several pooled into one (every median over all their samples, as calibrate "
+                            "--prior --host-speed FILE FILE ... pools them); --out writes the pooled file. "
+                            "--device, --probes, --samples, --reps, --interval and --decode-step do not apply")
 
 
 def _probe_kinds(text: str) -> list[str]:
@@ -488,6 +493,8 @@ def _cmd_gap(args: argparse.Namespace, catalog: GpuCatalog) -> int:
 
 def render_probe(speed: Any) -> str:
     """Table of a HostSpeed: median, mean, spread per probe."""
+    from llm_perf_opt.analytic.base import HOST_VIEW_CALL_WEIGHT
+
     rows = []
     for kind, series in speed.probes.items():
         d = series.as_dict()
@@ -506,6 +513,11 @@ def render_probe(speed: Any) -> str:
                          f"(tiny forward: {series.aten_calls} calls, {series.device_launches} launches): "
                          f"{series.us_per_launch:.2f} host us per launch at the median (calibrate --prior "
                          "--host-speed scales it by each run's probe)")
+        weight = series.view_call_weight
+        if weight is not None:
+            lines.append(f"{kind}: split over the two programs, an aten call that launches nothing costs {weight:.2f} "
+                         f"x one that launches (the analytic model's HOST_VIEW_CALL_WEIGHT is "
+                         f"{HOST_VIEW_CALL_WEIGHT:g})")
         if series.sam_ratio is not None:
             lines.append(f"{kind}: a SAM pass on a {series.sam_mode} page ({series.sam_launches} launches, "
                          f"{series.sam_syncs} host syncs) takes {series.sam_ratio:.3f} x the probe's us per call "
@@ -514,9 +526,37 @@ def render_probe(speed: Any) -> str:
     return "\n".join(lines)
 
 
+def _probe_from_files(args: argparse.Namespace) -> int:
+    """hw probe --from FILE...: the table (or JSON) of saved host-speed files, pooled; --out writes the pool."""
+    from llm_perf_opt.hardware.host_speed import load_host_speed, pool_host_speeds
+
+    measuring = [flag for flag, given in (("--device", args.device is not None),
+                                          ("--probes", args.probes != ["add", "module"]),
+                                          ("--samples", args.samples != 10), ("--reps", args.reps != 3),
+                                          ("--interval", args.interval != 0.5),
+                                          ("--decode-step", args.decode_step)) if given]
+    if measuring:
+        raise UserError(f"--from reads saved samples and measures nothing: drop {', '.join(measuring)}")
+    speed = pool_host_speeds([(p, load_host_speed(p)) for p in args.from_files])
+    if args.out is not None:
+        _check_out(args.out)
+        args.out.write_text(json.dumps(speed.as_dict(), indent=2) + "\n", encoding="utf-8")
+    if args.json:
+        _print_json(speed.as_dict())
+        return 0
+    if len(args.from_files) > 1:
+        print(f"{len(args.from_files)} host-speed files pooled: " + ", ".join(map(str, args.from_files)))
+    print(render_probe(speed))
+    if args.out is not None:
+        print(f"wrote {args.out}")
+    return 0
+
+
 def _cmd_probe(args: argparse.Namespace) -> int:
     from llm_perf_opt.hardware.host_speed import measure_host_speed, resolve_device
 
+    if args.from_files is not None:
+        return _probe_from_files(args)
     device = resolve_device(args.device)
 
     def progress(done: int, total: int) -> None:

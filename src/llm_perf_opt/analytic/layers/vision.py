@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-from llm_perf_opt.analytic.base import BaseLayer, CompositeLayer, OpGroup
+from llm_perf_opt.analytic.base import HOST_VIEW_CALL_WEIGHT, BaseLayer, CompositeLayer, OpGroup
 from llm_perf_opt.analytic.layers.common import (
     GELU_FLOPS_PER_ELEM,
     QUICK_GELU_FLOPS_PER_ELEM,
@@ -462,12 +462,19 @@ class FeatureFusion(BaseLayer):
     """Concatenate CLIP output (CLS dropped, C_clip) with flattened SAM output (c_3) -> 2048 channels."""
 
     summary = "fusion: cat(CLIP[:,1:], flatten(SAM)) along channels"
-    formulas = ("io bytes = 2 * b * T * (C_clip + c_3) (read both, write the concatenation)",)
+    formulas = ("io bytes = 2 * b * T * (C_clip + c_3) (read both, write the concatenation)",
+                "host ops = (2 + pages) * w: flatten, transpose and a slice per page launch nothing "
+                "(w = HOST_VIEW_CALL_WEIGHT)")
 
-    def __init__(self, name: str, stage: Stage, *, tokens: int, dim: int, act_bytes: int, weight_bytes: int) -> None:
+    def __init__(self, name: str, stage: Stage, *, tokens: int, dim: int, act_bytes: int, weight_bytes: int,
+                 images: int = 1) -> None:
+        """images: pages whose views this call fuses (each gets its slice of the projected tokens)."""
         super().__init__(name, stage, weight_dtype_bytes=weight_bytes)
         self.op(OperatorCategory.MEMORY, io_bytes=2 * act_bytes * tokens * dim, launches=1)
         self.activation_bytes = act_bytes * tokens * dim
+        # SAM's map flattened and transposed (2 views), then one slice of the projection per page: aten calls
+        # without a kernel (counted: tests/unit/test_projector_host_calls.py)
+        self.host_ops = (2 + images) * HOST_VIEW_CALL_WEIGHT
 
 
 class Projector(CompositeLayer):
@@ -492,7 +499,9 @@ class ImageTokenLayout(BaseLayer):
                 "per image: each grid concatenated with its newlines, then the views and the separator:"
                 " io bytes = 4 * b * slots * H; tiled pages also copy the permuted tile grid first"
                 " (2 * b * T_local * H): 2 kernels per page, 4 when tiled",
-                "weights = 2 * H (newline, separator)")
+                "weights = 2 * H (newline, separator)",
+                "host ops = pages * (7 * grids + 2) * w: the reshapes, permutes, casts and expands that launch "
+                "nothing (w = HOST_VIEW_CALL_WEIGHT)")
 
     def __init__(self, name: str, stage: Stage, *, slots: int, hidden: int, act_bytes: int, weight_bytes: int,
                  images: int = 1, local_tokens: int = 0) -> None:
@@ -503,3 +512,9 @@ class ImageTokenLayout(BaseLayer):
         self.op(OperatorCategory.MEMORY, io_bytes=act_bytes * hidden * (4 * slots + 2 * local_tokens),
                 launches=per_image * images)
         self.activation_bytes = act_bytes * slots * hidden
+        # per grid: 4 reshapes, the permute, the newline's no-op cast and its expand; per page: the separator's
+        # cast and reshape. Aten calls without a kernel of their own; the tiled grid's copy is launched inside
+        # one of those reshapes
+        grids = 2 if local_tokens else 1
+        self.inner_launches = float(images) if local_tokens else 0.0
+        self.host_ops = images * (7 * grids + 2) * HOST_VIEW_CALL_WEIGHT
