@@ -19,7 +19,7 @@ SPEED=()
 OUTDIR=tmp/prior-host-speed
 for A in "$@"; do
   if [[ -f "$A" ]]; then SPEED+=("$A")
-  elif [[ "$A" == "${*: -1}" && ${#SPEED[@]} -gt 0 ]]; then OUTDIR="$A"
+  elif [[ "$A" == "${*: -1}" && ${#SPEED[@]} -gt 0 && "$A" != *.json ]]; then OUTDIR="$A"
   else echo "$0: $A is not a host-speed file; $usage" >&2; exit 2
   fi
 done

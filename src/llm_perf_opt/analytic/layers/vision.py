@@ -473,7 +473,7 @@ class FeatureFusion(BaseLayer):
         self.op(OperatorCategory.MEMORY, io_bytes=2 * act_bytes * tokens * dim, launches=1)
         self.activation_bytes = act_bytes * tokens * dim
         # SAM's map flattened and transposed (2 views), then one slice of the projection per page: aten calls
-        # without a kernel (counted: tests/unit/test_projector_host_calls.py)
+        # without a kernel (counted: tests/unit/test_analytic_dispatch.py)
         self.host_ops = (2 + images) * HOST_VIEW_CALL_WEIGHT
 
 
