@@ -48,10 +48,10 @@ def test_probe_slopes_and_a_clear_line_for_a_run_without_probes(tmp_path: Path,
     assert rma == pytest.approx(slope / corr, abs=0.02) and abs(corr) <= 1
     # the H100 runs predate the probe
     assert _script().main(["probe", str(RUNS / "h100-base-20261122T053733Z")]) == 2
-    assert "no pass has both a host probe (add) and a decode time" in capsys.readouterr().err
+    assert "no pass has both a host probe (add, before the pass) and a decode time" in capsys.readouterr().err
     # the committed H200 runs predate the module probe; a run folder whose passes have it is read
     assert _script().main(["probe", "--probe", "module", runs[0]]) == 2
-    assert "no pass has both a host probe (module) and a decode time" in capsys.readouterr().err
+    assert "no pass has both a host probe (module, before the pass) and a decode time" in capsys.readouterr().err
     copy = tmp_path / "run"
     shutil.copytree(runs[0], copy)
     passes = copy / "torch_profiler" / "passes.jsonl"
@@ -238,6 +238,33 @@ def test_passes_spread_and_correlations_within_runs(tmp_path: Path, capsys: pyte
     assert _script().main(["passes", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no passes.jsonl" in err
+
+
+def test_probe_before_after_or_bracketing_each_pass(capsys: pytest.CaptureFixture[str]) -> None:
+    import statistics
+
+    # a run set that recorded both probes before and after every pass (docs/results-h200.md section 19)
+    run = RUNS / "h200-base-b1-20261204T141251Z"
+    rows = [json.loads(x) for x in (run / "torch_profiler" / "passes.jsonl").read_text().splitlines()]
+    want = {"before": statistics.fmean(r["host_module_probe_us"] for r in rows),
+            "after": statistics.fmean(r["host_module_probe_after_us"] for r in rows)}
+    want["bracket"] = (want["before"] + want["after"]) / 2
+    assert abs(want["after"] - want["before"]) > 0.05  # the three choices are told apart at 0.01 us
+    for when, value in want.items():
+        assert _script().main(["probe", "--probe", "module", "--when", when, str(run)]) == 0
+        row = capsys.readouterr().out.splitlines()[1].split()
+        assert float(row[1]) == pytest.approx(value, abs=0.01), when
+        assert _script().main(["passes", "--when", when, str(run), str(run)]) == 0
+        assert float(capsys.readouterr().out.splitlines()[1].split()[3]) == pytest.approx(value, abs=0.01)
+    # compare reads each pass at the mean of its two probes
+    from llm_perf_opt.compare.runs import load_run
+
+    assert load_run(run).host_module_probe_us == pytest.approx(want["bracket"])
+    # a run from before the after-pass probe has nothing to bracket: one line naming it
+    old = RUNS / "h200-base-b1-20261204T112529Z"
+    assert _script().main(["probe", "--probe", "module", "--when", "after", str(old)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "after the pass" in err and old.name in err
 
 
 def test_help_of_the_script_and_of_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None:

@@ -81,6 +81,9 @@ def test_metrics_validate_and_agree_with_the_pass_records(full_run: tuple[Path, 
         assert r.host_probe_us is not None and 0 < r.host_probe_us < 10_000  # host speed probed per pass
         # and on the model's own code path (a tiny decoder forward of the run's config)
         assert r.host_module_probe_us is not None and 0 < r.host_module_probe_us < 10_000
+        # both probes again after the pass (bracketing the host's speed over it)
+        assert r.host_probe_after_us is not None and 0 < r.host_probe_after_us < 10_000
+        assert r.host_module_probe_after_us is not None and 0 < r.host_module_probe_after_us < 10_000
     for stage in STAGE_ORDER:
         expected = Stats.from_values(r.stage_ms[stage.value] for r in records)
         got = report.stage_ms[stage]
@@ -142,6 +145,8 @@ def test_markdown_reports_carry_the_numbers(full_run: tuple[Path, list[str]]) ->
     assert f"mean {sum(probes) / len(probes):,.2f}, min {min(probes):,.2f}" in md  # the host speed line
     mods = [r.host_module_probe_us for r in read_records(art / "passes.jsonl") if r.host_module_probe_us]
     assert f"tiny decoder forward): mean {sum(mods) / len(mods):,.2f}, min {min(mods):,.2f}" in md
+    after = [r.host_probe_after_us for r in read_records(art / "passes.jsonl") if r.host_probe_after_us]
+    assert f"The same probe after each pass: mean {sum(after) / len(after):,.2f}" in md
     ops = (art / "operators.md").read_text()
     assert report.operators[0].op_name in ops and "self CPU time" in ops
     summary = (art / "stakeholder_summary.md").read_text()

@@ -211,3 +211,25 @@ def test_host_probe_is_read_from_the_pass_records(run_dir: Path) -> None:
     run = load_run(run_dir)
     assert run.host_module_probe_us == pytest.approx(10.0) and run.host_probe_us == pytest.approx(5.0)
     assert run.module_probe_decode == ((9.0, 80.0), (11.0, 120.0)) and run.probe_decode == ((4.0, 80.0), (6.0, 120.0))
+
+
+def test_a_pass_probed_after_it_stands_at_the_mean_of_its_two_probes(run_dir: Path) -> None:
+    from llm_perf_opt.compare.runs import pass_probe, run_pass_probe
+
+    rec = {"host_probe_us": 4.0, "host_probe_after_us": 8.0, "host_module_probe_us": 10.0,
+           "host_module_probe_after_us": 14.0}
+    assert [pass_probe(rec, "add", w) for w in ("before", "after", "bracket")] == [4.0, 8.0, 6.0]
+    assert run_pass_probe(rec, "module") == pytest.approx(12.0)
+    # a pass of a run before the after-pass probe keeps the probe before it; a bad value counts as missing
+    assert run_pass_probe({"host_module_probe_us": 10.0}, "module") == 10.0
+    assert run_pass_probe({"host_probe_us": 4.0, "host_probe_after_us": -1.0}) == 4.0
+    assert pass_probe({"host_probe_us": 4.0, "host_probe_after_us": True}, "add", "after") is None
+    with pytest.raises(ValueError, match="unknown host probe"):
+        pass_probe(rec, "add", "during")
+    lines = [json.dumps({"status": "ok", "host_module_probe_us": 9.0, "host_module_probe_after_us": 13.0,
+                         "host_probe_us": 4.0, "stage_ms": {"decode": 80.0}}),
+             json.dumps({"status": "ok", "host_module_probe_us": 11.0, "stage_ms": {"decode": 120.0}})]
+    (run_dir / "torch_profiler" / "passes.jsonl").write_text("\n".join(lines) + "\n")
+    run = load_run(run_dir)
+    assert run.module_probe_decode == ((11.0, 80.0), (11.0, 120.0))
+    assert run.host_module_probe_us == pytest.approx(11.0) and run.host_probe_us == pytest.approx(4.0)

@@ -51,6 +51,12 @@ class PassRecord:
     host_module_probe_us: float | None = field(
         default=None, metadata={"help": "host us per aten call of a tiny two-layer decoder forward of the model's "
                                         "own code, probed just before the pass (host speed on the model's path)"})
+    host_probe_after_us: float | None = field(
+        default=None, metadata={"help": "host us per tiny eager op, probed just after the pass (with the probe "
+                                        "before it, brackets the host's speed over the pass)"})
+    host_module_probe_after_us: float | None = field(
+        default=None, metadata={"help": "host us per aten call of the tiny decoder forward, probed just after "
+                                        "the pass"})
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (one JSON line)."""

@@ -174,6 +174,9 @@ class ModelSession:
                     break
         host_sync(self.device)
         t_end = time.perf_counter()
+        # the same probes again, outside the timed pass: with those before it they bracket the host's speed
+        probe_after = host_probe_us(self.device)
+        module_probe_after = self.module_probe.probe()
         ranges = recorder.collect()
         stage_ms = {k: v for k, v in ranges.items() if k in {st.value for st in Stage}}
         steps = decode_step_times(ranges)
@@ -190,5 +193,6 @@ class ModelSession:
             num_tiles=[int(im.layout.num_tiles) for im in images],
             generated_tokens=int(state.num_new_tokens.sum()), decode_steps=int(state.step),
             decode_forwards=forwards, peak_memory_bytes=peak, host_probe_us=probe,
-            host_module_probe_us=module_probe,
+            host_module_probe_us=module_probe, host_probe_after_us=probe_after,
+            host_module_probe_after_us=module_probe_after,
         )

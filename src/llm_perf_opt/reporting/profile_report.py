@@ -90,6 +90,13 @@ def host_probe_line(records: Sequence[PassRecord]) -> str:
         ms = Stats.from_values(mods)
         line += (f" On the model's own code path (us per aten call of a tiny decoder forward): mean "
                  f"{fmt(ms.mean)}, min {fmt(min(mods))}, max {fmt(max(mods))}.")
+    after = [r.host_probe_after_us for r in records if r.host_probe_after_us]
+    if after:
+        line += f" The same probe after each pass: mean {fmt(Stats.from_values(after).mean)}"
+        mods_after = [r.host_module_probe_after_us for r in records if r.host_module_probe_after_us]
+        if mods_after:
+            line += f", on the model's path {fmt(Stats.from_values(mods_after).mean)}"
+        line += " (compare takes each pass's mean of the two)."
     return line
 
 
