@@ -470,3 +470,20 @@ def test_tie_host_sets_a_stage_at_another_calibrations_ratio(tmp_path: Path,
     assert _script().main(["tie-host", str(prior), "--stage", "decode", "--to", "decode", "--like", str(like),
                            "--out", str(out)]) == 2
     assert "--stage and --to are both decode" in capsys.readouterr().err
+
+
+def test_a_reader_that_closed_its_pipe_is_no_error() -> None:
+    import os
+    import subprocess
+    import sys
+
+    cal = ROOT / "reports" / "compare" / "cross-session-h200-20261204T112529Z" / "calibration-h200-prior.json"
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # as `| head` does once it has its lines: every write now fails with EPIPE
+    try:
+        proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "analytical" / "host_figures.py"), "prior",
+                               str(cal)], stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=300,
+                              env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 0 and proc.stderr == ""
