@@ -6,10 +6,11 @@
     python scripts/analytical/host_figures.py probe RUN_DIR [RUN_DIR ...]
         per run: mean host probe and decode ms per pass; slope and correlation of log(decode) on log(probe)
         between the run means and over all passes pooled
-        (--when after|bracket: the probe taken after each pass, or the mean of the two; --probe module)
+        (--when before|after|bracket: the probe before each pass, after it, or the mean of the two; the default,
+        run, is what compare takes: the bracket where a pass has both; --probe module)
     python scripts/analytical/host_figures.py passes RUN_DIR [RUN_DIR ...] [--stage vision.sam] [--when ...]
         per run: the stage's pass-to-pass coefficient of variation; over all passes, each run divided by its
-        own means: correlation of the stage with the module probe before its pass, and with the pass's decode
+        own means: correlation of the stage with the module probe of its pass, and with the pass's decode
     python scripts/analytical/host_figures.py exponents --calibration CAL RUN_DIR [RUN_DIR ...]
         a timeline calibration on other runs with its fitted probe exponent, with 1 and with 0
     python scripts/analytical/host_figures.py launches tests/data/census/census-h200-stages.json
@@ -58,7 +59,7 @@ from typing import Any, cast
 from attrs import evolve
 
 from llm_perf_opt.analytic.calibration import load_calibration, save_calibration
-from llm_perf_opt.compare.runs import PROBE_WHEN, load_run, pass_probe
+from llm_perf_opt.compare.runs import PROBE_WHEN, load_run, pass_probe, probe_decode_pairs, run_pass_probe
 from llm_perf_opt.errors import UserError
 
 #: CUDA runtime calls that launch device work (kernels, memsets, copies)
@@ -105,31 +106,30 @@ def census(path: Path, workloads: Sequence[str] | None) -> list[str]:
     return lines
 
 
-def _probe_decode(run_dir: Path, which: str, when: str) -> list[tuple[float, float]]:
-    """(probe us, decode ms) of each ok pass that has both, the probe taken ``when`` (runs.PROBE_WHEN)."""
-    pairs = []
-    for r in _passes(run_dir):
-        p = pass_probe(r, which, when)
-        dec = (r.get("stage_ms") or {}).get("decode")
-        if p is not None and isinstance(dec, (int, float)) and dec > 0:
-            pairs.append((p, float(dec)))
-    return pairs
+#: --when choices: "run" is the probe compare takes (the bracket when the pass has both, else the one before)
+WHEN_CHOICES = ("run", *PROBE_WHEN)
 
 
-def probe(runs: Sequence[Path], which: str = "add", when: str = "before") -> list[str]:
+def _pass_probe(record: dict[str, Any], which: str, when: str) -> float | None:
+    """A pass's probe of ``which`` taken ``when`` (WHEN_CHOICES)."""
+    return run_pass_probe(record, which) if when == "run" else pass_probe(record, which, when)
+
+
+def probe(runs: Sequence[Path], which: str = "add", when: str = "run") -> list[str]:
     """Mean probe and decode per run; log-log slopes of decode time on the probe between run means, over
     all passes pooled and within runs (least squares and reduced major axis). ``which``: 'add' (the tiny
     in-place add, host_probe_us) or 'module' (the tiny decoder forward, host_module_probe_us); ``when``:
-    the probe before each pass, after it, or their mean ('bracket')."""
+    the probe compare takes ('run'), the one before each pass, after it, or their mean ('bracket')."""
     lines = [f"{'run':<36} {'probe us/op':>11} {'decode ms/pass':>14} {'passes':>6}"]
     means: list[tuple[float, float]] = []
     pooled: list[tuple[float, float]] = []
     centred: list[tuple[float, float]] = []
     for d in runs:
         run = load_run(d)
-        pairs = _probe_decode(d, which, when)
+        _, pair_tuple = probe_decode_pairs(_passes(d), which, when)
+        pairs = list(pair_tuple)
         if not pairs:
-            raise UserError(f"{d}: no pass has both a host probe ({which}, {when} the pass) and a decode time")
+            raise UserError(f"{d}: no pass has both a host probe ({which}, taken: {when}) and a decode time")
         p = sum(a for a, _ in pairs) / len(pairs)
         t = sum(b for _, b in pairs) / len(pairs)
         means.append((p, t))
@@ -163,21 +163,21 @@ def _passes(run_dir: Path) -> list[dict[str, Any]]:
     raise UserError(f"{run_dir}: no passes.jsonl (a profiling run folder)")
 
 
-def passes(runs: Sequence[Path], stage: str = "vision.sam", when: str = "before") -> list[str]:
+def passes(runs: Sequence[Path], stage: str = "vision.sam", when: str = "run") -> list[str]:
     """Per run, the stage's ms per pass (mean, coefficient of variation); over the passes of every run, each
-    divided by its run's mean: the correlation of the stage with the module probe taken ``when`` its pass
-    (before: host_module_probe_us; after: host_module_probe_after_us; bracket: their mean) and with the same
-    pass's decode ms (a long stage, which averages the host's speed over seconds)."""
+    divided by its run's mean: the correlation of the stage with the module probe taken ``when`` (run: as
+    compare takes it; before: host_module_probe_us; after: host_module_probe_after_us; bracket: their mean)
+    and with the same pass's decode ms (a long stage, which averages the host's speed over seconds)."""
     lines = [f"{'run':<36} {stage + ' ms':>14} {'CV':>6} {'probe us':>9} {'passes':>6}"]
     rel: list[tuple[float, float, float]] = []
     for d in runs:
-        rows = [r for r in _passes(d) if pass_probe(r, "module", when) and stage in (r.get("stage_ms") or {})
-                and "decode" in r["stage_ms"]]
+        rows = [r for r in _passes(d) if _pass_probe(r, "module", when) and isinstance(r.get("stage_ms"), dict)
+                and stage in r["stage_ms"] and "decode" in r["stage_ms"]]
         if len(rows) < 2:
-            raise UserError(f"{d}: fewer than 2 passes with {stage}, decode and a module probe {when} the pass")
+            raise UserError(f"{d}: fewer than 2 passes with {stage}, decode and a module probe (taken: {when})")
         st_ms = [float(r["stage_ms"][stage]) for r in rows]
         dec = [float(r["stage_ms"]["decode"]) for r in rows]
-        pr = [cast(float, pass_probe(r, "module", when)) for r in rows]
+        pr = [cast(float, _pass_probe(r, "module", when)) for r in rows]
         ms, md, mp = statistics.fmean(st_ms), statistics.fmean(dec), statistics.fmean(pr)
         rel.extend((a / ms, b / md, c / mp) for a, b, c in zip(st_ms, dec, pr, strict=True))
         lines.append(f"{d.name:<36} {ms:>14.2f} {statistics.stdev(st_ms) / ms:>6.2f} {mp:>9.2f} {len(rows):>6}")
@@ -863,14 +863,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--probe", choices=("add", "module"), default="add",
                    help="add: us per tiny in-place add (host_probe_us, default); module: us per aten call of a "
                         "tiny decoder forward on the model's own code path (host_module_probe_us)")
-    p.add_argument("--when", choices=PROBE_WHEN, default="before",
-                   help="the probe taken before each pass (default), after it, or their mean (bracket; runs "
-                        "that recorded the after-pass probe)")
+    p.add_argument("--when", choices=WHEN_CHOICES, default="run",
+                   help="run (default): the probe compare takes, the mean of the probes before and after each "
+                        "pass where both were recorded, else the one before; before, after or bracket (their "
+                        "mean): that probe alone")
     p = sub.add_parser("passes", help="a stage's pass-to-pass spread and what it follows within runs")
     p.add_argument("runs", type=Path, nargs="+", metavar="RUN_DIR", help="profiling run folders (passes.jsonl)")
     p.add_argument("--stage", default="vision.sam", help="stage range of passes.jsonl (default vision.sam)")
-    p.add_argument("--when", choices=PROBE_WHEN, default="before",
-                   help="the module probe before each pass (default), after it, or their mean (bracket)")
+    p.add_argument("--when", choices=WHEN_CHOICES, default="run",
+                   help="the module probe as compare takes it (run, default), before each pass, after it, or "
+                        "their mean (bracket)")
     p = sub.add_parser("exponents", help="a timeline calibration on runs at its probe exponent, 1 and 0")
     p.add_argument("--calibration", type=Path, required=True, metavar="FILE", help="timeline calibration JSON")
     p.add_argument("--config", default="default", metavar="NAME", help="model config to analyse (default default)")

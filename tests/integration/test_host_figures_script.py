@@ -48,10 +48,10 @@ def test_probe_slopes_and_a_clear_line_for_a_run_without_probes(tmp_path: Path,
     assert rma == pytest.approx(slope / corr, abs=0.02) and abs(corr) <= 1
     # the H100 runs predate the probe
     assert _script().main(["probe", str(RUNS / "h100-base-20261122T053733Z")]) == 2
-    assert "no pass has both a host probe (add, before the pass) and a decode time" in capsys.readouterr().err
+    assert "no pass has both a host probe (add, taken: run) and a decode time" in capsys.readouterr().err
     # the committed H200 runs predate the module probe; a run folder whose passes have it is read
     assert _script().main(["probe", "--probe", "module", runs[0]]) == 2
-    assert "no pass has both a host probe (module, before the pass) and a decode time" in capsys.readouterr().err
+    assert "no pass has both a host probe (module, taken: run) and a decode time" in capsys.readouterr().err
     copy = tmp_path / "run"
     shutil.copytree(runs[0], copy)
     passes = copy / "torch_profiler" / "passes.jsonl"
@@ -256,15 +256,23 @@ def test_probe_before_after_or_bracketing_each_pass(capsys: pytest.CaptureFixtur
         assert float(row[1]) == pytest.approx(value, abs=0.01), when
         assert _script().main(["passes", "--when", when, str(run), str(run)]) == 0
         assert float(capsys.readouterr().out.splitlines()[1].split()[3]) == pytest.approx(value, abs=0.01)
-    # compare reads each pass at the mean of its two probes
+    # compare reads each pass at the mean of its two probes, and so does the scripts' default
     from llm_perf_opt.compare.runs import load_run
 
     assert load_run(run).host_module_probe_us == pytest.approx(want["bracket"])
-    # a run from before the after-pass probe has nothing to bracket: one line naming it
+    assert _script().main(["probe", "--probe", "module", str(run)]) == 0
+    assert float(capsys.readouterr().out.splitlines()[1].split()[1]) == pytest.approx(want["bracket"], abs=0.01)
+    # a run from before the after-pass probe has nothing after its passes: one line naming it; by default
+    # it is read at the probe before each pass
     old = RUNS / "h200-base-b1-20261204T112529Z"
-    assert _script().main(["probe", "--probe", "module", "--when", "after", str(old)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "after the pass" in err and old.name in err
+    for sub in (["probe", "--probe", "module"], ["passes"]):
+        assert _script().main([*sub, "--when", "after", str(old)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "taken: after" in err and old.name in err
+    assert _script().main(["passes", str(old), str(old)]) == 0
+    before = statistics.fmean(json.loads(x)["host_module_probe_us"]
+                              for x in (old / "torch_profiler" / "passes.jsonl").read_text().splitlines())
+    assert float(capsys.readouterr().out.splitlines()[1].split()[3]) == pytest.approx(before, abs=0.01)
 
 
 def test_help_of_the_script_and_of_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None:

@@ -233,3 +233,17 @@ def test_a_pass_probed_after_it_stands_at_the_mean_of_its_two_probes(run_dir: Pa
     run = load_run(run_dir)
     assert run.module_probe_decode == ((11.0, 80.0), (11.0, 120.0))
     assert run.host_module_probe_us == pytest.approx(11.0) and run.host_probe_us == pytest.approx(4.0)
+
+
+def test_probe_decode_pairs_skip_what_is_not_a_measurement() -> None:
+    from llm_perf_opt.compare.runs import probe_decode_pairs
+
+    records = [["not", "an", "object"], {"status": "oom", "host_probe_us": 50.0},
+               {"host_probe_us": 4.0, "stage_ms": [1.0]},  # stage_ms not an object: a probe, no pair
+               {"host_probe_us": 6.0, "stage_ms": {"decode": True}},  # a bool is no time
+               {"host_probe_us": float("inf"), "stage_ms": {"decode": 10.0}},  # nor an infinite probe
+               {"host_probe_us": 8.0, "host_probe_after_us": 10.0, "stage_ms": {"decode": 20.0}}]
+    assert probe_decode_pairs(records) == (pytest.approx(19 / 3), ((9.0, 20.0),))  # run: bracket where both
+    assert probe_decode_pairs(records, when="before") == (pytest.approx(6.0), ((8.0, 20.0),))
+    assert probe_decode_pairs(records, when="after") == (10.0, ((10.0, 20.0),))
+    assert probe_decode_pairs([], "module") == (None, ())

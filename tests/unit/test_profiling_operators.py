@@ -181,3 +181,23 @@ def test_kernels_and_host_time_are_counted_per_stage() -> None:
     assert all(e.kernel_count == 0 for e in old_capture.events)
     # a capture without kernel counts (older version, or CPU) reports none rather than zeros
     assert build_operator_table(old_capture, categorize_op).stage_kernels == {}
+
+
+def test_the_profiler_pass_takes_no_host_probe(tmp_path: Path) -> None:
+    """The host-speed probes' kernels would land in the operator table's '(outside stages)' row."""
+    from typing import Any
+
+    from llm_perf_opt.profiling.torch_prof import run_profiler_pass
+
+    calls: list[dict[str, Any]] = []
+
+    class Session:
+        device = torch.device("cpu")
+
+        def run_pass(self, pages: Any, recorder: Any, **kwargs: Any) -> None:
+            calls.append(kwargs)
+            torch.ones(4).add_(1.0)
+
+    run_profiler_pass(Session(), [[], []], tmp_path / "trace.json.gz", warmup_steps=1,  # type: ignore[arg-type]
+                      max_new_tokens=2)
+    assert len(calls) == 3 and all(c == {"max_new_tokens": 2, "probes": False} for c in calls)

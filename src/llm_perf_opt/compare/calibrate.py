@@ -282,7 +282,8 @@ def calibrate_timeline(
     per_stage_device: each stage's device time is also scaled by measured / modelled device time of
     the fitted runs (the same kernel category runs at different efficiencies in SAM and in decode).
     When every fitted run has the host-speed probe ``host_probe`` ('add': passes.jsonl host_probe_us,
-    'module': host_module_probe_us), host costs are fitted relative to it, scaled by
+    'module': host_module_probe_us; each pass at the mean of its probes before and after it where both
+    were recorded, runs.run_pass_probe), host costs are fitted relative to it, scaled by
     (probe / reference) ** exponent (``host_probe_exponent``, default HOST_PROBE_EXPONENTS[host_probe]), and
     the calibration keeps the fitted runs' mean probe as its reference.
     sync_s: host seconds per host-device sync (held fixed, see fit_host_terms).

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -299,12 +300,11 @@ PROBE_WHEN = ("before", "after", "bracket")
 
 def pass_probe(record: dict[str, Any], kind: str = "add", when: str = "before") -> float | None:
     """A passes.jsonl record's host probe of ``kind`` ('add' or 'module'), us per op, taken ``when`` (one of
-    PROBE_WHEN); None when that probe is missing or not positive (runs before the after-pass probe have none
-    after)."""
+    PROBE_WHEN); None when that probe is missing, not a finite positive number, or (runs before the
+    after-pass probe) not recorded after the pass."""
     if kind not in PROBE_KEYS or when not in PROBE_WHEN:
         raise ValueError(f"unknown host probe {kind!r} or time {when!r}")
-    vals = [record.get(k) for k in PROBE_KEYS[kind]]
-    ok = [float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 else None for v in vals]
+    ok = [_positive(record.get(k)) for k in PROBE_KEYS[kind]]
     if when == "before":
         return ok[0]
     if when == "after":
@@ -312,21 +312,45 @@ def pass_probe(record: dict[str, Any], kind: str = "add", when: str = "before") 
     return None if ok[0] is None or ok[1] is None else (ok[0] + ok[1]) / 2
 
 
-def run_pass_probe(record: dict[str, Any], kind: str = "add") -> float | None:
-    """The host probe of ``kind`` that stands for a pass: the mean of the probes before and after it when the
-    pass has both ("bracket"), else the one before it (runs before the after-pass probe).
+def _positive(value: Any) -> float | None:
+    """``value`` as a float when it is a finite positive number (not a bool), else None."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0:
+        return float(value)
+    return None
 
-    The bracket follows the pass's own stage times better than the probe before it: over the 42 passes of
-    each of two H200 run sets (docs/results-h200.md section 19), the within-run correlation of the module
-    probe with the pass's decode time is 0.10 and 0.56 before, 0.64 and 0.77 bracketed, and with its SAM,
-    CLIP and prefill times 0.27-0.62 before, 0.35-0.75 bracketed."""
+
+def run_pass_probe(record: dict[str, Any], kind: str = "add") -> float | None:
+    """The host probe of ``kind`` that stands for a pass in compare and calibrate: the mean of the probes
+    before and after it when the pass has both ("bracket"), else the one before it (runs before the
+    after-pass probe). The bracket follows the pass's own stage times better than the probe before it
+    (docs/results-h200.md section 19)."""
     bracket = pass_probe(record, kind, "bracket")
     return bracket if bracket is not None else pass_probe(record, kind, "before")
 
 
+def probe_decode_pairs(records: Sequence[Any], kind: str = "add", when: str = "run"
+                       ) -> tuple[float | None, tuple[tuple[float, float], ...]]:
+    """(mean probe over the ok passes that have one, (probe us, decode ms) per ok pass having both) of
+    passes.jsonl records. ``when``: "run" (:func:`run_pass_probe`, what compare uses) or one of PROBE_WHEN.
+    Records that are not objects, or not ok, are skipped."""
+    values: list[float] = []
+    pairs: list[tuple[float, float]] = []
+    for rec in records:
+        if not isinstance(rec, dict) or rec.get("status", "ok") != "ok":
+            continue
+        v = run_pass_probe(rec, kind) if when == "run" else pass_probe(rec, kind, when)
+        if v is None:
+            continue
+        values.append(v)
+        stages = rec.get("stage_ms")
+        dec = _positive(stages.get(Stage.DECODE.value)) if isinstance(stages, dict) else None
+        if dec is not None:
+            pairs.append((v, dec))
+    return (sum(values) / len(values) if values else None), tuple(pairs)
+
+
 def _host_probe(folder: Path, kind: str = "add") -> tuple[float | None, tuple[tuple[float, float], ...]]:
-    """(mean probe of ``kind`` over the ok passes (:func:`run_pass_probe`), (probe, decode ms) per ok pass
-    having both) from passes.jsonl.
+    """:func:`probe_decode_pairs` of ``folder``'s passes.jsonl, each pass's probe as compare takes it.
 
     A malformed line is skipped: the probe is an optional refinement, the
     stage times come from the report.
@@ -334,27 +358,17 @@ def _host_probe(folder: Path, kind: str = "add") -> tuple[float | None, tuple[tu
     p = folder / "passes.jsonl"
     if not p.is_file():
         return None, ()
-    values: list[float] = []
-    pairs: list[tuple[float, float]] = []
     try:
         lines = p.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError):
         return None, ()
+    records = []
     for line in lines:
         try:
-            rec = json.loads(line)
+            records.append(json.loads(line))
         except json.JSONDecodeError:
             continue
-        if not isinstance(rec, dict) or rec.get("status", "ok") != "ok":
-            continue
-        v = run_pass_probe(rec, kind)
-        if v is not None:
-            values.append(v)
-            stages = rec.get("stage_ms")
-            dec = stages.get(Stage.DECODE.value) if isinstance(stages, dict) else None
-            if isinstance(dec, (int, float)) and dec > 0:
-                pairs.append((float(v), float(dec)))
-    return (sum(values) / len(values) if values else None), tuple(pairs)
+    return probe_decode_pairs(records, kind)
 
 
 def load_run(run_dir: str | Path) -> MeasuredRun:

@@ -140,19 +140,21 @@ class ModelSession:
         return pre, (t1 - t0) * 1e3, (t2 - t1) * 1e3
 
     def run_pass(self, pages: Sequence[Page], recorder: StageRecorder, *, max_new_tokens: int | None = None,
-                 on_stage: Callable[[str], None] | None = None) -> PassRecord:
+                 on_stage: Callable[[str], None] | None = None, probes: bool = True) -> PassRecord:
         """One timed pass over ``pages`` (one batch). Returns a record with indices left at 0.
 
         ``max_new_tokens`` overrides the settings' value (profiler pass).
         ``on_stage`` is told the stage about to run (progress display).
+        ``probes``: take the host-speed probes before and after the pass (off in the profiler pass, whose
+        operator table would otherwise count the probes' kernels outside the stages).
         """
         s = self.settings
         n_new = s.max_new_tokens if max_new_tokens is None else max_new_tokens
         notify = on_stage or (lambda _name: None)
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-        probe = host_probe_us(self.device)
-        module_probe = self.module_probe.probe()
+        probe = host_probe_us(self.device) if probes else None
+        module_probe = self.module_probe.probe() if probes else None
         notify("preprocess")
         host_sync(self.device)
         t_start = time.perf_counter()
@@ -175,8 +177,8 @@ class ModelSession:
         host_sync(self.device)
         t_end = time.perf_counter()
         # the same probes again, outside the timed pass: with those before it they bracket the host's speed
-        probe_after = host_probe_us(self.device)
-        module_probe_after = self.module_probe.probe()
+        probe_after = host_probe_us(self.device) if probes else None
+        module_probe_after = self.module_probe.probe() if probes else None
         ranges = recorder.collect()
         stage_ms = {k: v for k, v in ranges.items() if k in {st.value for st in Stage}}
         steps = decode_step_times(ranges)

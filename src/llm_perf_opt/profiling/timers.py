@@ -131,7 +131,7 @@ def host_probe_us(device: torch.device | str, *, ops: int = PROBE_OPS, reps: int
 
     The device work of each op is far shorter than its issue cost, so the loop
     measures the host alone (Python, dispatcher, launch) at the moment of the
-    call; the median of ``reps`` loops. Taken before every timed pass, it tells
+    call; the median of ``reps`` loops. Taken before and after every timed pass, it tells
     how fast the host was during that pass (shared machines vary by 2x).
     """
     dev = torch.device(device)

@@ -52,7 +52,7 @@ def run_profiler_pass(session: ModelSession, batches: Sequence[Sequence[Page]], 
                  on_trace_ready=on_ready, record_shapes=False, with_stack=False) as prof:
         for i, batch in enumerate(steps):
             recorder = StageRecorder(session.device, nvtx=False, record_function=True, timing=False)
-            session.run_pass(batch, recorder, max_new_tokens=max_new_tokens)
+            session.run_pass(batch, recorder, max_new_tokens=max_new_tokens, probes=False)
             if on_step is not None:
                 on_step(i, len(steps))
             prof.step()
