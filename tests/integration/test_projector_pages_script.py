@@ -67,3 +67,55 @@ def test_bad_input_is_one_line(tmp_path: Path) -> None:
         mod.main(["--out", str(tmp_path / "x.json"), "--modes", "huge"])
     with pytest.raises(UserError, match="two or more different counts"):
         mod.main(["--out", str(tmp_path / "x.json"), "--pages", "4", "4"])
+
+
+def test_the_model_constants_come_from_the_measurement() -> None:
+    """analytic.base's PROJECTOR_* constants: the committed fits in the prior's dispatched ops, the model's
+    launches out (the derivation their comment gives)."""
+    from llm_perf_opt.analytic.base import (
+        PROJECTOR_GROUP_HOST_OPS,
+        PROJECTOR_RANGE_HOST_OPS,
+        PROJECTOR_VIEW_CALL_WEIGHT,
+    )
+    from llm_perf_opt.analytic.model import AnalyticModel
+    from llm_perf_opt.analytic.timeline_model import CUDA_LAUNCH_HOST_WEIGHT
+    from llm_perf_opt.compare.calibrate import host_s_per_op_from_per_kernel
+    from llm_perf_opt.data.analytic import OCRWorkloadProfile
+    from llm_perf_opt.hardware import host_speed
+    from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
+    from llm_perf_opt.runners.calibrate_cli import PRIOR_PAGE_PX, PRIOR_PROMPT_TOKENS
+    from llm_perf_opt.vocab import Stage
+
+    h200 = ROOT / "reports" / "hardware" / "h200"
+    files = [h200 / f"host-speed-decode-{i}.json" for i in range(1, 11)]
+    module = host_speed.pool_host_speeds([(f, host_speed.load_host_speed(f)) for f in files]).probes["module"]
+    assert module.us_per_launch is not None
+    # probe calls per dispatched op, as calibrate --prior --host-speed converts (its default Base page)
+    wl = OCRWorkloadProfile.create(profile_id="prior", mode="base", image_width_px=PRIOR_PAGE_PX[0],
+                                   image_height_px=PRIOR_PAGE_PX[1], prompt_text_tokens=PRIOR_PROMPT_TOKENS,
+                                   max_new_tokens=64, dtype="bf16", attention="eager", experts="grouped_mm")
+    decode = AnalyticModel(DeepseekOCRConfig.default(), wl).stages[Stage.DECODE]
+    per_op = host_s_per_op_from_per_kernel(module.us_per_launch * 1e-6, decode) * 1e6 / module.as_dict()["median_us"]
+    assert per_op == pytest.approx(1.654, abs=0.001)  # the figure the constants' comment names
+    summary = json.loads(H200.read_text())["summary"]
+    host = {m: s["fit"]["projector_host_ms"] for m, s in summary.items()}
+    outside = host["small"]["fixed_probe_calls"] - summary["small"]["fit"]["projector_ms"]["fixed_probe_calls"]
+    assert outside == pytest.approx(3.4, abs=0.05)
+
+    # per page (counted against the real range in tests/unit/test_analytic_dispatch.py): Small and Base 2
+    # launches and 10 calls that launch nothing; a tiled Gundam page 3 launches, 1 launch inside a reshape
+    # and 18 such calls. Least squares for the weight of one such call
+    per_page = [(host[m]["per_page_probe_calls"] / per_op, launches, calls)
+                for m, launches, calls in (("small", 2.0, 10), ("base", 2.0, 10),
+                                           ("gundam", 3.0 + CUDA_LAUNCH_HOST_WEIGHT, 18))]
+    w = sum(n * (y - launches) for y, launches, n in per_page) / sum(n * n for _, _, n in per_page)
+    assert abs(PROJECTOR_VIEW_CALL_WEIGHT - w) <= 0.001
+    # fixed, inside the range: one view group (fusion and linear launches, flatten and transpose) for Small
+    # and Base, two for Gundam: range + group and range + 2 * group, least squares
+    def fixed(mode: str) -> float:
+        return (host[mode]["fixed_probe_calls"] - outside) / per_op
+
+    one = statistics.fmean(fixed(m) - 2.0 - 2 * w for m in ("small", "base"))
+    two = fixed("gundam") - 4.0 - 4 * w
+    assert abs(PROJECTOR_GROUP_HOST_OPS - (two - one)) <= 0.05
+    assert abs(PROJECTOR_RANGE_HOST_OPS - (2 * one - two)) <= 0.05

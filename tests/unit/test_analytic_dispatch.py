@@ -17,7 +17,11 @@ import torch
 from dispatch_meter import meter_module
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from llm_perf_opt.analytic.base import HOST_VIEW_CALL_WEIGHT
+from llm_perf_opt.analytic.base import (
+    PROJECTOR_GROUP_HOST_OPS,
+    PROJECTOR_RANGE_HOST_OPS,
+    PROJECTOR_VIEW_CALL_WEIGHT,
+)
 from llm_perf_opt.analytic.layers.vision import ClipEncoder, SamBlock, SamEncoder
 from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
 from llm_perf_opt.models.deepseek_ocr.modeling import build_model
@@ -164,15 +168,27 @@ def test_projector_stage_matches_the_projector_range(model: Any, mode: str, batc
     assert stage.forward_kernel_launches() == meter.total_kernels, dict(meter.kernels)
     assert stage.forward_cal_io() == pytest.approx(meter.total_bytes, rel=0.01)
     # the aten calls of the range as the runs make them (inference mode: composites not decomposed) that
-    # launch nothing of their own, each charged HOST_VIEW_CALL_WEIGHT of an op's host time; the tiled grid's
-    # copy is launched inside a reshape (an inner launch)
+    # launch nothing of their own, each charged PROJECTOR_VIEW_CALL_WEIGHT of an op's host time, beside the
+    # range's fixed host work and its view groups'; the tiled grid's copy is launched inside a reshape (an
+    # inner launch)
     calls = _Calls()
     with torch.inference_mode(), calls:
         model.embed_images(images, lambda name: calls.within(name == Stage.PROJECTOR.value))
     nodes = [node for _, node in stage.walk() if not node.children]
     launching = stage.forward_kernel_launches() - sum(node.inner_launches * node.count for node in nodes)
     host_ops = sum(node.host_ops * node.count for node in nodes)
-    assert host_ops == pytest.approx((calls.calls - launching) * HOST_VIEW_CALL_WEIGHT)
+    groups = sum(1 for node in nodes if type(node).__name__ == "FeatureFusion")
+    projected: list[int] = []  # the range projects one group per view size (tiles and global view: two)
+    project = model.project
+    model.project = lambda *a, **k: (projected.append(1), project(*a, **k))[1]
+    try:
+        with torch.inference_mode():
+            model.embed_images(images)
+    finally:
+        del model.project
+    assert groups == len(projected) == (2 if mode == "gundam" else 1)
+    assert host_ops == pytest.approx(PROJECTOR_RANGE_HOST_OPS + groups * PROJECTOR_GROUP_HOST_OPS
+                                     + (calls.calls - launching) * PROJECTOR_VIEW_CALL_WEIGHT)
 
 
 @pytest.mark.parametrize("index", [0, 1])  # layer 0 is dense, layer 1 MoE (first_k_dense_replace = 1)

@@ -249,13 +249,14 @@ def test_the_view_call_weight_splits_the_two_programs_host_time() -> None:
     assert f"costs {per_view / per_launch:.2f} x one that launches" in hw_cli.render_probe(_speed([10.0], ratios=[ratio]))
 
 
-def test_the_analytic_view_weight_is_the_committed_h200_files_pooled() -> None:
-    from llm_perf_opt.analytic.base import HOST_VIEW_CALL_WEIGHT
-
+def test_the_view_weight_of_the_committed_h200_files_pooled() -> None:
     h200 = Path(__file__).resolve().parents[2] / "reports" / "hardware" / "h200"
-    files = [h200 / f"host-speed-decode-{i}.json" for i in range(1, 9)]  # the files its comment names
-    pooled = host_speed.pool_host_speeds([(f, host_speed.load_host_speed(f)) for f in files])
-    assert pooled.probes["module"].view_call_weight == pytest.approx(HOST_VIEW_CALL_WEIGHT, abs=0.005)
+    speeds = [host_speed.load_host_speed(h200 / f"host-speed-decode-{i}.json") for i in range(1, 11)]
+    weights = [s.probes["module"].view_call_weight for s in speeds]
+    pooled = host_speed.pool_host_speeds([(h200 / f"f{i}", s) for i, s in enumerate(speeds)])
+    # within the spread of the files, and the 0.41 that docs/results-h200.md section 19 quotes
+    assert min(w for w in weights if w) <= pooled.probes["module"].view_call_weight <= max(w for w in weights if w)
+    assert pooled.probes["module"].view_call_weight == pytest.approx(0.41, abs=0.005)
 
 
 def test_probe_from_files_prints_and_writes_the_pool(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

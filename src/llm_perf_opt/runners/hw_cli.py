@@ -493,8 +493,6 @@ def _cmd_gap(args: argparse.Namespace, catalog: GpuCatalog) -> int:
 
 def render_probe(speed: Any) -> str:
     """Table of a HostSpeed: median, mean, spread per probe."""
-    from llm_perf_opt.analytic.base import HOST_VIEW_CALL_WEIGHT
-
     rows = []
     for kind, series in speed.probes.items():
         d = series.as_dict()
@@ -516,8 +514,7 @@ def render_probe(speed: Any) -> str:
         weight = series.view_call_weight
         if weight is not None:
             lines.append(f"{kind}: split over the two programs, an aten call that launches nothing costs {weight:.2f} "
-                         f"x one that launches (the analytic model's HOST_VIEW_CALL_WEIGHT is "
-                         f"{HOST_VIEW_CALL_WEIGHT:g})")
+                         "x one that launches")
         if series.sam_ratio is not None:
             lines.append(f"{kind}: a SAM pass on a {series.sam_mode} page ({series.sam_launches} launches, "
                          f"{series.sam_syncs} host syncs) takes {series.sam_ratio:.3f} x the probe's us per call "

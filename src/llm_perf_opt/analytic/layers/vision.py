@@ -11,7 +11,14 @@ from __future__ import annotations
 
 import math
 
-from llm_perf_opt.analytic.base import HOST_VIEW_CALL_WEIGHT, BaseLayer, CompositeLayer, OpGroup
+from llm_perf_opt.analytic.base import (
+    PROJECTOR_GROUP_HOST_OPS,
+    PROJECTOR_RANGE_HOST_OPS,
+    PROJECTOR_VIEW_CALL_WEIGHT,
+    BaseLayer,
+    CompositeLayer,
+    OpGroup,
+)
 from llm_perf_opt.analytic.layers.common import (
     GELU_FLOPS_PER_ELEM,
     QUICK_GELU_FLOPS_PER_ELEM,
@@ -463,8 +470,8 @@ class FeatureFusion(BaseLayer):
 
     summary = "fusion: cat(CLIP[:,1:], flatten(SAM)) along channels"
     formulas = ("io bytes = 2 * b * T * (C_clip + c_3) (read both, write the concatenation)",
-                "host ops = (2 + pages) * w: flatten, transpose and a slice per page launch nothing "
-                "(w = HOST_VIEW_CALL_WEIGHT)")
+                "host ops = G + (2 + pages) * w: the group's module calls (G = PROJECTOR_GROUP_HOST_OPS); "
+                "flatten, transpose and a slice per page launch nothing (w = PROJECTOR_VIEW_CALL_WEIGHT)")
 
     def __init__(self, name: str, stage: Stage, *, tokens: int, dim: int, act_bytes: int, weight_bytes: int,
                  images: int = 1) -> None:
@@ -472,9 +479,10 @@ class FeatureFusion(BaseLayer):
         super().__init__(name, stage, weight_dtype_bytes=weight_bytes)
         self.op(OperatorCategory.MEMORY, io_bytes=2 * act_bytes * tokens * dim, launches=1)
         self.activation_bytes = act_bytes * tokens * dim
-        # SAM's map flattened and transposed (2 views), then one slice of the projection per page: aten calls
-        # without a kernel (counted: tests/unit/test_analytic_dispatch.py)
-        self.host_ops = (2 + images) * HOST_VIEW_CALL_WEIGHT
+        # the group's fusion and linear module calls, then SAM's map flattened and transposed (2 views) and one
+        # slice of the projection per page: aten calls without a kernel (counted:
+        # tests/unit/test_analytic_dispatch.py)
+        self.host_ops = PROJECTOR_GROUP_HOST_OPS + (2 + images) * PROJECTOR_VIEW_CALL_WEIGHT
 
 
 class Projector(CompositeLayer):
@@ -500,8 +508,9 @@ class ImageTokenLayout(BaseLayer):
                 " io bytes = 4 * b * slots * H; tiled pages also copy the permuted tile grid first"
                 " (2 * b * T_local * H): 2 kernels per page, 4 when tiled",
                 "weights = 2 * H (newline, separator)",
-                "host ops = pages * (7 * grids + 2) * w: the reshapes, permutes, casts and expands that launch "
-                "nothing (w = HOST_VIEW_CALL_WEIGHT)")
+                "host ops = R + pages * (7 * grids + 2) * w: the range's fixed host work (R = "
+                "PROJECTOR_RANGE_HOST_OPS), then the reshapes, permutes, casts and expands that launch nothing "
+                "(w = PROJECTOR_VIEW_CALL_WEIGHT)")
 
     def __init__(self, name: str, stage: Stage, *, slots: int, hidden: int, act_bytes: int, weight_bytes: int,
                  images: int = 1, local_tokens: int = 0) -> None:
@@ -517,4 +526,4 @@ class ImageTokenLayout(BaseLayer):
         # one of those reshapes
         grids = 2 if local_tokens else 1
         self.inner_launches = float(images) if local_tokens else 0.0
-        self.host_ops = images * (7 * grids + 2) * HOST_VIEW_CALL_WEIGHT
+        self.host_ops = PROJECTOR_RANGE_HOST_OPS + images * (7 * grids + 2) * PROJECTOR_VIEW_CALL_WEIGHT
