@@ -37,24 +37,25 @@ from llm_perf_opt.vocab import OperatorCategory, Stage
 TC, CC, IO, LAUNCH = 0, 1, 2, 3
 
 #: The projector range's host work, in dispatched ops (the unit of the timeline model's host cost per op).
-#: Source: scripts/gpu/projector_pages.py on the H200 (reports/hardware/h200/projector-pages.json:
-#: embed_images under a StageRecorder at 1, 2, 4 and 8 Small, Base and Gundam pages; host time around the range
-#: = fixed + per page, in module-probe calls), less the 3.4 probe calls that the host clock holds outside the
-#: range (Small's host-clock fixed part over its CUDA-event one), divided by the 1.654 probe calls per op that
-#: calibrate --prior --host-speed takes from the ten H200 host-speed files (their module probe's us per launch,
-#: per op of the decode stage, over its median). The model's own launches are taken out first.
-#: tests/integration/test_projector_pages_script.py derives all three from the files; docs/results-h200.md
-#: section 19.
+#: Source: scripts/gpu/projector_pages.py on two H200 machines (reports/hardware/h200/projector-pages.json and
+#: projector-pages-2.json: embed_images under a StageRecorder at 1, 2, 4 and 8 Small, Base and Gundam pages; host
+#: time around the range = fixed + per page, in module-probe calls), less the 3.4 and 4.1 probe calls that the
+#: host clock holds outside the range (Small's host-clock fixed part over its CUDA-event one), divided by the
+#: 1.654 probe calls per op that calibrate --prior --host-speed takes from the ten H200 host-speed files (their
+#: module probe's us per launch, per op of the decode stage, over its median), the model's own launches taken
+#: out, least squares over both files. tests/integration/test_projector_pages_script.py derives all three;
+#: docs/results-h200.md section 19.
 #: an aten call that launches nothing (slice, reshape, permute, no-op cast, expand) in the range's per-page
-#: loop: a Small and a Base page measure 2.0 and 2.1 ops for 2 launches and 10 such calls, a tiled Gundam page
-#: 3.8 for 3.3 launch-equivalents and 18 calls (least squares)
+#: loop: a Small or Base page measures 1.8-2.2 ops for 2 launches and 10 such calls, a tiled Gundam page
+#: 3.8-3.9 for 3.3 launch-equivalents and 18 calls (0.018 on each machine alone)
 PROJECTOR_VIEW_CALL_WEIGHT = 0.018
 #: host ops the range costs once, whatever it projects (fixed part beyond the model's launches: Small and Base
-#: 6.4 and 5.4 ops for one view group, Gundam 8.4 for two; RANGE + GROUP and RANGE + 2 * GROUP)
-PROJECTOR_RANGE_HOST_OPS = 3.4
+#: 6.4 ops for one view group, Gundam 8.0 for two, both machines averaged: RANGE + GROUP and RANGE + 2 * GROUP;
+#: the two machines alone split them 3.4 + 2.5 and 6.1 + 0.7)
+PROJECTOR_RANGE_HOST_OPS = 4.7
 #: host ops per view group the range projects (its fusion and linear module calls; one group per view size:
 #: 1, or 2 for tiled pages)
-PROJECTOR_GROUP_HOST_OPS = 2.5
+PROJECTOR_GROUP_HOST_OPS = 1.6
 
 CategoryCosts = dict[OperatorCategory, list[float]]
 
