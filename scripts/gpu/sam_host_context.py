@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from llm_perf_opt.cli import run_guarded
+from llm_perf_opt.cli import render_saved, run_guarded
 from llm_perf_opt.errors import UserError
 from llm_perf_opt.hardware.host_speed import gpu_uuid
 from llm_perf_opt.inputs.synthetic import synthetic_pages
@@ -140,13 +140,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="print the summary of a JSON this script wrote (recomputed from its samples; no GPU)")
     args = ap.parse_args(argv)
     if args.from_json is not None:
-        try:
-            data = json.loads(args.from_json.read_text())
-            data["summary"] = summarize(data["samples"], int(data["sam_launches"]))
-            text = render(data)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise UserError(f"--from {args.from_json}: not a file this script wrote ({type(exc).__name__}: {exc})") from None
-        print(text)
+        print(render_saved(args.from_json, lambda data: render(
+            {**data, "summary": summarize(data["samples"], int(data["sam_launches"]))})))
         return 0
     if args.out is None:
         raise UserError("--out FILE is required to measure (or --from FILE to summarize one)")

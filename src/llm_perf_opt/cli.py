@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
+import statistics
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 from llm_perf_opt import __version__
 from llm_perf_opt.errors import UserError
@@ -39,6 +43,19 @@ def run_guarded(func: Callable[[], int], prog: str) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+
+
+def render_saved(path: Path, render: Callable[[dict[str, Any]], str]) -> str:
+    """``render`` of the JSON object a measuring script wrote to ``path`` (its ``--from FILE``); UserError in one
+    line naming the file when it cannot be read or is not such a file (render raises KeyError, TypeError,
+    ValueError or statistics.StatisticsError on a wrong one)."""
+    try:
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict):
+            raise TypeError("not a JSON object")
+        return render(data)
+    except (OSError, ValueError, KeyError, TypeError, statistics.StatisticsError) as exc:
+        raise UserError(f"--from {path}: not a file this script wrote ({type(exc).__name__}: {exc})") from None
 
 
 def build_parser() -> argparse.ArgumentParser:

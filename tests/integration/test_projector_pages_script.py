@@ -61,6 +61,11 @@ def test_bad_input_is_one_line(tmp_path: Path) -> None:
     bad.write_text('{"modes": ["small"]}')
     with pytest.raises(UserError, match=f"--from {bad}: not a file this script wrote"):
         mod.main(["--from", str(bad)])
+    bad.write_text("[1, 2]")
+    with pytest.raises(UserError, match="not a file this script wrote .TypeError: not a JSON object"):
+        mod.main(["--from", str(bad)])
+    with pytest.raises(UserError, match="not a file this script wrote .FileNotFoundError"):
+        mod.main(["--from", str(tmp_path / "missing.json")])
     with pytest.raises(UserError, match="--out FILE is required"):
         mod.main([])
     with pytest.raises(UserError, match="unknown mode"):
