@@ -59,7 +59,7 @@ from typing import Any, cast
 from attrs import evolve
 
 from llm_perf_opt.analytic.calibration import load_calibration, save_calibration
-from llm_perf_opt.compare.runs import PROBE_WHEN, load_run, pass_probe, probe_decode_pairs, run_pass_probe
+from llm_perf_opt.compare.runs import PROBE_WHEN, load_run, probe_decode_pairs, probe_of
 from llm_perf_opt.errors import UserError
 
 #: CUDA runtime calls that launch device work (kernels, memsets, copies)
@@ -108,11 +108,6 @@ def census(path: Path, workloads: Sequence[str] | None) -> list[str]:
 
 #: --when choices: "run" is the probe compare takes (the bracket when the pass has both, else the one before)
 WHEN_CHOICES = ("run", *PROBE_WHEN)
-
-
-def _pass_probe(record: dict[str, Any], which: str, when: str) -> float | None:
-    """A pass's probe of ``which`` taken ``when`` (WHEN_CHOICES)."""
-    return run_pass_probe(record, which) if when == "run" else pass_probe(record, which, when)
 
 
 def probe(runs: Sequence[Path], which: str = "add", when: str = "run") -> list[str]:
@@ -171,13 +166,13 @@ def passes(runs: Sequence[Path], stage: str = "vision.sam", when: str = "run") -
     lines = [f"{'run':<36} {stage + ' ms':>14} {'CV':>6} {'probe us':>9} {'passes':>6}"]
     rel: list[tuple[float, float, float]] = []
     for d in runs:
-        rows = [r for r in _passes(d) if _pass_probe(r, "module", when) and isinstance(r.get("stage_ms"), dict)
+        rows = [r for r in _passes(d) if probe_of(r, "module", when) and isinstance(r.get("stage_ms"), dict)
                 and stage in r["stage_ms"] and "decode" in r["stage_ms"]]
         if len(rows) < 2:
             raise UserError(f"{d}: fewer than 2 passes with {stage}, decode and a module probe (taken: {when})")
         st_ms = [float(r["stage_ms"][stage]) for r in rows]
         dec = [float(r["stage_ms"]["decode"]) for r in rows]
-        pr = [cast(float, _pass_probe(r, "module", when)) for r in rows]
+        pr = [cast(float, probe_of(r, "module", when)) for r in rows]
         ms, md, mp = statistics.fmean(st_ms), statistics.fmean(dec), statistics.fmean(pr)
         rel.extend((a / ms, b / md, c / mp) for a, b, c in zip(st_ms, dec, pr, strict=True))
         lines.append(f"{d.name:<36} {ms:>14.2f} {statistics.stdev(st_ms) / ms:>6.2f} {mp:>9.2f} {len(rows):>6}")

@@ -2,9 +2,9 @@
 """What the projector range costs per page and what it costs once (CUDA GPU).
 
 At batch 1 a run's projector range takes 0.15-0.45 ms on the H200 while its kernels take ~0.01-0.04 ms: the
-range is host time. The analytic model prices its aten calls that launch nothing at HOST_VIEW_CALL_WEIGHT of
-a decode-step op each, which fits batch 1 but over-predicts Small b4 by 50-100% (docs/results-h200.md
-section 19). This script runs the profiler's own vision stages (``embed_images`` under a ``StageRecorder``
+range is host time, a fixed part and a part per page. The analytic model's PROJECTOR_RANGE_HOST_OPS,
+PROJECTOR_GROUP_HOST_OPS and PROJECTOR_VIEW_CALL_WEIGHT come from two runs of this script on the H200
+(docs/results-h200.md section 19). This script runs the profiler's own vision stages (``embed_images`` under a ``StageRecorder``
 with NVTX ranges, as a run does; random bf16 weights) on 1..N synthetic pages per call, rotating the page
 counts every round, and records per call the projector range by CUDA events and by the host clock, the CLIP
 range before it, and the module probe (``hw probe``'s us per aten call) taken before the call. The summary
@@ -119,6 +119,10 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"unknown mode(s) {', '.join(unknown)}; choose from {', '.join(MODES)}")
     if args.rounds < 1 or any(n < 1 for n in args.pages) or len(set(args.pages)) < 2:
         raise UserError("--rounds must be >= 1 and --pages needs two or more different counts >= 1")
+    try:  # before the measurement, so that a bad --out does not cost it
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--out {args.out}: cannot create its folder ({exc.strerror})") from None
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA GPU here")
     torch.set_grad_enabled(False)

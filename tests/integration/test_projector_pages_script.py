@@ -42,7 +42,7 @@ def test_summary_is_recomputed_from_the_samples(capsys: pytest.CaptureFixture[st
 
 def test_a_cpu_run_writes_what_it_summarizes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     mod = load_script("gpu/projector_pages.py")
-    out = tmp_path / "pp.json"
+    out = tmp_path / "new" / "pp.json"  # its folder is made before the measurement
     assert mod.main(["--device", "cpu", "--config", "tiny", "--modes", "tiny", "--pages", "1", "3",
                      "--rounds", "2", "--out", str(out)]) == 0
     data = json.loads(out.read_text())
@@ -70,6 +70,9 @@ def test_bad_input_is_one_line(tmp_path: Path) -> None:
         mod.main([])
     with pytest.raises(UserError, match="unknown mode"):
         mod.main(["--out", str(tmp_path / "x.json"), "--modes", "huge"])
+    (tmp_path / "file").write_text("")
+    with pytest.raises(UserError, match="cannot create its folder"):
+        mod.main(["--out", str(tmp_path / "file" / "x.json"), "--device", "cpu"])
     with pytest.raises(UserError, match="two or more different counts"):
         mod.main(["--out", str(tmp_path / "x.json"), "--pages", "4", "4"])
 

@@ -328,6 +328,12 @@ def run_pass_probe(record: dict[str, Any], kind: str = "add") -> float | None:
     return bracket if bracket is not None else pass_probe(record, kind, "before")
 
 
+def probe_of(record: dict[str, Any], kind: str = "add", when: str = "run") -> float | None:
+    """A pass's probe of ``kind`` taken ``when``: "run" (:func:`run_pass_probe`, what compare uses) or one of
+    PROBE_WHEN (:func:`pass_probe`)."""
+    return run_pass_probe(record, kind) if when == "run" else pass_probe(record, kind, when)
+
+
 def probe_decode_pairs(records: Sequence[Any], kind: str = "add", when: str = "run"
                        ) -> tuple[float | None, tuple[tuple[float, float], ...]]:
     """(mean probe over the ok passes that have one, (probe us, decode ms) per ok pass having both) of
@@ -338,7 +344,7 @@ def probe_decode_pairs(records: Sequence[Any], kind: str = "add", when: str = "r
     for rec in records:
         if not isinstance(rec, dict) or rec.get("status", "ok") != "ok":
             continue
-        v = run_pass_probe(rec, kind) if when == "run" else pass_probe(rec, kind, when)
+        v = probe_of(rec, kind, when)
         if v is None:
             continue
         values.append(v)
