@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from compare_fixtures import DATA, FX
 
+from llm_perf_opt.analytic.report import DEFAULT_ALLOCATOR_BATCH_FRACTION
 from llm_perf_opt.compare.analytic import MismatchError, load_analytic_report
 from llm_perf_opt.compare.compare import COMPARE_SCHEMA
 from llm_perf_opt.compare.runs import RunFolderError, load_run
@@ -72,6 +73,10 @@ def test_cli_writes_outputs_and_contract_summary(run_dir: Path, capsys: pytest.C
     assert summary["predicted_vs_measured_ratio"] == pytest.approx(data["totals"]["ratio"])
     labels = [c["label"] for c in unified["capacity"]]
     assert labels[0] == "measured batch"
+    best = next(c["batch_size"] for c in unified["capacity"] if c["label"] == "best batch that fits")
+    # the best batch is the footprint's limit; the note gives what PyTorch's default allocator reaches
+    note = next(n for n in unified["notes"] if n.startswith(f"best batch {best}:"))
+    assert f"plan on about {int(best * DEFAULT_ALLOCATOR_BATCH_FRACTION)} " in note
     md = (run_dir / "unified_report.md").read_text()
     assert "## Capacity on this GPU" in md and "Top operators" in md
     assert "vision.sam" in capsys.readouterr().out

@@ -150,6 +150,30 @@ def peaks_used(peaks: RooflinePeaks, eff: EfficiencyModel) -> PeaksUsed:
                      launch_overhead_ms=eff.launch_overhead_s * 1e3, efficiencies=efficiencies)
 
 
+#: Largest batch that ran with PyTorch's default caching allocator over the largest batch whose analytic
+#: footprint fits the memory the process can use, rounded down: 0.737-0.836 over Small, Base, Large and Gundam
+#: (eager) and Base (sdpa) on the H200. With PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True the same passes
+#: ran to within 3% of the prediction, so the gap is the allocator's fragmentation, not the footprint
+#: (reports/hardware/h200/memory-batches*.json, scripts/gpu/memory_batches.py; docs/results-h200.md section 20).
+DEFAULT_ALLOCATOR_BATCH_FRACTION = 0.73
+
+
+def memory_footprint(model: AnalyticModel, capacity_bytes: float | None) -> MemoryFootprint:
+    """Weights, final KV cache and activation peak of ``model``'s workload (bytes), and the largest batch whose
+    footprint fits ``capacity_bytes`` (None when no capacity is given).
+
+    The peak is the largest stage peak; KV cache and activations scale with the batch, the weights do not.
+    """
+    weights = model.weight_bytes_total()
+    kv_final = model.kv_cache_bytes_final()
+    act_peak = max(t.forward_memory_activation() for t in model.stages.values())
+    per_seq = (kv_final + act_peak) / model.shape.batch
+    max_batch = (max(int((capacity_bytes - weights) // per_seq), 0)
+                 if capacity_bytes and per_seq > 0 else None)
+    return MemoryFootprint(weights_bytes=weights, kv_cache_bytes=kv_final, activation_peak_bytes=act_peak,
+                           max_batch_size=max_batch)
+
+
 def build_report(model: AnalyticModel, peaks: RooflinePeaks, *, efficiency: EfficiencyModel | None = None,
                  report_id: str | None = None, max_depth: int | None = None,
                  generated_at: datetime | None = None, extra_notes: list[str] | None = None) -> AnalyticModelReport:
@@ -209,17 +233,10 @@ def build_report(model: AnalyticModel, peaks: RooflinePeaks, *, efficiency: Effi
         root.add_work(sacc.cats, 1.0)
         root.time.add(sacc.time)
 
-    weights = model.weight_bytes_total()
-    kv_final = model.kv_cache_bytes_final()
-    act_peak = max(t.forward_memory_activation() for t in model.stages.values())
-    root.weight_bytes = weights
-    root.activation_bytes = act_peak
-    root.kv_bytes = kv_final
-    per_seq = (kv_final + act_peak) / shape.batch
-    capacity = peaks.memory_capacity_bytes
-    max_batch = max(int((capacity - weights) // per_seq), 0) if capacity and per_seq > 0 else None
-    memory = MemoryFootprint(weights_bytes=weights, kv_cache_bytes=kv_final, activation_peak_bytes=act_peak,
-                             max_batch_size=max_batch)
+    memory = memory_footprint(model, peaks.memory_capacity_bytes)
+    root.weight_bytes = memory.weights_bytes
+    root.activation_bytes = memory.activation_peak_bytes
+    root.kv_bytes = memory.kv_cache_bytes
 
     stage_totals = {stage: _totals(acc) for stage, acc in stage_accs.items()}
     if Stage.DECODE in stage_accs:
@@ -272,7 +289,7 @@ def build_report(model: AnalyticModel, peaks: RooflinePeaks, *, efficiency: Effi
     rid = report_id or f"analytic-{workload.profile_id}-{peaks.gpu_key}"
     return AnalyticModelReport(
         report_id=rid,
-        model=DeepSeekOCRModelSpec.from_config(model.config, parameter_count=int(weights // model.weight_bytes)),
+        model=DeepSeekOCRModelSpec.from_config(model.config, parameter_count=int(memory.weights_bytes // model.weight_bytes)),
         workload=workload, gpu_key=peaks.gpu_key, peaks=peaks_used(peaks, eff),
         modules=[a.node() for a in accs.values()], snapshots=[a.snapshot() for a in accs.values()],
         stage_totals=stage_totals, decode=decode, model_totals=model_totals, memory=memory,

@@ -6,6 +6,7 @@ and RUN_DIR/unified_report.md; fields and units are listed in docs/compare.md.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 from attrs import define, field
 
 from llm_perf_opt.analytic.calibration import EfficiencyModel
+from llm_perf_opt.analytic.report import DEFAULT_ALLOCATOR_BATCH_FRACTION
 from llm_perf_opt.compare.compare import Comparison
 from llm_perf_opt.compare.runs import MeasuredRun
 from llm_perf_opt.compare.whatif import SECONDS_PER_DAY
@@ -169,6 +171,10 @@ def build_unified(run: MeasuredRun, cmp: Comparison, preds: Sequence[tuple[Analy
                 measured_pages_per_day=None, memory_total_bytes=brep.memory.total_bytes,
                 fits=bool(bcap is not None and brep.memory.total_bytes <= bcap),
                 calibrated_pages_per_s=bcal, calibrated_pages_per_day=None if bcal is None else bcal * SECONDS_PER_DAY))
+            notes.append(f"best batch {best}: the largest whose analytic footprint fits, reached with "
+                         "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True; with PyTorch's default caching "
+                         f"allocator plan on about {math.floor(best * DEFAULT_ALLOCATOR_BATCH_FRACTION)} "
+                         f"({DEFAULT_ALLOCATOR_BATCH_FRACTION:.0%}: its fragmentation, measured on the H200)")
         except UserError as exc:
             notes.append(f"best batch {best}: not analysed ({exc})")
     summary = to_analytic_summary(main_rep, measured_total_time_ms=cmp.totals.measured_total_ms

@@ -166,7 +166,11 @@ class SamAttention(CompositeLayer):
         for pattern, nbytes in (("bias_add", 3 * b * scores), ("cast_up", (b + 4) * scores),
                                 ("softmax_fp32", 8 * scores), ("cast_down", (4 + b) * scores)):
             core.op(OperatorCategory.ATTENTION, io_bytes=nbytes, pattern=pattern_key(pattern, side))
-        core.activation_bytes = b * tc + scores * (b + 4)
+        # live at the softmax: the biased scores (b), their fp32 copy (4: torch's softmax with dtype= casts
+        # bf16 first) and the fp32 probabilities (4); the PV output comes after the fp32 pair is freed.
+        # Measured: the peak allocated memory of every H200 run follows b + 8 (+ the held bias) per score
+        # (docs/results-h200.md section 20)
+        core.activation_bytes = max(scores * (b + 8), b * scores + b * tc)
         if fused:  # SDPA keeps scores and probabilities on chip: one kernel reads q, k, v and the bias
             core.ops.clear()
             core.pattern_io.clear()

@@ -1,0 +1,126 @@
+"""The analytic memory footprint against measured device memory: scripts/gpu/memory_batches.py's committed H200
+files (peak per pass and the largest batch that ran), every committed run folder's peak, a CPU run of the
+script, and its bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from script_loader import load_script
+
+from llm_perf_opt.analytic.model import AnalyticModel
+from llm_perf_opt.analytic.report import DEFAULT_ALLOCATOR_BATCH_FRACTION, memory_footprint
+from llm_perf_opt.compare.runs import load_run, run_workloads
+from llm_perf_opt.errors import UserError
+from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+H200 = ROOT / "reports" / "hardware" / "h200"
+DEFAULT_ALLOCATOR = [H200 / "memory-batches.json", H200 / "memory-batches-sdpa.json", H200 / "memory-batches-sdpa-max.json"]
+EXPANDABLE = H200 / "memory-batches-expandable.json"
+
+
+def _rows(path: Path) -> tuple[dict, list[dict]]:
+    mod = load_script("gpu/memory_batches.py")
+    data = json.loads(path.read_text())
+    return data, mod.summarize(data)
+
+
+@pytest.mark.parametrize("path", [*DEFAULT_ALLOCATOR, EXPANDABLE], ids=lambda p: p.stem)
+def test_the_footprint_is_the_measured_peak_up_to_the_device_limit(path: Path) -> None:
+    data, rows = _rows(path)
+    ran = [r for r in rows if r["ok"]]
+    assert ran and all(r["batch"] >= 1 for r in ran)
+    for r in ran:  # weights + KV cache + SAM's attention at its softmax: within 3.5% of max_memory_allocated
+        assert abs(r["error"]) < 0.035, (path.name, r["mode"], r["attention"], r["batch"], r["error"])
+    assert max(r["batch"] for r in ran) >= 32
+
+
+def test_expandable_segments_reach_the_predicted_largest_batch() -> None:
+    mod = load_script("gpu/memory_batches.py")
+    data, rows = _rows(EXPANDABLE)
+    assert data["allocator"] == "expandable_segments:True"
+    found = mod.max_batches(data, rows)
+    assert set(found) == {"small eager", "base eager", "large eager", "gundam eager"}
+    for key, m in found.items():
+        pred = m["predicted"]["usable"]
+        assert m["failed"] is not None and m["failed"] == m["ran"] + 1, key  # the search closed
+        # within 3% or one page below the prediction (the footprint is 0-2% short of the measured peak)
+        assert min(0.97 * pred, pred - 1) <= m["ran"] <= pred and m["failed"] <= pred + 1, (key, m)
+
+
+def test_the_default_allocator_fraction_is_the_smallest_measured() -> None:
+    mod = load_script("gpu/memory_batches.py")
+    fractions = {}
+    for path in DEFAULT_ALLOCATOR:
+        data, rows = _rows(path)
+        assert data.get("allocator", "") == ""
+        for key, m in mod.max_batches(data, rows).items():
+            if m["failed"] is not None and m["failed"] == m["ran"] + 1:
+                fractions[key] = m["ran"] / m["predicted"]["usable"]
+    assert set(fractions) == {"small eager", "base eager", "large eager", "gundam eager", "base sdpa"}
+    assert max(fractions.values()) < 0.85  # fragmentation costs every mode a sixth of the batch or more
+    assert DEFAULT_ALLOCATOR_BATCH_FRACTION == math.floor(min(fractions.values()) * 100) / 100
+
+
+def test_every_run_folder_peak_is_predicted() -> None:
+    """Each committed run's largest per-pass peak against the footprint of its workload (one run per name)."""
+    config = DeepseekOCRConfig.named("default")
+    seen: set[str] = set()
+    for folder in sorted((ROOT / "reports" / "profile").glob("h[12]00-*")):
+        key = folder.name.rsplit("-", 1)[0]
+        if key in seen or not (folder / "torch_profiler" / "metrics.json").exists():
+            continue
+        seen.add(key)
+        run = load_run(folder)
+        peak = run.report.peak_memory_bytes  # the largest max_memory_allocated of its passes
+        assert peak
+        pred = max(memory_footprint(AnalyticModel(config, wl), None).total_bytes for wl, _ in run_workloads(run))
+        assert -0.02 < pred / peak - 1 < 0.005, (folder.name, pred, peak)
+    assert len(seen) >= 10
+
+
+def test_a_cpu_run_and_its_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    mod = load_script("gpu/memory_batches.py")
+    out = tmp_path / "new" / "mb.json"
+    assert mod.main(["--device", "cpu", "--config", "tiny", "--modes", "tiny", "--batches", "1", "2",
+                     "--max-new-tokens", "3", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert [(r["batch"], r["ok"]) for r in data["passes"]] == [(1, True), (2, True)]
+    assert data["passes"][0]["peak_allocated"] is None  # no device memory on the CPU
+    assert data["passes"][0]["text_tokens"] == data["passes"][1]["text_tokens"] > 0
+    rows = mod.summarize(data)
+    assert rows[1]["predicted"]["total"] > rows[0]["predicted"]["total"]  # a second page adds KV and activations
+    assert "tiny    eager" in capsys.readouterr().out
+    assert mod.main(["--from", str(EXPANDABLE)]) == 0
+    text = capsys.readouterr().out
+    assert "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True" in text
+    assert "gundam eager: largest batch runs at 57, not at 58" in text
+
+
+def test_the_search_narrows_to_neighbours() -> None:
+    mod = load_script("gpu/memory_batches.py")
+    assert mod.next_batch(100, None, 100) == 105  # nothing failed: 5% up
+    assert mod.next_batch(3, None, 3) == 4
+    assert mod.next_batch(100, 120, 120) == 110  # bisect the gap
+    assert mod.next_batch(0, 50, 50) == 47  # nothing ran: 5% down
+    assert mod.next_batch(100, 101, 101) is None
+
+
+def test_bad_input_is_one_line(tmp_path: Path) -> None:
+    mod = load_script("gpu/memory_batches.py")
+    out = str(tmp_path / "x.json")
+    for argv, msg in ((["--device", "cpu", "--find-max", "--out", out], "--find-max needs --device cuda"),
+                      (["--device", "cpu", "--modes", "huge", "--out", out], "unknown mode(s) huge"),
+                      (["--device", "cpu", "--batches", "0", "--out", out], "must be >= 1"),
+                      (["--device", "cpu", "--batches", "--out", out], "nothing to measure"),
+                      (["--device", "cpu"], "--out FILE is required")):
+        with pytest.raises(UserError, match=msg.replace("(", r"\(").replace(")", r"\)")):
+            mod.main(argv)
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1]")
+    with pytest.raises(UserError, match="not a file this script wrote"):
+        mod.main(["--from", str(bad)])
