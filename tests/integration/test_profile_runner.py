@@ -15,6 +15,7 @@ from llm_perf_opt.data.common import Stats
 from llm_perf_opt.profiling import session as session_mod
 from llm_perf_opt.profiling.aggregate import STAGE_ORDER
 from llm_perf_opt.profiling.records import STATUS_OK, STATUS_OOM, read_records
+from llm_perf_opt.profiling.run import allocator_hint
 from llm_perf_opt.reporting.profile_artifacts import REQUIRED_ARTIFACTS
 from llm_perf_opt.runners.llm_profile_runner import main
 from llm_perf_opt.vocab import VISION_STAGES, Stage
@@ -233,6 +234,7 @@ def _failing_run_pass(monkeypatch: pytest.MonkeyPatch, fail_on: int, exc: BaseEx
 def test_out_of_memory_on_one_page_keeps_the_rest(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     _failing_run_pass(monkeypatch, 2, torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)"))
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)
     argv = [*BASE, "--synthetic", "3", "--max-new-tokens", "2", "--warmup", "0", "--repeats", "1",
             "--profile-images", "0", "--output-dir", str(tmp_path), "--run-id", "oom"]
     rc, out, err = _run(capsys, argv)
@@ -245,6 +247,15 @@ def test_out_of_memory_on_one_page_keeps_the_rest(tmp_path: Path, capsys: pytest
     assert report.stage_ms[Stage.PREFILL].count == 2
     assert "synthetic:mixed_layout" in (art / "report.md").read_text()
     assert "out of GPU memory" in err
+    # the allocator hint, once: on stderr and among the report's notes
+    assert err.count("PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True") == 1
+    assert sum("expandable_segments:True" in n for n in report.notes) == 1
+
+
+def test_the_allocator_hint_is_left_out_when_expandable_segments_are_on() -> None:
+    assert allocator_hint({}) is not None
+    assert allocator_hint({"PYTORCH_CUDA_ALLOC_CONF": "max_split_size_mb:512"}) is not None
+    assert allocator_hint({"PYTORCH_CUDA_ALLOC_CONF": "max_split_size_mb:512, expandable_segments:True"}) is None
 
 
 def test_ctrl_c_keeps_what_was_measured(tmp_path: Path, capsys: pytest.CaptureFixture[str],

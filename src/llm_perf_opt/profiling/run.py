@@ -17,6 +17,7 @@ Ctrl-C during 3-5 jumps to 6 with what was measured, then re-raises.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -138,6 +139,17 @@ def _oom_types() -> tuple[type[BaseException], ...]:
     return (torch.cuda.OutOfMemoryError,) if hasattr(torch.cuda, "OutOfMemoryError") else ()
 
 
+def allocator_hint(environ: dict[str, str] | None = None) -> str | None:
+    """What to try after a pass ran out of device memory, or None when PYTORCH_CUDA_ALLOC_CONF already
+    turns on expandable segments."""
+    conf = (os.environ if environ is None else environ).get("PYTORCH_CUDA_ALLOC_CONF", "")
+    if "expandable_segments:true" in conf.replace(" ", "").lower():
+        return None
+    return ("with PyTorch's default caching allocator the largest batch that ran on the H200 was 74-84% of "
+            "the one the memory holds (fragmentation); PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True "
+            "reached it (docs/results-h200.md section 20)")
+
+
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
@@ -222,6 +234,10 @@ class ProfileRunner:
                                          image_names=[p.name for p in batch], status=STATUS_OOM,
                                          error=_one_line(exc))
                         self.log(f"warning: batch {b} repeat {repeat}: out of GPU memory; skipped")
+                        hint = allocator_hint()
+                        if hint is not None and not any(n.startswith("out of GPU memory:") for n in self.notes):
+                            self.notes.append(f"out of GPU memory: {hint}")
+                            self.log(f"note: {hint}")
                     except UserError as exc:
                         rec = PassRecord(pass_index=0, batch_index=0, repeat_index=0, image_indices=[],
                                          image_names=[p.name for p in batch], status=STATUS_ERROR,
