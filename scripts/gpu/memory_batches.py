@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from attrs import evolve
 
 from llm_perf_opt.analytic.model import AnalyticModel
 from llm_perf_opt.analytic.report import memory_footprint
@@ -73,7 +72,7 @@ def predict(config: DeepseekOCRConfig, *, mode: str, page: tuple[int, int], text
 
 def one_pass(session: ModelSession, page: Page, mode: str, batch: int, new_tokens: int) -> dict[str, Any]:
     """One pass of ``batch`` copies of ``page``: peak bytes, or ``ok: False`` when the device ran out of memory."""
-    session.settings = evolve(session.settings, mode=mode, batch_size=batch, max_new_tokens=new_tokens)
+    session.reconfigure(mode=mode, batch_size=batch, max_new_tokens=new_tokens)
     cuda = session.device.type == "cuda"
     gc.collect()
     if cuda:
@@ -228,9 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         total = 0
         capacities = {"catalogue": 0.0, "usable": 0.0}
-    source = synthetic_pages(1)[0]
-    image = source.load()
-    page = evolve(source, loader=lambda: image.copy())  # drawn once; the pass preprocesses every copy
+    page = synthetic_pages(1)[0].cached()  # drawn once; the pass preprocesses every copy
     data: dict[str, Any] = {
         "config": args.config, "torch": torch.__version__, "gpu": torch.cuda.get_device_name(dev) if cuda else "cpu",
         "gpu_uuid": gpu_uuid(dev), "allocator": os.environ.get("PYTORCH_CUDA_ALLOC_CONF", ""), "memory_total": total, "capacities": capacities,

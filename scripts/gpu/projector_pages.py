@@ -25,13 +25,14 @@ import json
 import statistics
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from llm_perf_opt.cli import render_saved, run_guarded
+from llm_perf_opt.compare.fit import line_fit
 from llm_perf_opt.errors import UserError
 from llm_perf_opt.hardware.host_speed import gpu_uuid
 from llm_perf_opt.inputs.synthetic import synthetic_pages
@@ -44,16 +45,6 @@ from llm_perf_opt.profiling.timers import ModuleHostProbe, StageRecorder, host_s
 from llm_perf_opt.vocab import Stage
 
 FIELDS = ("projector_ms", "projector_host_ms", "clip_ms", "probe_us")
-
-
-def line_fit(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
-    """(intercept, slope) of the least-squares line through (xs, ys); needs two distinct xs."""
-    mx, my = statistics.fmean(xs), statistics.fmean(ys)
-    sxx = sum((x - mx) ** 2 for x in xs)
-    if sxx <= 0:
-        raise UserError("the fit needs at least two different page counts")
-    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
-    return my - slope * mx, slope
 
 
 def summarize(samples: dict[str, dict[str, dict[str, list[float]]]]) -> dict[str, Any]:

@@ -26,6 +26,7 @@ unidentified.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 
 import numpy as np
@@ -304,3 +305,14 @@ def fit_efficiencies(
         iterations=iterations, observations=len(obs),
         unidentified=tuple(unidentified), rms_relative_error_before=before, rms_relative_error_after=best_obj,
     )
+
+
+def line_fit(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
+    """(intercept, slope) of the least-squares line through (xs, ys); UserError unless xs holds two distinct
+    values (e.g. page counts or batch sizes)."""
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    if sxx <= 0:
+        raise UserError("the fit needs at least two different values of x (page counts, batch sizes)")
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
+    return my - slope * mx, slope

@@ -55,6 +55,12 @@ class Page:
         img = self.loader()
         return img if img.mode == "RGB" else img.convert("RGB")
 
+    def cached(self) -> Page:
+        """This page read (or drawn) once now; each load of the result returns a copy of that image
+        (for passes that repeat one page across a large batch)."""
+        image = self.load()
+        return attrs.evolve(self, loader=image.copy)
+
     def to_input_image(self) -> InputImage:
         """The data-model record of this page (inputs.yaml, metrics.json)."""
         synthetic = self.kind is ImageSource.SYNTHETIC

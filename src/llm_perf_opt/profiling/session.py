@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
-from attrs import define, field
+from attrs import define, evolve, field
 
 from llm_perf_opt.errors import UserError
 from llm_perf_opt.inputs.pages import Page
@@ -138,6 +138,17 @@ class ModelSession:
         pre = [preprocess_image(img, self.settings.mode) for img in images]
         t2 = time.perf_counter()
         return pre, (t1 - t0) * 1e3, (t2 - t1) * 1e3
+
+    def reconfigure(self, *, mode: str | None = None, batch_size: int | None = None,
+                    max_new_tokens: int | None = None, no_repeat_ngram_size: int | None = None) -> None:
+        """Change what the next passes run (the model stays as built); ModeError for an unknown mode."""
+        s = self.settings
+        if mode is not None:
+            get_mode(mode)
+        self.settings = evolve(
+            s, mode=s.mode if mode is None else mode, batch_size=s.batch_size if batch_size is None else batch_size,
+            max_new_tokens=s.max_new_tokens if max_new_tokens is None else max_new_tokens,
+            no_repeat_ngram_size=s.no_repeat_ngram_size if no_repeat_ngram_size is None else no_repeat_ngram_size)
 
     def run_pass(self, pages: Sequence[Page], recorder: StageRecorder, *, max_new_tokens: int | None = None,
                  on_stage: Callable[[str], None] | None = None, probes: bool = True) -> PassRecord:
