@@ -146,3 +146,16 @@ def test_collect_combines_sources_in_order(tmp_path: Path) -> None:
     assert len(collect_pages(synthetic=5, limit=2)) == 2
     with pytest.raises(InputError, match="no inputs"):
         collect_pages()
+
+
+def test_a_cached_page_is_read_once_and_loads_copies(tmp_path: Path) -> None:
+    path = _png(tmp_path / "a.png", (40, 30), "red")
+    page = pages_from_folder(tmp_path)[0]
+    cached = page.cached()
+    path.unlink()  # the file is gone: the cached page no longer reads it
+    first, second = cached.load(), cached.load()
+    assert first.size == (40, 30) and first.getpixel((0, 0)) == (255, 0, 0)
+    assert first is not second  # each load is a copy: a caller may change its image
+    assert (cached.name, cached.width, cached.height) == (page.name, page.width, page.height)
+    with pytest.raises(InputError):
+        page.load()
