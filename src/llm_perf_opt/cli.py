@@ -48,13 +48,13 @@ def run_guarded(func: Callable[[], int], prog: str) -> int:
 def render_saved(path: Path, render: Callable[[dict[str, Any]], str]) -> str:
     """``render`` of the JSON object a measuring script wrote to ``path`` (its ``--from FILE``); UserError in one
     line naming the file when it cannot be read or is not such a file (render raises KeyError, TypeError,
-    ValueError or statistics.StatisticsError on a wrong one)."""
+    AttributeError, ValueError or statistics.StatisticsError on a wrong one)."""
     try:
         data = json.loads(path.read_text())
         if not isinstance(data, dict):
             raise TypeError("not a JSON object")
         return render(data)
-    except (OSError, ValueError, KeyError, TypeError, statistics.StatisticsError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, statistics.StatisticsError) as exc:
         raise UserError(f"--from {path}: not a file this script wrote ({type(exc).__name__}: {exc})") from None
 
 
