@@ -22,7 +22,6 @@ import argparse
 import json
 import statistics
 import sys
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -33,6 +32,7 @@ from llm_perf_opt.compare.fit import line_fit
 from llm_perf_opt.errors import UserError
 from llm_perf_opt.hardware.host_speed import gpu_uuid
 from llm_perf_opt.inputs.synthetic import synthetic_pages
+from llm_perf_opt.measure_script import Samples, add_measure_args, ready_out, rotated_rounds
 from llm_perf_opt.models.deepseek_ocr.modes import MODES
 from llm_perf_opt.models.deepseek_ocr.prompt import resolve_prompt
 from llm_perf_opt.profiling.env import cpu_model
@@ -89,27 +89,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=6,
                     help="rounds; each runs every batch size and n-gram setting once (default 6)")
     ap.add_argument("--max-new-tokens", type=int, default=64, help="decode steps per pass (default 64)")
-    ap.add_argument("--config", default="default", metavar="NAME",
-                    help="model config (default: the official one; tiny: a small one for a CPU check)")
-    ap.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
-                    help="cuda (default; bf16) or cpu (fp32, host-clock ranges: a check of the script only)")
-    ap.add_argument("--out", type=Path, help="JSON file to write (per pass samples and the summary)")
-    ap.add_argument("--from", dest="from_json", type=Path, metavar="FILE",
-                    help="print the summary of a JSON this script wrote (recomputed from its samples; no GPU)")
+    add_measure_args(ap, out_help="JSON file to write (per pass samples and the summary)",
+                     cpu_help="cpu (fp32, host-clock ranges: a check of the script only)")
     args = ap.parse_args(argv)
     if args.from_json is not None:
         print(render_saved(args.from_json, lambda data: render({**data, "summary": summarize(data["samples"])})))
         return 0
-    if args.out is None:
-        raise UserError("--out FILE is required to measure (or --from FILE to summarize one)")
     if args.rounds < 1 or any(b < 1 for b in args.batches) or len(set(args.batches)) < 2:
         raise UserError("--rounds must be >= 1 and --batches needs two or more different sizes >= 1")
     if any(n < 0 for n in args.ngram) or args.max_new_tokens < 2:
         raise UserError("--ngram sizes must be >= 0 and --max-new-tokens >= 2 (one decoder forward at least)")
-    try:  # before the measurement, so that a bad --out does not cost it
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"--out {args.out}: cannot create its folder ({exc.strerror})") from None
+    out_path = ready_out(args.out)  # before the measurement, so that a bad --out does not cost it
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA GPU here")
     torch.set_grad_enabled(False)
@@ -120,10 +110,11 @@ def main(argv: list[str] | None = None) -> int:
         device=str(dev)), dev)  # ConfigError (a UserError) names a bad --config
     page = synthetic_pages(1)[0].cached()
     configs = [(n, b) for n in args.ngram for b in args.batches]
-    samples: dict[str, dict[str, dict[str, list[float]]]] = {
+    samples: Samples = {
         str(n): {str(b): {f: [] for f in FIELDS} for b in args.batches} for n in args.ngram}
 
-    def one_pass(ngram: int, batch: int, timed: bool = True) -> None:
+    def one_pass(config: tuple[int, int], timed: bool = True) -> None:
+        ngram, batch = config
         session.reconfigure(batch_size=batch, no_repeat_ngram_size=ngram)
         rec = session.run_pass([page] * batch, StageRecorder(dev, nvtx=False), probes=timed)
         if not timed:
@@ -133,30 +124,16 @@ def main(argv: list[str] | None = None) -> int:
         row["forward_ms"].append(rec.stage_ms[Stage.DECODE.value] / max(rec.decode_forwards, 1))
         row["probe_us"].append(statistics.fmean(probes))
 
-    done = 0
     with torch.inference_mode():
-        for n, b in configs:  # warm-up: every shape once, untimed
-            one_pass(n, b, timed=False)
-        try:
-            for r in range(args.rounds):
-                for n, b in configs[r % len(configs):] + configs[:r % len(configs)]:
-                    one_pass(n, b)
-                done = r + 1
-                print(f"round {done}/{args.rounds}", file=sys.stderr, flush=True)
-        except KeyboardInterrupt:
-            if done == 0:
-                raise UserError("interrupted before the first full round: nothing written") from None
-            for by_batch in samples.values():  # keep the full rounds only
-                for row in by_batch.values():
-                    for key in row:
-                        del row[key][done:]
-            print(f"interrupted: writing the {done} full rounds taken", file=sys.stderr)
+        for c in configs:  # warm-up: every shape once, untimed
+            one_pass(c, timed=False)
+        done = rotated_rounds(configs, args.rounds, one_pass, samples)
     cuda = dev.type == "cuda"
     out = {"mode": args.mode, "batches": args.batches, "ngram": args.ngram, "rounds": done, "config": args.config,
            "max_new_tokens": args.max_new_tokens, "torch": torch.__version__,
            "gpu": torch.cuda.get_device_name(dev) if cuda else "cpu", "gpu_uuid": gpu_uuid(dev),
            "cpu_model": cpu_model(), "summary": summarize(samples), "samples": samples}
-    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    out_path.write_text(json.dumps(out, indent=2) + "\n")
     print(render(out))
     return 0
 

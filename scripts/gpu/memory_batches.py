@@ -31,7 +31,6 @@ import math
 import os
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -45,6 +44,7 @@ from llm_perf_opt.hardware.catalog import load_catalog
 from llm_perf_opt.hardware.host_speed import gpu_uuid
 from llm_perf_opt.inputs.pages import Page
 from llm_perf_opt.inputs.synthetic import synthetic_pages
+from llm_perf_opt.measure_script import add_measure_args, ready_out
 from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
 from llm_perf_opt.models.deepseek_ocr.modes import MODES
 from llm_perf_opt.models.deepseek_ocr.prompt import resolve_prompt
@@ -185,19 +185,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget-s", type=float, default=480.0,
                     help="stop starting new passes after this many seconds (default 480); the file keeps what "
                          "ran")
-    ap.add_argument("--config", default="default", metavar="NAME",
-                    help="model config (default: the official one; tiny: a small one for a CPU check)")
-    ap.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
-                    help="cuda (default; bf16) or cpu (fp32, no memory figures: a check of the script only)")
-    ap.add_argument("--out", type=Path, help="JSON file to write (rewritten after every pass)")
-    ap.add_argument("--from", dest="from_json", type=Path, metavar="FILE",
-                    help="print the summary of a JSON this script wrote (predictions recomputed; no GPU)")
+    add_measure_args(ap, out_help="JSON file to write (rewritten after every pass)",
+                     cpu_help="cpu (fp32, no memory figures: a check of the script only)")
     args = ap.parse_args(argv)
     if args.from_json is not None:
         print(render_saved(args.from_json, render))
         return 0
-    if args.out is None:
-        raise UserError("--out FILE is required to measure (or --from FILE to summarize one)")
     unknown = [m for m in args.modes if m not in MODES]
     if unknown:
         raise UserError(f"unknown mode(s) {', '.join(unknown)}; choose from {', '.join(MODES)}")
@@ -209,10 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("--device cuda: no CUDA GPU here")
     if args.find_max and args.device != "cuda":
         raise UserError("--find-max needs --device cuda (the CPU never runs out of device memory)")
-    try:  # before the measurement, so that a bad --out does not cost it
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"--out {args.out}: cannot create its folder ({exc.strerror})") from None
+    out_path = ready_out(args.out)  # before the measurement, so that a bad --out does not cost it
     torch.set_grad_enabled(False)
     config = DeepseekOCRConfig.named(args.config)  # ConfigError (a UserError) names a bad one
     dev = torch.device("cuda", 0) if args.device == "cuda" else torch.device("cpu")
@@ -236,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
 
     def save() -> None:
-        args.out.write_text(json.dumps(data, indent=2) + "\n")
+        out_path.write_text(json.dumps(data, indent=2) + "\n")
 
     def measure(session: ModelSession, mode: str, batch: int) -> dict[str, Any]:
         row = one_pass(session, page, mode, batch, args.max_new_tokens)
@@ -291,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
                     n = next_batch(ran, failed, n)
             del session
     except KeyboardInterrupt:
-        print(f"interrupted: {args.out} keeps the {len(data['passes'])} passes taken", file=sys.stderr)
+        print(f"interrupted: {out_path} keeps the {len(data['passes'])} passes taken", file=sys.stderr)
     save()
     print(render(data))
     return 0

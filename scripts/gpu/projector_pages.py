@@ -26,7 +26,6 @@ import statistics
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -36,6 +35,7 @@ from llm_perf_opt.compare.fit import line_fit
 from llm_perf_opt.errors import UserError
 from llm_perf_opt.hardware.host_speed import gpu_uuid
 from llm_perf_opt.inputs.synthetic import synthetic_pages
+from llm_perf_opt.measure_script import Samples, add_measure_args, ready_out, rotated_rounds
 from llm_perf_opt.models.deepseek_ocr import preprocess_image
 from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
 from llm_perf_opt.models.deepseek_ocr.modeling import build_model, tiny_decoder_program
@@ -92,28 +92,18 @@ def main(argv: list[str] | None = None) -> int:
                     help="pages per embed_images call (default 1 2 4 8)")
     ap.add_argument("--rounds", type=int, default=20, help="rounds; each times every mode and page count once "
                                                            "(default 20)")
-    ap.add_argument("--config", default="default", metavar="NAME",
-                    help="model config (default: the official one; tiny: a small one for a CPU check)")
-    ap.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
-                    help="cuda (default; bf16) or cpu (fp32, host-clock ranges: a check of the script only)")
-    ap.add_argument("--out", type=Path, help="JSON file to write (per call samples and the summary)")
-    ap.add_argument("--from", dest="from_json", type=Path, metavar="FILE",
-                    help="print the summary of a JSON this script wrote (recomputed from its samples; no GPU)")
+    add_measure_args(ap, out_help="JSON file to write (per call samples and the summary)",
+                     cpu_help="cpu (fp32, host-clock ranges: a check of the script only)")
     args = ap.parse_args(argv)
     if args.from_json is not None:
         print(render_saved(args.from_json, lambda data: render({**data, "summary": summarize(data["samples"])})))
         return 0
-    if args.out is None:
-        raise UserError("--out FILE is required to measure (or --from FILE to summarize one)")
     unknown = [m for m in args.modes if m not in MODES]
     if unknown:
         raise UserError(f"unknown mode(s) {', '.join(unknown)}; choose from {', '.join(MODES)}")
     if args.rounds < 1 or any(n < 1 for n in args.pages) or len(set(args.pages)) < 2:
         raise UserError("--rounds must be >= 1 and --pages needs two or more different counts >= 1")
-    try:  # before the measurement, so that a bad --out does not cost it
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"--out {args.out}: cannot create its folder ({exc.strerror})") from None
+    out_path = ready_out(args.out)  # before the measurement, so that a bad --out does not cost it
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA GPU here")
     torch.set_grad_enabled(False)
@@ -125,10 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     pages = synthetic_pages(max(args.pages))
     prepared = {m: [preprocess_image(p.load(), m) for p in pages] for m in args.modes}
     configs = [(m, n) for m in args.modes for n in args.pages]
-    samples: dict[str, dict[str, dict[str, list[float]]]] = {
+    samples: Samples = {
         m: {str(n): {f: [] for f in FIELDS} for n in args.pages} for m in args.modes}
 
-    def one_call(mode: str, n: int) -> None:
+    def one_call(config: tuple[str, int]) -> None:
+        mode, n = config
         rec = samples[mode][str(n)]
         recorder = StageRecorder(dev, nvtx=True)
         host: dict[str, float] = {}
@@ -149,31 +140,17 @@ def main(argv: list[str] | None = None) -> int:
         rec["clip_ms"].append(ranges[Stage.VISION_CLIP.value])
         rec["probe_us"].append(p)
 
-    done = 0
     with torch.inference_mode():
         for mode, n in configs:  # warm-up: every shape once, untimed
             model.embed_images(prepared[mode][:n])
         host_sync(dev)
-        try:
-            for r in range(args.rounds):
-                for mode, n in configs[r % len(configs):] + configs[:r % len(configs)]:
-                    one_call(mode, n)
-                done = r + 1
-                print(f"round {done}/{args.rounds}", file=sys.stderr)
-        except KeyboardInterrupt:
-            if done == 0:
-                raise UserError("interrupted before the first full round: nothing written") from None
-            for by_pages in samples.values():  # keep the full rounds only
-                for rec in by_pages.values():
-                    for key in rec:
-                        del rec[key][done:]
-            print(f"interrupted: writing the {done} full rounds taken", file=sys.stderr)
+        done = rotated_rounds(configs, args.rounds, one_call, samples)
     cuda = dev.type == "cuda"
     out = {"modes": args.modes, "pages": args.pages, "rounds": done, "config": args.config, "torch": torch.__version__,
            "gpu": torch.cuda.get_device_name(dev) if cuda else "cpu", "gpu_uuid": gpu_uuid(dev),
            "cpu_model": cpu_model(),
            "summary": summarize(samples), "samples": samples}
-    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    out_path.write_text(json.dumps(out, indent=2) + "\n")
     print(render(out))
     return 0
 

@@ -1,0 +1,65 @@
+"""Plumbing shared by the measuring scripts under scripts/gpu/ (projector_pages.py, decode_rows.py,
+memory_batches.py): their --config/--device/--out/--from flags, the --out check made before a measurement,
+and rounds that rotate the configurations so that drift in the host's speed spreads over all of them."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+from llm_perf_opt.errors import UserError
+
+T = TypeVar("T")
+
+#: per configuration key, per sub-key (page count, batch size), per field: the samples of each full round
+Samples = dict[str, dict[str, dict[str, list[float]]]]
+
+
+def add_measure_args(ap: argparse.ArgumentParser, *, out_help: str, cpu_help: str) -> None:
+    """Add --config, --device (cuda | cpu), --out FILE and --from FILE to a measuring script's parser."""
+    ap.add_argument("--config", default="default", metavar="NAME",
+                    help="model config (default: the official one; tiny: a small one for a CPU check)")
+    ap.add_argument("--device", choices=("cuda", "cpu"), default="cuda", help=f"cuda (default; bf16) or {cpu_help}")
+    ap.add_argument("--out", type=Path, help=out_help)
+    ap.add_argument("--from", dest="from_json", type=Path, metavar="FILE",
+                    help="print the summary of a JSON this script wrote (recomputed from the file; no GPU)")
+
+
+def ready_out(out: Path | None) -> Path:
+    """``--out``'s path once its folder exists; UserError (one line) when it is missing or its folder cannot be
+    made, before any measurement is spent on it."""
+    if out is None:
+        raise UserError("--out FILE is required to measure (or --from FILE to summarize one)")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--out {out}: cannot create its folder ({exc.strerror})") from None
+    return out
+
+
+def rotated_rounds(configs: Sequence[T], rounds: int, one: Callable[[T], None], samples: Samples) -> int:
+    """Run ``one`` on every configuration once per round, each round starting one configuration later.
+
+    Returns the rounds completed. Ctrl-C keeps the full rounds: ``samples`` (``one``'s appends) is cut back to
+    them; UserError when not one round was complete.
+    """
+    done = 0
+    try:
+        for r in range(rounds):
+            k = r % len(configs)
+            for c in [*configs[k:], *configs[:k]]:
+                one(c)
+            done = r + 1
+            print(f"round {done}/{rounds}", file=sys.stderr, flush=True)
+    except KeyboardInterrupt:
+        if done == 0:
+            raise UserError("interrupted before the first full round: nothing written") from None
+        for by_key in samples.values():
+            for rec in by_key.values():
+                for field in rec:
+                    del rec[field][done:]
+        print(f"interrupted: writing the {done} full rounds taken", file=sys.stderr)
+    return done
