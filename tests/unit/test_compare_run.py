@@ -82,6 +82,24 @@ def test_cli_writes_outputs_and_contract_summary(run_dir: Path, capsys: pytest.C
     assert "vision.sam" in capsys.readouterr().out
 
 
+def test_the_unified_report_says_what_host_preprocessing_takes_of_the_measured_pages(run_dir: Path) -> None:
+    metrics = run_dir / "torch_profiler" / "metrics.json"
+    data = json.loads(metrics.read_text())
+    assert data["preprocessing_ms"] is None  # the fixture's run has none: no such note
+    assert compare_cli.main(["--run", str(run_dir), "--analytic", str(REPORT)]) == 0
+    unified = json.loads((run_dir / "unified_report.json").read_text())
+    assert not any(n.startswith("measured pages/s counts host preprocessing") for n in unified["notes"])
+    pps = data["pages_per_s"]["mean"]  # batch 1: end to end per pass = 1 / pages/s
+    pre = 0.25 / pps * 1e3  # a quarter of end to end
+    data["preprocessing_ms"] = {"mean": pre, "std": 0.0, "min": pre, "max": pre, "p50": pre, "p90": pre, "count": 3}
+    metrics.write_text(json.dumps(data))
+    assert compare_cli.main(["--run", str(run_dir), "--analytic", str(REPORT)]) == 0
+    unified = json.loads((run_dir / "unified_report.json").read_text())
+    note = next(n for n in unified["notes"] if n.startswith("measured pages/s counts host preprocessing"))
+    stages_pps = 1 / (unified["total_measured_ms"] / 1e3)
+    assert "25% of end to end" in note and f"the timed stages alone give {stages_pps:,.3f} pages/s" in note
+
+
 def test_without_analytic_uses_the_runs_workload(run_dir: Path) -> None:
     run = load_run(run_dir)
     cmp, preds = build_comparison(run)

@@ -253,7 +253,8 @@ class LLMProfileReport:
     )
     pages_per_s: Stats | None = field(default=None, metadata={"help": "end-to-end pages per second"})
     preprocessing_ms: Stats | None = field(
-        default=None, metadata={"help": "host preprocessing (load, resize, tile, normalise) per image, ms"}
+        default=None, metadata={"help": "host preprocessing (resize, tile, normalise) per pass, ms; image load "
+                                        "not included"}
     )
     stage_mfu: dict[Stage, float] = field(
         factory=dict, validator=values_in_range(0.0, MAX_UTILIZATION),

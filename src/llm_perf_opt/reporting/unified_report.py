@@ -151,6 +151,14 @@ def build_unified(run: MeasuredRun, cmp: Comparison, preds: Sequence[tuple[Analy
         memory_total_bytes=main_rep.memory.total_bytes,
         fits=bool(cap_bytes is not None and main_rep.memory.total_bytes <= cap_bytes),
         calibrated_pages_per_s=cal_pps, calibrated_pages_per_day=None if cal_pps is None else cal_pps * SECONDS_PER_DAY))
+    pre = rep.preprocessing_ms.mean if rep.preprocessing_ms is not None else None
+    stage_ms = cmp.totals.measured_total_ms
+    if meas_pps and pre and stage_ms:
+        pass_ms = meta.batch_size / meas_pps * 1e3  # end to end per pass, the measured pages/s's basis
+        notes.append(f"measured pages/s counts host preprocessing: {pre:,.1f} ms per pass "
+                     f"({pre / meta.batch_size:,.1f} ms per page, {pre / pass_ms:.0%} of end to end), which the "
+                     f"analytic model does not predict; the timed stages alone give "
+                     f"{meta.batch_size / (stage_ms / 1e3):,.3f} pages/s")
     best = main_rep.memory.max_batch_size
     if best is None or best < 1:
         notes.append("best batch: unknown (the analytic report has no max_batch_size)")
