@@ -8,6 +8,8 @@ script measures the row's cost directly. It runs the profiler's own pass (``Mode
 bf16 weights, one synthetic page repeated across the batch, fixed-length decode) at each batch size and
 n-gram setting, rotating them every round. It records per pass the decode stage's ms per decoder forward and
 the module probe (``hw probe``'s us per aten call; the mean of the probes before and after the pass). The
+decode stage over its forwards counts the last step's token pick (no forward) too, as the runs' own decode
+per token does (at 64 new tokens that puts 1.6% more into each forward). The
 summary fits, per n-gram setting, median ms per forward = fixed + per_row * batch (least squares over the batch
 sizes), and gives both terms in ms and in module-probe calls (ms / probe us).
 
@@ -97,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.rounds < 1 or any(b < 1 for b in args.batches) or len(set(args.batches)) < 2:
         raise UserError("--rounds must be >= 1 and --batches needs two or more different sizes >= 1")
+    if len(set(args.batches)) < len(args.batches) or len(set(args.ngram)) < len(args.ngram):
+        raise UserError("--batches and --ngram must not repeat a value")
     if any(n < 0 for n in args.ngram) or args.max_new_tokens < 2:
         raise UserError("--ngram sizes must be >= 0 and --max-new-tokens >= 2 (one decoder forward at least)")
     out_path = ready_out(args.out)  # before the measurement, so that a bad --out does not cost it

@@ -48,6 +48,7 @@ from llm_perf_opt.measure_script import add_measure_args, ready_out
 from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
 from llm_perf_opt.models.deepseek_ocr.modes import MODES
 from llm_perf_opt.models.deepseek_ocr.prompt import resolve_prompt
+from llm_perf_opt.profiling.run import ALLOC_CONF_VARS
 from llm_perf_opt.profiling.session import ModelSession, SessionSettings
 from llm_perf_opt.profiling.timers import StageRecorder
 from llm_perf_opt.vocab import DType
@@ -97,15 +98,14 @@ def one_pass(session: ModelSession, page: Page, mode: str, batch: int, new_token
     return row
 
 
-def next_batch(ran: int, failed: int | None, tried: int) -> int | None:
-    """The next batch of a max-batch search: 5% up while nothing failed, then halve the gap; None when the
-    largest batch that runs (``ran``) is one below the smallest that did not (``failed``)."""
+def next_batch(ran: int, failed: int | None) -> int | None:
+    """The next batch of a max-batch search from the largest batch that ran (``ran`` >= 1): 5% up while
+    nothing failed, then halve the gap to the smallest that did not (``failed``); None when they are
+    neighbours."""
     if failed is None:
         return max(ran + 1, math.ceil(ran * 1.05))
     if failed - ran <= 1:
         return None
-    if ran == 0:
-        return max(1, min(failed - 1, math.floor(tried * 0.95)))
     return (ran + failed) // 2
 
 
@@ -176,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--modes", nargs="+", default=["small", "base"], metavar="MODE",
                     help=f"resolution modes ({', '.join(MODES)}; default small base)")
     ap.add_argument("--batches", nargs="*", type=int, default=[1, 8, 32], metavar="N",
-                    help="batch sizes whose peak memory is measured per mode (default 1 8 32)")
+                    help="batch sizes whose peak memory is measured per mode (default 1 8 32; may be empty with "
+                         "--find-max, which then starts from one batch-1 pass)")
     ap.add_argument("--find-max", action="store_true",
                     help="per mode, also search the largest batch that runs (CUDA only)")
     ap.add_argument("--attention", nargs="+", choices=("eager", "sdpa"), default=["eager"],
@@ -220,13 +221,15 @@ def main(argv: list[str] | None = None) -> int:
     page = synthetic_pages(1)[0].cached()  # drawn once; the pass preprocesses every copy
     data: dict[str, Any] = {
         "config": args.config, "torch": torch.__version__, "gpu": torch.cuda.get_device_name(dev) if cuda else "cpu",
-        "gpu_uuid": gpu_uuid(dev), "allocator": os.environ.get("PYTORCH_CUDA_ALLOC_CONF", ""), "memory_total": total, "capacities": capacities,
+        "gpu_uuid": gpu_uuid(dev), "allocator": ",".join(c for c in (os.environ.get(v, "") for v in ALLOC_CONF_VARS) if c), "memory_total": total, "capacities": capacities,
         "dtype": dtype.value, "page": [page.width, page.height], "max_new_tokens": args.max_new_tokens,
         "passes": []}
     started = time.perf_counter()
 
-    def save() -> None:
-        out_path.write_text(json.dumps(data, indent=2) + "\n")
+    def save() -> None:  # whole or not at all: a kill during the write leaves the previous file
+        tmp = out_path.with_name(out_path.name + ".tmp")
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(tmp, out_path)
 
     def measure(session: ModelSession, mode: str, batch: int) -> dict[str, Any]:
         row = one_pass(session, page, mode, batch, args.max_new_tokens)
@@ -269,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
                                 new_tokens=args.max_new_tokens, attention=attention, dtype=dtype.value,
                                 capacities=capacities)["max_batch"]["usable"]
                 n = guess if guess and guess > ran and (failed is None or guess < failed) else next_batch(
-                    ran, failed, failed or ran)
+                    ran, failed)
                 for _ in range(MAX_SEARCH_PASSES):
                     if n is None or not in_budget():
                         break
@@ -278,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
                         ran = max(ran, n)
                     else:
                         failed = n if failed is None else min(failed, n)
-                    n = next_batch(ran, failed, n)
+                    n = next_batch(ran, failed)
             del session
     except KeyboardInterrupt:
         print(f"interrupted: {out_path} keeps the {len(data['passes'])} passes taken", file=sys.stderr)

@@ -23,7 +23,7 @@ def add_measure_args(ap: argparse.ArgumentParser, *, out_help: str, cpu_help: st
     ap.add_argument("--config", default="default", metavar="NAME",
                     help="model config (default: the official one; tiny: a small one for a CPU check)")
     ap.add_argument("--device", choices=("cuda", "cpu"), default="cuda", help=f"cuda (default; bf16) or {cpu_help}")
-    ap.add_argument("--out", type=Path, help=out_help)
+    ap.add_argument("--out", type=Path, help=f"{out_help}; required to measure")
     ap.add_argument("--from", dest="from_json", type=Path, metavar="FILE",
                     help="print the summary of a JSON this script wrote (recomputed from the file; no GPU)")
 

@@ -38,6 +38,8 @@ def test_bad_input_is_one_line(tmp_path: Path) -> None:
     mod = load_script("gpu/decode_rows.py")
     out = str(tmp_path / "x.json")
     for argv, msg in ((["--device", "cpu", "--batches", "4", "4", "--out", out], "two or more different sizes"),
+                      (["--device", "cpu", "--batches", "1", "1", "4", "--out", out], "must not repeat a value"),
+                      (["--device", "cpu", "--ngram", "0", "0", "--out", out], "must not repeat a value"),
                       (["--device", "cpu", "--ngram", "-1", "--out", out], "--ngram sizes must be >= 0"),
                       (["--device", "cpu", "--max-new-tokens", "1", "--out", out], "--max-new-tokens >= 2"),
                       (["--device", "cpu"], "--out FILE is required")):

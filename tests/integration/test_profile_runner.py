@@ -235,6 +235,7 @@ def test_out_of_memory_on_one_page_keeps_the_rest(tmp_path: Path, capsys: pytest
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     _failing_run_pass(monkeypatch, 2, torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)"))
     monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)
+    monkeypatch.delenv("PYTORCH_ALLOC_CONF", raising=False)
     argv = [*BASE, "--synthetic", "3", "--max-new-tokens", "2", "--warmup", "0", "--repeats", "1",
             "--profile-images", "0", "--output-dir", str(tmp_path), "--run-id", "oom"]
     rc, out, err = _run(capsys, argv)
@@ -256,6 +257,7 @@ def test_the_allocator_hint_is_left_out_when_expandable_segments_are_on() -> Non
     assert allocator_hint({}) is not None
     assert allocator_hint({"PYTORCH_CUDA_ALLOC_CONF": "max_split_size_mb:512"}) is not None
     assert allocator_hint({"PYTORCH_CUDA_ALLOC_CONF": "max_split_size_mb:512, expandable_segments:True"}) is None
+    assert allocator_hint({"PYTORCH_ALLOC_CONF": "expandable_segments:True"}) is None  # torch's newer name
 
 
 def test_ctrl_c_keeps_what_was_measured(tmp_path: Path, capsys: pytest.CaptureFixture[str],

@@ -150,12 +150,13 @@ def peaks_used(peaks: RooflinePeaks, eff: EfficiencyModel) -> PeaksUsed:
                      launch_overhead_ms=eff.launch_overhead_s * 1e3, efficiencies=efficiencies)
 
 
-#: Largest batch that ran with PyTorch's default caching allocator over the largest batch whose analytic
-#: footprint fits the memory the process can use, rounded down: 0.737-0.836 over Small, Base, Large and Gundam
-#: (eager) and Base (sdpa) on the H200. With PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True the same passes
-#: ran to within 3% of the prediction, so the gap is the allocator's fragmentation, not the footprint
+#: Largest batch that ran with PyTorch's default caching allocator over ``max_batch_size`` under the catalogue's
+#: capacity (what what-if and the unified report print), rounded down: 0.724-0.827 over Small, Base, Large and
+#: Gundam (eager) and Base (sdpa) on the H200. With PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True the eager
+#: passes ran to 96-98% of it (the rest: the CUDA context and the footprint's 0-2%), so the gap is the
+#: allocator's fragmentation, not the footprint
 #: (reports/hardware/h200/memory-batches*.json, scripts/gpu/memory_batches.py; docs/results-h200.md section 20).
-DEFAULT_ALLOCATOR_BATCH_FRACTION = 0.73
+DEFAULT_ALLOCATOR_BATCH_FRACTION = 0.72
 
 
 def memory_footprint(model: AnalyticModel, capacity_bytes: float | None) -> MemoryFootprint:

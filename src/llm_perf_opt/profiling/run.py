@@ -16,10 +16,11 @@ Ctrl-C during 3-5 jumps to 6 with what was measured, then re-raises.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -139,15 +140,20 @@ def _oom_types() -> tuple[type[BaseException], ...]:
     return (torch.cuda.OutOfMemoryError,) if hasattr(torch.cuda, "OutOfMemoryError") else ()
 
 
-def allocator_hint(environ: dict[str, str] | None = None) -> str | None:
-    """What to try after a pass ran out of device memory, or None when PYTORCH_CUDA_ALLOC_CONF already
-    turns on expandable segments."""
-    conf = (os.environ if environ is None else environ).get("PYTORCH_CUDA_ALLOC_CONF", "")
+#: the environment variables that configure PyTorch's CUDA caching allocator (the second is the newer name)
+ALLOC_CONF_VARS = ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF")
+
+
+def allocator_hint(environ: Mapping[str, str] | None = None) -> str | None:
+    """What to try after a pass ran out of device memory, or None when PYTORCH_CUDA_ALLOC_CONF (or
+    PYTORCH_ALLOC_CONF) already turns on expandable segments."""
+    env = os.environ if environ is None else environ
+    conf = ",".join(env.get(v, "") for v in ALLOC_CONF_VARS)
     if "expandable_segments:true" in conf.replace(" ", "").lower():
         return None
-    return ("with PyTorch's default caching allocator the largest batch that ran on the H200 was 74-84% of "
-            "the one the memory holds (fragmentation); PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True "
-            "reached it (docs/results-h200.md section 20)")
+    return ("with PyTorch's default caching allocator the largest batch that ran on the H200 was 72-83% of the "
+            "one the analytic footprint allows (fragmentation); PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True "
+            "ran 96-98% of it (docs/results-h200.md section 20)")
 
 
 def _one_line(exc: BaseException) -> str:
@@ -229,20 +235,23 @@ class ProfileRunner:
                         rec = self.session.run_pass(batch, StageRecorder(self.device, nvtx=opts.nvtx),
                                                     on_stage=on_stage)
                     except _oom_types() as exc:
-                        torch.cuda.empty_cache()
                         rec = PassRecord(pass_index=0, batch_index=0, repeat_index=0, image_indices=[],
                                          image_names=[p.name for p in batch], status=STATUS_OOM,
                                          error=_one_line(exc))
                         self.log(f"warning: batch {b} repeat {repeat}: out of GPU memory; skipped")
-                        hint = allocator_hint()
-                        if hint is not None and not any(n.startswith("out of GPU memory:") for n in self.notes):
-                            self.notes.append(f"out of GPU memory: {hint}")
-                            self.log(f"note: {hint}")
                     except UserError as exc:
                         rec = PassRecord(pass_index=0, batch_index=0, repeat_index=0, image_indices=[],
                                          image_names=[p.name for p in batch], status=STATUS_ERROR,
                                          error=str(exc))
                         self.log(f"warning: batch {b} repeat {repeat}: {exc}; skipped")
+                    if rec.status == STATUS_OOM:
+                        # out of the except block the failed pass's tensors are unreferenced: free their cache
+                        gc.collect()
+                        torch.cuda.empty_cache()
+                        hint = allocator_hint()
+                        if hint is not None and not any(n.startswith("out of GPU memory:") for n in self.notes):
+                            self.notes.append(f"out of GPU memory: {hint}")
+                            self.log(f"note: {hint}")
                     rec.pass_index, rec.batch_index, rec.repeat_index = pass_index, b, repeat
                     rec.image_indices = indices
                     writer.append(rec)

@@ -154,11 +154,11 @@ def build_unified(run: MeasuredRun, cmp: Comparison, preds: Sequence[tuple[Analy
     pre = rep.preprocessing_ms.mean if rep.preprocessing_ms is not None else None
     stage_ms = cmp.totals.measured_total_ms
     if meas_pps and pre and stage_ms:
-        pass_ms = meta.batch_size / meas_pps * 1e3  # end to end per pass, the measured pages/s's basis
+        pass_ms = meta.batch_size / meas_pps * 1e3  # the end-to-end ms per pass that the measured pages/s gives
         notes.append(f"measured pages/s counts host preprocessing: {pre:,.1f} ms per pass "
-                     f"({pre / meta.batch_size:,.1f} ms per page, {pre / pass_ms:.0%} of end to end), which the "
-                     f"analytic model does not predict; the timed stages alone give "
-                     f"{meta.batch_size / (stage_ms / 1e3):,.3f} pages/s")
+                     f"({pre / meta.batch_size:,.1f} ms per page; {pre / pass_ms:.0%} of the {pass_ms:,.0f} ms per "
+                     "pass that the measured pages/s gives), which the analytic model does not predict; the "
+                     f"timed stages alone give {meta.batch_size / (stage_ms / 1e3):,.3f} pages/s")
     best = main_rep.memory.max_batch_size
     if best is None or best < 1:
         notes.append("best batch: unknown (the analytic report has no max_batch_size)")
@@ -179,10 +179,12 @@ def build_unified(run: MeasuredRun, cmp: Comparison, preds: Sequence[tuple[Analy
                 measured_pages_per_day=None, memory_total_bytes=brep.memory.total_bytes,
                 fits=bool(bcap is not None and brep.memory.total_bytes <= bcap),
                 calibrated_pages_per_s=bcal, calibrated_pages_per_day=None if bcal is None else bcal * SECONDS_PER_DAY))
-            notes.append(f"best batch {best}: the largest whose analytic footprint fits, reached with "
-                         "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True; with PyTorch's default caching "
-                         f"allocator plan on about {math.floor(best * DEFAULT_ALLOCATOR_BATCH_FRACTION)} "
-                         f"({DEFAULT_ALLOCATOR_BATCH_FRACTION:.0%}: its fragmentation, measured on the H200)")
+            notes.append(f"best batch {best}: the largest whose analytic footprint fits the catalogue's "
+                         f"{(bcap or 0) / 1e9:,.1f} GB; on the H200, eager runs with "
+                         "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True reached 96-98% of that limit; with "
+                         "PyTorch's default caching allocator plan on about "
+                         f"{math.floor(best * DEFAULT_ALLOCATOR_BATCH_FRACTION)} "
+                         f"({DEFAULT_ALLOCATOR_BATCH_FRACTION:.0%}: its fragmentation)")
         except UserError as exc:
             notes.append(f"best batch {best}: not analysed ({exc})")
     summary = to_analytic_summary(main_rep, measured_total_time_ms=cmp.totals.measured_total_ms
