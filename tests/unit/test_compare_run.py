@@ -46,6 +46,8 @@ def test_fixture_ratios_match_construction(run_dir: Path) -> None:
     assert cmp.category_basis == "cuda"
     assert sum(c.measured_share or 0 for c in cmp.categories) == pytest.approx(1.0)
     assert sum(c.predicted_share for c in cmp.categories) == pytest.approx(1.0)
+    order = [(-(c.measured_ms or 0.0), -c.predicted_ms, c.category) for c in cmp.categories]
+    assert order == sorted(order)  # by measured, then predicted time, then name: the same in every process
     table = run.operator_table
     assert table is not None
     for c in cmp.categories:

@@ -280,7 +280,9 @@ def compare_run(
     meas_total = sum(measured_cat.values())
     pred_total = sum(pure_cat.values())
     categories: list[CategoryComparison] = []
-    for cat in sorted(set(pure_cat) | set(measured_cat), key=lambda c: -(measured_cat.get(c, 0.0))):
+    # by measured time, then predicted time, then name: the same order in every process (not a set's)
+    for cat in sorted(set(pure_cat) | set(measured_cat),
+                      key=lambda c: (-measured_cat.get(c, 0.0), -pure_cat.get(c, 0.0), c)):
         m = measured_cat.get(cat)
         ms = m / meas_total if (m is not None and meas_total > 0) else None
         p = pure_cat.get(cat, 0.0)
