@@ -30,7 +30,7 @@ import torch
 
 from llm_perf_opt.analytic.model import DECODE_ROW_LAUNCHES
 from llm_perf_opt.cli import render_saved, run_guarded
-from llm_perf_opt.compare.fit import line_fit
+from llm_perf_opt.compare.fit import probe_call_fit
 from llm_perf_opt.errors import UserError
 from llm_perf_opt.hardware.host_speed import gpu_uuid
 from llm_perf_opt.inputs.synthetic import synthetic_pages
@@ -55,9 +55,8 @@ def summarize(samples: dict[str, dict[str, dict[str, list[float]]]]) -> dict[str
         if sizes:
             fit["probe_us"] = statistics.median([v for b in sizes for v in by_batch[b]["probe_us"]])
         if len(sizes) >= 2:
-            a, c = line_fit([float(b) for b in sizes], [med[b]["forward_ms"] for b in sizes])
-            fit.update(fixed_ms=a, per_row_ms=c, fixed_probe_calls=a * 1e3 / fit["probe_us"],
-                       per_row_probe_calls=c * 1e3 / fit["probe_us"])
+            fit.update(probe_call_fit([float(b) for b in sizes], [med[b]["forward_ms"] for b in sizes],
+                                      fit["probe_us"], "row"))
         out[ngram] = {"medians": med, "fit": fit}
     return out
 

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from llm_perf_opt.cli import render_saved, run_guarded
-from llm_perf_opt.compare.fit import line_fit
+from llm_perf_opt.compare.fit import probe_call_fit
 from llm_perf_opt.errors import UserError
 from llm_perf_opt.hardware.host_speed import gpu_uuid
 from llm_perf_opt.inputs.synthetic import synthetic_pages
@@ -57,9 +57,7 @@ def summarize(samples: dict[str, dict[str, dict[str, list[float]]]]) -> dict[str
         fit: dict[str, Any] = {"probe_us": probe}
         if len(counts) >= 2:
             for f in ("projector_ms", "projector_host_ms"):
-                a, b = line_fit([float(n) for n in counts], [med[n][f] for n in counts])
-                fit[f] = {"fixed_ms": a, "per_page_ms": b, "fixed_probe_calls": a * 1e3 / probe,
-                          "per_page_probe_calls": b * 1e3 / probe}
+                fit[f] = probe_call_fit([float(n) for n in counts], [med[n][f] for n in counts], probe, "page")
         out[mode] = {"medians": med, "fit": fit}
     return out
 

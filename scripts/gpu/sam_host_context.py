@@ -42,6 +42,7 @@ from llm_perf_opt.cli import render_saved, run_guarded
 from llm_perf_opt.errors import UserError
 from llm_perf_opt.hardware.host_speed import gpu_uuid
 from llm_perf_opt.inputs.synthetic import synthetic_pages
+from llm_perf_opt.measure_script import ready_out
 from llm_perf_opt.models.deepseek_ocr import PreprocessedImage, preprocess_image
 from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
 from llm_perf_opt.models.deepseek_ocr.modeling import build_model, tiny_decoder_program
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--schedule", choices=sorted(SCHEDULES), default=None,
                     help="how the host thread waits in a sync (cudaSetDeviceFlags: spin, yield, blocking or auto); "
                          "default: leave the runtime's choice")
-    ap.add_argument("--out", type=Path, help="JSON file to write")
+    ap.add_argument("--out", type=Path, help="JSON file to write; required to measure")
     ap.add_argument("--from", dest="from_json", type=Path, metavar="FILE",
                     help="print the summary of a JSON this script wrote (recomputed from its samples; no GPU)")
     args = ap.parse_args(argv)
@@ -143,8 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         print(render_saved(args.from_json, lambda data: render(
             {**data, "summary": summarize(data["samples"], int(data["sam_launches"]))})))
         return 0
-    if args.out is None:
-        raise UserError("--out FILE is required to measure (or --from FILE to summarize one)")
+    out_path = ready_out(args.out)  # before the measurement, so that a bad --out does not cost it
     if not torch.cuda.is_available():
         raise UserError("needs a CUDA GPU")
     if args.rounds < 1 or args.sleep < 0 or args.flush_mib < 1:
@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
            "torch": torch.__version__, "gpu": torch.cuda.get_device_name(dev), "gpu_uuid": gpu_uuid(dev),
            "cpu_model": cpu_model(),
            "sam_launches": launches, "sam_syncs": syncs, "summary": summary, "samples": samples}
-    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    out_path.write_text(json.dumps(out, indent=2) + "\n")
     print(render(out))
     return 0
 

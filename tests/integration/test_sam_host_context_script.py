@@ -43,3 +43,7 @@ def test_bad_input_is_one_line(tmp_path: Path) -> None:
         mod.main(["--from", str(bad)])
     with pytest.raises(UserError, match="--out FILE is required"):
         mod.main([])
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(UserError, match="cannot create its folder"):  # before the GPU is looked for
+        mod.main(["--out", str(blocker / "x.json")])

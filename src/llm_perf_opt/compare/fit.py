@@ -316,3 +316,11 @@ def line_fit(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
         raise UserError("the fit needs at least two different values of x (page counts, batch sizes)")
     slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
     return my - slope * mx, slope
+
+
+def probe_call_fit(xs: Sequence[float], ms: Sequence[float], probe_us: float, unit: str) -> dict[str, float]:
+    """ms = fixed + per ``unit`` * x (:func:`line_fit`), both terms in ms and in module-probe calls
+    (ms * 1e3 / ``probe_us``): keys fixed_ms, per_<unit>_ms, fixed_probe_calls, per_<unit>_probe_calls."""
+    a, b = line_fit(xs, ms)
+    return {"fixed_ms": a, f"per_{unit}_ms": b, "fixed_probe_calls": a * 1e3 / probe_us,
+            f"per_{unit}_probe_calls": b * 1e3 / probe_us}
