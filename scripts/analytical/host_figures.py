@@ -17,6 +17,11 @@
         per workload and stage: launches counted by the census (GEMM memsets apart) and by the analytic model
     python scripts/analytical/host_figures.py prior CAL.json [CAL.json ...]
         per stage: stages of the evaluated runs within 25% and the rms error of each (prior) calibration
+    python scripts/analytical/host_figures.py memory RUN_DIR [RUN_DIR ...]
+        per run: its largest per-pass peak device memory next to the analytic footprint of its workload
+    python scripts/analytical/host_figures.py rows CAL.json [CAL.json ...] [--new-tokens 64]
+        per prior calibration file (prior_host_speed.sh): the decode cost of one batch row per step from each
+        mode's b1 and b4 runs, measured and predicted, and the medians over all files
     python scripts/analytical/host_figures.py device CENSUS.json --calibration CAL [--workload base:1 ...]
         per workload and stage: the census kernels' device ms next to the timeline model's device ms
     python scripts/analytical/host_figures.py table COMPARE_DIR
@@ -259,6 +264,52 @@ def prior(paths: Sequence[Path]) -> list[str]:
         lines.append(row(str(p)[-60:], errs))
     if len(paths) > 1:
         lines.append(row("all", total))
+    return lines
+
+
+def memory(runs: Sequence[Path], config: str) -> list[str]:
+    """Per run folder: its largest per-pass peak (max_memory_allocated) next to the analytic footprint of its
+    workload (weights + final KV cache + activation peak; the largest of its workload groups)."""
+    from llm_perf_opt.analytic.model import AnalyticModel
+    from llm_perf_opt.analytic.report import memory_footprint
+    from llm_perf_opt.compare.runs import run_workloads
+    from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
+
+    cfg = DeepseekOCRConfig.named(config)
+    lines = [f"{'run':<45} {'peak GB':>8} {'footprint GB':>12} {'error':>7}"]
+    for folder in runs:
+        run = load_run(folder)
+        peak = run.report.peak_memory_bytes
+        if not peak:
+            raise UserError(f"{folder}: the run recorded no peak memory (a CPU run?)")
+        pred = max(memory_footprint(AnalyticModel(cfg, wl), None).total_bytes for wl, _ in run_workloads(run))
+        lines.append(f"{run.run_id:<45} {peak / 1e9:>8.3f} {pred / 1e9:>12.3f} {pred / peak - 1:>+7.1%}")
+    return lines
+
+
+def rows(paths: Sequence[Path], new_tokens: int) -> list[str]:
+    """Per calibration file (calibrate --prior on run sets): for each mode with a b1 and a b4 run, the decode
+    cost of one batch row per step, (b4 - b1) / 3 / new_tokens, measured and predicted (us); then the medians."""
+    lines = [f"{'calibration':<40} {'mode':<7} {'measured us':>11} {'predicted us':>12}"]
+    meas: list[float] = []
+    pred: list[float] = []
+    for p in paths:
+        cal = load_calibration(p)
+        dec: dict[tuple[str, int], tuple[float, float]] = {}
+        for e in cal.fit.after:
+            m = re.match(r"[a-z0-9]+-([a-z]+)-b(\d+)-", e.run_id)
+            if e.stage == "decode" and m:
+                dec[(m.group(1), int(m.group(2)))] = (e.measured_ms, e.predicted_ms)
+        for mode in sorted({k[0] for k in dec}):
+            if (mode, 1) in dec and (mode, 4) in dec:
+                (m1, p1), (m4, p4) = dec[(mode, 1)], dec[(mode, 4)]
+                meas.append((m4 - m1) / 3 / new_tokens * 1e3)
+                pred.append((p4 - p1) / 3 / new_tokens * 1e3)
+                lines.append(f"{str(p)[-40:]:<40} {mode:<7} {meas[-1]:>11.1f} {pred[-1]:>12.1f}")
+    if not meas:
+        raise UserError("no calibration file holds a b1 and a b4 decode of one mode")
+    lines.append(f"median of {len(meas)} pairs: {statistics.median(meas):.0f} us measured, "
+                 f"{statistics.median(pred):.0f} us predicted per row and step")
     return lines
 
 
@@ -877,6 +928,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--config", default="default", metavar="NAME", help="model config to analyse (default default)")
     p = sub.add_parser("prior", help="stages within 25%% per calibration file (its evaluated runs)")
     p.add_argument("files", type=Path, nargs="+", metavar="CAL", help="calibration JSON with fit.after errors")
+    p = sub.add_parser("memory", help="each run's peak device memory next to the analytic footprint")
+    p.add_argument("runs", type=Path, nargs="+", metavar="RUN_DIR", help="run folders (llm-perf-opt profile)")
+    p.add_argument("--config", default="default", help="model config of the runs (default: the official one)")
+    p = sub.add_parser("rows", help="decode cost of a batch row per step from b1/b4 pairs, measured and predicted")
+    p.add_argument("files", type=Path, nargs="+", metavar="CAL", help="calibrate --prior JSON with fit.after errors")
+    p.add_argument("--new-tokens", type=int, default=64, help="decode steps of the runs (default 64)")
     p = sub.add_parser("device", help="census device ms per stage next to the timeline model's")
     p.add_argument("file", type=Path, help="census JSON (scripts/gpu/kernel_census.py)")
     p.add_argument("--calibration", type=Path, required=True, metavar="FILE",
@@ -973,6 +1030,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             lines = kernels(args.file, args.workload, args.stage, args.op, args.shape)
         elif args.cmd == "leaves":
             lines = leaves(args.calibration, args.workload, args.stage, args.config)
+        elif args.cmd == "memory":
+            lines = memory(args.runs, args.config)
+        elif args.cmd == "rows":
+            lines = rows(args.files, args.new_tokens)
         elif args.cmd == "gemms":
             lines = gemms(args.file, args.ceilings, args.workload, args.stage)
         else:

@@ -495,3 +495,31 @@ def test_a_reader_that_closed_its_pipe_is_no_error() -> None:
     finally:
         os.close(write_end)
     assert proc.returncode == 0 and proc.stderr == ""
+
+
+def test_memory_puts_each_runs_peak_next_to_the_footprint(capsys: pytest.CaptureFixture[str]) -> None:
+    runs = [ROOT / "reports" / "profile" / f"h200-{r}-20261202T012852Z" for r in ("base-b1", "base-b4")]
+    assert _script().main(["memory", *map(str, runs)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["run", "peak", "GB", "footprint", "GB", "error"]
+    for run, line in zip(runs, lines[1:], strict=True):
+        name, peak, pred, err = line.split()
+        metrics = json.loads((run / "torch_profiler" / "metrics.json").read_text())
+        assert name == run.name and float(peak) == pytest.approx(metrics["peak_memory_bytes"] / 1e9, abs=5e-4)
+        assert float(err.rstrip("%")) / 100 == pytest.approx(float(pred) / float(peak) - 1, abs=2e-3)
+        assert -0.02 < float(pred) / float(peak) - 1 < 0.005  # the footprint of section 20
+    assert _script().main(["memory", str(ROOT / "reports" / "profile" / "h200-census")]) == 2  # not a run: one line
+
+
+def test_rows_gives_a_batch_rows_decode_cost_from_b1_b4_pairs(capsys: pytest.CaptureFixture[str]) -> None:
+    cal = ROOT / "reports" / "compare" / "cross-session-h200-20261204T142146Z" / "calibration-h200-prior.json"
+    dec = {e["run_id"].split("-")[1] + e["run_id"].split("-")[2]: e
+           for e in json.loads(cal.read_text())["fit"]["after"] if e["stage"] == "decode"}
+    assert _script().main(["rows", str(cal)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    for mode in ("base", "small"):
+        row = next(line for line in out if line.split()[1:2] == [mode])
+        want = [(dec[f"{mode}b4"][k] - dec[f"{mode}b1"][k]) / 3 / 64 * 1e3 for k in ("measured_ms", "predicted_ms")]
+        assert [float(x) for x in row.split()[2:]] == pytest.approx(want, abs=0.06)
+    assert out[-1].startswith("median of 2 pairs:")
+    assert _script().main(["rows", str(ROOT / "reports" / "hardware" / "h200" / "projector-pages.json")]) == 2
