@@ -290,6 +290,8 @@ def memory(runs: Sequence[Path], config: str) -> list[str]:
 def rows(paths: Sequence[Path], new_tokens: int) -> list[str]:
     """Per calibration file (calibrate --prior on run sets): for each mode with a b1 and a b4 run, the decode
     cost of one batch row per step, (b4 - b1) / 3 / new_tokens, measured and predicted (us); then the medians."""
+    if new_tokens < 1:
+        raise UserError(f"--new-tokens {new_tokens}: must be >= 1")
     lines = [f"{'calibration':<40} {'mode':<7} {'measured us':>11} {'predicted us':>12}"]
     meas: list[float] = []
     pred: list[float] = []

@@ -197,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"unknown mode(s) {', '.join(unknown)}; choose from {', '.join(MODES)}")
     if any(n < 1 for n in args.batches) or args.max_new_tokens < 1:
         raise UserError("--batches and --max-new-tokens must be >= 1")
+    if args.budget_s <= 0:
+        raise UserError(f"--budget-s {args.budget_s:g}: must be > 0 (seconds in which new passes may start)")
     if not args.batches and not args.find_max:
         raise UserError("nothing to measure: give --batches N... or --find-max")
     if args.device == "cuda" and not torch.cuda.is_available():

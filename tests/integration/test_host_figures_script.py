@@ -522,4 +522,5 @@ def test_rows_gives_a_batch_rows_decode_cost_from_b1_b4_pairs(capsys: pytest.Cap
         want = [(dec[f"{mode}b4"][k] - dec[f"{mode}b1"][k]) / 3 / 64 * 1e3 for k in ("measured_ms", "predicted_ms")]
         assert [float(x) for x in row.split()[2:]] == pytest.approx(want, abs=0.06)
     assert out[-1].startswith("median of 2 pairs:")
+    assert _script().main(["rows", str(cal), "--new-tokens", "0"]) == 2
     assert _script().main(["rows", str(ROOT / "reports" / "hardware" / "h200" / "projector-pages.json")]) == 2

@@ -120,6 +120,7 @@ def test_bad_input_is_one_line(tmp_path: Path) -> None:
                       (["--device", "cpu", "--modes", "huge", "--out", out], "unknown mode(s) huge"),
                       (["--device", "cpu", "--batches", "0", "--out", out], "must be >= 1"),
                       (["--device", "cpu", "--batches", "--out", out], "nothing to measure"),
+                      (["--device", "cpu", "--budget-s", "0", "--out", out], "--budget-s 0: must be > 0"),
                       (["--device", "cpu"], "--out FILE is required")):
         with pytest.raises(UserError, match=msg.replace("(", r"\(").replace(")", r"\)")):
             mod.main(argv)
