@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Regenerate every committed comparison under reports/compare/ from the committed run folders (CPU only):
-# the three compare_calibrate.sh sets (H200 sets 1 and 2, H100) and the sixteen cross-session H200 sets
-# (sections 6-9 and 11-20 of docs/results-h200.md: set 2's timeline calibration and the prior on runs not fitted;
-# the last set holds only Base b16 and Small b64).
+# the three compare_calibrate.sh sets (H200 sets 1 and 2, H100) and the seventeen cross-session H200 sets
+# (sections 6-9 and 11-21 of docs/results-h200.md: set 2's timeline calibration and the prior on runs not fitted;
+# the last two sets hold the large batches: Base b16 and Small b64, then Small b32, Base b32 and Gundam b8).
 #
 # Usage: scripts/analytical/regenerate_compare.sh        (PYTHON=python by default; 15-45 min on 2 cores)
 #        CROSS_ONLY="STAMP ..." scripts/analytical/regenerate_compare.sh   (only those cross-session sets)
@@ -25,7 +25,7 @@ replace() {  # replace reports/compare/$2 with the finished $1
 CROSS_SETS="20261202T042320Z 20261202T142808Z 20261202T173413Z 20261202T215944Z 20261203T074846Z
             20261203T090148Z 20261203T110219Z 20261203T155750Z 20261203T162611Z 20261203T183902Z
             20261204T000735Z 20261204T112529Z 20261204T140212Z 20261204T141251Z 20261204T142146Z
-            20261204T170006Z"
+            20261204T170006Z 20261204T183159Z"
 if [[ -n "${CROSS_ONLY:-}" ]]; then
   for S in $CROSS_ONLY; do
     [[ " $(echo $CROSS_SETS) " == *" $S "* ]] || { echo "$0: $S is not one of the cross-session sets: $(echo $CROSS_SETS)" >&2; exit 2; }

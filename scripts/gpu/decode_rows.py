@@ -21,20 +21,28 @@ sizes), and gives both terms in ms and in module-probe calls (ms / probe us).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from typing import Any
 
 import torch
 
-from llm_perf_opt.analytic.model import DECODE_ROW_LAUNCHES
+from llm_perf_opt.analytic.model import DECODE_ROW_HOST_WEIGHT, DECODE_ROW_LAUNCHES, AnalyticModel
+from llm_perf_opt.analytic.timeline_model import stage_host_work
 from llm_perf_opt.cli import render_saved, run_guarded
-from llm_perf_opt.compare.fit import probe_call_fit
+from llm_perf_opt.compare.fit import line_fit, probe_call_fit
+from llm_perf_opt.data.analytic import OCRWorkloadProfile
 from llm_perf_opt.errors import UserError
 from llm_perf_opt.hardware.host_speed import gpu_uuid
 from llm_perf_opt.inputs.synthetic import synthetic_pages
-from llm_perf_opt.measure_script import Samples, add_measure_args, ready_out, rotated_rounds
+from llm_perf_opt.measure_script import (
+    Samples,
+    add_measure_args,
+    ready_out,
+    rotated_rounds,
+    write_json_atomic,
+)
+from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
 from llm_perf_opt.models.deepseek_ocr.modes import MODES
 from llm_perf_opt.models.deepseek_ocr.prompt import resolve_prompt
 from llm_perf_opt.profiling.env import cpu_model
@@ -45,18 +53,51 @@ from llm_perf_opt.vocab import DType, Stage
 FIELDS = ("forward_ms", "probe_us")
 
 
-def summarize(samples: dict[str, dict[str, dict[str, list[float]]]]) -> dict[str, Any]:
-    """Per n-gram setting: medians per batch size and the fixed + per-row fit of the ms per forward."""
+def row_host_weight(mode: str, config: str, fixed: float, per_row: float) -> float:
+    """The host weight of a per-row launch (``analytic.model.DECODE_ROW_HOST_WEIGHT``) that the fit implies.
+
+    The analytic decode forward's host ops (``stage_host_work``) are fixed + slope x batch; the fit's fixed
+    term (ms or probe calls) over the fixed ops is this host's cost of an op, and the per-row term in those
+    ops, less the slope's part that is not the per-row launches, over ``DECODE_ROW_LAUNCHES`` is the weight. The whole per-row growth
+    is taken as host time (the decode forward is host-bound on the H200 at these batch sizes)."""
+    ops = []
+    page = synthetic_pages(1)[0]  # the page the script measures (its size sets the tiles)
+    for b in (1, 2):
+        wl = OCRWorkloadProfile.create(profile_id="decode-rows", mode=mode, image_width_px=page.width,
+                                       image_height_px=page.height, prompt_text_tokens=9, max_new_tokens=64,
+                                       batch_size=b, attention="eager", experts="grouped_mm")
+        ops.append(stage_host_work(AnalyticModel(DeepseekOCRConfig.named(config), wl).stages[Stage.DECODE])[0])
+    slope = ops[1] - ops[0]
+    fixed_ops = ops[0] - slope
+    other = slope - DECODE_ROW_LAUNCHES * DECODE_ROW_HOST_WEIGHT
+    return (per_row * fixed_ops / fixed - other) / DECODE_ROW_LAUNCHES
+
+
+def summarize(samples: dict[str, dict[str, dict[str, list[float]]]], mode: str, config: str) -> dict[str, Any]:
+    """Per n-gram setting: medians per batch size, the fixed + per-row fit of the ms per forward, the same fit
+    of each pass's forward in its own module-probe calls (ms * 1e3 / the pass's probe us: host drift between
+    passes divides out, as the prior scales host costs by each run's probe) and the per-row launch's host
+    weight that fit implies (:func:`row_host_weight`)."""
     out: dict[str, Any] = {}
     for ngram, by_batch in samples.items():
         sizes = sorted((b for b in by_batch if by_batch[b]["forward_ms"]), key=int)
         med = {b: {f: statistics.median(by_batch[b][f]) for f in FIELDS} for b in sizes}
+        for b in sizes:
+            calls = [ms * 1e3 / us for ms, us in zip(by_batch[b]["forward_ms"], by_batch[b]["probe_us"], strict=True)
+                     if us > 0]
+            if calls:
+                med[b]["probe_calls"] = statistics.median(calls)
         fit: dict[str, Any] = {}
         if sizes:
             fit["probe_us"] = statistics.median([v for b in sizes for v in by_batch[b]["probe_us"]])
         if len(sizes) >= 2:
-            fit.update(probe_call_fit([float(b) for b in sizes], [med[b]["forward_ms"] for b in sizes],
-                                      fit["probe_us"], "row"))
+            xs = [float(b) for b in sizes]
+            fit.update(probe_call_fit(xs, [med[b]["forward_ms"] for b in sizes], fit["probe_us"], "row"))
+            if all("probe_calls" in med[b] for b in sizes):
+                fixed, per_row = line_fit(xs, [med[b]["probe_calls"] for b in sizes])
+                fit.update(fixed_calls_per_pass=fixed, per_row_calls_per_pass=per_row)
+                if fixed > 0:
+                    fit["row_host_weight"] = row_host_weight(mode, config, fixed, per_row)
         out[ngram] = {"medians": med, "fit": fit}
     return out
 
@@ -76,7 +117,13 @@ def render(data: dict[str, Any]) -> str:
         if "per_row_ms" in f:
             lines.append(f"n-gram {ngram}: fixed {f['fixed_ms']:.3f} ms + {f['per_row_ms'] * 1e3:.1f} us per row "
                          f"= {f['fixed_probe_calls']:.0f} + {f['per_row_probe_calls']:.2f} x rows module-probe calls "
-                         f"(probe {f['probe_us']:.2f} us; the model prices {DECODE_ROW_LAUNCHES} ops per row)")
+                         f"(probe {f['probe_us']:.2f} us; the model prices {DECODE_ROW_LAUNCHES} launches per row)")
+            if "fixed_calls_per_pass" in f:
+                lines.append(f"  in each pass's own probe calls: {f['fixed_calls_per_pass']:.0f} + "
+                             f"{f['per_row_calls_per_pass']:.2f} x rows")
+            if "row_host_weight" in f and ngram != "0":
+                lines.append(f"  host weight of a per-row launch this implies: {f['row_host_weight']:.3f} of a decoder "
+                             f"op (the model's DECODE_ROW_HOST_WEIGHT: {DECODE_ROW_HOST_WEIGHT})")
     return "\n".join(lines)
 
 
@@ -94,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
                      cpu_help="cpu (fp32, host-clock ranges: a check of the script only)")
     args = ap.parse_args(argv)
     if args.from_json is not None:
-        print(render_saved(args.from_json, lambda data: render({**data, "summary": summarize(data["samples"])})))
+        print(render_saved(args.from_json, lambda data: render({**data, "summary": summarize(data["samples"], data["mode"], data["config"])})))
         return 0
     if args.rounds < 1 or any(b < 1 for b in args.batches) or len(set(args.batches)) < 2:
         raise UserError("--rounds must be >= 1 and --batches needs two or more different sizes >= 1")
@@ -119,7 +166,12 @@ def main(argv: list[str] | None = None) -> int:
     def one_pass(config: tuple[int, int], timed: bool = True) -> None:
         ngram, batch = config
         session.reconfigure(batch_size=batch, no_repeat_ngram_size=ngram)
-        rec = session.run_pass([page] * batch, StageRecorder(dev, nvtx=False), probes=timed)
+        try:
+            rec = session.run_pass([page] * batch, StageRecorder(dev, nvtx=False), probes=timed)
+        except torch.cuda.OutOfMemoryError:
+            kept = f"{out_path} keeps the {done_rounds} full rounds taken" if done_rounds else "nothing measured yet"
+            raise UserError(f"mode {args.mode} batch {batch}: out of GPU memory ({kept}); use smaller --batches "
+                            "(scripts/gpu/memory_batches.py --find-max gives the largest that runs)") from None
         if not timed:
             return
         probes = [p for p in (rec.host_module_probe_us, rec.host_module_probe_after_us) if p]
@@ -127,16 +179,26 @@ def main(argv: list[str] | None = None) -> int:
         row["forward_ms"].append(rec.stage_ms[Stage.DECODE.value] / max(rec.decode_forwards, 1))
         row["probe_us"].append(statistics.fmean(probes))
 
+    cuda = dev.type == "cuda"
+    done_rounds = 0
+
+    def result(done: int) -> dict[str, Any]:
+        return {"mode": args.mode, "batches": args.batches, "ngram": args.ngram, "rounds": done,
+                "config": args.config, "max_new_tokens": args.max_new_tokens, "torch": torch.__version__,
+                "gpu": torch.cuda.get_device_name(dev) if cuda else "cpu", "gpu_uuid": gpu_uuid(dev),
+                "cpu_model": cpu_model(), "summary": summarize(samples, args.mode, args.config), "samples": samples}
+
+    def save(done: int) -> None:  # after every round: an error or a kill later keeps what ran
+        nonlocal done_rounds
+        done_rounds = done
+        write_json_atomic(out_path, result(done))
+
     with torch.inference_mode():
         for c in configs:  # warm-up: every shape once, untimed
             one_pass(c, timed=False)
-        done = rotated_rounds(configs, args.rounds, one_pass, samples)
-    cuda = dev.type == "cuda"
-    out = {"mode": args.mode, "batches": args.batches, "ngram": args.ngram, "rounds": done, "config": args.config,
-           "max_new_tokens": args.max_new_tokens, "torch": torch.__version__,
-           "gpu": torch.cuda.get_device_name(dev) if cuda else "cpu", "gpu_uuid": gpu_uuid(dev),
-           "cpu_model": cpu_model(), "summary": summarize(samples), "samples": samples}
-    out_path.write_text(json.dumps(out, indent=2) + "\n")
+        done = rotated_rounds(configs, args.rounds, one_pass, samples, after_round=save)
+    out = result(done)
+    write_json_atomic(out_path, out)
     print(render(out))
     return 0
 

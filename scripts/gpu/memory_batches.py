@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import math
 import os
 import sys
@@ -44,7 +43,7 @@ from llm_perf_opt.hardware.catalog import load_catalog
 from llm_perf_opt.hardware.host_speed import gpu_uuid
 from llm_perf_opt.inputs.pages import Page
 from llm_perf_opt.inputs.synthetic import synthetic_pages
-from llm_perf_opt.measure_script import add_measure_args, ready_out
+from llm_perf_opt.measure_script import add_measure_args, ready_out, write_json_atomic
 from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
 from llm_perf_opt.models.deepseek_ocr.modes import MODES
 from llm_perf_opt.models.deepseek_ocr.prompt import resolve_prompt
@@ -228,10 +227,8 @@ def main(argv: list[str] | None = None) -> int:
         "passes": []}
     started = time.perf_counter()
 
-    def save() -> None:  # whole or not at all: a kill during the write leaves the previous file
-        tmp = out_path.with_name(out_path.name + ".tmp")
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        os.replace(tmp, out_path)
+    def save() -> None:
+        write_json_atomic(out_path, data)
 
     def measure(session: ModelSession, mode: str, batch: int) -> dict[str, Any]:
         row = one_pass(session, page, mode, batch, args.max_new_tokens)

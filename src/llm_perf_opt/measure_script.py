@@ -5,10 +5,12 @@ and rounds that rotate the configurations so that drift in the host's speed spre
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from llm_perf_opt.errors import UserError
 
@@ -40,10 +42,19 @@ def ready_out(out: Path | None) -> Path:
     return out
 
 
-def rotated_rounds(configs: Sequence[T], rounds: int, one: Callable[[T], None], samples: Samples) -> int:
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write ``data`` as JSON to ``path`` whole or not at all (a kill during the write leaves the old file)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def rotated_rounds(configs: Sequence[T], rounds: int, one: Callable[[T], None], samples: Samples,
+                   after_round: Callable[[int], None] | None = None) -> int:
     """Run ``one`` on every configuration once per round, each round starting one configuration later.
 
-    Returns the rounds completed. Ctrl-C keeps the full rounds: ``samples`` (``one``'s appends) is cut back to
+    Returns the rounds completed; ``after_round(done)`` runs after each (a save, so that an error or a kill
+    later keeps them on disk). Ctrl-C keeps the full rounds: ``samples`` (``one``'s appends) is cut back to
     them; UserError when not one round was complete.
     """
     done = 0
@@ -54,6 +65,8 @@ def rotated_rounds(configs: Sequence[T], rounds: int, one: Callable[[T], None], 
                 one(c)
             done = r + 1
             print(f"round {done}/{rounds}", file=sys.stderr, flush=True)
+            if after_round is not None:
+                after_round(done)
     except KeyboardInterrupt:
         if done == 0:
             raise UserError("interrupted before the first full round: nothing written") from None

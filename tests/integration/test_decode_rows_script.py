@@ -7,9 +7,18 @@ import statistics
 from pathlib import Path
 
 import pytest
+import torch
 from script_loader import load_script
 
+from llm_perf_opt.analytic.model import DECODE_ROW_HOST_WEIGHT, DECODE_ROW_LAUNCHES, AnalyticModel
+from llm_perf_opt.analytic.timeline_model import stage_host_work
+from llm_perf_opt.data.analytic import OCRWorkloadProfile
 from llm_perf_opt.errors import UserError
+from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
+from llm_perf_opt.profiling.session import ModelSession
+from llm_perf_opt.vocab import Stage
+
+DATA = Path(__file__).resolve().parents[2] / "reports" / "hardware" / "h200"
 
 
 def test_a_cpu_run_fits_what_it_measured(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -28,8 +37,13 @@ def test_a_cpu_run_fits_what_it_measured(tmp_path: Path, capsys: pytest.CaptureF
         assert fit["per_row_ms"] == pytest.approx((med["3"] - med["1"]) / 2)  # two sizes: the line through them
         assert fit["fixed_ms"] == pytest.approx(med["1"] - fit["per_row_ms"])
         assert fit["per_row_probe_calls"] == pytest.approx(fit["per_row_ms"] * 1e3 / fit["probe_us"])
+        calls = {b: statistics.median([ms * 1e3 / us for ms, us in zip(rec[b]["forward_ms"], rec[b]["probe_us"],
+                                                                         strict=True)]) for b in ("1", "3")}
+        assert fit["per_row_calls_per_pass"] == pytest.approx((calls["3"] - calls["1"]) / 2)
+        assert fit["row_host_weight"] == pytest.approx(mod.row_host_weight(
+            "tiny", "tiny", fit["fixed_calls_per_pass"], fit["per_row_calls_per_pass"]))
     text = capsys.readouterr().out
-    assert "n-gram 3: fixed" in text and "the model prices 9.7 ops per row" in text
+    assert "n-gram 3: fixed" in text and "the model prices 9.7 launches per row" in text
     assert mod.main(["--from", str(out)]) == 0
     assert capsys.readouterr().out.strip() == text.strip()  # the summary is recomputed from the samples
 
@@ -51,3 +65,54 @@ def test_bad_input_is_one_line(tmp_path: Path) -> None:
         mod.main(["--from", str(bad)])
     with pytest.raises(SystemExit):  # argparse: an unknown mode is one usage line
         mod.main(["--mode", "huge", "--out", out])
+
+
+def _decode_host_ops(mode: str, batch: int) -> float:
+    wl = OCRWorkloadProfile.create(profile_id="t", mode=mode, image_width_px=1240, image_height_px=1754,
+                                   prompt_text_tokens=9, max_new_tokens=64, batch_size=batch, attention="eager",
+                                   experts="grouped_mm")
+    return stage_host_work(AnalyticModel(DeepseekOCRConfig.named("default"), wl).stages[Stage.DECODE])[0]
+
+
+@pytest.mark.parametrize("weight", [DECODE_ROW_HOST_WEIGHT, 0.0, 0.8])
+def test_row_host_weight_inverts_the_models_host_ops(weight: float) -> None:
+    """A host that costs c per op and runs the model's decode with the row launches at ``weight`` gives back
+    ``weight``, whatever c."""
+    mod = load_script("gpu/decode_rows.py")
+    ops1, ops2 = _decode_host_ops("small", 1), _decode_host_ops("small", 2)
+    fixed_ops = ops1 - (ops2 - ops1)
+    c = 0.0173  # ms per op
+    per_row = (ops2 - ops1 + DECODE_ROW_LAUNCHES * (weight - DECODE_ROW_HOST_WEIGHT)) * c
+    assert mod.row_host_weight("small", "default", fixed_ops * c, per_row) == pytest.approx(weight, abs=1e-9)
+
+
+def test_the_models_weight_is_the_median_of_the_committed_fits() -> None:
+    mod = load_script("gpu/decode_rows.py")
+    weights = []
+    for f in sorted(DATA.glob("decode-rows-*.json")):
+        data = json.loads(f.read_text())
+        weights.append(mod.summarize(data["samples"], data["mode"], data["config"])["20"]["fit"]["row_host_weight"])
+    assert len(weights) >= 5
+    assert statistics.median(weights) == pytest.approx(DECODE_ROW_HOST_WEIGHT, abs=0.005)
+
+
+def test_out_of_memory_is_one_line_and_keeps_the_full_rounds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    mod = load_script("gpu/decode_rows.py")
+    real = ModelSession.run_pass
+    calls = {"n": 0}
+
+    def run_pass(self: ModelSession, *a: object, **k: object) -> object:
+        calls["n"] += 1
+        if calls["n"] > 4 + 4 + 1:  # four warm-up passes, one full round, then the device runs out
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 48.00 GiB")
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(ModelSession, "run_pass", run_pass)
+    out = tmp_path / "dr.json"
+    with pytest.raises(UserError, match=r"batch \d: out of GPU memory \(.*dr.json keeps the 1 full rounds taken\)"):
+        mod.main(["--device", "cpu", "--config", "tiny", "--mode", "tiny", "--batches", "1", "2",
+                  "--ngram", "3", "0", "--rounds", "3", "--max-new-tokens", "3", "--out", str(out)])
+    data = json.loads(out.read_text())
+    assert data["rounds"] == 1
+    assert all(len(data["samples"][n][b]["forward_ms"]) == 1 for n in ("3", "0") for b in ("1", "2"))

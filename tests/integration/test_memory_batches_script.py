@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 H200 = ROOT / "reports" / "hardware" / "h200"
 DEFAULT_ALLOCATOR = [H200 / "memory-batches.json", H200 / "memory-batches-sdpa.json", H200 / "memory-batches-sdpa-max.json"]
 EXPANDABLE = H200 / "memory-batches-expandable.json"
+SDPA_EXPANDABLE = H200 / "memory-batches-sdpa-expandable.json"
 
 
 def _rows(path: Path) -> tuple[dict, list[dict]]:
@@ -29,7 +30,7 @@ def _rows(path: Path) -> tuple[dict, list[dict]]:
     return data, mod.summarize(data)
 
 
-@pytest.mark.parametrize("path", [*DEFAULT_ALLOCATOR, EXPANDABLE], ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", [*DEFAULT_ALLOCATOR, EXPANDABLE, SDPA_EXPANDABLE], ids=lambda p: p.stem)
 def test_the_footprint_is_the_measured_peak_up_to_the_device_limit(path: Path) -> None:
     data, rows = _rows(path)
     ran = [r for r in rows if r["ok"]]
@@ -67,6 +68,9 @@ def test_the_default_allocator_fraction_is_the_smallest_measured() -> None:
     data, rows = _rows(EXPANDABLE)
     reached = [m["ran"] / m["predicted"]["catalogue"] for m in mod.max_batches(data, rows).values()]
     assert min(reached) >= 0.955 and max(reached) < 0.985  # 96-98%, rounded
+    data, rows = _rows(SDPA_EXPANDABLE)  # Base sdpa: 165 of 173, 95% (the notes say 95-98%)
+    (sdpa,) = mod.max_batches(data, rows).values()
+    assert sdpa["ran"] == 165 and 0.95 <= sdpa["ran"] / sdpa["predicted"]["catalogue"] < 0.96
     assert math.floor(min(fractions.values()) * 100) / 100 == DEFAULT_ALLOCATOR_BATCH_FRACTION
 
 

@@ -20,6 +20,7 @@ from llm_perf_opt.analytic.calibration import (
 from llm_perf_opt.analytic.model import AnalyticModel
 from llm_perf_opt.compare.calibrate import calibrate, host_s_per_op_from_per_kernel
 from llm_perf_opt.compare.runs import load_run
+from llm_perf_opt.data.analytic import OCRWorkloadProfile
 from llm_perf_opt.runners import calibrate_cli, compare_cli
 from llm_perf_opt.runners.compare_cli import build_comparison, predictions_for_run
 from llm_perf_opt.vocab import Stage
@@ -323,9 +324,14 @@ def test_prior_predicts_a_run_made_with_its_parameters_and_misses_with_others(
     out = tmp_path / "prior.json"
     base = ["--prior", "--run", str(run), "--out", str(out), "--ceilings", str(ceilings)]
     # --host-us-per-kernel counts CUDA kernels of a decode step; the model's cost per dispatched op is higher
-    # by K / (K - 0.7 K_c) of the run's decode stage: ask for the per-kernel cost that makes it 20 us per op
+    # by K / (K - 0.7 K_c - X) of the step it was measured on (one Base page, batch 1, whatever the run's
+    # workload): ask for the per-kernel cost that makes it 20 us per op
     _run, preds = _with_preds(run)
-    decode = AnalyticModel(preds[0][0].model.config, preds[0][0].workload).stages[Stage.DECODE]
+    measured_on = OCRWorkloadProfile.create(
+        profile_id="prior", mode="base", image_width_px=calibrate_cli.PRIOR_PAGE_PX[0],
+        image_height_px=calibrate_cli.PRIOR_PAGE_PX[1], prompt_text_tokens=calibrate_cli.PRIOR_PROMPT_TOKENS,
+        max_new_tokens=64, dtype=preds[0][0].workload.dtype, attention="eager", experts="grouped_mm")
+    decode = AnalyticModel(preds[0][0].model.config, measured_on).stages[Stage.DECODE]
     per_kernel_us = 20.0 / host_s_per_op_from_per_kernel(1.0, decode)
     assert 0.8 < per_kernel_us / 20.0 < 1.0
     assert calibrate_cli.main([*base, "--host-us-per-kernel", f"{per_kernel_us:.6f}", "--host-sync-us", "30"]) == 0
@@ -333,6 +339,13 @@ def test_prior_predicts_a_run_made_with_its_parameters_and_misses_with_others(
     cal = load_calibration(out)
     assert cal.host_s_per_kernel("vision.sam") == pytest.approx(20e-6, rel=1e-5)
     assert cal.timeline and cal.fit.fitted_runs == () and len(cal.fit.after) == 5
+    # a run at another batch and page gets the same cost per op: the conversion is the measured step's
+    run4 = FX.write_calibrated_run(tmp_path / "base-b4", FX.workload("base", (800, 1100), batch=4, new_tokens=24),
+                                   PRIOR_TRUTH, config="default")
+    out4 = tmp_path / "prior-b4.json"
+    assert calibrate_cli.main(["--prior", "--run", str(run4), "--out", str(out4), "--ceilings", str(ceilings),
+                               "--host-us-per-kernel", f"{per_kernel_us:.6f}", "--host-sync-us", "30"]) == 0
+    assert load_calibration(out4).host_s_per_kernel("decode") == pytest.approx(20e-6, rel=1e-5)
     assert max(abs(e.relative_error) for e in cal.fit.after) < 0.03
     # half the host cost: the launch-bound stages come out about half as long
     assert calibrate_cli.main([*base, "--host-us-per-kernel", f"{per_kernel_us / 2:.6f}", "--host-sync-us", "30"]) == 0

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from llm_perf_opt.errors import UserError
-from llm_perf_opt.measure_script import Samples, ready_out, rotated_rounds
+from llm_perf_opt.measure_script import Samples, ready_out, rotated_rounds, write_json_atomic
 
 
 def test_each_round_starts_one_configuration_later() -> None:
@@ -48,3 +48,18 @@ def test_ready_out(tmp_path: Path) -> None:
     blocker.write_text("")
     with pytest.raises(UserError, match="cannot create its folder"):
         ready_out(blocker / "x.json")
+
+
+def test_after_round_runs_once_per_full_round() -> None:
+    done: list[int] = []
+    seen: list[str] = []
+    assert rotated_rounds(["a", "b"], 3, seen.append, {}, after_round=done.append) == 3
+    assert done == [1, 2, 3] and len(seen) == 6
+
+
+def test_write_json_atomic_replaces_the_whole_file(tmp_path: Path) -> None:
+    out = tmp_path / "x.json"
+    write_json_atomic(out, {"a": 1})
+    write_json_atomic(out, {"b": [2, 3]})
+    assert out.read_text() == '{\n  "b": [\n    2,\n    3\n  ]\n}\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]  # no temporary file left

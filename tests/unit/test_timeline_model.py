@@ -113,6 +113,41 @@ def test_pass_blocks_keep_host_ops_and_inner_launches() -> None:
     assert block.device_s == pytest.approx(2.0 * plain.device_s)
 
 
+def test_bare_calls_cost_their_host_weight() -> None:
+    from llm_perf_opt.analytic.timeline_model import pass_blocks, stage_host_work
+
+    leaf = _leaf("a", 3, 100.0)
+    leaf.light_op(OperatorCategory.MEMORY, 10.0, host_weight=0.25)
+    peaks = RooflinePeaks.from_effective(effective_peaks(load_catalog().get("h100-sxm")), DType.BF16)
+    (block,) = pass_blocks({Stage.VISION_SAM: leaf}, 0, peaks, Calibration(gpu_key="x")).stages[SAM]
+    assert (block.kernels, block.host_discount) == (13.0, 7.5)  # the kernels all run; 7.5 ops of host time saved
+    assert block.host_ops_issued() == pytest.approx(3.0 + 2.5)
+    assert stage_host_work(leaf) == (pytest.approx(5.5), 0)
+    t = run_timeline(PassBlocks({SAM: [block]}, 0), _host(), 0.0)
+    assert t.stage_s[SAM] == pytest.approx(5.5)  # host-bound: 5.5 ops at 1 s each
+    with pytest.raises(ValueError, match="host_weight must be in"):
+        leaf.light_op(OperatorCategory.MEMORY, 1.0, host_weight=1.5)
+
+
+def test_the_decode_rows_cost_their_measured_host_weight() -> None:
+    """The per-row launches of the greedy step keep the kernel census's count (9.7 per row) and cost the host
+    DECODE_ROW_HOST_WEIGHT of a decoder op each (scripts/gpu/decode_rows.py)."""
+    from llm_perf_opt.analytic.model import DECODE_ROW_HOST_WEIGHT, DECODE_ROW_LAUNCHES
+    from llm_perf_opt.analytic.timeline_model import stage_host_work
+    from llm_perf_opt.analytic.workloads import named_profiles, with_overrides
+
+    base = next(iter(named_profiles().values()))
+
+    def decode(batch: int) -> BaseLayer:
+        wl = with_overrides(base, batch_size=batch)
+        return AnalyticModel(DeepseekOCRConfig.named("default"), wl).stages[Stage.DECODE]
+
+    d1, d4 = decode(1), decode(4)
+    assert d4.forward_kernel_launches() - d1.forward_kernel_launches() == pytest.approx(3 * DECODE_ROW_LAUNCHES)
+    assert stage_host_work(d4)[0] - stage_host_work(d1)[0] == pytest.approx(
+        3 * DECODE_ROW_LAUNCHES * DECODE_ROW_HOST_WEIGHT)
+
+
 def _timeline_cal(**kw: object) -> Calibration:
     base: dict[str, object] = dict(gpu_key="h100-sxm", time_model="timeline",
                                    stage_host_s_per_kernel={s.value: 20e-6 for s in Stage}, host_sync_s=50e-6,

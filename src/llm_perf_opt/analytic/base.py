@@ -41,14 +41,15 @@ TC, CC, IO, LAUNCH = 0, 1, 2, 3
 #: projector-pages-2.json: embed_images under a StageRecorder at 1, 2, 4 and 8 Small, Base and Gundam pages; host
 #: time around the range = fixed + per page, in module-probe calls), less the 3.4 and 4.1 probe calls that the
 #: host clock holds outside the range (Small's host-clock fixed part over its CUDA-event one), divided by the
-#: 1.654 probe calls per op that calibrate --prior --host-speed takes from the ten H200 host-speed files (their
-#: module probe's us per launch, per op of the decode stage, over its median), the model's own launches taken
+#: 1.664 probe calls per op that calibrate --prior --host-speed takes from the ten H200 host-speed files (their
+#: module probe's us per launch, per op of the decode stage, over its median; 1.654 before the decode's per-row
+#: launches had their own host weight, analytic.model.DECODE_ROW_HOST_WEIGHT), the model's own launches taken
 #: out, least squares over both files. tests/integration/test_projector_pages_script.py derives all three;
 #: docs/results-h200.md section 19.
 #: an aten call that launches nothing (slice, reshape, permute, no-op cast, expand) in the range's per-page
 #: loop: a Small or Base page measures 1.8-2.2 ops for 2 launches and 10 such calls, a tiled Gundam page
-#: 3.8-3.9 for 3.3 launch-equivalents and 18 calls (0.018 on each machine alone)
-PROJECTOR_VIEW_CALL_WEIGHT = 0.018
+#: 3.8-3.9 for 3.3 launch-equivalents and 18 calls (0.0165 and 0.0173 on each machine alone)
+PROJECTOR_VIEW_CALL_WEIGHT = 0.017
 #: host ops the range costs once, whatever it projects (fixed part beyond the model's launches: Small and Base
 #: 6.4 ops for one view group, Gundam 8.0 for two, both machines averaged: RANGE + GROUP and RANGE + 2 * GROUP;
 #: the two machines alone split them 3.4 + 2.5 and 6.1 + 0.7)
@@ -117,6 +118,10 @@ class BaseLayer:
         #: ``cuda_launches`` plus copies that reshape/contiguous make): the timeline model charges them the
         #: runtime's launch call only; already in ``ops``
         self.inner_launches: float = 0.0
+        #: op-equivalents of host time per call that the timeline model does not charge for this node's
+        #: launches: bare tensor calls that cost the host less than a module's dispatched op (see
+        #: :meth:`light_op`); the kernels stay in ``ops``
+        self.host_discount: float = 0.0
         #: bytes moved per call by those launches; already in ``ops``
         self.cuda_io_bytes: float = 0.0
         #: category -> access-pattern key ('<pattern>@<side>', llm_perf_opt.hardware.patterns) -> bytes per
@@ -213,6 +218,20 @@ class BaseLayer:
         ``ops`` and :attr:`inner_launches` (cheap on the host), visible to the dispatch meter."""
         self.op(cat, io_bytes=io_bytes, launches=launches)
         self.inner_launches += float(launches)
+
+    def light_op(self, cat: OperatorCategory, launches: float, *, host_weight: float, io_bytes: float = 0.0) -> None:
+        """Launches of bare tensor calls (a Python loop outside any module) that cost the host ``host_weight``
+        of a dispatched op each (a measured fraction, 0..1): counted in ``ops``; the rest of their host cost
+        goes to :attr:`host_discount`."""
+        if not 0.0 <= host_weight <= 1.0:
+            raise ValueError(f"{self.name}: host_weight must be in [0, 1], got {host_weight}")
+        self.op(cat, io_bytes=io_bytes, launches=launches)
+        self.host_discount += (1.0 - host_weight) * float(launches)
+
+    def forward_host_discount(self) -> float:
+        """Op-equivalents of host time :meth:`forward_kernel_launches` holds but the timeline does not charge
+        (see :meth:`light_op`)."""
+        return (self.host_discount + sum(c.forward_host_discount() for c in self.children)) * self.count
 
     def forward_cuda_launches(self) -> float:
         """Launches of :meth:`forward_kernel_launches` that CUDA adds to the dispatched aten calls."""

@@ -57,6 +57,11 @@ LM_HEAD_PATH = "lm_head"
 #: forward beyond the tree; batch 2 predicted 60.7, counted 61): reports/profile/h200-census/census-h200.json
 DECODE_STEP_LAUNCHES = 41.3
 DECODE_ROW_LAUNCHES = 9.7
+#: host cost of one of those per-row launches as a fraction of a decoder op's (the n-gram ban's bare tensor
+#: calls in a Python loop, no module around them): the median of five fits of a decode forward, in each
+#: pass's module-probe calls, against batch size (1 to 64, Small and Base) on three H200 hosts, 0.29 to 0.54
+#: (scripts/gpu/decode_rows.py --from reports/hardware/h200/decode-rows-*.json; docs/results-h200.md s. 21)
+DECODE_ROW_HOST_WEIGHT = 0.43
 #: the same for the prefill forward (same census; base b1 35, base b4 53, gundam b2 49 launches)
 PREFILL_SETUP_LAUNCHES = 29.0
 PREFILL_ROW_LAUNCHES = 6.0
@@ -191,8 +196,8 @@ class AnalyticModel:
                                             "mask appends, logits cast; cuBLAS split-K kernels of the step"))
             # launches per decode forward that the layer tree does not itemise, from the H200 kernel
             # census (reports/profile/h200-census/census-h200.json: 51 at batch 1, 80 at batch 4, 61 at 2)
-            gen.op(OperatorCategory.MEMORY, io_bytes=2 * 4 * b * lang.vocab_size,
-                   launches=DECODE_STEP_LAUNCHES + DECODE_ROW_LAUNCHES * b)
+            gen.op(OperatorCategory.MEMORY, io_bytes=2 * 4 * b * lang.vocab_size, launches=DECODE_STEP_LAUNCHES)
+            gen.light_op(OperatorCategory.MEMORY, DECODE_ROW_LAUNCHES * b, host_weight=DECODE_ROW_HOST_WEIGHT)
         return stage
 
     def decode_step(self, kv_len: float, routing: Routing | None = None) -> StageCost:

@@ -153,9 +153,9 @@ def peaks_used(peaks: RooflinePeaks, eff: EfficiencyModel) -> PeaksUsed:
 #: Largest batch that ran with PyTorch's default caching allocator over ``max_batch_size`` under the catalogue's
 #: capacity (what what-if and the unified report print), rounded down: 0.724-0.827 over Small, Base, Large and
 #: Gundam (eager) and Base (sdpa) on the H200. With PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True the eager
-#: passes ran to 96-98% of it (the rest: the CUDA context and the footprint's 0-2%), so the gap is the
-#: allocator's fragmentation, not the footprint
-#: (reports/hardware/h200/memory-batches*.json, scripts/gpu/memory_batches.py; docs/results-h200.md section 20).
+#: passes ran to 96-98% of it and Base sdpa to 95% (the rest: the CUDA context and the footprint's 0-3%), so the
+#: gap is the allocator's fragmentation, not the footprint (reports/hardware/h200/memory-batches*.json,
+#: scripts/gpu/memory_batches.py; docs/results-h200.md sections 20 and 21).
 DEFAULT_ALLOCATOR_BATCH_FRACTION = 0.72
 
 

@@ -8,10 +8,12 @@ the host from running ahead. Adding the two (the "additive" calibration) cannot
 express either effect, so this model runs two clocks over the layer tree::
 
     block of work (one layer's own kernels: device seconds D, analytic kernels K of which K_c are
-    launched inside another aten call (no Python-level op of their own), host-only ops O) issued in stage s from host time h, blocks in
-    execution order:
-        host:   h' = h + (K - 0.7 K_c + O) * c_s            (c_s: host seconds per op of stage s; a launch
-                                                             inside a call costs 0.3 of a dispatched one)
+    launched inside another aten call (no Python-level op of their own), host-only ops O, host discount
+    X of bare tensor calls) issued in stage s from host time h, blocks in execution order:
+        host:   h' = h + (K - 0.7 K_c - X + O) * c_s        (c_s: host seconds per op of stage s; a launch
+                                                             inside a call costs 0.3 of a dispatched one; a
+                                                             bare call its measured weight, X = (1 - weight)
+                                                             per launch: BaseLayer.light_op)
         device: d' = max(max(d, h + (O + 1) c_s) + D + K g, h')
                                                             (starts after the host-only ops and the
                                                              first launch, ends after the last; g: the
@@ -106,6 +108,13 @@ class WorkBlock:
     host_ops: float = 0.0
     #: of ``kernels``, those launched inside another aten call (no Python-level op of their own)
     inner_kernels: float = 0.0
+    #: op-equivalents of host time the block's kernels do not cost (bare tensor calls: BaseLayer.light_op)
+    host_discount: float = 0.0
+
+    def host_ops_issued(self) -> float:
+        """Host op-equivalents to issue the block: its kernels, less (1 - CUDA_LAUNCH_HOST_WEIGHT) of those
+        launched inside another call and its host discount, plus its host-only ops."""
+        return self.kernels - (1.0 - CUDA_LAUNCH_HOST_WEIGHT) * self.inner_kernels - self.host_discount + self.host_ops
 
 
 @define(frozen=True)
@@ -202,7 +211,7 @@ def stage_blocks(tree: BaseLayer, peaks: Rates, eff: EfficiencyModel, *, kernel_
             k = _own_kernels(layer) * layer.count
             if d or k or layer.host_ops:
                 blocks.append(WorkBlock(d, k, syncs, layer.host_ops * layer.count,
-                                         layer.inner_launches * layer.count))
+                                         layer.inner_launches * layer.count, layer.host_discount * layer.count))
                 syncs = 0
             return
         for _ in range(layer.count):
@@ -210,7 +219,7 @@ def stage_blocks(tree: BaseLayer, peaks: Rates, eff: EfficiencyModel, *, kernel_
             d = _own_device_s(layer, peaks, eff, kernel_floor_s, call_gap_s)
             k = _own_kernels(layer)
             if d or k or layer.host_ops:
-                blocks.append(WorkBlock(d, k, syncs, layer.host_ops, layer.inner_launches))
+                blocks.append(WorkBlock(d, k, syncs, layer.host_ops, layer.inner_launches, layer.host_discount))
                 syncs = 0
             for child in layer.children:
                 walk(child)
@@ -221,9 +230,16 @@ def stage_blocks(tree: BaseLayer, peaks: Rates, eff: EfficiencyModel, *, kernel_
     return blocks
 
 
+def _own_host_ops(layer: BaseLayer) -> float:
+    """Host op-equivalents of one call of ``layer``'s own work (as :meth:`WorkBlock.host_ops_issued`)."""
+    return WorkBlock(0.0, _own_kernels(layer), 0, layer.host_ops, layer.inner_launches,
+                     layer.host_discount).host_ops_issued()
+
+
 def stage_host_work(tree: BaseLayer) -> tuple[float, int]:
     """(host ops, host syncs) the timeline charges for one pass of ``tree``: the ops are its kernels less
-    (1 - CUDA_LAUNCH_HOST_WEIGHT) of those launched inside another call, plus its host-only ops (the
+    (1 - CUDA_LAUNCH_HOST_WEIGHT) of those launched inside another call and less its host discount
+    (BaseLayer.light_op), plus its host-only ops (the
     stage's host seconds are this times its per-op cost, plus the syncs times the sync cost), counted as
     :func:`stage_blocks` repeats them."""
     ops = 0.0
@@ -233,12 +249,11 @@ def stage_host_work(tree: BaseLayer) -> tuple[float, int]:
         nonlocal ops, syncs
         if not layer.children:
             syncs += layer.host_syncs
-            ops += (_own_kernels(layer) - (1.0 - CUDA_LAUNCH_HOST_WEIGHT) * layer.inner_launches
-                    + layer.host_ops) * layer.count
+            ops += _own_host_ops(layer) * layer.count
             return
         for _ in range(layer.count):
             syncs += layer.host_syncs
-            ops += _own_kernels(layer) - (1.0 - CUDA_LAUNCH_HOST_WEIGHT) * layer.inner_launches + layer.host_ops
+            ops += _own_host_ops(layer)
             for child in layer.children:
                 walk(child)
 
@@ -290,7 +305,7 @@ def run_timeline(blocks: PassBlocks, host_s_per_kernel: Mapping[str, float], syn
             for b in seq:
                 if b.syncs_before:
                     h = max(h, d) + b.syncs_before * sync
-                issue = (b.kernels - (1.0 - CUDA_LAUNCH_HOST_WEIGHT) * b.inner_kernels + b.host_ops) * c
+                issue = b.host_ops_issued() * c
                 # the first kernel reaches the device after the host-only ops and one launch
                 first = (b.host_ops + 1.0) * c if b.kernels else issue
                 d = max(max(d, h + first) + b.device_s + b.kernels * gap, h + issue)

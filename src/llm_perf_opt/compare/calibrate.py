@@ -496,11 +496,12 @@ REFERENCE_HOST_S_PER_KERNEL = 19.4e-3 / 960
 def host_s_per_op_from_per_kernel(per_kernel_s: float, decode: BaseLayer) -> float:
     """Host seconds per dispatched op of the timeline model from host seconds per CUDA kernel as a profiler
     counts them in a decode step: the model charges a launch made inside another aten call
-    CUDA_LAUNCH_HOST_WEIGHT of an op, so the same step time spread over K kernels of which K_c are such
-    launches is per_kernel * K / (K - (1 - w) K_c) per op (``decode``: the analytic decode stage)."""
+    CUDA_LAUNCH_HOST_WEIGHT of an op and does not charge the host discount D of bare tensor calls
+    (BaseLayer.light_op), so the same step time spread over K kernels of which K_c are such launches is
+    per_kernel * K / (K - (1 - w) K_c - D) per op (``decode``: the analytic decode stage)."""
     k = decode.forward_kernel_launches()
     kc = decode.forward_inner_launches()
-    weighted = k - (1.0 - CUDA_LAUNCH_HOST_WEIGHT) * kc
+    weighted = k - (1.0 - CUDA_LAUNCH_HOST_WEIGHT) * kc - decode.forward_host_discount()
     return per_kernel_s * k / weighted if weighted > 0 else per_kernel_s
 
 

@@ -153,7 +153,7 @@ def allocator_hint(environ: Mapping[str, str] | None = None) -> str | None:
         return None
     return ("with PyTorch's default caching allocator the largest batch that ran on the H200 was 72-83% of the "
             "one the analytic footprint allows (fragmentation); PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True "
-            "ran 96-98% of it (docs/results-h200.md section 20)")
+            "ran 95-98% of it (docs/results-h200.md sections 20 and 21)")
 
 
 def _one_line(exc: BaseException) -> str:

@@ -181,7 +181,7 @@ def build_unified(run: MeasuredRun, cmp: Comparison, preds: Sequence[tuple[Analy
                 calibrated_pages_per_s=bcal, calibrated_pages_per_day=None if bcal is None else bcal * SECONDS_PER_DAY))
             notes.append(f"best batch {best}: the largest whose analytic footprint fits the catalogue's "
                          f"{(bcap or 0) / 1e9:,.1f} GB; on the H200, eager runs with "
-                         "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True reached 96-98% of that limit; with "
+                         "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True reached 95-98% of that limit; with "
                          "PyTorch's default caching allocator plan on about "
                          f"{math.floor(best * DEFAULT_ALLOCATOR_BATCH_FRACTION)} "
                          f"({DEFAULT_ALLOCATOR_BATCH_FRACTION:.0%}: its fragmentation)")

@@ -280,7 +280,7 @@ def _prior(args: argparse.Namespace, runs: list[tuple[Any, Any]], evaluate: bool
         dtype = str(run0.report.model.dtype)
         if args.dtype is not None and args.dtype != dtype:
             raise UserError(f"--dtype {args.dtype}: the runs are {dtype}")
-        model = AnalyticModel(rep.model.config, rep.workload)
+        config = rep.model.config
         sw = run0.software()
         software = SoftwareKey(torch=sw["torch"], transformers=sw["transformers"], cuda=sw.get("cuda", ""))
     else:
@@ -288,13 +288,15 @@ def _prior(args: argparse.Namespace, runs: list[tuple[Any, Any]], evaluate: bool
             raise UserError("calibrate --prior without --run needs --gpu KEY (a GPU catalogue key)")
         spec = catalog.get(args.gpu)
         dtype = args.dtype or "bf16"
-        # the decode stage that converts the per-kernel host cost: one Base page of the default prompt
-        wl = OCRWorkloadProfile.create(profile_id="prior", mode="base", image_width_px=PRIOR_PAGE_PX[0],
-                                       image_height_px=PRIOR_PAGE_PX[1],
-                                       prompt_text_tokens=PRIOR_PROMPT_TOKENS, max_new_tokens=64, dtype=dtype,
-                                       attention="eager", experts="grouped_mm")
-        model = AnalyticModel(DeepseekOCRConfig.named(args.config or "default"), wl)
+        config = DeepseekOCRConfig.named(args.config or "default")
         software = SoftwareKey()
+    # the decode stage that converts the per-kernel host cost: the step it was measured on (hw probe's decode
+    # step and the reference baseline: one Base page of the default prompt, batch 1), whatever the runs'
+    # batch (a batch-64 step has 64 times its per-row launches)
+    wl = OCRWorkloadProfile.create(profile_id="prior", mode="base", image_width_px=PRIOR_PAGE_PX[0],
+                                   image_height_px=PRIOR_PAGE_PX[1], prompt_text_tokens=PRIOR_PROMPT_TOKENS,
+                                   max_new_tokens=64, dtype=dtype, attention="eager", experts="grouped_mm")
+    model = AnalyticModel(config, wl)
     ce = be = 1.0
     ratios: dict[str, float] = {}
     floor = gap = 0.0
