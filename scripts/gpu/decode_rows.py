@@ -2,16 +2,17 @@
 """What one batch row costs a decode step, with and without the n-gram ban (CUDA GPU).
 
 The analytic model prices 9.7 launches per batch row and decode step outside the layer tree (the greedy
-step's per-row ops and the n-gram ban; ``analytic.model.DECODE_ROW_LAUNCHES``) at a decoder op's host cost.
-At batch 64 that over-predicted the decode by 62% on the H200 (docs/results-h200.md section 20). This
-script measures the row's cost directly. It runs the profiler's own pass (``ModelSession.run_pass``, random
-bf16 weights, one synthetic page repeated across the batch, fixed-length decode) at each batch size and
-n-gram setting, rotating them every round. It records per pass the decode stage's ms per decoder forward and
-the module probe (``hw probe``'s us per aten call; the mean of the probes before and after the pass). The
-decode stage over its forwards counts the last step's token pick (no forward) too, as the runs' own decode
-per token does (at 64 new tokens that puts 1.6% more into each forward). The
-summary fits, per n-gram setting, median ms per forward = fixed + per_row * batch (least squares over the batch
-sizes), and gives both terms in ms and in module-probe calls (ms / probe us).
+step's per-row ops and the n-gram ban; ``analytic.model.DECODE_ROW_LAUNCHES``) at ``DECODE_ROW_HOST_WEIGHT``
+of a decoder op's host cost each; this script measured that weight (docs/results-h200.md section 21). It
+runs the profiler's own pass (``ModelSession.run_pass``, random bf16 weights, one synthetic page repeated
+across the batch, fixed-length decode) at each batch size and n-gram setting, rotating them every round, and
+rewrites --out after every round. It records per pass the decode stage's ms per decoder forward and the
+module probe (``hw probe``'s us per aten call; the mean of the probes before and after the pass). The decode
+stage over its forwards counts the last step's token pick (no forward) too, as the runs' own decode per
+token does (at 64 new tokens that puts 1.6% more into each forward). The summary fits, per n-gram setting,
+median ms per forward = fixed + per_row * batch (least squares over the batch sizes) in ms and in
+module-probe calls at the median probe; the same line in each pass's own probe calls (host drift between
+passes divides out); and the per-row launch's host weight that line implies (:func:`row_host_weight`).
 
     PYTHONPATH=src python scripts/gpu/decode_rows.py --mode small --batches 1 4 16 64 --ngram 20 0 \\
         --rounds 6 --out decode-rows.json
@@ -58,8 +59,9 @@ def row_host_weight(mode: str, config: str, fixed: float, per_row: float) -> flo
 
     The analytic decode forward's host ops (``stage_host_work``) are fixed + slope x batch; the fit's fixed
     term (ms or probe calls) over the fixed ops is this host's cost of an op, and the per-row term in those
-    ops, less the slope's part that is not the per-row launches, over ``DECODE_ROW_LAUNCHES`` is the weight. The whole per-row growth
-    is taken as host time (the decode forward is host-bound on the H200 at these batch sizes)."""
+    ops, less the slope's part that is not the per-row launches, over ``DECODE_ROW_LAUNCHES`` is the weight.
+    The whole per-row growth is taken as host time (the decode forward is host-bound on the H200 at these
+    batch sizes)."""
     ops = []
     page = synthetic_pages(1)[0]  # the page the script measures (its size sets the tiles)
     for b in (1, 2):
@@ -137,11 +139,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=6,
                     help="rounds; each runs every batch size and n-gram setting once (default 6)")
     ap.add_argument("--max-new-tokens", type=int, default=64, help="decode steps per pass (default 64)")
-    add_measure_args(ap, out_help="JSON file to write (per pass samples and the summary)",
+    add_measure_args(ap, out_help="JSON file to write (per pass samples and the summary; rewritten after every round)",
                      cpu_help="cpu (fp32, host-clock ranges: a check of the script only)")
     args = ap.parse_args(argv)
     if args.from_json is not None:
-        print(render_saved(args.from_json, lambda data: render({**data, "summary": summarize(data["samples"], data["mode"], data["config"])})))
+        print(render_saved(args.from_json, lambda data: render(
+            {**data, "summary": summarize(data["samples"], data["mode"], data["config"])})))
         return 0
     if args.rounds < 1 or any(b < 1 for b in args.batches) or len(set(args.batches)) < 2:
         raise UserError("--rounds must be >= 1 and --batches needs two or more different sizes >= 1")
