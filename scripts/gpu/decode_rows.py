@@ -16,7 +16,8 @@ passes divides out); and the per-row launch's host weight that line implies (:fu
 
     PYTHONPATH=src python scripts/gpu/decode_rows.py --mode small --batches 1 4 16 64 --ngram 20 0 \\
         --rounds 6 --out decode-rows.json
-    PYTHONPATH=src python scripts/gpu/decode_rows.py --from decode-rows.json      (the summary, CPU)
+    PYTHONPATH=src python scripts/gpu/decode_rows.py --from decode-rows*.json     (the summaries and the median
+                                                                                   weight over the files, CPU)
 """
 
 from __future__ import annotations
@@ -140,11 +141,22 @@ def main(argv: list[str] | None = None) -> int:
                     help="rounds; each runs every batch size and n-gram setting once (default 6)")
     ap.add_argument("--max-new-tokens", type=int, default=64, help="decode steps per pass (default 64)")
     add_measure_args(ap, out_help="JSON file to write (per pass samples and the summary; rewritten after every round)",
-                     cpu_help="cpu (fp32, host-clock ranges: a check of the script only)")
+                     cpu_help="cpu (fp32, host-clock ranges: a check of the script only)", many_from=True)
     args = ap.parse_args(argv)
     if args.from_json is not None:
-        print(render_saved(args.from_json, lambda data: render(
-            {**data, "summary": summarize(data["samples"], data["mode"], data["config"])})))
+        weights: list[float] = []
+
+        def one(data: dict[str, Any]) -> str:
+            summary = summarize(data["samples"], data["mode"], data["config"])
+            weights.extend(s["fit"]["row_host_weight"] for n, s in summary.items()
+                           if n != "0" and "row_host_weight" in s["fit"])
+            return render({**data, "summary": summary})
+
+        print("\n\n".join(render_saved(path, one) for path in args.from_json))
+        if len(args.from_json) > 1 and weights:
+            print(f"\nhost weight of a per-row launch over {len(weights)} fits (n-gram ban on): median "
+                  f"{statistics.median(weights):.3f}, {min(weights):.3f} to {max(weights):.3f} (the model's "
+                  f"DECODE_ROW_HOST_WEIGHT: {DECODE_ROW_HOST_WEIGHT})")
         return 0
     if args.rounds < 1 or any(b < 1 for b in args.batches) or len(set(args.batches)) < 2:
         raise UserError("--rounds must be >= 1 and --batches needs two or more different sizes >= 1")

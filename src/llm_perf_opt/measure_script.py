@@ -20,14 +20,20 @@ T = TypeVar("T")
 Samples = dict[str, dict[str, dict[str, list[float]]]]
 
 
-def add_measure_args(ap: argparse.ArgumentParser, *, out_help: str, cpu_help: str) -> None:
-    """Add --config, --device (cuda | cpu), --out FILE and --from FILE to a measuring script's parser."""
+def add_measure_args(ap: argparse.ArgumentParser, *, out_help: str, cpu_help: str, many_from: bool = False) -> None:
+    """Add --config, --device (cuda | cpu), --out FILE and --from FILE to a measuring script's parser
+    (``many_from``: --from takes one or more files, a list)."""
     ap.add_argument("--config", default="default", metavar="NAME",
                     help="model config (default: the official one; tiny: a small one for a CPU check)")
     ap.add_argument("--device", choices=("cuda", "cpu"), default="cuda", help=f"cuda (default; bf16) or {cpu_help}")
     ap.add_argument("--out", type=Path, help=f"{out_help}; required to measure")
-    ap.add_argument("--from", dest="from_json", type=Path, metavar="FILE",
-                    help="print the summary of a JSON this script wrote (recomputed from the file; no GPU)")
+    if many_from:
+        ap.add_argument("--from", dest="from_json", type=Path, metavar="FILE", nargs="+",
+                        help="print the summary of each JSON this script wrote and what they give together "
+                             "(recomputed from the files; no GPU)")
+    else:
+        ap.add_argument("--from", dest="from_json", type=Path, metavar="FILE",
+                        help="print the summary of a JSON this script wrote (recomputed from the file; no GPU)")
 
 
 def ready_out(out: Path | None) -> Path:

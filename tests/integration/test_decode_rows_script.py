@@ -40,8 +40,11 @@ def test_a_cpu_run_fits_what_it_measured(tmp_path: Path, capsys: pytest.CaptureF
         calls = {b: statistics.median([ms * 1e3 / us for ms, us in zip(rec[b]["forward_ms"], rec[b]["probe_us"],
                                                                          strict=True)]) for b in ("1", "3")}
         assert fit["per_row_calls_per_pass"] == pytest.approx((calls["3"] - calls["1"]) / 2)
-        assert fit["row_host_weight"] == pytest.approx(mod.row_host_weight(
-            "tiny", "tiny", fit["fixed_calls_per_pass"], fit["per_row_calls_per_pass"]))
+        if fit["fixed_calls_per_pass"] > 0:  # a loaded CPU can time batch 3 at over three times batch 1
+            assert fit["row_host_weight"] == pytest.approx(mod.row_host_weight(
+                "tiny", "tiny", fit["fixed_calls_per_pass"], fit["per_row_calls_per_pass"]))
+        else:
+            assert "row_host_weight" not in fit
     text = capsys.readouterr().out
     assert "n-gram 3: fixed" in text and "the model prices 9.7 launches per row" in text
     assert mod.main(["--from", str(out)]) == 0
@@ -86,7 +89,7 @@ def test_row_host_weight_inverts_the_models_host_ops(weight: float) -> None:
     assert mod.row_host_weight("small", "default", fixed_ops * c, per_row) == pytest.approx(weight, abs=1e-9)
 
 
-def test_the_models_weight_is_the_median_of_the_committed_fits() -> None:
+def test_the_models_weight_is_the_median_of_the_committed_fits(capsys: pytest.CaptureFixture[str]) -> None:
     mod = load_script("gpu/decode_rows.py")
     weights = []
     for f in sorted(DATA.glob("decode-rows-*.json")):
@@ -94,6 +97,11 @@ def test_the_models_weight_is_the_median_of_the_committed_fits() -> None:
         weights.append(mod.summarize(data["samples"], data["mode"], data["config"])["20"]["fit"]["row_host_weight"])
     assert len(weights) >= 5
     assert statistics.median(weights) == pytest.approx(DECODE_ROW_HOST_WEIGHT, abs=0.005)
+    # the command the constant's comment gives prints the same median
+    assert mod.main(["--from", *map(str, sorted(DATA.glob("decode-rows-*.json")))]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith(f"host weight of a per-row launch over {len(weights)} fits (n-gram ban on): median "
+                           f"{statistics.median(weights):.3f}, {min(weights):.3f} to {max(weights):.3f}")
 
 
 def test_out_of_memory_is_one_line_and_keeps_the_full_rounds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
