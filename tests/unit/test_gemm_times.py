@@ -353,6 +353,22 @@ def test_gemm_timing_stopped_keeps_the_shapes_timed_before(monkeypatch: pytest.M
     assert set(load_ceilings(out).gemm_times_ms) == {keys[0]}
 
 
+def test_added_gemm_times_keep_the_ones_the_file_holds() -> None:
+    """hw gemms adds: shapes timed before stay, a shape timed again takes the new time, and the workloads
+    are the union (so a file can grow by workloads, as reports/hardware/h200/hw-ceilings.json did)."""
+    from llm_perf_opt.hardware.bench import add_gemm_times
+
+    base = load_ceilings(ROOT / "reports" / "hardware" / "h200" / "hw-ceilings.json")
+    base = attrs.evolve(base, gemm_times_ms={"linear@1x5x8x16": [0.001], "linear@1x6x8x16": [0.001]},
+                        gemm_workloads=["tiny:1"])
+    out = add_gemm_times(base, ["linear@1x6x8x16", "linear@1x7x8x16"], ["tiny:1", "tiny:2"], device="cpu",
+                         repeats=1, timer=lambda _fn, _n: 3e-6)
+    assert out.gemm_times_ms["linear@1x5x8x16"] == [0.001]  # kept
+    assert out.gemm_times_ms["linear@1x6x8x16"] == pytest.approx([0.003])  # timed again: the new time
+    assert out.gemm_times_ms["linear@1x7x8x16"] == pytest.approx([0.003])
+    assert out.gemm_workloads == ["tiny:1", "tiny:2"]
+
+
 def test_the_queued_timer_doubles_the_spin_until_the_host_is_ahead(monkeypatch: pytest.MonkeyPatch) -> None:
     """torch.cuda faked: the device finishes a spin shorter than 4 x SPIN_CYCLES before the host has issued
     the calls, and a synchronize finishes everything; the timer retries with twice the spin (or twice the

@@ -748,9 +748,10 @@ def add_gemm_times(ceilings: MeasuredCeilings, keys: Sequence[str], workloads: S
                    repeats: int, timer: QueuedTimer | None = None,
                    progress: Callable[[str], None] | None = None) -> MeasuredCeilings:
     """``ceilings`` with the device time per call of each GEMM in ``keys`` (llm_perf_opt.hardware.gemms,
-    queued behind other work; ``timer`` defaults to CUDA events) and ``workloads`` recorded as their
-    source. Running out of device memory, an interrupt or a timing the host could not get ahead of raises
-    GemmTimingStopped (naming the GEMM) with the shapes timed before it."""
+    queued behind other work; ``timer`` defaults to CUDA events) added to the GEMMs it holds (a key timed
+    again is replaced) and ``workloads`` added to their sources. Running out of device memory, an interrupt
+    or a timing the host could not get ahead of raises GemmTimingStopped (naming the GEMM) with the shapes
+    timed before it added."""
     import torch
 
     if not keys:
@@ -769,7 +770,15 @@ def add_gemm_times(ceilings: MeasuredCeilings, keys: Sequence[str], workloads: S
         except (torch.cuda.OutOfMemoryError, KeyboardInterrupt, UserError) as exc:
             why = ("out of device memory" if isinstance(exc, torch.cuda.OutOfMemoryError)
                    else f"stopped ({exc})" if isinstance(exc, UserError) else "interrupted")
-            partial = attrs.evolve(ceilings, gemm_times_ms=done, gemm_workloads=list(workloads))
             raise GemmTimingStopped(f"{why} while timing GEMM {key} ({len(done)} of {len(todo)} shapes timed)",
-                                    partial) from None
-    return attrs.evolve(ceilings, gemm_times_ms=done, gemm_workloads=list(workloads))
+                                    _with_gemms(ceilings, done, workloads)) from None
+    return _with_gemms(ceilings, done, workloads)
+
+
+def _with_gemms(ceilings: MeasuredCeilings, times_ms: dict[str, list[float]], workloads: Sequence[str]
+                ) -> MeasuredCeilings:
+    """``ceilings`` with ``times_ms`` merged into its GEMM times (new keys win) and ``workloads`` appended to
+    its GEMM workloads (each once, in order)."""
+    merged = {**{k: list(v) for k, v in (ceilings.gemm_times_ms or {}).items()}, **times_ms}
+    sources = list(dict.fromkeys([*(ceilings.gemm_workloads or []), *workloads]))
+    return attrs.evolve(ceilings, gemm_times_ms=merged, gemm_workloads=sources)
