@@ -257,6 +257,12 @@ def test_calibration_and_ceilings_files_keep_the_gemm_times(tmp_path: Path) -> N
     committed = load_ceilings(ROOT / "reports" / "hardware" / "h200" / "hw-ceilings.json")
     assert "base:1" in committed.gemm_workloads
     assert committed.gemm_times_s()["bmm_nt@16x257x257x64"] > 0
+    # the large-batch runs' shapes were added to it (results-h200 section 21), the earlier ones kept
+    assert {"base:32", "small:64", "gundam:8"} <= set(committed.gemm_workloads)
+    assert {"experts_grouped_mm@64x6x9024x1280x896", "experts_grouped_mm@64x6x1128x1280x896"} <= set(
+        committed.gemm_times_ms)
+    # ...but not the experts call at the decode steps' 8-64 tokens: its bench time disagrees with a graph replay
+    assert not {f"experts_grouped_mm@64x6x{t}x1280x896" for t in (8, 16, 32, 64)} & set(committed.gemm_times_ms)
     path = save_ceilings(committed, tmp_path / "c.json")
     assert load_ceilings(path).gemm_times_ms == committed.gemm_times_ms
     data = json.loads(path.read_text())
