@@ -115,11 +115,12 @@ def census(path: Path, workloads: Sequence[str] | None) -> list[str]:
 WHEN_CHOICES = ("run", *PROBE_WHEN)
 
 
-def probe(runs: Sequence[Path], which: str = "add", when: str = "run") -> list[str]:
+def probe(runs: Sequence[Path], which: str = "add", when: str = "run", per_pass: bool = False) -> list[str]:
     """Mean probe and decode per run; log-log slopes of decode time on the probe between run means, over
     all passes pooled and within runs (least squares and reduced major axis). ``which``: 'add' (the tiny
     in-place add, host_probe_us) or 'module' (the tiny decoder forward, host_module_probe_us); ``when``:
-    the probe compare takes ('run'), the one before each pass, after it, or their mean ('bracket')."""
+    the probe compare takes ('run'), the one before each pass, after it, or their mean ('bracket');
+    ``per_pass``: also each ok pass's probe and decode ms per forward, and that ms in probe calls."""
     lines = [f"{'run':<36} {'probe us/op':>11} {'decode ms/pass':>14} {'passes':>6}"]
     means: list[tuple[float, float]] = []
     pooled: list[tuple[float, float]] = []
@@ -139,6 +140,13 @@ def probe(runs: Sequence[Path], which: str = "add", when: str = "run") -> list[s
             lt = sum(math.log(b) for _, b in pairs) / len(pairs)
             centred.extend((math.log(a) - lp, math.log(b) - lt) for a, b in pairs)
         lines.append(f"{run.run_id:<36} {p:>11.2f} {t:>14.1f} {len(pairs):>6}")
+        if per_pass:
+            for i, rec in enumerate(_passes(d)):
+                v, ms = probe_of(rec, which, when), (rec.get("stage_ms") or {}).get("decode")
+                fw = rec.get("decode_forwards")
+                if v and ms and fw:
+                    lines.append(f"  pass {i}: probe {v:.2f} us, decode {ms / fw:.2f} ms per forward = "
+                                 f"{ms / fw * 1e3 / v:,.0f} probe calls")
     if len(means) >= 2:
         s, r = _slope([math.log(p) for p, _ in means], [math.log(t) for _, t in means])
         lines.append(f"between run means: slope {s:.2f}, correlation {r:.2f} ({len(means)} runs)")
@@ -915,6 +923,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="run (default): the probe compare takes, the mean of the probes before and after each "
                         "pass where both were recorded, else the one before; before, after or bracket (their "
                         "mean): that probe alone")
+    p.add_argument("--per-pass", action="store_true",
+                   help="also list each pass: its probe, decode ms per forward and that in probe calls")
     p = sub.add_parser("passes", help="a stage's pass-to-pass spread and what it follows within runs")
     p.add_argument("runs", type=Path, nargs="+", metavar="RUN_DIR", help="profiling run folders (passes.jsonl)")
     p.add_argument("--stage", default="vision.sam", help="stage range of passes.jsonl (default vision.sam)")
@@ -1003,7 +1013,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.cmd == "census":
             lines = census(args.file, args.workload)
         elif args.cmd == "probe":
-            lines = probe(args.runs, args.probe, args.when)
+            lines = probe(args.runs, args.probe, args.when, args.per_pass)
         elif args.cmd == "passes":
             lines = passes(args.runs, args.stage, args.when)
         elif args.cmd == "launches":

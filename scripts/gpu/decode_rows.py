@@ -55,23 +55,28 @@ from llm_perf_opt.vocab import DType, Stage
 FIELDS = ("forward_ms", "probe_us")
 
 
-def row_host_weight(mode: str, config: str, fixed: float, per_row: float) -> float:
-    """The host weight of a per-row launch (``analytic.model.DECODE_ROW_HOST_WEIGHT``) that the fit implies.
-
-    The analytic decode forward's host ops (``stage_host_work``) are fixed + slope x batch; the fit's fixed
-    term (ms or probe calls) over the fixed ops is this host's cost of an op, and the per-row term in those
-    ops, less the slope's part that is not the per-row launches, over ``DECODE_ROW_LAUNCHES`` is the weight.
-    The whole per-row growth is taken as host time (the decode forward is host-bound on the H200 at these
-    batch sizes)."""
+def model_decode_ops(mode: str, config: str) -> tuple[float, float]:
+    """(fixed, per row) host ops of the analytic decode forward (``stage_host_work``) for this script's page
+    in ``mode``: its ops are linear in the batch size."""
     ops = []
     page = synthetic_pages(1)[0]  # the page the script measures (its size sets the tiles)
     for b in (1, 2):
         wl = OCRWorkloadProfile.create(profile_id="decode-rows", mode=mode, image_width_px=page.width,
+                                       # the decode's host ops do not depend on the prompt's length
                                        image_height_px=page.height, prompt_text_tokens=9, max_new_tokens=64,
                                        batch_size=b, attention="eager", experts="grouped_mm")
         ops.append(stage_host_work(AnalyticModel(DeepseekOCRConfig.named(config), wl).stages[Stage.DECODE])[0])
-    slope = ops[1] - ops[0]
-    fixed_ops = ops[0] - slope
+    return ops[0] - (ops[1] - ops[0]), ops[1] - ops[0]
+
+
+def row_host_weight(mode: str, config: str, fixed: float, per_row: float) -> float:
+    """The host weight of a per-row launch (``analytic.model.DECODE_ROW_HOST_WEIGHT``) that the fit implies.
+
+    The fit's fixed term (ms or probe calls) over the model's fixed host ops (:func:`model_decode_ops`) is
+    this host's cost of an op, and the per-row term in those ops, less the model's per-row ops that are not
+    the per-row launches, over ``DECODE_ROW_LAUNCHES`` is the weight. The whole per-row growth is taken as
+    host time (the decode forward is host-bound on the H200 at these batch sizes)."""
+    fixed_ops, slope = model_decode_ops(mode, config)
     other = slope - DECODE_ROW_LAUNCHES * DECODE_ROW_HOST_WEIGHT
     return (per_row * fixed_ops / fixed - other) / DECODE_ROW_LAUNCHES
 
@@ -125,8 +130,10 @@ def render(data: dict[str, Any]) -> str:
                 lines.append(f"  in each pass's own probe calls: {f['fixed_calls_per_pass']:.0f} + "
                              f"{f['per_row_calls_per_pass']:.2f} x rows")
             if "row_host_weight" in f and ngram != "0":
+                fixed_ops, slope = model_decode_ops(data["mode"], data["config"])
                 lines.append(f"  host weight of a per-row launch this implies: {f['row_host_weight']:.3f} of a decoder "
-                             f"op (the model's DECODE_ROW_HOST_WEIGHT: {DECODE_ROW_HOST_WEIGHT})")
+                             f"op (the model's DECODE_ROW_HOST_WEIGHT: {DECODE_ROW_HOST_WEIGHT}; its decode forward: "
+                             f"{fixed_ops:.1f} host ops + {slope:.2f} per row)")
     return "\n".join(lines)
 
 

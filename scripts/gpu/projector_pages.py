@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import statistics
 import sys
 import time
@@ -35,7 +34,13 @@ from llm_perf_opt.compare.fit import probe_call_fit
 from llm_perf_opt.errors import UserError
 from llm_perf_opt.hardware.host_speed import gpu_uuid
 from llm_perf_opt.inputs.synthetic import synthetic_pages
-from llm_perf_opt.measure_script import Samples, add_measure_args, ready_out, rotated_rounds
+from llm_perf_opt.measure_script import (
+    Samples,
+    add_measure_args,
+    ready_out,
+    rotated_rounds,
+    write_json_atomic,
+)
 from llm_perf_opt.models.deepseek_ocr import preprocess_image
 from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
 from llm_perf_opt.models.deepseek_ocr.modeling import build_model, tiny_decoder_program
@@ -138,17 +143,22 @@ def main(argv: list[str] | None = None) -> int:
         rec["clip_ms"].append(ranges[Stage.VISION_CLIP.value])
         rec["probe_us"].append(p)
 
+    cuda = dev.type == "cuda"
+
+    def result(done: int) -> dict[str, Any]:  # saved after every round: a kill later keeps what ran
+        return {"modes": args.modes, "pages": args.pages, "rounds": done, "config": args.config,
+                "torch": torch.__version__, "gpu": torch.cuda.get_device_name(dev) if cuda else "cpu",
+                "gpu_uuid": gpu_uuid(dev), "cpu_model": cpu_model(), "summary": summarize(samples),
+                "samples": samples}
+
     with torch.inference_mode():
         for mode, n in configs:  # warm-up: every shape once, untimed
             model.embed_images(prepared[mode][:n])
         host_sync(dev)
-        done = rotated_rounds(configs, args.rounds, one_call, samples)
-    cuda = dev.type == "cuda"
-    out = {"modes": args.modes, "pages": args.pages, "rounds": done, "config": args.config, "torch": torch.__version__,
-           "gpu": torch.cuda.get_device_name(dev) if cuda else "cpu", "gpu_uuid": gpu_uuid(dev),
-           "cpu_model": cpu_model(),
-           "summary": summarize(samples), "samples": samples}
-    out_path.write_text(json.dumps(out, indent=2) + "\n")
+        done = rotated_rounds(configs, args.rounds, one_call, samples,
+                              after_round=lambda n: write_json_atomic(out_path, result(n)))
+    out = result(done)
+    write_json_atomic(out_path, out)
     print(render(out))
     return 0
 

@@ -84,6 +84,7 @@ def test_row_host_weight_inverts_the_models_host_ops(weight: float) -> None:
     mod = load_script("gpu/decode_rows.py")
     ops1, ops2 = _decode_host_ops("small", 1), _decode_host_ops("small", 2)
     fixed_ops = ops1 - (ops2 - ops1)
+    assert mod.model_decode_ops("small", "default") == (pytest.approx(fixed_ops), pytest.approx(ops2 - ops1))
     c = 0.0173  # ms per op
     per_row = (ops2 - ops1 + DECODE_ROW_LAUNCHES * (weight - DECODE_ROW_HOST_WEIGHT)) * c
     assert mod.row_host_weight("small", "default", fixed_ops * c, per_row) == pytest.approx(weight, abs=1e-9)

@@ -524,3 +524,19 @@ def test_rows_gives_a_batch_rows_decode_cost_from_b1_b4_pairs(capsys: pytest.Cap
     assert out[-1].startswith("median of 2 pairs:")
     assert _script().main(["rows", str(cal), "--new-tokens", "0"]) == 2
     assert _script().main(["rows", str(ROOT / "reports" / "hardware" / "h200" / "projector-pages.json")]) == 2
+
+
+def test_probe_per_pass_gives_each_decode_forward_in_its_own_probe_calls(capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/results-h200.md section 21: Small b64's two passes in their own module-probe calls."""
+    run = RUNS / "h200-small-b64-20261204T170006Z"
+    assert _script().main(["probe", "--probe", "module", "--when", "bracket", "--per-pass", str(run)]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.strip().startswith("pass ")]
+    recs = [json.loads(ln) for ln in (run / "torch_profiler" / "passes.jsonl").read_text().splitlines() if ln.strip()]
+    recs = [r for r in recs if r.get("status", "ok") == "ok"]
+    assert len(lines) == len(recs) == 2
+    for line, r in zip(lines, recs, strict=True):
+        probe = (r["host_module_probe_us"] + r["host_module_probe_after_us"]) / 2
+        per_forward = r["stage_ms"]["decode"] / r["decode_forwards"]
+        assert f"probe {probe:.2f} us, decode {per_forward:.2f} ms per forward" in line
+        assert line.endswith(f"= {per_forward * 1e3 / probe:,.0f} probe calls")
+    assert [ln.split("= ")[1] for ln in lines] == ["1,599 probe calls", "1,536 probe calls"]
