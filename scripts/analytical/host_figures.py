@@ -227,7 +227,10 @@ def launches(path: Path, config: str) -> list[str]:
     from llm_perf_opt.vocab import Stage
 
     try:
-        data = json.loads(path.read_text())["workloads"]
+        raw = json.loads(path.read_text())
+        data = raw["workloads"]
+        # the census's decode pass: its token picks per forward set the n-gram ban's launches per forward
+        new_tokens = int(raw.get("new_tokens", 4))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UserError(f"{path}: not a census stage summary ({exc})") from exc
     cfg = DeepseekOCRConfig.named(config)
@@ -236,8 +239,9 @@ def launches(path: Path, config: str) -> list[str]:
         mode, _, batch = key.partition(":")
         page = synthetic_pages(int(batch))[0]
         wl = OCRWorkloadProfile.create(profile_id=key, mode=mode, image_width_px=page.width,
-                                       image_height_px=page.height, prompt_text_tokens=9, max_new_tokens=64,
-                                       batch_size=int(batch), attention="eager", experts="grouped_mm")
+                                       image_height_px=page.height, prompt_text_tokens=9,
+                                       max_new_tokens=new_tokens, batch_size=int(batch), attention="eager",
+                                       experts="grouped_mm")
         model = AnalyticModel(cfg, wl)
         for stage in Stage:
             row = wl_data["stages"].get(stage.value)

@@ -11,7 +11,7 @@ against (the dispatch meter counts one kernel per tensor-producing aten call).
 
     PYTHONPATH=src python scripts/gpu/kernel_census.py --out census.json \
         [--workload base:1 --workload small:1 ...] [--new-tokens 4] [--config default] [--device cuda] \
-        [--detail vision.sam]
+        [--detail vision.sam] [--no-repeat-ngram-size 0]
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from llm_perf_opt.models.deepseek_ocr import DEFAULT_PROMPT
 from llm_perf_opt.profiling.operators import capture_from_events, stage_of
 from llm_perf_opt.profiling.session import ModelSession, SessionSettings, resolve_device
 from llm_perf_opt.profiling.timers import StageRecorder
+from llm_perf_opt.vocab import DEFAULT_NO_REPEAT_NGRAM
 
 
 def _workload(text: str) -> tuple[str, int]:
@@ -107,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--new-tokens", type=int, default=4, help="decode steps of the profiled pass (default 4)")
     parser.add_argument("--config", default="default", help="model config: default | tiny | config.json path")
     parser.add_argument("--device", default="cuda", help="torch device (default cuda)")
+    parser.add_argument("--no-repeat-ngram-size", type=int, default=DEFAULT_NO_REPEAT_NGRAM, metavar="N",
+                        help=f"greedy decoding's n-gram ban (default {DEFAULT_NO_REPEAT_NGRAM}, the profiler's; 0: off)")
     parser.add_argument("--detail", action="append", default=[], metavar="STAGE",
                         help="also list this stage's kernels grouped by operator, callers, input shapes and "
                              "kernel name with their device time (repeatable; records shapes)")
@@ -122,14 +125,18 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace, workloads: list[tuple[str, int]]) -> int:
     if args.new_tokens < 1:
         raise UserError(f"--new-tokens {args.new_tokens}: must be >= 1")
+    if args.no_repeat_ngram_size < 0:
+        raise UserError(f"--no-repeat-ngram-size {args.no_repeat_ngram_size}: must be >= 0")
     device = resolve_device(args.device)
     session: ModelSession | None = None
     result: dict[str, Any] = {"torch": torch.__version__, "device": str(device),
                               "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-                              "new_tokens": args.new_tokens, "workloads": {}}
+                              "new_tokens": args.new_tokens, "no_repeat_ngram_size": args.no_repeat_ngram_size,
+                              "workloads": {}}
     for mode, batch in workloads:
         settings = SessionSettings(config_name=args.config, mode=mode, prompt=DEFAULT_PROMPT,
-                                   max_new_tokens=args.new_tokens, batch_size=batch, device=str(device))
+                                   max_new_tokens=args.new_tokens, batch_size=batch, device=str(device),
+                                   no_repeat_ngram_size=args.no_repeat_ngram_size)
         if session is None:
             session = ModelSession(settings, device)
         else:

@@ -80,6 +80,10 @@ def parse_dtype(name: str) -> DType:
     return aliases[key]
 
 
+#: The reference inference default (FACTS.md, "Inference defaults": no_repeat_ngram_size 20): greedy decoding
+#: bans every token that would repeat an n-gram of this size already in the row (0 = no ban).
+DEFAULT_NO_REPEAT_NGRAM = 20
+
 #: MoE experts implementations of transformers (``experts_implementation``) the project runs and models:
 #: grouped_mm (one grouped GEMM per projection), batched_mm (weights gathered per token), eager (per-expert loop)
 ExpertsImplementation = Literal["grouped_mm", "batched_mm", "eager"]

@@ -10,7 +10,7 @@ import pytest
 import torch
 from script_loader import load_script
 
-from llm_perf_opt.analytic.model import DECODE_ROW_HOST_WEIGHT, DECODE_ROW_LAUNCHES, AnalyticModel
+from llm_perf_opt.analytic.model import DECODE_ROW_HOST_WEIGHT, NGRAM_BAN_ROW_LAUNCHES, AnalyticModel
 from llm_perf_opt.analytic.timeline_model import stage_host_work
 from llm_perf_opt.data.analytic import OCRWorkloadProfile
 from llm_perf_opt.errors import UserError
@@ -41,12 +41,20 @@ def test_a_cpu_run_fits_what_it_measured(tmp_path: Path, capsys: pytest.CaptureF
                                                                          strict=True)]) for b in ("1", "3")}
         assert fit["per_row_calls_per_pass"] == pytest.approx((calls["3"] - calls["1"]) / 2)
         if fit["fixed_calls_per_pass"] > 0:  # a loaded CPU can time batch 3 at over three times batch 1
-            assert fit["row_host_weight"] == pytest.approx(mod.row_host_weight(
-                "tiny", "tiny", fit["fixed_calls_per_pass"], fit["per_row_calls_per_pass"]))
+            assert fit["per_row_ops"] == pytest.approx(
+                fit["per_row_calls_per_pass"] * mod.model_decode_ops("tiny", "tiny", 5, int(ngram))[0]
+                / fit["fixed_calls_per_pass"])
+            if ngram == "3":
+                assert fit["row_host_weight"] == pytest.approx(mod.row_host_weight(
+                    "tiny", "tiny", fit["fixed_calls_per_pass"], fit["per_row_calls_per_pass"], 5, 3))
+            else:  # with the ban off there is no ban launch to weigh, and the model's decode has no per-row op
+                assert "row_host_weight" not in fit and fit["model_per_row_ops"] == pytest.approx(0.0)
         else:
             assert "row_host_weight" not in fit
     text = capsys.readouterr().out
-    assert "n-gram 3: fixed" in text and "the model prices 9.7 launches per row" in text
+    # 5 picks over 4 forwards: 7 x 5/4 ban launches per row and forward with the ban on, none with it off
+    assert "n-gram 3: fixed" in text and "the model prices 8.75 ban launches per row and forward" in text
+    assert "the model prices 0.00 ban launches" in text
     assert mod.main(["--from", str(out)]) == 0
     assert capsys.readouterr().out.strip() == text.strip()  # the summary is recomputed from the samples
 
@@ -70,24 +78,31 @@ def test_bad_input_is_one_line(tmp_path: Path) -> None:
         mod.main(["--mode", "huge", "--out", out])
 
 
-def _decode_host_ops(mode: str, batch: int) -> float:
+def _decode_host_ops(mode: str, batch: int, new_tokens: int = 64) -> float:
     wl = OCRWorkloadProfile.create(profile_id="t", mode=mode, image_width_px=1240, image_height_px=1754,
-                                   prompt_text_tokens=9, max_new_tokens=64, batch_size=batch, attention="eager",
-                                   experts="grouped_mm")
+                                   prompt_text_tokens=9, max_new_tokens=new_tokens, batch_size=batch,
+                                   attention="eager", experts="grouped_mm")
     return stage_host_work(AnalyticModel(DeepseekOCRConfig.named("default"), wl).stages[Stage.DECODE])[0]
 
 
 @pytest.mark.parametrize("weight", [DECODE_ROW_HOST_WEIGHT, 0.0, 0.8])
-def test_row_host_weight_inverts_the_models_host_ops(weight: float) -> None:
-    """A host that costs c per op and runs the model's decode with the row launches at ``weight`` gives back
-    ``weight``, whatever c."""
+@pytest.mark.parametrize("new_tokens", [64, 9])
+def test_row_host_weight_inverts_the_models_host_ops(weight: float, new_tokens: int) -> None:
+    """A host that costs c per op and runs the model's decode with the ban's launches at ``weight`` gives back
+    ``weight``, whatever c; a forward carries new_tokens / (new_tokens - 1) picks' launches."""
     mod = load_script("gpu/decode_rows.py")
-    ops1, ops2 = _decode_host_ops("small", 1), _decode_host_ops("small", 2)
+    ops1, ops2 = _decode_host_ops("small", 1, new_tokens), _decode_host_ops("small", 2, new_tokens)
     fixed_ops = ops1 - (ops2 - ops1)
-    assert mod.model_decode_ops("small", "default") == (pytest.approx(fixed_ops), pytest.approx(ops2 - ops1))
+    assert mod.model_decode_ops("small", "default", new_tokens) == (pytest.approx(fixed_ops),
+                                                                    pytest.approx(ops2 - ops1))
+    launches = NGRAM_BAN_ROW_LAUNCHES * new_tokens / (new_tokens - 1)
+    assert mod.row_launches("small", "default", new_tokens) == pytest.approx(launches)
     c = 0.0173  # ms per op
-    per_row = (ops2 - ops1 + DECODE_ROW_LAUNCHES * (weight - DECODE_ROW_HOST_WEIGHT)) * c
-    assert mod.row_host_weight("small", "default", fixed_ops * c, per_row) == pytest.approx(weight, abs=1e-9)
+    per_row = (ops2 - ops1 + launches * (weight - DECODE_ROW_HOST_WEIGHT)) * c
+    assert mod.row_host_weight("small", "default", fixed_ops * c, per_row, new_tokens) == pytest.approx(
+        weight, abs=1e-9)
+    with pytest.raises(ValueError, match="no ban launches"):
+        mod.row_host_weight("small", "default", fixed_ops * c, per_row, new_tokens, 0)
 
 
 def test_the_models_weight_is_the_median_of_the_committed_fits(capsys: pytest.CaptureFixture[str]) -> None:
@@ -95,13 +110,14 @@ def test_the_models_weight_is_the_median_of_the_committed_fits(capsys: pytest.Ca
     weights = []
     for f in sorted(DATA.glob("decode-rows-*.json")):
         data = json.loads(f.read_text())
-        weights.append(mod.summarize(data["samples"], data["mode"], data["config"])["20"]["fit"]["row_host_weight"])
+        weights.append(mod.summarize(data["samples"], data["mode"], data["config"], data["max_new_tokens"]
+                                     )["20"]["fit"]["row_host_weight"])
     assert len(weights) >= 5
     assert statistics.median(weights) == pytest.approx(DECODE_ROW_HOST_WEIGHT, abs=0.005)
     # the command the constant's comment gives prints the same median
     assert mod.main(["--from", *map(str, sorted(DATA.glob("decode-rows-*.json")))]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
-    assert last.startswith(f"host weight of a per-row launch over {len(weights)} fits (n-gram ban on): median "
+    assert last.startswith(f"host weight of a ban launch over {len(weights)} fits (n-gram ban on): median "
                            f"{statistics.median(weights):.3f}, {min(weights):.3f} to {max(weights):.3f}")
 
 

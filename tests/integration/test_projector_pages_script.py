@@ -104,7 +104,7 @@ def test_the_model_constants_come_from_the_measurement() -> None:
                                    max_new_tokens=64, dtype="bf16", attention="eager", experts="grouped_mm")
     decode = AnalyticModel(DeepseekOCRConfig.default(), wl).stages[Stage.DECODE]
     per_op = host_s_per_op_from_per_kernel(module.us_per_launch * 1e-6, decode) * 1e6 / module.as_dict()["median_us"]
-    assert per_op == pytest.approx(1.664, abs=0.001)  # the figure the constants' comment names
+    assert per_op == pytest.approx(1.660, abs=0.001)  # the figure the constants' comment names
     # each machine's fits in ops, less the probe calls its host clock holds outside the range
     per_page: list[tuple[float, float, int]] = []
     fixed: dict[str, list[float]] = {"one group": [], "two groups": []}

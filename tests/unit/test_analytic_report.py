@@ -111,6 +111,7 @@ def test_kv_cache_formula():
     (["--gpu", "h900"], "unknown GPU 'h900'"),
     (["--model", "NOTDS"], "is not DeepSeek-OCR"),
     (["--max-new-tokens", "9000"], "exceeds the model's 8192 positions"),
+    (["--no-repeat-ngram-size", "-1"], "no_repeat_ngram_size must be >= 0, got -1"),
 ])
 def test_bad_input_one_line(tmp_path, capsys, argv, fragment):
     if "NOTDS" in argv:

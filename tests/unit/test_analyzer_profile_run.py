@@ -50,6 +50,9 @@ def test_workload_flags_are_refused_with_a_run(run_dir: Path, capsys: pytest.Cap
     assert dsocr_analyzer_main.main(["--profile-run-id", str(run_dir), "--batch-size", "4", "--gpu", "h100"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "drop --batch-size, --gpu" in err[0]
+    assert dsocr_analyzer_main.main(["--profile-run-id", str(run_dir), "--no-repeat-ngram-size", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "drop --no-repeat-ngram-size" in err[0]
     assert not (run_dir / "static_analysis").exists()
 
 

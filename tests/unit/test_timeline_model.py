@@ -129,23 +129,32 @@ def test_bare_calls_cost_their_host_weight() -> None:
         leaf.light_op(OperatorCategory.MEMORY, 1.0, host_weight=1.5)
 
 
-def test_the_decode_rows_cost_their_measured_host_weight() -> None:
-    """The per-row launches of the greedy step keep the kernel census's count (9.7 per row) and cost the host
-    DECODE_ROW_HOST_WEIGHT of a decoder op each (scripts/gpu/decode_rows.py)."""
-    from llm_perf_opt.analytic.model import DECODE_ROW_HOST_WEIGHT, DECODE_ROW_LAUNCHES
+@pytest.mark.parametrize("new_tokens", [4, 1024])
+def test_the_ngram_ban_costs_its_measured_host_weight(new_tokens: int) -> None:
+    """The n-gram ban's launches keep their counted number (7 per row and token pick, new_tokens picks over
+    new_tokens - 1 forwards) and cost the host DECODE_ROW_HOST_WEIGHT of a decoder op each
+    (scripts/gpu/decode_rows.py); with the ban off the decode step has no per-row launch at all."""
+    from llm_perf_opt.analytic.model import DECODE_ROW_HOST_WEIGHT, NGRAM_BAN_ROW_LAUNCHES
     from llm_perf_opt.analytic.timeline_model import stage_host_work
     from llm_perf_opt.analytic.workloads import named_profiles, with_overrides
 
     base = next(iter(named_profiles().values()))
 
-    def decode(batch: int) -> BaseLayer:
-        wl = with_overrides(base, batch_size=batch)
+    def decode(batch: int, ngram: int = 20) -> BaseLayer:
+        wl = with_overrides(base, batch_size=batch, max_new_tokens=new_tokens, no_repeat_ngram_size=ngram)
         return AnalyticModel(DeepseekOCRConfig.named("default"), wl).stages[Stage.DECODE]
 
+    per_row = NGRAM_BAN_ROW_LAUNCHES * new_tokens / (new_tokens - 1)
     d1, d4 = decode(1), decode(4)
-    assert d4.forward_kernel_launches() - d1.forward_kernel_launches() == pytest.approx(3 * DECODE_ROW_LAUNCHES)
-    assert stage_host_work(d4)[0] - stage_host_work(d1)[0] == pytest.approx(
-        3 * DECODE_ROW_LAUNCHES * DECODE_ROW_HOST_WEIGHT)
+    assert d4.forward_kernel_launches() - d1.forward_kernel_launches() == pytest.approx(3 * per_row)
+    assert stage_host_work(d4)[0] - stage_host_work(d1)[0] == pytest.approx(3 * per_row * DECODE_ROW_HOST_WEIGHT)
+    off1, off4 = decode(1, 0), decode(4, 0)
+    assert off4.forward_kernel_launches() == pytest.approx(off1.forward_kernel_launches())
+    assert stage_host_work(off4)[0] == pytest.approx(stage_host_work(off1)[0])
+    assert d1.forward_kernel_launches() - off1.forward_kernel_launches() == pytest.approx(per_row)
+    # the ban's own traffic: 18 bytes per vocabulary entry, row and pick
+    vocab = DeepseekOCRConfig.named("default").language.vocab_size
+    assert d4.forward_cal_io() - off4.forward_cal_io() == pytest.approx(4 * 18 * vocab * new_tokens / (new_tokens - 1))
 
 
 def _timeline_cal(**kw: object) -> Calibration:

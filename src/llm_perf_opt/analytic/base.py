@@ -41,9 +41,10 @@ TC, CC, IO, LAUNCH = 0, 1, 2, 3
 #: projector-pages-2.json: embed_images under a StageRecorder at 1, 2, 4 and 8 Small, Base and Gundam pages; host
 #: time around the range = fixed + per page, in module-probe calls), less the 3.4 and 4.1 probe calls that the
 #: host clock holds outside the range (Small's host-clock fixed part over its CUDA-event one), divided by the
-#: 1.664 probe calls per op that calibrate --prior --host-speed takes from the ten H200 host-speed files (their
+#: 1.660 probe calls per op that calibrate --prior --host-speed takes from the ten H200 host-speed files (their
 #: module probe's us per launch, per op of the decode stage, over its median; 1.654 before the decode's per-row
-#: launches had their own host weight, analytic.model.DECODE_ROW_HOST_WEIGHT), the model's own launches taken
+#: launches had their own host weight, analytic.model.DECODE_ROW_HOST_WEIGHT, and 1.664 before the n-gram ban's
+#: launches were counted per token pick, docs/results-h200.md section 22), the model's own launches taken
 #: out, least squares over both files. tests/integration/test_projector_pages_script.py derives all three;
 #: docs/results-h200.md section 19.
 #: an aten call that launches nothing (slice, reshape, permute, no-op cast, expand) in the range's per-page

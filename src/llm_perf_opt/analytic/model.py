@@ -52,22 +52,41 @@ LAYOUT_PATH = "model.embed_images"
 MERGE_PATH = "model.merge_embeddings"
 LANGUAGE_PATH = "model.language"
 LM_HEAD_PATH = "lm_head"
-#: launches per decode forward outside the layer tree: per step and per batch row (greedy selection and the
-#: n-gram ban run per row). Fitted exactly to the H200 kernel census of batch 1 and 4 (51 and 80 launches per
-#: forward beyond the tree; batch 2 predicted 60.7, counted 61): reports/profile/h200-census/census-h200.json
+#: launches per decode forward outside the layer tree and the n-gram ban (the greedy step's argmax, token and
+#: mask appends, logits cast; cuBLAS split-K kernels): the H200 kernel census counts 51 launches per forward
+#: beyond the tree at batch 1, of which 9.33 are the ban's (reports/profile/h200-census/census-h200.json); with
+#: the ban off it counts 41.7 at batch 1 and 42.7 at batch 4 (census-h200-ngram0.json)
 DECODE_STEP_LAUNCHES = 41.3
-DECODE_ROW_LAUNCHES = 9.7
-#: host cost of one of those per-row launches as a fraction of a decoder op's (the n-gram ban's bare tensor
-#: calls in a Python loop, no module around them): the median of five fits of a decode forward, in each
-#: pass's module-probe calls, against batch size (1 to 64, Small and Base) on three H200 hosts, 0.29 to 0.54
-#: (scripts/gpu/decode_rows.py --from reports/hardware/h200/decode-rows-*.json; docs/results-h200.md s. 21)
-DECODE_ROW_HOST_WEIGHT = 0.43
+#: launches of the n-gram ban per batch row and token pick: its eq, all, zeros, int32 cast, scatter_reduce_,
+#: bool cast and masked_fill_ on each row in a Python loop. Counted: 9.33 per forward at batch 1 in the census
+#: (4 picks over 3 forwards, 51 - 41.7 with the ban off), and 7.46 and 7.47 per row and forward in the
+#: profiler passes (16 picks over 15 forwards) of Small b32 and Base b16 with the ban on and off
+#: (reports/profile/h200-*-ngram{0,20}-20261204T195740Z, operator_table.json stage_kernels). A forward
+#: carries new_tokens / forwards picks (:func:`ngram_ban_picks`).
+NGRAM_BAN_ROW_LAUNCHES = 7.0
+#: bytes the ban moves per row and pick, in vocabulary entries: the int32 zeros (4), their bool copy (4 + 1),
+#: masked_fill_ reading the mask (1) and the fp32 logits row (4 + 4); its history windows are ~100x smaller
+NGRAM_BAN_ROW_VOCAB_BYTES = 18
+#: host cost of one of the ban's launches as a fraction of a decoder op's (bare tensor calls in a Python loop,
+#: no module around them): the median of five fits of a decode forward, in each pass's module-probe calls,
+#: against batch size (1 to 64, Small and Base) on three H200 hosts, 0.40 to 0.74
+#: (scripts/gpu/decode_rows.py --from reports/hardware/h200/decode-rows-*.json; docs/results-h200.md s. 21-22)
+DECODE_ROW_HOST_WEIGHT = 0.59
 #: the same for the prefill forward (same census; base b1 35, base b4 53, gundam b2 49 launches)
 PREFILL_SETUP_LAUNCHES = 29.0
 PREFILL_ROW_LAUNCHES = 6.0
 
 #: Routing counts: decoder layer index -> tokens routed to each expert (length E) in one forward.
 Routing = Mapping[int, Sequence[int]]
+
+
+def ngram_ban_picks(prefill_tokens: int, new_tokens: int, n: int) -> int:
+    """Token picks of a request (of ``new_tokens``) at which the n-gram ban of size ``n`` runs: those where the
+    row's history (prompt of ``prefill_tokens`` plus the tokens picked so far) holds at least ``n`` ids, as
+    ``generation.ban_repeated_ngrams`` skips shorter ones; 0 when ``n`` is 0 (no ban)."""
+    if n <= 0:
+        return 0
+    return new_tokens - max(0, min(new_tokens, n - prefill_tokens))
 
 
 def decoder_layer_path(index: int) -> str:
@@ -192,13 +211,22 @@ class AnalyticModel:
                      launches=PREFILL_SETUP_LAUNCHES + PREFILL_ROW_LAUNCHES * b)
         if stage_name == Stage.DECODE:
             gen = stage.add(OpGroup("generation", stage_name, weight_dtype_bytes=wb,
-                                    summary="greedy step outside the modules: n-gram ban, argmax, token and "
-                                            "mask appends, logits cast; cuBLAS split-K kernels of the step"))
+                                    summary="greedy step outside the modules: argmax, token and mask appends, "
+                                            "logits cast, cuBLAS split-K kernels of the step; the n-gram ban"))
             # launches per decode forward that the layer tree does not itemise, from the H200 kernel
             # census (reports/profile/h200-census/census-h200.json: 51 at batch 1, 80 at batch 4, 61 at 2)
             gen.op(OperatorCategory.MEMORY, io_bytes=2 * 4 * b * lang.vocab_size, launches=DECODE_STEP_LAUNCHES)
-            gen.light_op(OperatorCategory.MEMORY, DECODE_ROW_LAUNCHES * b, host_weight=DECODE_ROW_HOST_WEIGHT)
+            bans = b * self.ban_picks_per_forward()
+            if bans:
+                gen.light_op(OperatorCategory.MEMORY, NGRAM_BAN_ROW_LAUNCHES * bans, host_weight=DECODE_ROW_HOST_WEIGHT,
+                             io_bytes=NGRAM_BAN_ROW_VOCAB_BYTES * lang.vocab_size * bans)
         return stage
+
+    def ban_picks_per_forward(self) -> float:
+        """Token picks per decode forward at which the n-gram ban runs (:func:`ngram_ban_picks` over the
+        forwards; the last pick has no forward after it)."""
+        picks = ngram_ban_picks(self.shape.prefill_tokens, self.shape.new_tokens, self.workload.no_repeat_ngram_size)
+        return picks / max(self.shape.decode_forwards, 1)
 
     def decode_step(self, kv_len: float, routing: Routing | None = None) -> StageCost:
         """One decode forward (B new tokens) attending over ``kv_len`` positions."""

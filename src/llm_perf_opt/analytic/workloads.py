@@ -70,7 +70,8 @@ def with_overrides(base: OCRWorkloadProfile, *, profile_id: str | None = None, m
                    image_size: tuple[int, int] | None = None, prompt_text_tokens: int | None = None,
                    max_new_tokens: int | None = None, batch_size: int | None = None,
                    dtype: DType | str | None = None, attention: AttentionKind | str | None = None,
-                   experts: ExpertsImplementation | None = None) -> OCRWorkloadProfile:
+                   experts: ExpertsImplementation | None = None,
+                   no_repeat_ngram_size: int | None = None) -> OCRWorkloadProfile:
     """A copy of ``base`` with the given fields changed (tile grid re-derived); WorkloadError on bad values."""
     from llm_perf_opt.data.validators import FieldValueError
     from llm_perf_opt.models.deepseek_ocr.modes import get_mode
@@ -78,11 +79,11 @@ def with_overrides(base: OCRWorkloadProfile, *, profile_id: str | None = None, m
     w, h = image_size if image_size is not None else (base.image_width_px, base.image_height_px)
     new_mode = get_mode(mode).name if mode is not None else base.mode
     for name, value, low in (("prompt_text_tokens", prompt_text_tokens, 0), ("max_new_tokens", max_new_tokens, 1),
-                             ("batch_size", batch_size, 1)):
+                             ("batch_size", batch_size, 1), ("no_repeat_ngram_size", no_repeat_ngram_size, 0)):
         if value is not None and value < low:
             raise WorkloadError(f"{name} must be >= {low}, got {value}")
     changed = any(v is not None for v in (mode, image_size, prompt_text_tokens, max_new_tokens, batch_size, dtype,
-                                          attention, experts))
+                                          attention, experts, no_repeat_ngram_size))
     pid = profile_id or (f"{base.profile_id}-custom" if changed else base.profile_id)
     try:
         return OCRWorkloadProfile.create(
@@ -92,7 +93,9 @@ def with_overrides(base: OCRWorkloadProfile, *, profile_id: str | None = None, m
             batch_size=base.batch_size if batch_size is None else batch_size,
             dtype=base.dtype if dtype is None else DType(dtype),
             attention=base.attention if attention is None else AttentionKind(attention),
-            experts=base.experts if experts is None else experts)
+            experts=base.experts if experts is None else experts,
+            no_repeat_ngram_size=(base.no_repeat_ngram_size if no_repeat_ngram_size is None
+                                  else no_repeat_ngram_size))
     except FieldValueError as exc:
         raise WorkloadError(f"workload: {exc}") from None
     except ValueError as exc:

@@ -144,6 +144,7 @@ def check_same_workload(report: AnalyticModelReport, workload: OCRWorkloadProfil
         ("dtype", str(a.dtype), str(b.dtype)),
         ("attention", str(a.attention), str(b.attention)),
         ("experts", a.experts, b.experts),
+        ("no_repeat_ngram_size", a.no_repeat_ngram_size, b.no_repeat_ngram_size),
     ]
     if gpu_key is not None:
         checks.append(("gpu", report.gpu_key, gpu_key))

@@ -30,7 +30,13 @@ from llm_perf_opt.data.io import ReportLoadError, load_report
 from llm_perf_opt.data.profile import LLMProfileReport
 from llm_perf_opt.errors import UserError
 from llm_perf_opt.models.deepseek_ocr.modes import token_layout
-from llm_perf_opt.vocab import EXPERTS_IMPLEMENTATIONS, VISION_STAGES, ExpertsImplementation, Stage
+from llm_perf_opt.vocab import (
+    DEFAULT_NO_REPEAT_NGRAM,
+    EXPERTS_IMPLEMENTATIONS,
+    VISION_STAGES,
+    ExpertsImplementation,
+    Stage,
+)
 
 #: Where the LLMProfileReport of a run folder may be, in order of preference.
 REPORT_CANDIDATES = ("torch_profiler/metrics.json", "torch_profiler/report.json", "metrics.json", "report.json")
@@ -82,6 +88,8 @@ class MeasuredRun:
     operator_table: OperatorTableView | None = None
     #: MoE experts implementation the run used (settings.json; transformers' default when absent)
     experts_implementation: ExpertsImplementation = "grouped_mm"
+    #: greedy decoding's n-gram ban the run used (settings.json; the profiler's default, 20, when absent)
+    no_repeat_ngram_size: int = DEFAULT_NO_REPEAT_NGRAM
     #: mean host-speed probe of the run's passes, us per tiny eager op (passes.jsonl, each pass's probe as
     #: :func:`run_pass_probe` takes it; None: not recorded)
     host_probe_us: float | None = None
@@ -275,20 +283,37 @@ def _profile_new_tokens(folder: Path) -> int | None:
     return int(value) if isinstance(value, int) else None
 
 
-def _experts_implementation(folder: Path) -> ExpertsImplementation:
-    """session.experts_implementation from the runner's settings.json ('grouped_mm' when absent)."""
+def _session_setting(folder: Path, key: str) -> Any:
+    """session[key] of the runner's settings.json, or None (no file, unreadable, or no such key)."""
     p = folder / "settings.json"
     try:
         raw = json.loads(p.read_text(encoding="utf-8")) if p.is_file() else {}
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         raw = {}
     session = raw.get("session") if isinstance(raw, dict) else None
-    value = session.get("experts_implementation") if isinstance(session, dict) else None
+    return session.get(key) if isinstance(session, dict) else None
+
+
+def _experts_implementation(folder: Path) -> ExpertsImplementation:
+    """session.experts_implementation from the runner's settings.json ('grouped_mm' when absent)."""
+    value = _session_setting(folder, "experts_implementation")
     if value is None:
         return "grouped_mm"
     if value not in EXPERTS_IMPLEMENTATIONS:
-        raise RunFolderError(f"{p}: session.experts_implementation {value!r} is not one of {EXPERTS_IMPLEMENTATIONS}")
+        raise RunFolderError(f"{folder / 'settings.json'}: session.experts_implementation {value!r} is not one of "
+                             f"{EXPERTS_IMPLEMENTATIONS}")
     return cast(ExpertsImplementation, value)
+
+
+def _no_repeat_ngram_size(folder: Path) -> int:
+    """session.no_repeat_ngram_size from the runner's settings.json (the default, 20, when absent)."""
+    value = _session_setting(folder, "no_repeat_ngram_size")
+    if value is None:
+        return DEFAULT_NO_REPEAT_NGRAM
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise RunFolderError(f"{folder / 'settings.json'}: session.no_repeat_ngram_size {value!r} is not an "
+                             "integer >= 0")
+    return value
 
 
 #: passes.jsonl keys of each host probe, (taken before the pass, taken after it)
@@ -395,7 +420,8 @@ def load_run(run_dir: str | Path) -> MeasuredRun:
     if root.name == "torch_profiler":
         root = root.parent
     return MeasuredRun(run_dir=root, report_path=report_path, report=report, operator_table=table,
-                       experts_implementation=_experts_implementation(folder), host_probe_us=probe,
+                       experts_implementation=_experts_implementation(folder),
+                       no_repeat_ngram_size=_no_repeat_ngram_size(folder), host_probe_us=probe,
                        probe_decode=pairs, host_module_probe_us=module_probe,
                        module_probe_decode=module_pairs)
 
@@ -450,6 +476,7 @@ def run_workloads(run: MeasuredRun, *, prompt_text_tokens: int | None = None) ->
             mode=meta.mode, image_width_px=w, image_height_px=h, prompt_text_tokens=t,
             max_new_tokens=new_tokens, batch_size=meta.batch_size, dtype=run.report.model.dtype,
             attention=run.report.model.attn_implementation, experts=run.experts_implementation,
+            no_repeat_ngram_size=run.no_repeat_ngram_size,
         )
         key = (layout.rows, layout.cols, t)
         if key in out:

@@ -61,6 +61,7 @@ class Scenario:
     max_new_tokens: int | None = None
     batch_size: int | None = None
     tiles: tuple[int, int] | None = None
+    no_repeat_ngram_size: int | None = None
     calibrated: bool = False
     #: calibrated scenarios: the host's probe, us/op of the calibration's probe kind (None = the calibration's own)
     host_probe_us: float | None = None
@@ -70,7 +71,7 @@ class Scenario:
     def changes(self) -> dict[str, Any]:
         """Only the fields that change something (for labels)."""
         names = ("gpu", "dtype", "mode", "image_width_px", "image_height_px", "tiles", "prompt_text_tokens",
-                 "max_new_tokens", "batch_size")
+                 "max_new_tokens", "batch_size", "no_repeat_ngram_size")
         out: dict[str, Any] = {k: getattr(self, k) for k in names if getattr(self, k) is not None}
         if self.calibrated:
             out["calibrated"] = True
@@ -96,6 +97,7 @@ class WhatIfRow:
     prompt_text_tokens: int = field(metadata={"help": "prompt tokens besides the image slots"})
     max_new_tokens: int = field(metadata={"help": "decode steps per page"})
     batch_size: int = field(metadata={"help": "pages per pass"})
+    no_repeat_ngram_size: int = field(metadata={"help": "greedy decoding's n-gram ban (0 = off)"})
     calibrated: bool = field(metadata={"help": "times use the calibration file (else pure roofline)"})
     host_probe_us: float | None = field(metadata={
         "help": "host-speed probe the calibrated times assume, us/op (0: every stage replayed from CUDA graphs); "
@@ -144,7 +146,8 @@ def row_from_report(report: AnalyticModelReport, *, scenario_id: int = 0, calibr
         scenario_id=scenario_id, gpu_key=report.gpu_key, dtype=str(wl.dtype), mode=wl.mode,
         image_width_px=wl.image_width_px, image_height_px=wl.image_height_px, tiles=layout.num_tiles,
         prefill_tokens=wl.prefill_tokens, prompt_text_tokens=wl.prompt_text_tokens,
-        max_new_tokens=wl.max_new_tokens, batch_size=wl.batch_size, calibrated=calibrated,
+        max_new_tokens=wl.max_new_tokens, batch_size=wl.batch_size,
+        no_repeat_ngram_size=wl.no_repeat_ngram_size, calibrated=calibrated,
         host_probe_us=host_probe_us, graph_stages=graph_stages,
         vision_sam_ms=stage_ms[Stage.VISION_SAM.value], vision_clip_ms=stage_ms[Stage.VISION_CLIP.value],
         projector_ms=stage_ms[Stage.PROJECTOR.value], prefill_ms=stage_ms[Stage.PREFILL.value],
@@ -193,7 +196,7 @@ def scenario_workload(report: AnalyticModelReport, sc: Scenario) -> OCRWorkloadP
             dtype = parse_dtype(sc.dtype)
         except ValueError as exc:
             raise WhatIfError(f"what-if: {exc}") from None
-    for name in ("prompt_text_tokens",):
+    for name in ("prompt_text_tokens", "no_repeat_ngram_size"):
         v = getattr(sc, name)
         if v is not None and v < 0:
             raise WhatIfError(f"what-if: {name} must be >= 0, got {v}")
@@ -208,6 +211,8 @@ def scenario_workload(report: AnalyticModelReport, sc: Scenario) -> OCRWorkloadP
         max_new_tokens=sc.max_new_tokens if sc.max_new_tokens is not None else wl.max_new_tokens,
         batch_size=sc.batch_size if sc.batch_size is not None else wl.batch_size,
         dtype=dtype, attention=wl.attention, experts=wl.experts,
+        no_repeat_ngram_size=(sc.no_repeat_ngram_size if sc.no_repeat_ngram_size is not None
+                              else wl.no_repeat_ngram_size),
     )
 
 
@@ -221,11 +226,13 @@ def expand_sweep(
     max_new_tokens: Sequence[int | None] = (None,),
     batch_sizes: Sequence[int | None] = (None,),
     tiles: Sequence[tuple[int, int] | None] = (None,),
+    no_repeat_ngram_sizes: Sequence[int | None] = (None,),
     calibrated: Sequence[bool] = (False,),
     host_probes_us: Sequence[float | None] = (None,),
     graph_stages: Sequence[tuple[str, ...] | None] = (None,),
 ) -> list[Scenario]:
-    """Cartesian product of the value lists, in the order the arguments are listed (tiles after sizes).
+    """Cartesian product of the value lists, in the order the arguments are listed (tiles after sizes, n-gram
+    sizes after batch sizes).
 
     Host probes and CUDA-graph stage sets apply to calibrated scenarios only: they are the innermost axes
     there (graph stages innermost), and an uncalibrated scenario appears once (both None).
@@ -235,14 +242,16 @@ def expand_sweep(
     if any(g for g in graph_stages or ()) and not any(calibrated or ()):
         raise WhatIfError("what-if: CUDA-graph stages apply to calibrated scenarios only (none in this sweep)")
     out = []
-    for g, d, m, size, tl, pt, mnt, bs, cal in itertools.product(
+    for g, d, m, size, tl, pt, mnt, bs, ng, cal in itertools.product(
             gpus or (None,), dtypes or (None,), modes or (None,), image_sizes or (None,), tiles or (None,),
-            prompt_text_tokens or (None,), max_new_tokens or (None,), batch_sizes or (None,), calibrated or (False,)):
+            prompt_text_tokens or (None,), max_new_tokens or (None,), batch_sizes or (None,),
+            no_repeat_ngram_sizes or (None,), calibrated or (False,)):
         for hp, gs in itertools.product((host_probes_us or (None,)) if cal else (None,),
                                         (graph_stages or (None,)) if cal else (None,)):
             out.append(Scenario(gpu=g, dtype=d, mode=m, image_width_px=size[0] if size else None,
                                 image_height_px=size[1] if size else None, tiles=tl, prompt_text_tokens=pt,
-                                max_new_tokens=mnt, batch_size=bs, calibrated=cal, host_probe_us=hp,
+                                max_new_tokens=mnt, batch_size=bs, no_repeat_ngram_size=ng, calibrated=cal,
+                                host_probe_us=hp,
                                 graph_stages=gs))
     return out
 
@@ -300,7 +309,8 @@ def run_what_if(
         elif sc.graph_stages:
             raise WhatIfError("what-if: CUDA-graph stages apply to calibrated scenarios only")
         key = (gpu.key, wl.mode, wl.image_width_px, wl.image_height_px, wl.prompt_text_tokens, wl.max_new_tokens,
-               wl.batch_size, str(wl.dtype), sc.calibrated, sc.host_probe_us, sc.graph_stages or ())
+               wl.batch_size, wl.no_repeat_ngram_size, str(wl.dtype), sc.calibrated, sc.host_probe_us,
+               sc.graph_stages or ())
         if key not in cache:
             cache[key] = analyze(report, wl, gpu, eff)
         rep = cache[key]

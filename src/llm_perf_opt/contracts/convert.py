@@ -84,7 +84,7 @@ def _workload_view(w: dom.OCRWorkloadProfile) -> WorkloadProfileView:
         profile_id=w.profile_id, mode=w.mode, image_width_px=w.image_width_px, image_height_px=w.image_height_px,
         tile_rows=w.tile_rows, tile_cols=w.tile_cols, image_tokens=w.layout.prompt_slots,
         prompt_text_tokens=w.prompt_text_tokens, max_new_tokens=w.max_new_tokens, batch_size=w.batch_size,
-        dtype=w.dtype, attention=w.attention, experts=w.experts,
+        dtype=w.dtype, attention=w.attention, experts=w.experts, no_repeat_ngram_size=w.no_repeat_ngram_size,
     )
 
 

@@ -29,7 +29,14 @@ from llm_perf_opt.data.validators import (
 from llm_perf_opt.data.validators import (
     finite as _finite,
 )
-from llm_perf_opt.vocab import EXPERTS_IMPLEMENTATIONS, DType, ExpertsImplementation, OperatorCategory, Stage
+from llm_perf_opt.vocab import (
+    DEFAULT_NO_REPEAT_NGRAM,
+    EXPERTS_IMPLEMENTATIONS,
+    DType,
+    ExpertsImplementation,
+    OperatorCategory,
+    Stage,
+)
 
 #: Bytes per contract gigabyte / terabyte and FLOPs per TFLOP (decimal prefixes).
 BYTES_PER_GB = 1e9
@@ -167,6 +174,8 @@ class WorkloadProfileView:
     dtype: DType = field(converter=DType, metadata={"help": "compute dtype"})
     attention: AttentionKind = field(converter=AttentionKind, metadata={"help": "attention implementation"})
     experts: ExpertsImplementation = field(validator=in_(EXPERTS_IMPLEMENTATIONS), metadata={"help": "MoE experts implementation"})
+    no_repeat_ngram_size: int = field(default=DEFAULT_NO_REPEAT_NGRAM, validator=at_least(0),
+                                      metadata={"help": "greedy decoding's n-gram ban (0 = off)"})
 
 
 @define(kw_only=True)
@@ -298,6 +307,8 @@ class DeepSeekOCRAnalyticRequest:
     attention: AttentionKind | None = field(default=None, metadata={"help": "override: attention implementation"})
     experts: ExpertsImplementation | None = field(default=None, validator=optional(in_(EXPERTS_IMPLEMENTATIONS)),
                                 metadata={"help": "override: MoE experts implementation"})
+    no_repeat_ngram_size: int | None = field(default=None, validator=optional(at_least(0)),
+                                             metadata={"help": "override: greedy decoding's n-gram ban (0 = off)"})
     peaks: PeakSource = field(
         default=PeakSource.DATASHEET, converter=PeakSource,
         metadata={"help": "datasheet peaks, or measured ceilings from a micro-benchmark file"},

@@ -30,7 +30,14 @@ from llm_perf_opt.data.validators import (
 )
 from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
 from llm_perf_opt.models.deepseek_ocr.modes import MODES, ModeError, TokenLayout, token_layout
-from llm_perf_opt.vocab import EXPERTS_IMPLEMENTATIONS, DType, ExpertsImplementation, OperatorCategory, Stage
+from llm_perf_opt.vocab import (
+    DEFAULT_NO_REPEAT_NGRAM,
+    EXPERTS_IMPLEMENTATIONS,
+    DType,
+    ExpertsImplementation,
+    OperatorCategory,
+    Stage,
+)
 
 #: Schema version of AnalyticModelReport files.
 ANALYTIC_REPORT_SCHEMA = "llm-perf-opt.analytic-report/1"
@@ -104,6 +111,10 @@ class OCRWorkloadProfile:
         default="grouped_mm", validator=in_(EXPERTS_IMPLEMENTATIONS),
         metadata={"help": "MoE experts implementation modelled: grouped_mm, batched_mm, eager (per-expert loop)"},
     )
+    no_repeat_ngram_size: int = field(
+        default=DEFAULT_NO_REPEAT_NGRAM, validator=at_least(0),
+        metadata={"help": "greedy decoding's n-gram ban (0 = off): its per-row launches run at every token pick"},
+    )
 
     def __attrs_post_init__(self) -> None:
         try:
@@ -120,13 +131,15 @@ class OCRWorkloadProfile:
     def create(cls, *, profile_id: str, mode: str, image_width_px: int, image_height_px: int,
                prompt_text_tokens: int, max_new_tokens: int, batch_size: int = 1,
                dtype: DType | str = DType.BF16, attention: AttentionKind | str = AttentionKind.SDPA,
-               experts: ExpertsImplementation = "grouped_mm") -> OCRWorkloadProfile:
+               experts: ExpertsImplementation = "grouped_mm",
+               no_repeat_ngram_size: int = DEFAULT_NO_REPEAT_NGRAM) -> OCRWorkloadProfile:
         """Profile with the tile grid derived from the mode and page size."""
         layout = token_layout(mode, image_width_px, image_height_px)
         return cls(profile_id=profile_id, mode=layout.mode, image_width_px=image_width_px,
                    image_height_px=image_height_px, tile_rows=layout.rows, tile_cols=layout.cols,
                    prompt_text_tokens=prompt_text_tokens, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                   dtype=DType(dtype), attention=AttentionKind(attention), experts=experts)
+                   dtype=DType(dtype), attention=AttentionKind(attention), experts=experts,
+                   no_repeat_ngram_size=no_repeat_ngram_size)
 
     @property
     def layout(self) -> TokenLayout:

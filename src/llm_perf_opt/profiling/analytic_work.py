@@ -23,11 +23,18 @@ from llm_perf_opt.inputs.pages import Page
 from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
 from llm_perf_opt.profiling.mfu import StageWork, WorkFn
 from llm_perf_opt.profiling.records import PassRecord
-from llm_perf_opt.vocab import EXPERTS_IMPLEMENTATIONS, VISION_STAGES, DType, ExpertsImplementation, Stage
+from llm_perf_opt.vocab import (
+    DEFAULT_NO_REPEAT_NGRAM,
+    EXPERTS_IMPLEMENTATIONS,
+    VISION_STAGES,
+    DType,
+    ExpertsImplementation,
+    Stage,
+)
 
 #: How the work numbers were obtained (for assumptions.md).
 ANALYTIC_NOTE = ("llm_perf_opt.analytic.model.AnalyticModel per pass workload (mode, page size and tile grid, "
-                 "prompt text tokens incl. BOS, decode steps, batch, dtype, attention, experts implementation); measured prefill = analytic "
+                 "prompt text tokens incl. BOS, decode steps, batch, dtype, attention, experts implementation, n-gram ban); measured prefill = analytic "
                  "vision stages + analytic prefill; decode = (decode steps - 1) forwards at the mean KV length; "
                  "FLOPs = tensor-core + CUDA-core FLOPs, bytes = the model's forward I/O estimate")
 
@@ -49,7 +56,8 @@ def _stage_work(model: AnalyticModel) -> dict[Stage, StageWork]:
 
 
 def make_work_fn(config: DeepseekOCRConfig, pages: Sequence[Page], *, mode: str, dtype: DType,
-                 attn_implementation: str, experts_implementation: str = "grouped_mm") -> WorkFn:
+                 attn_implementation: str, experts_implementation: str = "grouped_mm",
+                 no_repeat_ngram_size: int = DEFAULT_NO_REPEAT_NGRAM) -> WorkFn:
     """A function giving the analytic work of every stage of a pass (cached per distinct workload).
 
     Pages of one batch with the same size form one workload with that batch
@@ -68,7 +76,8 @@ def make_work_fn(config: DeepseekOCRConfig, pages: Sequence[Page], *, mode: str,
             wl = OCRWorkloadProfile.create(profile_id=f"{mode}-{width}x{height}-b{batch}", mode=mode,
                                            image_width_px=width, image_height_px=height,
                                            prompt_text_tokens=text_tokens, max_new_tokens=new_tokens,
-                                           batch_size=batch, dtype=dtype, attention=attention, experts=experts)
+                                           batch_size=batch, dtype=dtype, attention=attention, experts=experts,
+                                           no_repeat_ngram_size=no_repeat_ngram_size)
             cache[key] = _stage_work(AnalyticModel(config, wl))
         return cache[key]
 

@@ -32,7 +32,6 @@ from llm_perf_opt.models.deepseek_ocr import (
     prefill,
     preprocess_image,
 )
-from llm_perf_opt.models.deepseek_ocr.generation import DEFAULT_NO_REPEAT_NGRAM
 from llm_perf_opt.models.deepseek_ocr.modeling import tiny_decoder_program
 from llm_perf_opt.profiling.records import PassRecord
 from llm_perf_opt.profiling.timers import (
@@ -42,7 +41,7 @@ from llm_perf_opt.profiling.timers import (
     host_probe_us,
     host_sync,
 )
-from llm_perf_opt.vocab import DType, Stage
+from llm_perf_opt.vocab import DEFAULT_NO_REPEAT_NGRAM, DType, Stage
 
 #: torch dtypes of the compute dtypes a session can run in.
 TORCH_DTYPES: dict[DType, torch.dtype] = {

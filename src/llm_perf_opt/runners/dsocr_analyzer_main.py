@@ -66,6 +66,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--experts", choices=list(EXPERTS_IMPLEMENTATIONS), default=None,
                         help="override the MoE experts implementation modelled (grouped_mm: transformers' default "
                              "and the profiler's; batched_mm; eager: per-expert loop). Changes bytes and launches")
+    parser.add_argument("--no-repeat-ngram-size", type=int, default=None, metavar="N",
+                        help="override the n-gram ban of greedy decoding modelled (default 20, the reference's and the "
+                             "profiler's; 0: off). The ban adds 7.25 launches per page and token")
     parser.add_argument("--gpu", default=None,
                         help=f"GPU catalogue key or alias (default {DEFAULT_GPU}; `llm-perf-opt hw list` shows them)")
     parser.add_argument("--ceilings", type=Path, default=None,
@@ -153,7 +156,8 @@ def run(args: argparse.Namespace) -> int:
     workload = with_overrides(get_profile(args.workload_profile_id or DEFAULT_PROFILE_ID), mode=args.resolution_mode,
                               image_size=args.image_size, prompt_text_tokens=args.prompt_tokens,
                               max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, dtype=dtype,
-                              attention=args.attention, experts=args.experts)
+                              attention=args.attention, experts=args.experts,
+                              no_repeat_ngram_size=args.no_repeat_ngram_size)
     analyzer = DeepseekOCRStaticAnalyzer()
     spec = analyzer.gpu(args.gpu or DEFAULT_GPU)
     report = analyzer.analyze(config, workload, spec, args.ceilings, calibration=args.calibration,
@@ -181,7 +185,8 @@ def run(args: argparse.Namespace) -> int:
 _RUN_FIXED_FLAGS = (("--workload-profile-id", "workload_profile_id"), ("--resolution-mode", "resolution_mode"),
                     ("--image-size", "image_size"), ("--prompt-tokens", "prompt_tokens"),
                     ("--max-new-tokens", "max_new_tokens"), ("--batch-size", "batch_size"), ("--dtype", "dtype"),
-                    ("--attention", "attention"), ("--experts", "experts"), ("--gpu", "gpu"),
+                    ("--attention", "attention"), ("--experts", "experts"),
+                    ("--no-repeat-ngram-size", "no_repeat_ngram_size"), ("--gpu", "gpu"),
                     ("--ceilings", "ceilings"))
 
 

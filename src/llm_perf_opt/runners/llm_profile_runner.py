@@ -26,13 +26,12 @@ from typing import Any
 from llm_perf_opt.cli import run_guarded
 from llm_perf_opt.errors import UserError
 from llm_perf_opt.inputs import CATEGORIES, collect_pages
-from llm_perf_opt.models.deepseek_ocr.generation import DEFAULT_NO_REPEAT_NGRAM
 from llm_perf_opt.models.deepseek_ocr.modes import MODES, get_mode
 from llm_perf_opt.models.deepseek_ocr.prompt import IMAGE_TAG, PROMPTS, resolve_prompt
 from llm_perf_opt.profiling.mfu import Peaks
 from llm_perf_opt.profiling.run import ProfileOptions, ProfileRunner
 from llm_perf_opt.profiling.session import ModelSession, SessionSettings, resolve_device
-from llm_perf_opt.vocab import DType, parse_dtype
+from llm_perf_opt.vocab import DEFAULT_NO_REPEAT_NGRAM, DType, parse_dtype
 
 #: Default parent folder of run folders.
 DEFAULT_OUTPUT_DIR = Path("tmp/profile-output")
@@ -272,7 +271,8 @@ def run(args: argparse.Namespace) -> int:
 
         return make_work_fn(session.config, pages, mode=mode, dtype=dtype,
                             attn_implementation=args.attn_implementation,
-                            experts_implementation=args.experts_implementation), ANALYTIC_NOTE
+                            experts_implementation=args.experts_implementation,
+                            no_repeat_ngram_size=args.no_repeat_ngram_size), ANALYTIC_NOTE
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)

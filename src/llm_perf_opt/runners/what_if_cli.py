@@ -89,6 +89,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-new-tokens", nargs="+", type=int, default=None, metavar="N",
                         help="decode steps per page")
     parser.add_argument("--batch-size", nargs="+", type=int, default=None, metavar="N", help="pages per pass")
+    parser.add_argument("--no-repeat-ngram-size", nargs="+", type=int, default=None, metavar="N",
+                        help="greedy decoding's n-gram ban (20: the reference's and the profiler's default; 0: off); "
+                             "the ban adds 7.25 launches per page and token to the decode step")
     parser.add_argument("--calibration", type=Path, default=None, metavar="FILE",
                         help="calibration JSON (llm-perf-opt calibrate) used by calibrated scenarios")
     parser.add_argument("--calibrated", choices=("off", "on", "both"), default=None,
@@ -121,13 +124,14 @@ def _graphs_cell(stages: str | None) -> str:
 
 def print_rows(rows: Sequence[WhatIfRow], limit: int = 40) -> None:
     """A short table of the scenarios."""
-    print(f"{'#':>4} {'gpu':<14} {'dtype':<5} {'mode':<7} {'tiles':>5} {'ptok':>5} {'new':>5} {'batch':>5} {'cal':<3} "
+    print(f"{'#':>4} {'gpu':<14} {'dtype':<5} {'mode':<7} {'tiles':>5} {'ptok':>5} {'new':>5} {'batch':>5} {'ngram':>5} "
+          f"{'cal':<3} "
           f"{'host us':>7} {'graphs':<7} "
           f"{'vision ms':>10} {'prefill ms':>10} {'decode ms':>11} {'total ms':>11} {'pages/day':>12} {'mem GB':>8} fits")
     for r in rows[:limit]:
         vision = r.vision_sam_ms + r.vision_clip_ms + r.projector_ms
         print(f"{r.scenario_id:>4} {r.gpu_key:<14} {r.dtype:<5} {r.mode:<7} {r.tiles:>5} {r.prefill_tokens:>5} "
-              f"{r.max_new_tokens:>5} {r.batch_size:>5} {'on' if r.calibrated else 'off':<3} "
+              f"{r.max_new_tokens:>5} {r.batch_size:>5} {r.no_repeat_ngram_size:>5} {'on' if r.calibrated else 'off':<3} "
               f"{'-' if r.host_probe_us is None else f'{r.host_probe_us:.2f}':>7} "
               f"{_graphs_cell(r.graph_stages):<7} {vision:>10.3f} "
               f"{r.prefill_ms:>10.3f} {r.decode_ms:>11.3f} {r.total_ms:>11.3f} {r.pages_per_day:>12,.0f} "
@@ -155,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
                              image_sizes=args.image_size or [None], tiles=args.tiles or [None],
                              prompt_text_tokens=args.prompt_text_tokens or [None],
                              max_new_tokens=args.max_new_tokens or [None], batch_sizes=args.batch_size or [None],
-                             calibrated=cal_values, host_probes_us=args.host_probe_us or [None],
+                             no_repeat_ngram_sizes=args.no_repeat_ngram_size or [None], calibrated=cal_values, host_probes_us=args.host_probe_us or [None],
                              graph_stages=args.cuda_graphs or [None])
     rows = run_what_if(report, scenarios, calibration=calibration, catalog=catalog)
     stem = args.name or f"what-if-{report.report_id}"

@@ -24,10 +24,7 @@ from llm_perf_opt.errors import UserError
 from llm_perf_opt.models.deepseek_ocr.modeling import DeepseekOCRForCausalLM, Scope, null_scope
 from llm_perf_opt.models.deepseek_ocr.preprocess import PreprocessedImage
 from llm_perf_opt.models.deepseek_ocr.prompt import PAD_ID, PromptBatch
-from llm_perf_opt.vocab import DECODE_STEP_RANGE, Stage
-
-#: The reference inference default (FACTS.md, "Inference defaults": no_repeat_ngram_size 20).
-DEFAULT_NO_REPEAT_NGRAM = 20
+from llm_perf_opt.vocab import DECODE_STEP_RANGE, DEFAULT_NO_REPEAT_NGRAM, Stage
 
 
 @define(kw_only=True, eq=False)

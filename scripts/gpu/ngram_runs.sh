@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# One GPU call that checks the analytic model's n-gram-ban term (analytic.model.NGRAM_BAN_ROW_LAUNCHES, its
+# DECODE_ROW_HOST_WEIGHT) against runs with the ban off: a kernel census of the decode step with the ban off
+# (launches per row should be ~0), then Stage 1 runs of each SPECS workload with each NGRAMS setting, the
+# settings of one workload back to back on the same host (a paired comparison). The runs use the profiler
+# command of the committed H200 sets (scripts/gpu/calibration_set.sh), plus --no-repeat-ngram-size.
+#
+# Run from the repository root on the GPU machine:   bash scripts/gpu/ngram_runs.sh
+#
+# Runtime (H200): census ~1 min; each run ~2 min at batch 16-32 (model build, warm-up, 2 repeats of 32 pages
+# at 64 tokens, one profiler pass). Each run is bounded by `timeout -s INT $RUN_BUDGET_S`: an interrupted run
+# still writes its reports.
+#
+# Writes under $OUT (default ./tmp/gpu-out):
+#   census-ngram-<N>.json   kernel census (scripts/gpu/kernel_census.py) of CENSUS workloads with the ban at N
+#   runs.tgz                the run folders (no raw traces)
+#   ngram-runs.txt          the exact commands, exit codes and log tails
+# Overrides (env): SPECS ("MODE BATCH;..." default "small 32;base 16"), NGRAMS ("0 20"), CENSUS_NGRAM (0),
+# CENSUS ("base:1 base:4"), CEILINGS (reports/hardware/h200/hw-ceilings.json), PREFIX (h200), TOKENS (64),
+# REPEATS (2), RUN_BUDGET_S (150), SKIP_CENSUS=1. Exit status: the worst of the steps.
+set -uo pipefail
+OUT="${OUT:-./tmp/gpu-out}"
+RUNS="${RUNS:-./tmp/gpu-runs}"
+SPECS="${SPECS:-small 32;base 16}"
+NGRAMS="${NGRAMS:-0 20}"
+CENSUS_NGRAM="${CENSUS_NGRAM:-0}"
+CENSUS="${CENSUS:-base:1 base:4}"
+CEILINGS="${CEILINGS:-reports/hardware/h200/hw-ceilings.json}"
+PREFIX="${PREFIX:-h200}"
+TOKENS="${TOKENS:-64}"
+REPEATS="${REPEATS:-2}"
+RUN_BUDGET_S="${RUN_BUDGET_S:-150}"
+PY="${PYTHON:-python}"
+export PYTHONPATH="${PWD}/src${PYTHONPATH:+:$PYTHONPATH}"
+mkdir -p "$OUT" "$RUNS"
+LOG="$OUT/ngram-runs.txt"
+RC=0
+note_rc() { local rc=$1; echo "exit $rc" | tee -a "$LOG"; if (( rc > RC )); then RC=$rc; fi; }
+STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
+: > "$LOG"
+
+if [[ "${SKIP_CENSUS:-0}" != "1" ]]; then
+  ARGS=(--out "$OUT/census-ngram-$CENSUS_NGRAM.json" --no-repeat-ngram-size "$CENSUS_NGRAM")
+  for W in $CENSUS; do ARGS+=(--workload "$W"); done
+  echo "command: python scripts/gpu/kernel_census.py ${ARGS[*]}" | tee -a "$LOG"
+  timeout -s INT 200 $PY scripts/gpu/kernel_census.py "${ARGS[@]}" >> "$LOG" 2>&1; note_rc $?
+fi
+
+COMMON=(--device cuda --config default --dtype bf16 --attn-implementation eager --experts-implementation grouped_mm
+        --max-new-tokens "$TOKENS" --fixed-length --warmup 1 --repeats "$REPEATS"
+        --profile-images 1 --profile-max-new-tokens 16 --no-progress --output-dir "$RUNS")
+if [[ -f "$CEILINGS" ]]; then COMMON+=(--ceilings "$CEILINGS"); fi
+IFS=';' read -r -a SPEC_LIST <<<"$SPECS"
+for spec in "${SPEC_LIST[@]}"; do
+  read -r MODE BATCH <<<"$spec"
+  [[ -n "${MODE:-}" && "${BATCH:-}" =~ ^[0-9]+$ ]] || { echo "SPECS: '$spec' is not 'MODE BATCH'" >&2; exit 2; }
+  for N in $NGRAMS; do
+    RUN_ID="${PREFIX}-${MODE}-b${BATCH}-ngram${N}-${STAMP}"
+    echo "command: python -m llm_perf_opt.runners.llm_profile_runner ${COMMON[*]} --synthetic $BATCH --mode $MODE --batch-size $BATCH --no-repeat-ngram-size $N --run-id $RUN_ID" | tee -a "$LOG"
+    timeout -s INT "$RUN_BUDGET_S" $PY -m llm_perf_opt.runners.llm_profile_runner "${COMMON[@]}" --synthetic "$BATCH" \
+      --mode "$MODE" --batch-size "$BATCH" --no-repeat-ngram-size "$N" --run-id "$RUN_ID" > "$OUT/run-$RUN_ID.log" 2>&1
+    note_rc $?
+    tail -n 5 "$OUT/run-$RUN_ID.log" >> "$LOG"
+  done
+done
+tar --exclude='*.gz' --exclude='*.pt.trace.json' -czf "$OUT/runs.tgz" -C "$RUNS" . 2>> "$LOG"; note_rc $?
+echo "stamp $STAMP; worst exit $RC" | tee -a "$LOG"
+exit $RC
