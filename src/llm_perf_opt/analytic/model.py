@@ -68,10 +68,10 @@ NGRAM_BAN_ROW_LAUNCHES = 7.0
 #: masked_fill_ reading the mask (1) and the fp32 logits row (4 + 4); its history windows are ~100x smaller
 NGRAM_BAN_ROW_VOCAB_BYTES = 18
 #: host cost of one of the ban's launches as a fraction of a decoder op's (bare tensor calls in a Python loop,
-#: no module around them): the median of five fits of a decode forward, in each pass's module-probe calls,
-#: against batch size (1 to 64, Small and Base) on three H200 hosts, 0.40 to 0.74
+#: no module around them): the median of six fits of a decode forward, in each pass's module-probe calls,
+#: against batch size (1 to 64, Small and Base) on four H200 hosts, 0.40 to 0.74
 #: (scripts/gpu/decode_rows.py --from reports/hardware/h200/decode-rows-*.json; docs/results-h200.md s. 21-22)
-DECODE_ROW_HOST_WEIGHT = 0.59
+DECODE_ROW_HOST_WEIGHT = 0.60
 #: the same for the prefill forward (same census; base b1 35, base b4 53, gundam b2 49 launches)
 PREFILL_SETUP_LAUNCHES = 29.0
 PREFILL_ROW_LAUNCHES = 6.0
