@@ -5,15 +5,21 @@ every MoE layer's router, and prints per layer the (token, expert) pairs, the ex
 expert's load against the mean. The bench times routed-experts calls on i.i.d. tokens that reach every
 expert (docs/hardware.md); this shows how far a run's routing is from that. ``--out`` writes the counts as
 JSON, {"prefill": {layer index: [tokens per expert]}}, the routing the analytic model takes
-(``AnalyticModel(routing_prefill=...)``).
+(``AnalyticModel(routing_prefill=...)``). ``--decode-steps N`` also records N decode forwards (one token per
+row each) and prints per layer the experts one step hits, the count a routed-experts call's device time
+follows (reports/hardware/h200/experts-routing-decode.json); the JSON then holds "decode": {layer index:
+[[tokens per expert] per step]}.
 
     PYTHONPATH=src python scripts/analytical/routing_counts.py --mode base --dtype fp32 --device cpu
+    PYTHONPATH=src python scripts/analytical/routing_counts.py --mode base --batch-size 16 --device cuda \
+        --decode-steps 8
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,25 +33,33 @@ from llm_perf_opt.profiling.timers import StageRecorder
 from llm_perf_opt.vocab import DType
 
 
-def routing_counts(settings: SessionSettings) -> dict[int, list[int]]:
-    """Decoder layer index -> tokens routed to each expert in the pass's prefill (the first router call of
-    each MoE layer)."""
+def routing_calls(settings: SessionSettings, decode_steps: int = 0
+                  ) -> tuple[dict[int, list[int]], dict[int, list[list[int]]]]:
+    """(prefill, decode): decoder layer index -> tokens routed to each expert in the pass's prefill (the first
+    router call of each MoE layer), and -> the same per decode forward for ``decode_steps`` forwards."""
     sess = ModelSession(settings, resolve_device(settings.device))
     experts = sess.config.language.n_routed_experts
-    counts: dict[int, list[int]] = {}
+    calls: dict[int, list[list[int]]] = {}
 
     def hook(layer: int) -> Any:
         def record(_mod: Any, _inp: Any, out: Any) -> None:
-            if layer not in counts:  # the prefill's call; decode calls follow
-                counts[layer] = torch.bincount(out[2].reshape(-1).cpu(), minlength=experts).tolist()
+            calls.setdefault(layer, []).append(torch.bincount(out[2].reshape(-1).cpu(), minlength=experts).tolist())
         return record
 
     for name, module in sess.model.named_modules():
         parts = name.split(".")
         if name.endswith("mlp.gate") and "layers" in parts:
             module.register_forward_hook(hook(int(parts[parts.index("layers") + 1])))
-    sess.run_pass(synthetic_pages(settings.batch_size), StageRecorder(sess.device, nvtx=False), max_new_tokens=1)
-    return dict(sorted(counts.items()))
+    # max_new_tokens = 1 + steps: the first token comes from the prefill's logits, each later one from a forward
+    sess.run_pass(synthetic_pages(settings.batch_size), StageRecorder(sess.device, nvtx=False),
+                  max_new_tokens=1 + decode_steps)
+    ordered = sorted(calls.items())
+    return {k: v[0] for k, v in ordered}, {k: v[1:] for k, v in ordered if decode_steps}
+
+
+def routing_counts(settings: SessionSettings) -> dict[int, list[int]]:
+    """Decoder layer index -> tokens routed to each expert in the pass's prefill."""
+    return routing_calls(settings)[0]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,17 +72,22 @@ def main(argv: list[str] | None = None) -> int:
                    help="compute dtype (fp32 on a CPU is faster than bf16)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
+    p.add_argument("--decode-steps", type=int, default=0, metavar="N",
+                   help="also record N decode forwards and print the experts one step hits (default 0)")
     p.add_argument("--out", type=Path, default=None, help="write the counts as JSON here")
     args = p.parse_args(argv)
     try:
         if args.batch_size < 1:
             raise UserError(f"--batch-size {args.batch_size}: must be >= 1")
+        if args.decode_steps < 0:
+            raise UserError(f"--decode-steps {args.decode_steps}: must be >= 0")
         if args.out is not None and not args.out.parent.is_dir():
             raise UserError(f"--out {args.out}: no folder {args.out.parent}")
         settings = SessionSettings(config_name=args.config, model_dir=args.model_dir, mode=args.mode,
-                                   prompt="<image>\nFree OCR.", max_new_tokens=1, batch_size=args.batch_size,
+                                   prompt="<image>\nFree OCR.", max_new_tokens=1 + args.decode_steps,
+                                   batch_size=args.batch_size,
                                    dtype=DType(args.dtype), device=args.device, seed=args.seed)
-        counts = routing_counts(settings)
+        counts, decode = routing_calls(settings, args.decode_steps)
     except UserError as exc:
         print(f"routing_counts.py: {exc}", file=sys.stderr)
         return 2
@@ -79,9 +98,21 @@ def main(argv: list[str] | None = None) -> int:
     for layer, c in counts.items():
         pairs = sum(c)
         print(f"{layer:>5} {pairs:>6} {sum(1 for n in c if n):>11} {max(c) / (pairs / len(c)):>14.1f}")
+    if decode:
+        print(f"decode, {args.decode_steps} steps of {args.batch_size} rows: per step, mean (min-max)")
+        print(f"{'layer':>5} {'pairs':>6} {'experts hit':>15} {'busiest / mean':>14}")
+        for layer, steps in decode.items():
+            hits = [sum(1 for n in c if n) for c in steps]
+            skew = statistics.fmean(max(c) / (sum(c) / len(c)) for c in steps)
+            print(f"{layer:>5} {sum(steps[0]):>6} {statistics.fmean(hits):>7.1f} ({min(hits)}-{max(hits)})"
+                  f" {skew:>14.1f}")
     if args.out is not None:
+        data: dict[str, Any] = {"prefill": {str(k): v for k, v in counts.items()}}
+        if decode:
+            data.update(decode_steps=args.decode_steps, batch_size=args.batch_size, mode=args.mode,
+                        decode={str(k): v for k, v in decode.items()})
         try:
-            args.out.write_text(json.dumps({"prefill": {str(k): v for k, v in counts.items()}}, indent=1) + "\n")
+            args.out.write_text(json.dumps(data, indent=1) + "\n")
         except OSError as exc:
             print(f"routing_counts.py: cannot write {args.out}: {exc.strerror}", file=sys.stderr)
             return 2

@@ -307,6 +307,16 @@ def test_routing_counts_of_the_tiny_model(tmp_path: Path, capsys: pytest.Capture
     assert rows[0].split() == ["layer", "pairs", "experts", "hit", "busiest", "/", "mean"]
     assert mod.main(["--batch-size", "0"]) == 2
     assert "--batch-size 0: must be >= 1" in capsys.readouterr().err
+    assert mod.main(["--decode-steps", "-1"]) == 2
+    assert "--decode-steps -1: must be >= 0" in capsys.readouterr().err
+    # decode forwards: one routing per step and layer, batch rows x k pairs each
+    assert mod.main(["--config", "tiny", "--dtype", "fp32", "--batch-size", "3", "--decode-steps", "2",
+                     "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["decode_steps"] == 2 and sorted(map(int, data["decode"])) == moe_layers
+    assert all(len(steps) == 2 and all(sum(c) == 3 * lang.num_experts_per_tok for c in steps)
+               for steps in data["decode"].values())
+    assert "decode, 2 steps of 3 rows" in capsys.readouterr().out
     assert mod.main(["--config", "tiny", "--out", str(tmp_path / "no" / "routing.json")]) == 2
     assert "no folder" in capsys.readouterr().err
 
