@@ -220,29 +220,17 @@ def exponents(cal_path: Path, runs: Sequence[Path], config: str | None) -> list[
 
 def launches(path: Path, config: str) -> list[str]:
     """Census launches per workload and stage next to the analytic model's (synthetic pages as the census)."""
-    from llm_perf_opt.analytic.model import AnalyticModel
-    from llm_perf_opt.data.analytic import OCRWorkloadProfile
-    from llm_perf_opt.inputs.synthetic import synthetic_pages
-    from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
     from llm_perf_opt.vocab import Stage
 
     try:
         raw = json.loads(path.read_text())
-        data = raw["workloads"]
-        # the census's decode pass: its token picks per forward set the n-gram ban's launches per forward
-        new_tokens = int(raw.get("new_tokens", 4))
+        # the census's decode pass: its token picks per forward and n-gram size set the ban's launches
+        data, census_pass = raw["workloads"], _census_pass(raw)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UserError(f"{path}: not a census stage summary ({exc})") from exc
-    cfg = DeepseekOCRConfig.named(config)
     lines = [f"{'workload':<10} {'stage':<12} {'census':>7} {'gemm memsets':>12} {'analytic':>9}"]
     for key, wl_data in data.items():
-        mode, _, batch = key.partition(":")
-        page = synthetic_pages(int(batch))[0]
-        wl = OCRWorkloadProfile.create(profile_id=key, mode=mode, image_width_px=page.width,
-                                       image_height_px=page.height, prompt_text_tokens=9,
-                                       max_new_tokens=new_tokens, batch_size=int(batch), attention="eager",
-                                       experts="grouped_mm")
-        model = AnalyticModel(cfg, wl)
+        model = _census_pages(key, config, **census_pass)
         for stage in Stage:
             row = wl_data["stages"].get(stage.value)
             if row is None:
@@ -327,20 +315,31 @@ def rows(paths: Sequence[Path], new_tokens: int) -> list[str]:
     return lines
 
 
-def _census_pages(key: str, config: str, attention: str = "eager", experts: str = "grouped_mm") -> Any:
-    """The analytic model of a census workload 'mode:batch' (synthetic pages, as the census ran)."""
+def _census_pages(key: str, config: str, attention: str = "eager", experts: str = "grouped_mm",
+                  new_tokens: int = 64, ngram: int | None = None) -> Any:
+    """The analytic model of a census workload 'mode:batch' (synthetic pages, as the census ran), at the
+    pass's ``new_tokens`` (its token picks per decode forward carry the n-gram ban) and n-gram size ``ngram``
+    (None: the profiler's default)."""
     from llm_perf_opt.analytic.gemm_shapes import parse_workload
     from llm_perf_opt.analytic.model import AnalyticModel
     from llm_perf_opt.data.analytic import OCRWorkloadProfile
     from llm_perf_opt.inputs.synthetic import synthetic_pages
     from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
+    from llm_perf_opt.vocab import DEFAULT_NO_REPEAT_NGRAM
 
     mode, batch = parse_workload(key)
     page = synthetic_pages(batch)[0]
     wl = OCRWorkloadProfile.create(profile_id=key, mode=mode, image_width_px=page.width,
-                                   image_height_px=page.height, prompt_text_tokens=9, max_new_tokens=64,
-                                   batch_size=batch, attention=attention, experts=experts)
+                                   image_height_px=page.height, prompt_text_tokens=9, max_new_tokens=new_tokens,
+                                   batch_size=batch, attention=attention, experts=experts,
+                                   no_repeat_ngram_size=DEFAULT_NO_REPEAT_NGRAM if ngram is None else ngram)
     return AnalyticModel(DeepseekOCRConfig.named(config), wl)
+
+
+def _census_pass(raw: dict[str, Any]) -> dict[str, Any]:
+    """The decode pass a kernel census ran (kernel_census.py records both; a file without them: 4 new tokens,
+    the ban at the default) as :func:`_census_pages` keywords."""
+    return {"new_tokens": int(raw.get("new_tokens", 4)), "ngram": raw.get("no_repeat_ngram_size")}
 
 
 def device(path: Path, cal_path: Path, workloads: Sequence[str] | None, config: str) -> list[str]:
@@ -352,7 +351,8 @@ def device(path: Path, cal_path: Path, workloads: Sequence[str] | None, config: 
     from llm_perf_opt.vocab import parse_dtype
 
     try:
-        data = json.loads(path.read_text())["workloads"]
+        raw = json.loads(path.read_text())
+        data, census_pass = raw["workloads"], _census_pass(raw)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UserError(f"{path}: not a kernel census ({exc})") from exc
     cal = load_calibration(cal_path)
@@ -362,7 +362,7 @@ def device(path: Path, cal_path: Path, workloads: Sequence[str] | None, config: 
     for key in workloads or list(data):
         if key not in data:
             raise UserError(f"{path}: no workload {key!r} (has {', '.join(data)})")
-        model = _census_pages(key, config)
+        model = _census_pages(key, config, **census_pass)
         blocks = pass_blocks(model.stages, model.shape.decode_forwards, peaks, cal,
                              kernel_floor_s=cal.kernel_floor_s, device_scale=cal.stage_device_scale,
                              call_gap_s=cal.kernel_gap_s)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """What one batch row costs a decode step, with and without the n-gram ban (CUDA GPU).
 
-The analytic model prices the n-gram ban at 7.25 launches per batch row and token pick outside the layer tree
+The analytic model prices the n-gram ban at 7 launches per batch row and token pick outside the layer tree
 (``analytic.model.NGRAM_BAN_ROW_LAUNCHES``), at ``DECODE_ROW_HOST_WEIGHT`` of a decoder op's host cost each;
 this script measured that weight (docs/results-h200.md sections 21-22). It
 runs the profiler's own pass (``ModelSession.run_pass``, random bf16 weights, one synthetic page repeated

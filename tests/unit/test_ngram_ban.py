@@ -163,3 +163,58 @@ def test_the_analyzer_models_the_ban_it_is_told(tmp_path: Path) -> None:
     assert out[0]["workload"]["no_repeat_ngram_size"] == 0 and out[20]["workload"]["no_repeat_ngram_size"] == 20
     assert out[0]["stage_totals"]["decode"]["io_bytes"] < out[20]["stage_totals"]["decode"]["io_bytes"]
     assert out[0]["stage_totals"]["prefill"] == out[20]["stage_totals"]["prefill"]
+
+
+def test_the_help_texts_give_the_models_count(capsys: pytest.CaptureFixture[str]) -> None:
+    from llm_perf_opt.runners import dsocr_analyzer_main
+
+    for main in (dsocr_analyzer_main.main, what_if_cli.main):
+        with pytest.raises(SystemExit):
+            main(["--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert f"adds {NGRAM_BAN_ROW_LAUNCHES:g} launches per page and token" in text
+
+
+def test_the_ban_launches_seven_kernels_per_row_whose_history_is_long_enough() -> None:
+    """generation.ban_repeated_ngrams under the dispatch meter: NGRAM_BAN_ROW_LAUNCHES kernels per row and
+    pick, none for a row whose history (after its left padding) is shorter than n; over a request the
+    picks are :func:`ngram_ban_picks`'s."""
+    import torch
+    from dispatch_meter import DispatchMeter
+
+    from llm_perf_opt.models.deepseek_ocr.generation import ban_repeated_ngrams
+
+    n, vocab, prompt, new_tokens = 4, 50, 2, 6
+    pad = 3  # row 1 is left-padded: its own history starts at column 3
+    history = torch.randint(0, vocab, (2, pad + prompt))
+    kernels = []
+    for _pick in range(new_tokens):
+        logits = torch.randn(2, vocab)
+        meter = DispatchMeter(device="cpu")
+        with meter:
+            meter.active = True
+            ban_repeated_ngrams(logits, history, [pad, pad], n)
+        kernels.append(meter.total_kernels)
+        history = torch.cat([history, torch.randint(0, vocab, (2, 1))], dim=1)
+    per_pick = [k / 2 for k in kernels]  # two rows with the same own history length
+    assert per_pick == [0.0 if prompt + i < n else NGRAM_BAN_ROW_LAUNCHES for i in range(new_tokens)]
+    assert sum(k > 0 for k in kernels) == ngram_ban_picks(prompt, new_tokens, n)
+
+
+def test_a_short_prompt_and_one_or_two_new_tokens() -> None:
+    cfg = DeepseekOCRConfig.named("tiny")
+    tiny = get_profile("dsocr-tiny-v1")
+    prefill = AnalyticModel(cfg, tiny).shape.prefill_tokens
+    long_n = AnalyticModel(cfg, with_overrides(tiny, max_new_tokens=64, no_repeat_ngram_size=prefill + 10))
+    assert long_n.ban_picks_per_forward() == pytest.approx((64 - 10) / 63)  # the first 10 picks skip the ban
+    one = AnalyticModel(cfg, with_overrides(tiny, max_new_tokens=1))
+    assert one.shape.decode_forwards == 0 and one.ban_picks_per_forward() == 0.0
+    two = AnalyticModel(cfg, with_overrides(tiny, max_new_tokens=2))
+    assert two.ban_picks_per_forward() == pytest.approx(2.0)
+
+
+def test_the_contract_view_carries_the_setting() -> None:
+    from llm_perf_opt.contracts import to_analytic_summary
+
+    report = FX.base_report(with_overrides(FX.workload(), no_repeat_ngram_size=0))
+    assert to_analytic_summary(report).workload.no_repeat_ngram_size == 0

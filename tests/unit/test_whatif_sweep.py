@@ -291,7 +291,7 @@ def test_decode_alone_in_cuda_graphs(report: AnalyticModelReport, report_file: P
         rows = list(csv.DictReader(fh))
     assert [r["graph_stages"] for r in rows] == ["", "", "decode", free.graph_stages]
     payload = json.loads((out / "g.json").read_text())
-    assert payload["schema_version"] == "llm-perf-opt.what-if/3" and "graph_stages" in payload["columns"]
+    assert payload["schema_version"] == "llm-perf-opt.what-if/4" and "graph_stages" in payload["columns"]
     assert payload["scenarios"][2] == {"calibrated": True, "graph_stages": ["decode"]}
     with pytest.raises(SystemExit):
         what_if_cli.main(["--report", str(report_file), "--calibration", str(path), "--cuda-graphs", "vision"])

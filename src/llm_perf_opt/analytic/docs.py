@@ -58,7 +58,8 @@ def write_layer_docs(report: AnalyticModelReport, folder: Path) -> list[Path]:
     workload_line = (f"Workload `{w.profile_id}`: mode {w.mode}, page {w.image_width_px}x{w.image_height_px} px "
                      f"(tiles {w.tile_rows}x{w.tile_cols}), prompt {w.prefill_tokens} tokens, "
                      f"{w.max_new_tokens} new tokens, batch {w.batch_size}, {w.dtype.value}, "
-                     f"attention {w.attention.value}; GPU `{report.gpu_key}` ({report.peaks.source.value} peaks).")
+                     f"attention {w.attention.value}, experts {w.experts}, n-gram ban "
+                     f"{w.no_repeat_ngram_size or 'off'}; GPU `{report.gpu_key}` ({report.peaks.source.value} peaks).")
     for cls_name, ids in sorted(by_type.items()):
         cls = classes.get(cls_name)
         lines = [f"# {cls_name}", ""]

@@ -55,8 +55,9 @@ LM_HEAD_PATH = "lm_head"
 #: launches per decode forward outside the layer tree and the n-gram ban (the greedy step's argmax, token and
 #: mask appends, logits cast; cuBLAS split-K kernels): the H200 kernel census counts 51 launches per forward
 #: beyond the tree at batch 1, of which 9.33 are the ban's (reports/profile/h200-census/census-h200.json); with
-#: the ban off it counts 41.7 at batch 1 and 42.7 at batch 4 (census-h200-ngram0.json)
-DECODE_STEP_LAUNCHES = 41.3
+#: the ban off it counts 41.7 at batch 1 and 42.7 at batch 4 (census-h200-ngram0.json). The one launch more
+#: at batch 4 (also with the ban on, and at Gundam b2) is left out
+DECODE_STEP_LAUNCHES = 41.7
 #: launches of the n-gram ban per batch row and token pick: its eq, all, zeros, int32 cast, scatter_reduce_,
 #: bool cast and masked_fill_ on each row in a Python loop. Counted: 9.33 per forward at batch 1 in the census
 #: (4 picks over 3 forwards, 51 - 41.7 with the ban off), and 7.46 and 7.47 per row and forward in the
@@ -214,7 +215,7 @@ class AnalyticModel:
                                     summary="greedy step outside the modules: argmax, token and mask appends, "
                                             "logits cast, cuBLAS split-K kernels of the step; the n-gram ban"))
             # launches per decode forward that the layer tree does not itemise, from the H200 kernel
-            # census (reports/profile/h200-census/census-h200.json: 51 at batch 1, 80 at batch 4, 61 at 2)
+            # census with the ban off (reports/profile/h200-census/census-h200-ngram0.json: 41.7 at batch 1)
             gen.op(OperatorCategory.MEMORY, io_bytes=2 * 4 * b * lang.vocab_size, launches=DECODE_STEP_LAUNCHES)
             bans = b * self.ban_picks_per_forward()
             if bans:
@@ -225,8 +226,10 @@ class AnalyticModel:
     def ban_picks_per_forward(self) -> float:
         """Token picks per decode forward at which the n-gram ban runs (:func:`ngram_ban_picks` over the
         forwards; the last pick has no forward after it)."""
+        if not self.shape.decode_forwards:  # one new token: no decode forward to carry the pick
+            return 0.0
         picks = ngram_ban_picks(self.shape.prefill_tokens, self.shape.new_tokens, self.workload.no_repeat_ngram_size)
-        return picks / max(self.shape.decode_forwards, 1)
+        return picks / self.shape.decode_forwards
 
     def decode_step(self, kv_len: float, routing: Routing | None = None) -> StageCost:
         """One decode forward (B new tokens) attending over ``kv_len`` positions."""

@@ -38,7 +38,7 @@ from llm_perf_opt.vocab import DType, Stage, parse_dtype
 SECONDS_PER_DAY = 86_400
 #: Schema version of what-if JSON files (2: the host_probe_us column after calibrated; 3: the graph_stages
 #: column after it).
-WHATIF_SCHEMA = "llm-perf-opt.what-if/3"
+WHATIF_SCHEMA = "llm-perf-opt.what-if/4"
 
 #: (base report, workload, gpu, efficiency or None) -> AnalyticModelReport of the workload on the gpu.
 Analyzer = Callable[[AnalyticModelReport, OCRWorkloadProfile, GpuSpec, "EfficiencyModel | None"], AnalyticModelReport]

@@ -68,7 +68,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "and the profiler's; batched_mm; eager: per-expert loop). Changes bytes and launches")
     parser.add_argument("--no-repeat-ngram-size", type=int, default=None, metavar="N",
                         help="override the n-gram ban of greedy decoding modelled (default 20, the reference's and the "
-                             "profiler's; 0: off). The ban adds 7.25 launches per page and token")
+                             "profiler's; 0: off). The ban adds 7 launches per page and token to the decode step "
+                             "(analytic.model.NGRAM_BAN_ROW_LAUNCHES)")
     parser.add_argument("--gpu", default=None,
                         help=f"GPU catalogue key or alias (default {DEFAULT_GPU}; `llm-perf-opt hw list` shows them)")
     parser.add_argument("--ceilings", type=Path, default=None,

@@ -91,7 +91,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", nargs="+", type=int, default=None, metavar="N", help="pages per pass")
     parser.add_argument("--no-repeat-ngram-size", nargs="+", type=int, default=None, metavar="N",
                         help="greedy decoding's n-gram ban (20: the reference's and the profiler's default; 0: off); "
-                             "the ban adds 7.25 launches per page and token to the decode step")
+                             "the ban adds 7 launches per page and token to the decode step "
+                             "(analytic.model.NGRAM_BAN_ROW_LAUNCHES)")
     parser.add_argument("--calibration", type=Path, default=None, metavar="FILE",
                         help="calibration JSON (llm-perf-opt calibrate) used by calibrated scenarios")
     parser.add_argument("--calibrated", choices=("off", "on", "both"), default=None,
