@@ -180,8 +180,9 @@ def build_unified(run: MeasuredRun, cmp: Comparison, preds: Sequence[tuple[Analy
                 fits=bool(bcap is not None and brep.memory.total_bytes <= bcap),
                 calibrated_pages_per_s=bcal, calibrated_pages_per_day=None if bcal is None else bcal * SECONDS_PER_DAY))
             notes.append(f"best batch {best}: the largest whose analytic footprint fits the catalogue's "
-                         f"{(bcap or 0) / 1e9:,.1f} GB; on the H200, eager runs with "
-                         "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True reached 95-98% of that limit; with "
+                         f"{(bcap or 0) / 1e9:,.1f} GB; on the H200, runs with "
+                         "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True reached 96-98% of that limit with "
+                         "eager attention and 95% with sdpa; with "
                          "PyTorch's default caching allocator plan on about "
                          f"{math.floor(best * DEFAULT_ALLOCATOR_BATCH_FRACTION)} "
                          f"({DEFAULT_ALLOCATOR_BATCH_FRACTION:.0%}: its fragmentation)")
