@@ -338,8 +338,11 @@ def _census_pages(key: str, config: str, attention: str = "eager", experts: str 
 
 def _census_pass(raw: dict[str, Any]) -> dict[str, Any]:
     """The decode pass a kernel census ran (kernel_census.py records both; a file without them: 4 new tokens,
-    the ban at the default) as :func:`_census_pages` keywords."""
-    return {"new_tokens": int(raw.get("new_tokens", 4)), "ngram": raw.get("no_repeat_ngram_size")}
+    the ban at the default) as :func:`_census_pages` keywords; ValueError on values that are not counts."""
+    new_tokens, ngram = raw.get("new_tokens", 4), raw.get("no_repeat_ngram_size")
+    if not isinstance(new_tokens, int) or new_tokens < 1 or not (ngram is None or isinstance(ngram, int) and ngram >= 0):
+        raise ValueError(f"new_tokens {new_tokens!r} / no_repeat_ngram_size {ngram!r} are not counts")
+    return {"new_tokens": new_tokens, "ngram": ngram}
 
 
 def device(path: Path, cal_path: Path, workloads: Sequence[str] | None, config: str) -> list[str]:

@@ -31,11 +31,8 @@ PY="${PYTHON:-python}"
 export PYTHONPATH="${PWD}/src${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHON="$PY"
 mkdir -p "$OUT" "$RUNS"
-LOG="$OUT/calibration-set.txt"
-RC=0
-note_rc() { local rc=$1; echo "exit $rc" | tee -a "$LOG"; if (( rc > RC )); then RC=$rc; fi; }
-STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
-: > "$LOG"
+source "$(dirname "$0")/run_log.sh"
+start_log "$OUT/calibration-set.txt"
 
 $PY - <<'EOF' || exit 2
 import importlib.util, sys

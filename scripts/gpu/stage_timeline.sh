@@ -15,11 +15,8 @@ PAGES="${PAGES:-4}"
 PY="${PYTHON:-python}"
 export PYTHONPATH="${PWD}/src${PYTHONPATH:+:$PYTHONPATH}"
 mkdir -p "$OUT" "$RUNS"
-LOG="$OUT/stage-timeline.txt"
-: > "$LOG"
-RC=0
-note_rc() { local rc=$1; echo "exit $rc" | tee -a "$LOG"; if (( rc > RC )); then RC=$rc; fi; }
-STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
+source "$(dirname "$0")/run_log.sh"
+start_log "$OUT/stage-timeline.txt"
 COMMON=(--device cuda --config default --dtype bf16 --attn-implementation eager --experts-implementation grouped_mm
         --synthetic "$PAGES" --max-new-tokens 32 --fixed-length --warmup 1 --repeats 1 --profile-images 1
         --profile-max-new-tokens 16 --no-progress --output-dir "$RUNS")

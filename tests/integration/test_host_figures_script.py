@@ -93,6 +93,25 @@ def test_launches_next_to_the_census(capsys: pytest.CaptureFixture[str]) -> None
     assert abs(analytic - census) <= 1
 
 
+def test_launches_follow_the_censuss_ngram_setting(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A census summary of the ban off is set against the model with the ban off (one row's ban fewer)."""
+    stages = json.loads((ROOT / "tests" / "data" / "census" / "census-h200-stages.json").read_text())
+
+    def decode_at(ngram: object) -> float:
+        path = tmp_path / "stages.json"
+        path.write_text(json.dumps({**stages, "no_repeat_ngram_size": ngram}))
+        assert _script().main(["launches", str(path)]) == 0
+        rows = {(r[0], r[1]): r for r in (line.split() for line in capsys.readouterr().out.splitlines()[1:])}
+        return float(rows[("base:1", "decode")][4])
+
+    assert decode_at(20) - decode_at(0) == pytest.approx(9.33, abs=0.5)  # 7 launches x 4 picks / 3 forwards
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({**stages, "new_tokens": "four"}))
+    assert _script().main(["launches", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "are not counts" in err
+
+
 def test_launches_refuses_a_full_census_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     census = ROOT / "reports" / "profile" / "h200-census" / "census-h200.json"
     assert _script().main(["launches", str(census)]) == 2

@@ -270,27 +270,25 @@ def _find_operator_table(folder: Path, report_path: Path) -> OperatorTableView |
     return None
 
 
+def _settings(folder: Path) -> dict[str, Any]:
+    """The runner's settings.json of a run folder ({} when absent or unreadable)."""
+    p = folder / "settings.json"
+    try:
+        raw = json.loads(p.read_text(encoding="utf-8")) if p.is_file() else {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return raw if isinstance(raw, dict) else {}
+
+
 def _profile_new_tokens(folder: Path) -> int | None:
     """profile_max_new_tokens from the runner's settings.json (None when absent or unset)."""
-    p = folder / "settings.json"
-    if not p.is_file():
-        return None
-    try:
-        raw = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    value = raw.get("profile_max_new_tokens") if isinstance(raw, dict) else None
+    value = _settings(folder).get("profile_max_new_tokens")
     return int(value) if isinstance(value, int) else None
 
 
 def _session_setting(folder: Path, key: str) -> Any:
     """session[key] of the runner's settings.json, or None (no file, unreadable, or no such key)."""
-    p = folder / "settings.json"
-    try:
-        raw = json.loads(p.read_text(encoding="utf-8")) if p.is_file() else {}
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        raw = {}
-    session = raw.get("session") if isinstance(raw, dict) else None
+    session = _settings(folder).get("session")
     return session.get(key) if isinstance(session, dict) else None
 
 

@@ -37,7 +37,7 @@ from llm_perf_opt.vocab import DType, Stage, parse_dtype
 #: Seconds per day (pages/day = pages/s x this).
 SECONDS_PER_DAY = 86_400
 #: Schema version of what-if JSON files (2: the host_probe_us column after calibrated; 3: the graph_stages
-#: column after it).
+#: column after it; 4: the no_repeat_ngram_size column after batch_size).
 WHATIF_SCHEMA = "llm-perf-opt.what-if/4"
 
 #: (base report, workload, gpu, efficiency or None) -> AnalyticModelReport of the workload on the gpu.

@@ -1,0 +1,47 @@
+"""scripts/gpu/ngram_runs.sh on the CPU (tiny config): the census with the ban off, the paired runs, runs.tgz,
+and bad SPECS / NGRAMS refused before anything runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+from llm_perf_opt.compare.runs import load_run
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "scripts" / "gpu" / "ngram_runs.sh"
+
+
+def _run(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    full = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path / "out"), "RUNS": str(tmp_path / "runs"),
+            "DEVICE": "cpu", "CONFIG": "tiny", "DTYPE": "fp32", "SPECS": "tiny 2", "NGRAMS": "0 3",
+            "CENSUS": "tiny:1", "TOKENS": "4", "REPEATS": "1", "CEILINGS": "none", "PREFIX": "cpu", **env}
+    return subprocess.run(["bash", str(SCRIPT)], cwd=ROOT, env=full, capture_output=True, text=True, timeout=600)
+
+
+def test_a_cpu_call_pairs_the_settings_and_packs_the_runs(tmp_path: Path) -> None:
+    proc = _run(tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = tmp_path / "out"
+    census = json.loads((out / "census-cpu-ngram0.json").read_text())
+    assert census["no_repeat_ngram_size"] == 0 and list(census["workloads"]) == ["tiny:1"]
+    log = (out / "ngram-runs.txt").read_text()
+    assert log.count("exit 0") >= 3 and "worst exit 0" in log  # census, two runs (and their packing)
+    with tarfile.open(out / "runs.tgz") as tar:
+        tar.extractall(tmp_path / "unpacked", filter="data")
+    runs = sorted((tmp_path / "unpacked").iterdir())
+    assert [r.name.split("-")[3] for r in runs] == ["ngram0", "ngram3"]  # this call's runs, nothing else
+    assert [load_run(r).no_repeat_ngram_size for r in runs] == [0, 3]
+
+
+def test_bad_specs_or_ngrams_stop_before_anything_runs(tmp_path: Path) -> None:
+    for env, msg in (({"SPECS": "tiny x"}, "SPECS: 'tiny x' is not 'MODE BATCH'"),
+                     ({"NGRAMS": "0 -1"}, "'-1' is not an n-gram size >= 0")):
+        proc = _run(tmp_path, **env)
+        assert proc.returncode == 2 and msg in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
+        assert not (tmp_path / "out").exists()
