@@ -4,6 +4,8 @@
 # (launches per row should be ~0), then Stage 1 runs of each SPECS workload with each NGRAMS setting, the
 # settings of one workload back to back on the same host (a paired comparison). The runs use the profiler
 # command of the committed H200 sets (scripts/gpu/calibration_set.sh), plus --no-repeat-ngram-size.
+# A SPECS entry "MODE BATCH TOKENS" sets its own new tokens per page (a long decode, docs/results-h200.md
+# section 23); its run id then carries -t<TOKENS>.
 #
 # Run from the repository root on the GPU machine:   bash scripts/gpu/ngram_runs.sh
 #
@@ -15,7 +17,7 @@
 #   census-<PREFIX>-ngram<N>.json   kernel census (scripts/gpu/kernel_census.py) of CENSUS workloads, the ban at N
 #   runs.tgz                        this call's run folders (no raw traces)
 #   ngram-runs.txt                  the exact commands, exit codes and log tails
-# Overrides (env): SPECS ("MODE BATCH;..." default "small 32;base 16"), NGRAMS ("0 20"), CENSUS_NGRAM (0),
+# Overrides (env): SPECS ("MODE BATCH [TOKENS];..." default "small 32;base 16"), NGRAMS ("0 20"), CENSUS_NGRAM (0),
 # CENSUS ("base:1 base:4"), CEILINGS (reports/hardware/h200/hw-ceilings.json), PREFIX (h200), TOKENS (64),
 # REPEATS (2), RUN_BUDGET_S (150), SKIP_CENSUS=1, and for a check of the script on a CPU: DEVICE (cuda),
 # CONFIG (default), DTYPE (bf16). Exit status: the worst of the steps; 2 for a bad SPECS or NGRAMS, before
@@ -39,8 +41,9 @@ PY="${PYTHON:-python}"
 export PYTHONPATH="${PWD}/src${PYTHONPATH:+:$PYTHONPATH}"
 IFS=';' read -r -a SPEC_LIST <<<"$SPECS"
 for spec in "${SPEC_LIST[@]}"; do
-  read -r MODE BATCH <<<"$spec"
-  [[ -n "${MODE:-}" && "${BATCH:-}" =~ ^[0-9]+$ ]] || { echo "ngram_runs.sh: SPECS: '$spec' is not 'MODE BATCH'" >&2; exit 2; }
+  read -r MODE BATCH SPEC_TOKENS EXTRA <<<"$spec"
+  [[ -n "${MODE:-}" && "${BATCH:-}" =~ ^[0-9]+$ && "${SPEC_TOKENS:-1}" =~ ^[1-9][0-9]*$ && -z "${EXTRA:-}" ]] \
+    || { echo "ngram_runs.sh: SPECS: '$spec' is not 'MODE BATCH [TOKENS]'" >&2; exit 2; }
 done
 for N in $NGRAMS $CENSUS_NGRAM; do
   [[ "$N" =~ ^[0-9]+$ ]] || { echo "ngram_runs.sh: NGRAMS/CENSUS_NGRAM: '$N' is not an n-gram size >= 0" >&2; exit 2; }
@@ -58,17 +61,19 @@ if [[ "${SKIP_CENSUS:-0}" != "1" ]]; then
 fi
 
 COMMON=(--device "$DEVICE" --config "$CONFIG" --dtype "$DTYPE" --attn-implementation eager --experts-implementation grouped_mm
-        --max-new-tokens "$TOKENS" --fixed-length --warmup 1 --repeats "$REPEATS"
+        --fixed-length --warmup 1 --repeats "$REPEATS"
         --profile-images 1 --profile-max-new-tokens 16 --no-progress --output-dir "$RUNS")
 if [[ -f "$CEILINGS" ]]; then COMMON+=(--ceilings "$CEILINGS"); fi
 DONE=()
 for spec in "${SPEC_LIST[@]}"; do
-  read -r MODE BATCH <<<"$spec"
+  read -r MODE BATCH SPEC_TOKENS <<<"$spec"
+  T="${SPEC_TOKENS:-$TOKENS}"
   for N in $NGRAMS; do
-    RUN_ID="${PREFIX}-${MODE}-b${BATCH}-ngram${N}-${STAMP}"
-    echo "command: python -m llm_perf_opt.runners.llm_profile_runner ${COMMON[*]} --synthetic $BATCH --mode $MODE --batch-size $BATCH --no-repeat-ngram-size $N --run-id $RUN_ID" | tee -a "$LOG"
-    timeout -s INT "$RUN_BUDGET_S" $PY -m llm_perf_opt.runners.llm_profile_runner "${COMMON[@]}" --synthetic "$BATCH" \
-      --mode "$MODE" --batch-size "$BATCH" --no-repeat-ngram-size "$N" --run-id "$RUN_ID" > "$OUT/run-$RUN_ID.log" 2>&1
+    RUN_ID="${PREFIX}-${MODE}-b${BATCH}${SPEC_TOKENS:+-t$SPEC_TOKENS}-ngram${N}-${STAMP}"
+    echo "command: python -m llm_perf_opt.runners.llm_profile_runner ${COMMON[*]} --max-new-tokens $T --synthetic $BATCH --mode $MODE --batch-size $BATCH --no-repeat-ngram-size $N --run-id $RUN_ID" | tee -a "$LOG"
+    timeout -s INT "$RUN_BUDGET_S" $PY -m llm_perf_opt.runners.llm_profile_runner "${COMMON[@]}" --max-new-tokens "$T" \
+      --synthetic "$BATCH" --mode "$MODE" --batch-size "$BATCH" --no-repeat-ngram-size "$N" --run-id "$RUN_ID" \
+      > "$OUT/run-$RUN_ID.log" 2>&1
     note_rc $?
     tail -n 5 "$OUT/run-$RUN_ID.log" >> "$LOG"
     [[ -d "$RUNS/$RUN_ID" ]] && DONE+=("$RUN_ID")

@@ -58,6 +58,18 @@ class PassRecord:
         default=None, metadata={"help": "host us per aten call of the tiny decoder forward, probed just after "
                                         "the pass"})
 
+    device_allocs: int | None = field(
+        default=None, metadata={"help": "cudaMalloc calls of the caching allocator during the pass (its "
+                                        "num_device_alloc counter; None off CUDA)"})
+    device_frees: int | None = field(
+        default=None, metadata={"help": "cudaFree calls of the caching allocator during the pass (num_device_free)"})
+    alloc_retries: int | None = field(
+        default=None, metadata={"help": "allocations that first failed and freed the allocator's cache to retry "
+                                        "(num_alloc_retries), each a device sync"})
+    peak_reserved_bytes: int | None = field(
+        default=None, metadata={"help": "max device memory reserved by the caching allocator during the pass, "
+                                        "bytes"})
+
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (one JSON line)."""
         return asdict(self)

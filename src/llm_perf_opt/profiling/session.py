@@ -69,6 +69,18 @@ class SessionSettings:
                                       metadata={"help": "no-repeat n-gram ban (reference default 20; 0 = off)"})
 
 
+ALLOCATOR_COUNTERS = ("num_device_alloc", "num_device_free", "num_alloc_retries")
+
+
+def allocator_counts(device: torch.device) -> dict[str, int]:
+    """The CUDA caching allocator's cumulative call counters (``ALLOCATOR_COUNTERS`` this torch reports);
+    empty off CUDA. Host-side reads, no sync."""
+    if device.type != "cuda":
+        return {}
+    stats = torch.cuda.memory_stats(device)
+    return {k: int(stats[k]) for k in ALLOCATOR_COUNTERS if k in stats}
+
+
 def resolve_device(name: str) -> torch.device:
     """'cuda', 'cuda:N' or 'cpu'; UserError when CUDA is asked for but absent."""
     try:
@@ -163,6 +175,7 @@ class ModelSession:
         notify = on_stage or (lambda _name: None)
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
+        alloc_before = allocator_counts(self.device)
         probe = host_probe_us(self.device) if probes else None
         module_probe = self.module_probe.probe() if probes else None
         notify("preprocess")
@@ -195,6 +208,8 @@ class ModelSession:
         # every step but the last runs the decoder (the last only picks a token); an EOS stop likewise
         forwards = max(0, state.step - 1)
         peak = int(torch.cuda.max_memory_allocated(self.device)) if self.device.type == "cuda" else None
+        reserved = int(torch.cuda.max_memory_reserved(self.device)) if self.device.type == "cuda" else None
+        alloc = {k: v - alloc_before[k] for k, v in allocator_counts(self.device).items() if k in alloc_before}
         return PassRecord(
             pass_index=0, batch_index=0, repeat_index=0, image_indices=[], image_names=[p.name for p in pages],
             load_ms=load_ms, preprocess_ms=pre_ms, stage_ms=stage_ms, decode_step_ms=steps,
@@ -206,5 +221,7 @@ class ModelSession:
             generated_tokens=int(state.num_new_tokens.sum()), decode_steps=int(state.step),
             decode_forwards=forwards, peak_memory_bytes=peak, host_probe_us=probe,
             host_module_probe_us=module_probe, host_probe_after_us=probe_after,
-            host_module_probe_after_us=module_probe_after,
+            host_module_probe_after_us=module_probe_after, device_allocs=alloc.get("num_device_alloc"),
+            device_frees=alloc.get("num_device_free"), alloc_retries=alloc.get("num_alloc_retries"),
+            peak_reserved_bytes=reserved,
         )

@@ -76,6 +76,24 @@ def _util_cells(util: Utilization | None, stage: Stage) -> list[str]:
     return [pct(util.stage_mfu.get(stage)), pct(util.stage_mbu.get(stage))]
 
 
+def allocator_line(records: Sequence[PassRecord]) -> str | None:
+    """One line on the CUDA caching allocator over the measured passes: cudaMalloc/cudaFree calls per pass
+    and retries (each retry frees the allocator's cache, a device sync), and the largest reserved memory.
+    None where no pass recorded the counters (CPU runs, older runs)."""
+    rec = [r for r in records if r.device_allocs is not None]
+    if not rec:
+        return None
+    def per(field: str) -> str:
+        return fmt(sum(getattr(r, field) or 0 for r in rec) / len(rec), 1)
+
+    reserved = max((r.peak_reserved_bytes or 0 for r in rec), default=0)
+    return (f"- Caching allocator per pass: {per('device_allocs')} cudaMalloc, "
+            f"{per('device_frees')} cudaFree, {per('alloc_retries')} "
+            f"retries after a failed allocation (each empties the cache with a device sync); peak reserved "
+            f"{fmt(reserved / 2**30)} GiB. A decode that grows its KV cache by concatenation allocates anew as "
+            "the context grows.")
+
+
 def host_probe_line(records: Sequence[PassRecord]) -> str:
     """One line on the host-speed probe of the passes (us per tiny eager op; a spread means the host's
     speed changed during the run, and host-bound stages with it)."""
@@ -261,6 +279,7 @@ def render_report(o: RunOutcome) -> str:
         f"{fmt(agg.load_ms.mean if agg.load_ms else None)} ms (not in end to end).",
         f"- Peak device memory: {fmt(r.peak_memory_bytes / 2**30 if r.peak_memory_bytes else None)} GiB.",
         host_probe_line(agg.ok_records),
+        *[x for x in (allocator_line(agg.ok_records),) if x],
         "",
         "## Utilisation (MFU / MBU)",
         "",
