@@ -77,6 +77,14 @@ DECODE_ROW_HOST_WEIGHT = 0.60
 PREFILL_SETUP_LAUNCHES = 29.0
 PREFILL_ROW_LAUNCHES = 6.0
 
+#: the timeline model runs the decode as this many groups of consecutive forwards, each group's step at its own
+#: mean KV length. A step takes the longer of its host and its device time, so a decode whose device time
+#: overtakes the host's as the cache grows is slower than its mean step: at 1,024 new tokens the mean step
+#: makes the decode up to 10.8% short (Small b448, ban off, an H200 prior); 8 groups are within 0.11% of
+#: simulating every forward over Small, Base and Gundam at b256-768 (docs/results-h200.md section 23;
+#: tests/unit/test_decode_segments.py)
+DECODE_KV_SEGMENTS = 8
+
 #: Routing counts: decoder layer index -> tokens routed to each expert (length E) in one forward.
 Routing = Mapping[int, Sequence[int]]
 
@@ -235,6 +243,27 @@ class AnalyticModel:
         """One decode forward (B new tokens) attending over ``kv_len`` positions."""
         return self._decoder(Stage.DECODE, q_len=1, kv_len=kv_len, logits_tokens=1,
                              routing=self.routing_decode if routing is None else routing)
+
+    def decode_segments(self, segments: int = DECODE_KV_SEGMENTS) -> list[tuple[int, float]]:
+        """(forwards, their mean KV length) of ``segments`` groups of consecutive decode forwards (fewer when
+        there are fewer forwards; the forwards sum to ``shape.decode_forwards``)."""
+        if segments < 1:
+            raise ValueError(f"segments must be >= 1, got {segments}")
+        total = self.shape.decode_forwards
+        k = min(segments, total)
+        out: list[tuple[int, float]] = []
+        start = 0
+        for i in range(k):
+            end = (i + 1) * total // k
+            n = end - start
+            out.append((n, self.shape.decode_kv_len(start) + (n - 1) / 2))
+            start = end
+        return out
+
+    def decode_segment_steps(self, segments: int = DECODE_KV_SEGMENTS) -> list[tuple[StageCost, int]]:
+        """The decode step of each of :meth:`decode_segments` with its forwards (the timeline model's decode;
+        FLOPs and bytes summed over them equal ``stages[DECODE]`` times the forwards)."""
+        return [(self.decode_step(kv), n) for n, kv in self.decode_segments(segments)]
 
     # ----------------------------------------------------------- totals
     def root(self) -> RequestRoot:

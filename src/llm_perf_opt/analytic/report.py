@@ -256,7 +256,8 @@ def build_report(model: AnalyticModel, peaks: RooflinePeaks, *, efficiency: Effi
     model_totals = _totals(root)
     timeline_note = ""
     if isinstance(eff, Calibration) and eff.timeline:
-        sim = simulate_pass(model.stages, shape.decode_forwards, peaks, eff)
+        sim = simulate_pass(model.stages, shape.decode_forwards, peaks, eff,
+                            decode_segments=model.decode_segment_steps())
         stage_totals = {st: evolve(tot, time_ms=sim.stage_s.get(st.value, 0.0) * 1e3)
                         for st, tot in stage_totals.items()}
         decode = DecodeTotals(tokens=decode.tokens, per_token=evolve(decode.per_token,

@@ -39,7 +39,10 @@ shape the calibration has timed (matrix products tagged by the layers: llm_perf_
 takes that measured time per call instead of its roofline and floor, less the stream gap after each of
 its kernels that the bench's queued timing holds (the K g term adds the gap back, at the scenario's g). The stages run in
 the order of :class:`llm_perf_opt.vocab.Stage`; decode repeats the mean step
-``decode_forwards`` times.
+``decode_forwards`` times, or, given decode segments (groups of consecutive forwards, each a step at its
+own mean KV length: AnalyticModel.decode_segment_steps), each segment's step its forwards' times: a step
+is the longer of its host and device time, so a decode whose device time overtakes the host's as the cache
+grows is slower than its mean step.
 """
 
 from __future__ import annotations
@@ -119,10 +122,13 @@ class WorkBlock:
 
 @define(frozen=True)
 class PassBlocks:
-    """The blocks of one pass per stage (decode: ONE mean forward, run ``decode_forwards`` times)."""
+    """The blocks of one pass per stage (decode: ONE mean forward, run ``decode_forwards`` times; where
+    ``decode_segments`` is given the timeline runs those instead: (blocks of one forward, forwards), whose
+    forwards sum to ``decode_forwards``)."""
 
     stages: dict[str, list[WorkBlock]]
     decode_forwards: int
+    decode_segments: tuple[tuple[list[WorkBlock], int], ...] = ()
 
 
 @define(kw_only=True, frozen=True)
@@ -263,20 +269,25 @@ def stage_host_work(tree: BaseLayer) -> tuple[float, int]:
 
 def pass_blocks(stages: Mapping[Stage, BaseLayer], decode_forwards: int, peaks: Rates,
                 eff: EfficiencyModel, *, kernel_floor_s: float = 0.0,
-                device_scale: Mapping[str, float] | None = None, call_gap_s: float = 0.0) -> PassBlocks:
+                device_scale: Mapping[str, float] | None = None, call_gap_s: float = 0.0,
+                decode_segments: Sequence[tuple[BaseLayer, int]] = ()) -> PassBlocks:
     """Blocks of every stage of an AnalyticModel's ``stages`` (decode tree = one mean forward);
     ``device_scale``: stage -> factor on its blocks' device seconds (1 where absent); ``call_gap_s``: the gap
-    per kernel held by the bench's timed calls (:func:`stage_blocks`)."""
+    per kernel held by the bench's timed calls (:func:`stage_blocks`); ``decode_segments``: (decode step,
+    forwards) groups the timeline runs instead of the mean forward (AnalyticModel.decode_segment_steps)."""
     scale = device_scale or {}
-    out: dict[str, list[WorkBlock]] = {}
-    for st in Stage:
-        if st not in stages:
-            continue
+
+    def blocks(tree: BaseLayer, st: Stage) -> list[WorkBlock]:
         f = scale.get(st.value, 1.0)
-        out[st.value] = [evolve(b, device_s=b.device_s * f)
-                         for b in stage_blocks(stages[st], peaks, efficiency_for_stage(eff, st.value),
-                                               kernel_floor_s=kernel_floor_s, call_gap_s=call_gap_s)]
-    return PassBlocks(out, max(0, decode_forwards))
+        return [evolve(b, device_s=b.device_s * f)
+                for b in stage_blocks(tree, peaks, efficiency_for_stage(eff, st.value),
+                                      kernel_floor_s=kernel_floor_s, call_gap_s=call_gap_s)]
+
+    out = {st.value: blocks(stages[st], st) for st in Stage if st in stages}
+    segs = tuple((blocks(tree, Stage.DECODE), n) for tree, n in decode_segments) if Stage.DECODE in stages else ()
+    if segs and sum(n for _, n in segs) != max(0, decode_forwards):
+        raise ValueError(f"decode segments hold {sum(n for _, n in segs)} forwards, the pass {decode_forwards}")
+    return PassBlocks(out, max(0, decode_forwards), segs)
 
 
 def run_timeline(blocks: PassBlocks, host_s_per_kernel: Mapping[str, float], sync_s: float | Mapping[str, float],
@@ -292,8 +303,10 @@ def run_timeline(blocks: PassBlocks, host_s_per_kernel: Mapping[str, float], syn
         seq: Sequence[WorkBlock] | None = blocks.stages.get(stage.value)
         if not seq:
             continue
-        repeats = blocks.decode_forwards if stage is Stage.DECODE else 1
-        if repeats <= 0:
+        runs: Sequence[tuple[Sequence[WorkBlock], int]] = (
+            blocks.decode_segments if stage is Stage.DECODE and blocks.decode_segments
+            else ((seq, blocks.decode_forwards if stage is Stage.DECODE else 1),))
+        if sum(n for _, n in runs) <= 0:
             continue
         c = host_s_per_kernel[stage.value]
         sync = sync_s if isinstance(sync_s, (int, float)) else sync_s[stage.value]
@@ -301,15 +314,16 @@ def run_timeline(blocks: PassBlocks, host_s_per_kernel: Mapping[str, float], syn
         start = max(d, h)
         if first_start is None:
             first_start = start
-        for _ in range(repeats):
-            for b in seq:
-                if b.syncs_before:
-                    h = max(h, d) + b.syncs_before * sync
-                issue = b.host_ops_issued() * c
-                # the first kernel reaches the device after the host-only ops and one launch
-                first = (b.host_ops + 1.0) * c if b.kernels else issue
-                d = max(max(d, h + first) + b.device_s + b.kernels * gap, h + issue)
-                h += issue
+        for run_seq, repeats in runs:
+            for _ in range(repeats):
+                for b in run_seq:
+                    if b.syncs_before:
+                        h = max(h, d) + b.syncs_before * sync
+                    issue = b.host_ops_issued() * c
+                    # the first kernel reaches the device after the host-only ops and one launch
+                    first = (b.host_ops + 1.0) * c if b.kernels else issue
+                    d = max(max(d, h + first) + b.device_s + b.kernels * gap, h + issue)
+                    h += issue
         end = max(d, h)
         stage_s[stage.value] = end - start
     dec = stage_s.get(Stage.DECODE.value, 0.0)
@@ -318,11 +332,12 @@ def run_timeline(blocks: PassBlocks, host_s_per_kernel: Mapping[str, float], syn
 
 
 def simulate_pass(stages: Mapping[Stage, BaseLayer], decode_forwards: int, peaks: Rates,
-                  model: HostModel) -> PassTimeline:
-    """Stage times of one pass of an AnalyticModel's ``stages`` under a timeline calibration."""
+                  model: HostModel, decode_segments: Sequence[tuple[BaseLayer, int]] = ()) -> PassTimeline:
+    """Stage times of one pass of an AnalyticModel's ``stages`` under a timeline calibration
+    (``decode_segments``: see :func:`pass_blocks`)."""
     blocks = pass_blocks(stages, decode_forwards, peaks, model, kernel_floor_s=model.kernel_floor_s,
                          device_scale={st.value: model.device_scale(st.value) for st in Stage},
-                         call_gap_s=model.kernel_gap_s)
+                         call_gap_s=model.kernel_gap_s, decode_segments=decode_segments)
     host = {st.value: model.host_s_per_kernel(st.value) for st in Stage}
     return run_timeline(blocks, host, {st.value: model.stage_sync_s(st.value) for st in Stage},
                         {st.value: model.stage_gap_s(st.value) for st in Stage})

@@ -114,7 +114,7 @@ def _run_blocks(predictions: Predictions, device: Calibration) -> list[tuple[Pas
         model = AnalyticModel(rep.model.config, rep.workload)
         out.append((pass_blocks(model.stages, model.shape.decode_forwards, rep.peaks, device,
                                 kernel_floor_s=device.kernel_floor_s, device_scale=device.stage_device_scale,
-                                call_gap_s=device.kernel_gap_s),
+                                call_gap_s=device.kernel_gap_s, decode_segments=model.decode_segment_steps()),
                     w / total))
     return out
 

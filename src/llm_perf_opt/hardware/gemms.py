@@ -144,6 +144,35 @@ def _alignment(kind: str, dims: Dims) -> tuple[bool, ...]:
     return tuple(d % ALIGN_ELEMS == 0 for d in tracked)
 
 
+class _TimesIndex:
+    """The timed keys of one ``times_s`` mapping parsed once, grouped by kind, and the answers given so far
+    (:func:`gemm_time` is asked for the same shapes by every decode step the timeline model builds)."""
+
+    def __init__(self, times_s: Mapping[str, float], fingerprint: int) -> None:
+        self.times_s = times_s
+        self.fingerprint = fingerprint
+        self.by_kind: dict[str, list[tuple[str, Dims, float]]] = {}
+        for other, secs in times_s.items():
+            if is_gemm_key(other):
+                kind, dims = split_gemm_key(other)
+                self.by_kind.setdefault(kind, []).append((other, dims, secs))
+        self.answers: dict[str, float | None] = {}
+
+
+_INDEXES: dict[int, _TimesIndex] = {}
+
+
+def _index(times_s: Mapping[str, float]) -> _TimesIndex:
+    """The :class:`_TimesIndex` of ``times_s`` (rebuilt when the mapping is another one or its items changed)."""
+    fingerprint = hash(frozenset(times_s.items()))
+    idx = _INDEXES.get(id(times_s))
+    if idx is None or idx.times_s is not times_s or idx.fingerprint != fingerprint:
+        if len(_INDEXES) >= 32:
+            _INDEXES.clear()
+        idx = _INDEXES[id(times_s)] = _TimesIndex(times_s, fingerprint)
+    return idx
+
+
 def gemm_time(times_s: Mapping[str, float], key: str) -> float | None:
     """Device seconds per call of GEMM ``key`` from measured ``times_s`` (key -> seconds per call): the
     exact shape, else the FLOPs of ``key`` at the achieved rate of the nearest measured shape of the
@@ -151,17 +180,23 @@ def gemm_time(times_s: Mapping[str, float], key: str) -> float | None:
     a call kind's key from the timed token counts (:func:`_call_time`); None when there is none."""
     if key in times_s:
         return times_s[key]
+    idx = _index(times_s)
+    if key not in idx.answers:
+        idx.answers[key] = _estimate(idx, key)
+    return idx.answers[key]
+
+
+def _estimate(idx: _TimesIndex, key: str) -> float | None:
+    """:func:`gemm_time` of a key not timed."""
+    times_s = idx.times_s
     kind, dims = split_gemm_key(key)
     if kind in CALL_KINDS:
-        return _call_time(times_s, kind, dims)
+        return _call_time(idx, kind, dims)
     align = _alignment(kind, dims)
     b, m, n, k = dims
     best: tuple[float, str] | None = None
-    for other in times_s:
-        if not is_gemm_key(other):
-            continue
-        okind, odims = split_gemm_key(other)
-        if okind != kind or _alignment(okind, odims) != align:
+    for other, odims, _secs in idx.by_kind.get(kind, ()):
+        if _alignment(kind, odims) != align:
             continue
         ob, om, on, ok = odims
         dist = abs(math.log(b * m / (ob * om))) + abs(math.log(n / on)) + abs(math.log(k / ok))
@@ -173,7 +208,7 @@ def gemm_time(times_s: Mapping[str, float], key: str) -> float | None:
     return times_s[near] * gemm_flops(key) / gemm_flops(near)
 
 
-def _call_time(times_s: Mapping[str, float], kind: str, dims: Dims) -> float | None:
+def _call_time(index: _TimesIndex, kind: str, dims: Dims) -> float | None:
     """Seconds per call of a call kind's key not timed, from timed keys of the same kind and other dims, by
     token count n (CALL_KINDS; of the keys with one count, the one whose split is nearest): linear in n
     between the nearest timed counts around it (at most COUNT_INTERPOLATE_MAX_RATIO apart); else, the nearest timed count within a factor 2, the line through it
@@ -187,12 +222,9 @@ def _call_time(times_s: Mapping[str, float], kind: str, dims: Dims) -> float | N
     n, rest = split(dims)
     # per timed token count, the key whose split of it (rope: B x T) is nearest the wanted one
     best: dict[int, tuple[float, str, float]] = {}
-    for other, secs in times_s.items():
-        if not is_gemm_key(other):
-            continue
-        okind, odims = split_gemm_key(other)
+    for other, odims, secs in index.by_kind.get(kind, ()):
         on, orest = split(odims)
-        if okind == kind and orest == rest:
+        if orest == rest:
             cand = (sum(abs(math.log(odims[i] / dims[i])) for i in idx), other, secs)
             if on not in best or cand[:2] < best[on][:2]:
                 best[on] = cand
