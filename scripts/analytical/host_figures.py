@@ -40,6 +40,9 @@
     python scripts/analytical/host_figures.py graph GRAPH_DECODE.json --calibration CAL
         per record of scripts/gpu/graph_decode.py: the graph-replayed decode step next to the timeline model's
         step with no host cost (what-if --host-probe-us 0), the eager step next to the model at its probe
+    python scripts/analytical/host_figures.py steps RUN_DIR [RUN_DIR ...] --calibration CAL [--window 64]
+        per run: the decode step's ms at the start and the end of the decode and its slope per 1,000 KV
+        positions, measured next to the timeline model's (and the allocator's cudaMalloc calls per forward)
     python scripts/analytical/host_figures.py tie-host CAL --stage vision.sam --to decode --like CAL2 --out NEW
         a timeline calibration with one stage's host cost per kernel set to its ratio to another stage in CAL2
         (e.g. a stage the fitted runs left device-bound, tied as another session's fit had it)
@@ -640,6 +643,67 @@ def graph(path: Path, cal_path: Path, config: str) -> list[str]:
     return lines
 
 
+def steps(runs: Sequence[Path], cal_path: Path, config: str, window: int = 64) -> list[str]:
+    """Per run: its decode step time against the KV length, measured (each forward's median over the passes)
+    next to the timeline model's step at the same lengths under the calibration at the run's own host probe:
+    the means of the first and last ``window`` forwards, the growth between them and the slope in ms per
+    1,000 positions (measured: least squares over every forward; model: through the two windows). With the
+    caching allocator's counters recorded (passes.jsonl), also its cudaMalloc calls per forward."""
+    from llm_perf_opt.analytic.model import AnalyticModel
+    from llm_perf_opt.analytic.roofline import RooflinePeaks
+    from llm_perf_opt.analytic.timeline_model import simulate_pass
+    from llm_perf_opt.compare.fit import line_fit
+    from llm_perf_opt.compare.runs import run_workloads
+    from llm_perf_opt.hardware import effective_peaks, load_catalog
+    from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
+    from llm_perf_opt.vocab import Stage, parse_dtype
+
+    if window < 1:
+        raise UserError(f"--window {window}: must be >= 1")
+    cal = load_calibration(cal_path)
+    if not cal.timeline:
+        raise UserError(f"{cal_path}: not a timeline calibration (calibrate --time-model timeline or --prior)")
+    peaks = RooflinePeaks.from_effective(effective_peaks(load_catalog().get(cal.gpu_key)), parse_dtype(cal.dtype))
+    cfg = DeepseekOCRConfig.named(config)
+    lines = [f"{'run':<42} {'fwd':>5} {'kv':>11} {'measured ms first/last':>22} {'growth':>7} {'ms/1k':>6} "
+             f"{'model ms first/last':>19} {'growth':>7} {'ms/1k':>6} {'mallocs/fwd':>11}"]
+    for d in runs:
+        rows = [r for r in _passes(d) if r.get("decode_forwards") and isinstance(r.get("decode_step_ms"), list)]
+        seqs = [[float(x) for x in r["decode_step_ms"][: int(r["decode_forwards"])]] for r in rows]
+        forwards = min((len(x) for x in seqs), default=0)
+        if forwards < 2:
+            raise UserError(f"{d}: no pass with per-step decode times over 2 or more forwards (passes.jsonl)")
+        med = [statistics.median(x[j] for x in seqs) for j in range(forwards)]
+        run = load_run(d)
+        host = cal.at_host_speed(run.probe_us(cal.host_probe))
+        models = [(AnalyticModel(cfg, wl), w) for wl, w in run_workloads(run)]
+        total_w = sum(w for _, w in models)
+        shape = models[0][0].shape
+        if shape.decode_forwards != forwards:
+            raise UserError(f"{d}: its passes ran {forwards} decode forwards, its workload has "
+                            f"{shape.decode_forwards} (a run that stopped at EOS has no fixed step count)")
+        w_n = min(window, forwards // 2)
+        first_j, last_j = (w_n - 1) / 2, forwards - 1 - (w_n - 1) / 2  # window centres, in forwards
+
+        def model_ms(j: float) -> float:
+            return sum(w * simulate_pass({Stage.DECODE: m.decode_step(m.shape.decode_kv_len(0) + j)}, 16, peaks,
+                                         host).decode_forward_s * 1e3 for m, w in models) / total_w
+
+        kv = [shape.decode_kv_len(j) for j in range(forwards)]
+        m_first, m_last = statistics.fmean(med[:w_n]), statistics.fmean(med[-w_n:])
+        p_first, p_last = model_ms(first_j), model_ms(last_j)
+        slope = line_fit(kv, med)[1] * 1e3
+        p_slope = (p_last - p_first) / (last_j - first_j) * 1e3 if last_j > first_j else 0.0
+        allocs = [r["device_allocs"] / r["decode_forwards"] for r in rows if r.get("device_allocs") is not None]
+        alloc_cell = f"{statistics.fmean(allocs):11.2f}" if allocs else f"{'-':>11}"
+        lines.append(f"{d.name[-42:]:<42} {forwards:>5} {kv[0]:>5}-{kv[-1]:<5} {m_first:>10.2f} / {m_last:<9.2f} "
+                     f"{m_last / m_first - 1:>+7.1%} {slope:>6.2f} {p_first:>8.2f} / {p_last:<8.2f} "
+                     f"{p_last / p_first - 1:>+7.1%} {p_slope:>6.2f} {alloc_cell}")
+    lines.append(f"windows of {window} forwards (at most half the decode); model: {cal_path.name} at each run's "
+                 f"{cal.host_probe} probe; measured per forward: the median over the passes")
+    return lines
+
+
 def _batch_of(rel: str) -> tuple[str, str, int] | None:
     """(set folder, mode, batch) of a compare.json path ``<set>/.../h200-<mode>-b<N>-<stamp>/compare/...``."""
     m = re.search(r"^([^/]+)/(?:.*/)?[a-z0-9]+-([a-z]+)-b(\d+)-[0-9TZ]+/", rel)
@@ -982,6 +1046,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="timeline calibration (its device model and gaps; with an add_ host probe, also the "
                         "model at each record's probe)")
     p.add_argument("--config", default="default", metavar="NAME", help="model config to analyse (default default)")
+    p = sub.add_parser("steps", help="decode step time against the KV length, measured and modelled, per run")
+    p.add_argument("runs", type=Path, nargs="+", metavar="RUN_DIR", help="profiling run folders (passes.jsonl)")
+    p.add_argument("--calibration", type=Path, required=True, metavar="FILE",
+                   help="timeline calibration (e.g. calibrate --prior) whose model is set next to the runs")
+    p.add_argument("--config", default="default", metavar="NAME", help="model config to analyse (default default)")
+    p.add_argument("--window", type=int, default=64, metavar="N",
+                   help="forwards averaged at the start and at the end of the decode (default 64)")
     p = sub.add_parser("tie-host", help="a timeline calibration with one stage's host cost tied to another's")
     p.add_argument("calibration", type=Path, metavar="CAL", help="timeline calibration JSON to change")
     p.add_argument("--stage", required=True, choices=STAGES, help="the stage whose host cost per kernel is set")
@@ -1041,6 +1112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             lines = gaps(args.runs, args.ceilings, args.compare, args.stage)
         elif args.cmd == "graph":
             lines = graph(args.file, args.calibration, args.config)
+        elif args.cmd == "steps":
+            lines = steps(args.runs, args.calibration, args.config, args.window)
         elif args.cmd == "tie-host":
             lines = tie_host(args.calibration, args.stage, args.to, args.like, args.out)
         elif args.cmd == "rates":

@@ -569,3 +569,34 @@ def test_probe_per_pass_gives_each_decode_forward_in_its_own_probe_calls(capsys:
         assert f"probe {probe:.2f} us, decode {per_forward:.2f} ms per forward" in line
         assert line.endswith(f"= {per_forward * 1e3 / probe:,.0f} probe calls")
     assert [ln.split("= ")[1] for ln in lines] == ["1,599 probe calls", "1,536 probe calls"]
+
+
+def test_steps_puts_the_decode_step_against_kv_next_to_the_model(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    cal = ROOT / "reports" / "compare" / "cross-session-h200-20261204T210208Z" / "calibration-h200-prior.json"
+    run = tmp_path / "h200-small-b64-ngram0-20261204T210208Z"
+    shutil.copytree(RUNS / run.name, run)
+    passes = run / "torch_profiler" / "passes.jsonl"
+    rows = [json.loads(line) for line in passes.read_text().splitlines() if line.strip()]
+    for r in rows:  # a known line: 20 ms + 0.05 ms per forward (50 ms per 1,000 positions), 3 mallocs per forward
+        f = r["decode_forwards"]
+        r["decode_step_ms"] = [20.0 + 0.05 * j for j in range(f)] + [0.1]
+        r["device_allocs"] = 3 * f
+    passes.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert _script().main(["steps", str(run), "--calibration", str(cal), "--window", "10"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith(run.name))
+    cells = line.split()
+    assert cells[1] == "63" and cells[2] == "121-183"
+    assert float(cells[3]) == pytest.approx(20.0 + 0.05 * 4.5, abs=0.01)  # mean of the first 10 forwards
+    assert float(cells[5]) == pytest.approx(20.0 + 0.05 * 57.5, abs=0.01)  # and of the last 10
+    assert float(cells[7]) == pytest.approx(50.0, abs=0.01)
+    model_first, model_last = float(cells[8]), float(cells[10])
+    assert model_first > 0 and model_last >= model_first  # a longer cache costs no less
+    assert float(cells[-1]) == pytest.approx(3.0)
+    # a run without per-step times, and a calibration that is not a timeline one: one line each
+    (run / "torch_profiler" / "passes.jsonl").write_text(json.dumps({**rows[0], "decode_step_ms": []}) + "\n")
+    assert _script().main(["steps", str(run), "--calibration", str(cal)]) == 2
+    assert "no pass with per-step decode times" in capsys.readouterr().err
+    additive = ROOT / "reports" / "compare" / "compare-h200" / "calibration-h200.json"
+    assert _script().main(["steps", str(RUNS / run.name), "--calibration", str(additive)]) == 2
+    assert "not a timeline calibration" in capsys.readouterr().err
