@@ -685,13 +685,11 @@ def steps(runs: Sequence[Path], cal_path: Path, config: str, window: int = 64) -
         w_n = min(window, forwards // 2)
         first_j, last_j = (w_n - 1) / 2, forwards - 1 - (w_n - 1) / 2  # window centres, in forwards
 
-        def model_ms(j: float) -> float:
-            return sum(w * simulate_pass({Stage.DECODE: m.decode_step(m.shape.decode_kv_len(0) + j)}, 16, peaks,
-                                         host).decode_forward_s * 1e3 for m, w in models) / total_w
-
         kv = [shape.decode_kv_len(j) for j in range(forwards)]
         m_first, m_last = statistics.fmean(med[:w_n]), statistics.fmean(med[-w_n:])
-        p_first, p_last = model_ms(first_j), model_ms(last_j)
+        p_first, p_last = (sum(w * simulate_pass({Stage.DECODE: m.decode_step(m.shape.decode_kv_len(0) + j)}, 16,
+                                                 peaks, host).decode_forward_s * 1e3 for m, w in models) / total_w
+                           for j in (first_j, last_j))
         slope = line_fit(kv, med)[1] * 1e3
         p_slope = (p_last - p_first) / (last_j - first_j) * 1e3 if last_j > first_j else 0.0
         allocs = [r["device_allocs"] / r["decode_forwards"] for r in rows if r.get("device_allocs") is not None]
