@@ -6,7 +6,11 @@ Starts from the analytic report of the standard workload (dsocr-standard-v1: Gun
 5 GPUs x 5 modes x 5 batch sizes x 8 output lengths = 1,000 scenarios, every
 one a distinct analysis (nothing cached across scenarios).
 
-    PYTHONPATH=src python benchmarks/bench_whatif_sweep.py [--out DIR]
+    PYTHONPATH=src python benchmarks/bench_whatif_sweep.py [--out DIR] [--calibration CAL]
+
+With ``--calibration`` (a timeline calibration, e.g. calibrate --prior) it then times a calibrated sweep on
+the calibration's GPU: 5 modes x 5 batch sizes x 8 output lengths = 200 scenarios through the host/device
+timeline model, whose decode runs as 8 groups of forwards (AnalyticModel.decode_segments).
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ NEW_TOKENS = [64, 128, 256, 512, 768, 1024, 1536, 2048]
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=None, help="folder for the sweep CSV (default: a temp folder)")
+    parser.add_argument("--calibration", type=Path, default=None, metavar="CAL",
+                        help="also time a calibrated sweep (200 scenarios) on this calibration's GPU")
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-whatif-"))
     catalog = load_catalog()
@@ -50,6 +56,18 @@ def main() -> int:
     elapsed = time.perf_counter() - t0
     print(f"what-if sweep: {len(rows)} scenarios in {elapsed:.2f} s ({elapsed / len(rows) * 1e3:.2f} ms per scenario, "
           f"report load and CSV write included) -> {csv_path}")
+    if args.calibration is not None:
+        from llm_perf_opt.analytic.calibration import load_calibration
+
+        cal = load_calibration(args.calibration)
+        t0 = time.perf_counter()
+        scenarios = expand_sweep(gpus=[cal.gpu_key], modes=MODES, batch_sizes=BATCHES, max_new_tokens=NEW_TOKENS,
+                                 calibrated=[True])
+        rows = run_what_if(report, scenarios, calibration=cal, catalog=catalog)
+        csv_path = write_csv(rows, out / "sweep-calibrated.csv")
+        elapsed = time.perf_counter() - t0
+        print(f"calibrated what-if sweep ({cal.gpu_key}, {args.calibration.name}): {len(rows)} scenarios in "
+              f"{elapsed:.2f} s ({elapsed / len(rows) * 1e3:.1f} ms per scenario) -> {csv_path}")
     return 0
 
 

@@ -43,6 +43,10 @@
     python scripts/analytical/host_figures.py steps RUN_DIR [RUN_DIR ...] --calibration CAL [--window 64]
         per run: the decode step's ms at the start and the end of the decode and its slope per 1,000 KV
         positions, measured next to the timeline model's (and the allocator's cudaMalloc calls per forward)
+    python scripts/analytical/host_figures.py segments --calibration CAL [--modes small,base,gundam] \
+        [--batches 256,...] [--tokens 1024] [--ngram 0] [--groups 4,8,16]
+        per workload: the timeline model's decode with every forward at its own KV length, and the error of
+        the mean step alone and of each number of groups of forwards against it
     python scripts/analytical/host_figures.py tie-host CAL --stage vision.sam --to decode --like CAL2 --out NEW
         a timeline calibration with one stage's host cost per kernel set to its ratio to another stage in CAL2
         (e.g. a stage the fitted runs left device-bound, tied as another session's fit had it)
@@ -702,6 +706,60 @@ def steps(runs: Sequence[Path], cal_path: Path, config: str, window: int = 64) -
     return lines
 
 
+def _decode_ms(model: Any, peaks: Any, cal: Any, segs: Any) -> float:
+    """The timeline model's decode stage in ms: the mean step, or ``segs`` (step, forwards) groups."""
+    from llm_perf_opt.analytic.timeline_model import simulate_pass
+    from llm_perf_opt.vocab import Stage
+
+    return simulate_pass({Stage.DECODE: model.stages[Stage.DECODE]}, model.shape.decode_forwards, peaks, cal,
+                         decode_segments=segs).stage_s[Stage.DECODE.value] * 1e3
+
+
+def segments(cal_path: Path, modes: Sequence[str], batches: Sequence[int], tokens: int, ngram: int,
+             groups: Sequence[int], config: str) -> list[str]:
+    """Per workload (the standard workload at each mode and batch, ``tokens`` new tokens, n-gram ban
+    ``ngram``): the timeline model's decode with every forward at its own KV length, and the error against
+    it of the mean step alone and of each number of ``groups`` of forwards (AnalyticModel.decode_segments)."""
+    from llm_perf_opt.analytic.model import AnalyticModel
+    from llm_perf_opt.analytic.roofline import RooflinePeaks
+    from llm_perf_opt.analytic.timeline_model import simulate_pass
+    from llm_perf_opt.analytic.workloads import get_profile, with_overrides
+    from llm_perf_opt.hardware import effective_peaks, load_catalog
+    from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
+    from llm_perf_opt.vocab import Stage, parse_dtype
+
+    if tokens < 2 or ngram < 0 or any(b < 1 for b in batches) or any(g < 1 for g in groups):
+        raise UserError("segments: --tokens must be >= 2, --ngram >= 0, --batches and --groups >= 1")
+    cal = load_calibration(cal_path)
+    if not cal.timeline:
+        raise UserError(f"{cal_path}: not a timeline calibration (calibrate --time-model timeline or --prior)")
+    peaks = RooflinePeaks.from_effective(effective_peaks(load_catalog().get(cal.gpu_key)), parse_dtype(cal.dtype))
+    cfg = DeepseekOCRConfig.named(config)
+    lines = [f"{'mode':<7} {'batch':>5} {'every fwd ms':>12} {'ms/token first-last':>20} {'mean step':>9} "
+             + " ".join(f"{f'{g} groups':>9}" for g in groups)]
+    worst = dict.fromkeys(groups, 0.0)
+    for mode in modes:
+        for batch in batches:
+            wl = with_overrides(get_profile("dsocr-standard-v1"), mode=mode, batch_size=batch,
+                                max_new_tokens=tokens, no_repeat_ngram_size=ngram)
+            m = AnalyticModel(cfg, wl)
+            n = m.shape.decode_forwards
+            each = m.decode_segment_steps(n)
+            every = _decode_ms(m, peaks, cal, each)
+            ends = [simulate_pass({Stage.DECODE: step}, 16, peaks, cal).decode_forward_s * 1e3
+                    for step, _ in (each[0], each[-1])]
+            cells = []
+            for g in groups:
+                err = _decode_ms(m, peaks, cal, m.decode_segment_steps(g)) / every - 1
+                worst[g] = max(worst[g], abs(err))
+                cells.append(f"{err:>+9.2%}")
+            lines.append(f"{mode:<7} {batch:>5} {every:>12.1f} {ends[0]:>9.2f}-{ends[1]:<10.2f} "
+                         f"{_decode_ms(m, peaks, cal, ()) / every - 1:>+9.2%} " + " ".join(cells))
+    lines.append("largest |error|: " + ", ".join(f"{g} groups {worst[g]:.2%}" for g in groups)
+                 + f"; {cal_path.name}, {tokens} new tokens, n-gram ban {ngram}")
+    return lines
+
+
 def _batch_of(rel: str) -> tuple[str, str, int] | None:
     """(set folder, mode, batch) of a compare.json path ``<set>/.../h200-<mode>-b<N>-<stamp>/compare/...``."""
     m = re.search(r"^([^/]+)/(?:.*/)?[a-z0-9]+-([a-z]+)-b(\d+)-[0-9TZ]+/", rel)
@@ -1051,6 +1109,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--config", default="default", metavar="NAME", help="model config to analyse (default default)")
     p.add_argument("--window", type=int, default=64, metavar="N",
                    help="forwards averaged at the start and at the end of the decode (default 64)")
+    p = sub.add_parser("segments", help="the timeline model's decode by groups of forwards against every forward")
+    p.add_argument("--calibration", type=Path, required=True, metavar="FILE", help="timeline calibration JSON")
+    p.add_argument("--modes", default="small,base,gundam", help="comma-separated modes (default small,base,gundam)")
+    p.add_argument("--batches", default="256,320,384,448,512,640,768",
+                   help="comma-separated batch sizes (default 256,320,384,448,512,640,768)")
+    p.add_argument("--tokens", type=int, default=1024, help="new tokens per page (default 1024)")
+    p.add_argument("--ngram", type=int, default=0, help="n-gram ban size (default 0: off)")
+    p.add_argument("--groups", default="4,8,16", help="comma-separated numbers of groups (default 4,8,16)")
+    p.add_argument("--config", default="default", metavar="NAME", help="model config to analyse (default default)")
     p = sub.add_parser("tie-host", help="a timeline calibration with one stage's host cost tied to another's")
     p.add_argument("calibration", type=Path, metavar="CAL", help="timeline calibration JSON to change")
     p.add_argument("--stage", required=True, choices=STAGES, help="the stage whose host cost per kernel is set")
@@ -1112,6 +1179,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             lines = graph(args.file, args.calibration, args.config)
         elif args.cmd == "steps":
             lines = steps(args.runs, args.calibration, args.config, args.window)
+        elif args.cmd == "segments":
+            try:
+                batches, groups = ([int(x) for x in v.split(",") if x] for v in (args.batches, args.groups))
+            except ValueError:
+                raise UserError(f"segments: --batches {args.batches!r} / --groups {args.groups!r}: "
+                                "comma-separated whole numbers") from None
+            lines = segments(args.calibration, [x for x in args.modes.split(",") if x], batches, args.tokens,
+                             args.ngram, groups, args.config)
         elif args.cmd == "tie-host":
             lines = tie_host(args.calibration, args.stage, args.to, args.like, args.out)
         elif args.cmd == "rates":

@@ -600,3 +600,20 @@ def test_steps_puts_the_decode_step_against_kv_next_to_the_model(tmp_path: Path,
     additive = ROOT / "reports" / "compare" / "compare-h200" / "calibration-h200.json"
     assert _script().main(["steps", str(RUNS / run.name), "--calibration", str(additive)]) == 2
     assert "not a timeline calibration" in capsys.readouterr().err
+
+
+def test_segments_against_every_forward(capsys: pytest.CaptureFixture[str]) -> None:
+    cal = ROOT / "reports" / "compare" / "cross-session-h200-20261204T210208Z" / "calibration-h200-prior.json"
+    argv = ["segments", "--calibration", str(cal), "--modes", "small", "--batches", "64,512", "--tokens", "600",
+            "--groups", "1,8"]
+    assert _script().main(argv) == 0
+    rows = {int(x.split()[1]): x.split() for x in capsys.readouterr().out.splitlines() if x.startswith("small")}
+    host_bound, crossing = rows[64], rows[512]
+    assert float(host_bound[3].split("-")[1]) == pytest.approx(float(host_bound[3].split("-")[0]))  # flat steps
+    assert [float(c.rstrip("%")) for c in host_bound[4:]] == [0.0, 0.0, 0.0]
+    first, last = (float(v) for v in crossing[3].split("-"))
+    assert last > 1.2 * first  # the step turns device-bound as the cache grows
+    mean_step, one_group, eight = (float(c.rstrip("%")) for c in crossing[4:])
+    assert mean_step == one_group < -2.0 and abs(eight) < 0.5  # one group is the mean step
+    assert _script().main(["segments", "--calibration", str(cal), "--batches", "4,x"]) == 2
+    assert "comma-separated whole numbers" in capsys.readouterr().err
