@@ -41,7 +41,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=None, help="folder for the sweep CSV (default: a temp folder)")
     parser.add_argument("--calibration", type=Path, default=None, metavar="CAL",
-                        help="also time a calibrated sweep (200 scenarios) on this calibration's GPU")
+                        help="a timeline calibration (calibrate --prior or --time-model timeline): also time a "
+                             "calibrated sweep (200 scenarios) on its GPU")
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-whatif-"))
     catalog = load_catalog()

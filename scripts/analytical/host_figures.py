@@ -42,7 +42,7 @@
         step with no host cost (what-if --host-probe-us 0), the eager step next to the model at its probe
     python scripts/analytical/host_figures.py steps RUN_DIR [RUN_DIR ...] --calibration CAL [--window 64]
         per run: the decode step's ms at the start and the end of the decode and its slope per 1,000 KV
-        positions, measured next to the timeline model's (and the allocator's cudaMalloc calls per forward)
+        positions, measured next to the timeline model's (and the allocator's decode cudaMalloc calls per forward)
     python scripts/analytical/host_figures.py segments --calibration CAL [--modes small,base,gundam] \
         [--batches 256,...] [--tokens 1024] [--ngram 0] [--groups 4,8,16]
         per workload: the timeline model's decode with every forward at its own KV length, and the error of
@@ -652,7 +652,7 @@ def steps(runs: Sequence[Path], cal_path: Path, config: str, window: int = 64) -
     next to the timeline model's step at the same lengths under the calibration at the run's own host probe:
     the means of the first and last ``window`` forwards, the growth between them and the slope in ms per
     1,000 positions (measured: least squares over every forward; model: through the two windows). With the
-    caching allocator's counters recorded (passes.jsonl), also its cudaMalloc calls per forward."""
+    caching allocator's counters recorded (passes.jsonl), also its cudaMalloc calls in the decode per forward."""
     from llm_perf_opt.analytic.model import AnalyticModel
     from llm_perf_opt.analytic.roofline import RooflinePeaks
     from llm_perf_opt.analytic.timeline_model import simulate_pass
@@ -684,7 +684,7 @@ def steps(runs: Sequence[Path], cal_path: Path, config: str, window: int = 64) -
         total_w = sum(w for _, w in models)
         shape = models[0][0].shape
         if shape.decode_forwards != forwards:
-            raise UserError(f"{d}: its passes ran {forwards} decode forwards, its workload has "
+            raise UserError(f"{d}: its passes hold {forwards} timed decode forwards, its workload has "
                             f"{shape.decode_forwards} (a run that stopped at EOS has no fixed step count)")
         w_n = min(window, forwards // 2)
         first_j, last_j = (w_n - 1) / 2, forwards - 1 - (w_n - 1) / 2  # window centres, in forwards
@@ -696,7 +696,8 @@ def steps(runs: Sequence[Path], cal_path: Path, config: str, window: int = 64) -
                            for j in (first_j, last_j))
         slope = line_fit(kv, med)[1] * 1e3
         p_slope = (p_last - p_first) / (last_j - first_j) * 1e3 if last_j > first_j else 0.0
-        allocs = [r["device_allocs"] / r["decode_forwards"] for r in rows if r.get("device_allocs") is not None]
+        allocs = [r["decode_device_allocs"] / r["decode_forwards"] for r in rows
+                  if r.get("decode_device_allocs") is not None]
         alloc_cell = f"{statistics.fmean(allocs):11.2f}" if allocs else f"{'-':>11}"
         lines.append(f"{d.name[-42:]:<42} {forwards:>5} {kv[0]:>5}-{kv[-1]:<5} {m_first:>10.2f} / {m_last:<9.2f} "
                      f"{m_last / m_first - 1:>+7.1%} {slope:>6.2f} {p_first:>8.2f} / {p_last:<8.2f} "

@@ -39,6 +39,7 @@ def test_tiny_model_on_cuda(tmp_path: Path) -> None:
         assert r.peak_memory_bytes and r.peak_memory_bytes > 0
         assert r.peak_reserved_bytes is not None and r.peak_reserved_bytes >= r.peak_memory_bytes
         assert r.device_allocs is not None and r.device_frees is not None and r.alloc_retries == 0
+        assert r.decode_device_allocs is not None and 0 <= r.decode_device_allocs <= r.device_allocs
         assert len(r.decode_step_ms) == 8
     env = json.loads((art / "env.json").read_text())
     assert env["gpu"]["name"] == torch.cuda.get_device_name()

@@ -35,6 +35,10 @@ def test_segments_partition_the_forwards_at_their_mean_kv() -> None:
     assert len(segs) == DECODE_KV_SEGMENTS and sum(n for n, _ in segs) == m.shape.decode_forwards == 99
     assert segs[0][1] == m.shape.decode_kv_len(0) + (segs[0][0] - 1) / 2
     assert segs[-1][1] == m.shape.final_kv_len - (segs[-1][0] - 1) / 2  # the last forward attends final_kv_len
+    sizes = [n for n, _ in segs]
+    assert max(sizes) - min(sizes) <= 1
+    for (n0, kv0), (n1, kv1) in zip(segs, segs[1:], strict=False):  # consecutive groups, no gap, no overlap
+        assert kv1 - kv0 == (n0 + n1) / 2
     mean = sum(n * kv for n, kv in segs) / m.shape.decode_forwards
     assert mean == pytest.approx(m.decode_mean_kv_len, rel=1e-12)
     few = _model("base", 1, 4)  # fewer forwards than segments: one per forward
@@ -42,6 +46,15 @@ def test_segments_partition_the_forwards_at_their_mean_kv() -> None:
     assert _model("base", 1, 1).decode_segments() == []
     with pytest.raises(ValueError, match="segments must be >= 1"):
         m.decode_segments(0)
+
+
+def test_pass_blocks_refuse_segments_that_are_not_the_forwards() -> None:
+    from llm_perf_opt.analytic.timeline_model import PassBlocks
+
+    with pytest.raises(ValueError, match="decode segments hold 3 forwards, the pass 4"):
+        PassBlocks({Stage.DECODE.value: []}, 4, (([], 3),))
+    with pytest.raises(ValueError, match="no decode stage"):
+        PassBlocks({}, 3, (([], 3),))
 
 
 def test_segment_work_sums_to_the_mean_step_times_the_forwards() -> None:

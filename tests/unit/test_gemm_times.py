@@ -87,6 +87,23 @@ def test_lookup_exact_then_nearest_rate_of_the_same_kind_and_alignment() -> None
     assert gemm_time(times, f"linear@1x{math.ceil(far)}x1024x1024") is None  # too far to lend its rate
 
 
+def test_lookups_keep_their_answers_per_mapping_and_follow_a_changed_one() -> None:
+    times = {"linear@1x256x1024x1024": 4e-6, "bmm_nt@16x257x257x64": 12e-6, "rope@4x200x10x10x128": 40e-6,
+             "rope@4x400x10x10x128": 60e-6, "not a key": 1.0}
+    asks = ["linear@1x300x1024x1024", "bmm_nt@16x255x255x64", "rope@4x300x10x10x128", "bmm_nn@16x257x64x257"]
+    fresh = [gemm_time(dict(times), k) for k in asks]  # a new mapping each time: parsed anew
+    assert fresh == [pytest.approx(4e-6 * 300 / 256), pytest.approx(12e-6 * 255 * 255 / (257 * 257)),
+                     pytest.approx(50e-6), None]
+    assert [gemm_time(times, k) for k in asks] == fresh == [gemm_time(times, k) for k in asks]  # asked twice
+    twin = dict(times)  # equal contents, another mapping: the same answers
+    assert [gemm_time(twin, k) for k in asks] == fresh
+    times["linear@1x256x1024x1024"] = 8e-6  # changed in place, same size: answers follow the new value
+    assert gemm_time(times, asks[0]) == pytest.approx(8e-6 * 300 / 256)
+    times["bmm_nn@16x259x64x259"] = 7e-6  # a new kind timed: the kind never measured now has a rate
+    assert gemm_time(times, asks[3]) == pytest.approx(7e-6 * 257 * 257 / (259 * 259))
+    assert gemm_time(twin, asks[0]) == fresh[0]  # the twin is not changed by the other's edits
+
+
 def test_experts_calls_are_interpolated_in_the_token_count() -> None:
     def key(t: int, e: int = 64) -> str:
         return gemm_key("experts_grouped_mm", e, 6, t, 1280, 896)

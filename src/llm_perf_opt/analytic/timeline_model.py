@@ -130,6 +130,12 @@ class PassBlocks:
     decode_forwards: int
     decode_segments: tuple[tuple[list[WorkBlock], int], ...] = ()
 
+    def __attrs_post_init__(self) -> None:
+        held = sum(n for _, n in self.decode_segments)
+        if self.decode_segments and (held != self.decode_forwards or Stage.DECODE.value not in self.stages):
+            raise ValueError(f"decode segments hold {held} forwards, the pass {self.decode_forwards} "
+                             f"(and {'a' if Stage.DECODE.value in self.stages else 'no'} decode stage)")
+
 
 @define(kw_only=True, frozen=True)
 class PassTimeline:
@@ -285,8 +291,6 @@ def pass_blocks(stages: Mapping[Stage, BaseLayer], decode_forwards: int, peaks: 
 
     out = {st.value: blocks(stages[st], st) for st in Stage if st in stages}
     segs = tuple((blocks(tree, Stage.DECODE), n) for tree, n in decode_segments) if Stage.DECODE in stages else ()
-    if segs and sum(n for _, n in segs) != max(0, decode_forwards):
-        raise ValueError(f"decode segments hold {sum(n for _, n in segs)} forwards, the pass {decode_forwards}")
     return PassBlocks(out, max(0, decode_forwards), segs)
 
 

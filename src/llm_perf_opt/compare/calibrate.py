@@ -373,12 +373,14 @@ def _fit_host_side(fit_runs: Sequence[tuple[MeasuredRun, Predictions]],
 
 
 def _stage_device_ms(blocks: list[tuple[PassBlocks, float]]) -> dict[str, float]:
-    """Stage -> modelled device ms per pass of a run's blocks (decode: every forward)."""
+    """Stage -> modelled device ms per pass of a run's blocks (decode: every forward, by its segments where
+    the blocks hold them, as the timeline runs it)."""
     out: dict[str, float] = {}
     for b, f in blocks:
         for stage, seq in b.stages.items():
-            n = b.decode_forwards if stage == Stage.DECODE.value else 1
-            out[stage] = out.get(stage, 0.0) + sum(x.device_s for x in seq) * n * 1e3 * f
+            runs = (b.decode_segments if stage == Stage.DECODE.value and b.decode_segments
+                    else ((seq, b.decode_forwards if stage == Stage.DECODE.value else 1),))
+            out[stage] = out.get(stage, 0.0) + sum(sum(x.device_s for x in s) * n for s, n in runs) * 1e3 * f
     return out
 
 

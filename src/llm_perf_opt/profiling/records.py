@@ -59,8 +59,10 @@ class PassRecord:
                                         "the pass"})
 
     device_allocs: int | None = field(
-        default=None, metadata={"help": "cudaMalloc calls of the caching allocator during the pass (its "
-                                        "num_device_alloc counter; None off CUDA)"})
+        default=None, metadata={"help": "cudaMalloc calls of the caching allocator during the pass, preprocessing "
+                                        "to the end of decode (its num_device_alloc counter; None off CUDA)"})
+    decode_device_allocs: int | None = field(
+        default=None, metadata={"help": "the same over the decode stage alone"})
     device_frees: int | None = field(
         default=None, metadata={"help": "cudaFree calls of the caching allocator during the pass (num_device_free)"})
     alloc_retries: int | None = field(

@@ -175,11 +175,11 @@ class ModelSession:
         notify = on_stage or (lambda _name: None)
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-        alloc_before = allocator_counts(self.device)
         probe = host_probe_us(self.device) if probes else None
         module_probe = self.module_probe.probe() if probes else None
         notify("preprocess")
         host_sync(self.device)
+        alloc_before = allocator_counts(self.device)  # host-side counters: the probes' allocations stay out
         t_start = time.perf_counter()
         images, load_ms, pre_ms = self.preprocess(pages)
         batch = build_prompt([im.layout for im in images], s.prompt, tokenizer=self.tokenizer)
@@ -190,6 +190,7 @@ class ModelSession:
         notify(Stage.PREFILL.value)
         state = prefill(self.model, batch, images, scope=recorder.scope)
         notify(Stage.DECODE.value)
+        alloc_decode = allocator_counts(self.device)
         with recorder.scope(Stage.DECODE.value):
             for i in range(n_new):
                 state = decode_step(self.model, state, scope=recorder.scope,
@@ -197,6 +198,7 @@ class ModelSession:
                                     forward=i < n_new - 1)
                 if not s.fixed_length and bool(state.finished.all()):
                     break
+        alloc_after = allocator_counts(self.device)
         host_sync(self.device)
         t_end = time.perf_counter()
         # the same probes again, outside the timed pass: with those before it they bracket the host's speed
@@ -209,7 +211,8 @@ class ModelSession:
         forwards = max(0, state.step - 1)
         peak = int(torch.cuda.max_memory_allocated(self.device)) if self.device.type == "cuda" else None
         reserved = int(torch.cuda.max_memory_reserved(self.device)) if self.device.type == "cuda" else None
-        alloc = {k: v - alloc_before[k] for k, v in allocator_counts(self.device).items() if k in alloc_before}
+        alloc = {k: v - alloc_before[k] for k, v in alloc_after.items() if k in alloc_before}
+        decode_allocs = alloc_after.get("num_device_alloc", 0) - alloc_decode.get("num_device_alloc", 0)
         return PassRecord(
             pass_index=0, batch_index=0, repeat_index=0, image_indices=[], image_names=[p.name for p in pages],
             load_ms=load_ms, preprocess_ms=pre_ms, stage_ms=stage_ms, decode_step_ms=steps,
@@ -223,5 +226,6 @@ class ModelSession:
             host_module_probe_us=module_probe, host_probe_after_us=probe_after,
             host_module_probe_after_us=module_probe_after, device_allocs=alloc.get("num_device_alloc"),
             device_frees=alloc.get("num_device_free"), alloc_retries=alloc.get("num_alloc_retries"),
+            decode_device_allocs=decode_allocs if "num_device_alloc" in alloc else None,
             peak_reserved_bytes=reserved,
         )

@@ -84,14 +84,13 @@ def allocator_line(records: Sequence[PassRecord]) -> str | None:
     if not rec:
         return None
     def per(field: str) -> str:
-        return fmt(sum(getattr(r, field) or 0 for r in rec) / len(rec), 1)
+        vals = [getattr(r, field) for r in rec if getattr(r, field) is not None]
+        return fmt(sum(vals) / len(vals), 1) if vals else "-"
 
     reserved = max((r.peak_reserved_bytes or 0 for r in rec), default=0)
-    return (f"- Caching allocator per pass: {per('device_allocs')} cudaMalloc, "
-            f"{per('device_frees')} cudaFree, {per('alloc_retries')} "
-            f"retries after a failed allocation (each empties the cache with a device sync); peak reserved "
-            f"{fmt(reserved / 2**30)} GiB. A decode that grows its KV cache by concatenation allocates anew as "
-            "the context grows.")
+    return (f"- Caching allocator per pass: {per('device_allocs')} cudaMalloc ({per('decode_device_allocs')} "
+            f"in the decode), {per('device_frees')} cudaFree, {per('alloc_retries')} retries after a failed "
+            f"allocation (each empties the cache with a device sync); peak reserved {fmt(reserved / 2**30)} GiB.")
 
 
 def host_probe_line(records: Sequence[PassRecord]) -> str:
