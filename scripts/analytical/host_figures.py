@@ -654,21 +654,14 @@ def steps(runs: Sequence[Path], cal_path: Path, config: str, window: int = 64) -
     1,000 positions (measured: least squares over every forward; model: through the two windows). With the
     caching allocator's counters recorded (passes.jsonl), also its cudaMalloc calls in the decode per forward."""
     from llm_perf_opt.analytic.model import AnalyticModel
-    from llm_perf_opt.analytic.roofline import RooflinePeaks
     from llm_perf_opt.analytic.timeline_model import simulate_pass
     from llm_perf_opt.compare.fit import line_fit
     from llm_perf_opt.compare.runs import run_workloads
-    from llm_perf_opt.hardware import effective_peaks, load_catalog
-    from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
-    from llm_perf_opt.vocab import Stage, parse_dtype
+    from llm_perf_opt.vocab import Stage
 
     if window < 1:
         raise UserError(f"--window {window}: must be >= 1")
-    cal = load_calibration(cal_path)
-    if not cal.timeline:
-        raise UserError(f"{cal_path}: not a timeline calibration (calibrate --time-model timeline or --prior)")
-    peaks = RooflinePeaks.from_effective(effective_peaks(load_catalog().get(cal.gpu_key)), parse_dtype(cal.dtype))
-    cfg = DeepseekOCRConfig.named(config)
+    cal, peaks, cfg = _timeline_setup(cal_path, config)
     lines = [f"{'run':<42} {'fwd':>5} {'kv':>11} {'measured ms first/last':>22} {'growth':>7} {'ms/1k':>6} "
              f"{'model ms first/last':>19} {'growth':>7} {'ms/1k':>6} {'mallocs/fwd':>11}"]
     for d in runs:
@@ -707,6 +700,21 @@ def steps(runs: Sequence[Path], cal_path: Path, config: str, window: int = 64) -
     return lines
 
 
+def _timeline_setup(cal_path: Path, config: str) -> tuple[Any, Any, Any]:
+    """(timeline calibration, its GPU's catalogue peaks at its dtype, model config ``config``); UserError for
+    a calibration that is not a timeline one."""
+    from llm_perf_opt.analytic.roofline import RooflinePeaks
+    from llm_perf_opt.hardware import effective_peaks, load_catalog
+    from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
+    from llm_perf_opt.vocab import parse_dtype
+
+    cal = load_calibration(cal_path)
+    if not cal.timeline:
+        raise UserError(f"{cal_path}: not a timeline calibration (calibrate --time-model timeline or --prior)")
+    peaks = RooflinePeaks.from_effective(effective_peaks(load_catalog().get(cal.gpu_key)), parse_dtype(cal.dtype))
+    return cal, peaks, DeepseekOCRConfig.named(config)
+
+
 def _decode_ms(model: Any, peaks: Any, cal: Any, segs: Any) -> float:
     """The timeline model's decode stage in ms: the mean step, or ``segs`` (step, forwards) groups."""
     from llm_perf_opt.analytic.timeline_model import simulate_pass
@@ -722,20 +730,13 @@ def segments(cal_path: Path, modes: Sequence[str], batches: Sequence[int], token
     ``ngram``): the timeline model's decode with every forward at its own KV length, and the error against
     it of the mean step alone and of each number of ``groups`` of forwards (AnalyticModel.decode_segments)."""
     from llm_perf_opt.analytic.model import AnalyticModel
-    from llm_perf_opt.analytic.roofline import RooflinePeaks
     from llm_perf_opt.analytic.timeline_model import simulate_pass
     from llm_perf_opt.analytic.workloads import get_profile, with_overrides
-    from llm_perf_opt.hardware import effective_peaks, load_catalog
-    from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
-    from llm_perf_opt.vocab import Stage, parse_dtype
+    from llm_perf_opt.vocab import Stage
 
     if tokens < 2 or ngram < 0 or any(b < 1 for b in batches) or any(g < 1 for g in groups):
         raise UserError("segments: --tokens must be >= 2, --ngram >= 0, --batches and --groups >= 1")
-    cal = load_calibration(cal_path)
-    if not cal.timeline:
-        raise UserError(f"{cal_path}: not a timeline calibration (calibrate --time-model timeline or --prior)")
-    peaks = RooflinePeaks.from_effective(effective_peaks(load_catalog().get(cal.gpu_key)), parse_dtype(cal.dtype))
-    cfg = DeepseekOCRConfig.named(config)
+    cal, peaks, cfg = _timeline_setup(cal_path, config)
     lines = [f"{'mode':<7} {'batch':>5} {'every fwd ms':>12} {'ms/token first-last':>20} {'mean step':>9} "
              + " ".join(f"{f'{g} groups':>9}" for g in groups)]
     worst = dict.fromkeys(groups, 0.0)
