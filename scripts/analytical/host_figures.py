@@ -373,6 +373,8 @@ def device(path: Path, cal_path: Path, workloads: Sequence[str] | None, config: 
         if key not in data:
             raise UserError(f"{path}: no workload {key!r} (has {', '.join(data)})")
         model = _census_pages(key, config, **census_pass)
+        # device time only, per forward: the mean step's (device work is linear in the KV length, and the
+        # census's few forwards span a few positions), no groups of forwards needed
         blocks = pass_blocks(model.stages, model.shape.decode_forwards, peaks, cal,
                              kernel_floor_s=cal.kernel_floor_s, device_scale=cal.stage_device_scale,
                              call_gap_s=cal.kernel_gap_s)
