@@ -668,7 +668,13 @@ def steps(runs: Sequence[Path], cal_path: Path, config: str, window: int = 64) -
              f"{'model ms first/last':>19} {'growth':>7} {'ms/1k':>6} {'mallocs/fwd':>11}"]
     for d in runs:
         rows = [r for r in _passes(d) if r.get("decode_forwards") and isinstance(r.get("decode_step_ms"), list)]
-        seqs = [[float(x) for x in r["decode_step_ms"][: int(r["decode_forwards"])]] for r in rows]
+        try:
+            seqs = [[float(x) for x in r["decode_step_ms"][: int(r["decode_forwards"])]] for r in rows]
+            allocs = [float(r["decode_device_allocs"]) / int(r["decode_forwards"]) for r in rows
+                      if r.get("decode_device_allocs") is not None]
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"{d}: passes.jsonl: decode_step_ms, decode_forwards or decode_device_allocs is not "
+                            f"numbers ({exc})") from None
         forwards = min((len(x) for x in seqs), default=0)
         if forwards < 2:
             raise UserError(f"{d}: no pass with per-step decode times over 2 or more forwards (passes.jsonl)")
@@ -691,8 +697,6 @@ def steps(runs: Sequence[Path], cal_path: Path, config: str, window: int = 64) -
                            for j in (first_j, last_j))
         slope = line_fit(kv, med)[1] * 1e3
         p_slope = (p_last - p_first) / (last_j - first_j) * 1e3 if last_j > first_j else 0.0
-        allocs = [r["decode_device_allocs"] / r["decode_forwards"] for r in rows
-                  if r.get("decode_device_allocs") is not None]
         alloc_cell = f"{statistics.fmean(allocs):11.2f}" if allocs else f"{'-':>11}"
         lines.append(f"{d.name[-42:]:<42} {forwards:>5} {kv[0]:>5}-{kv[-1]:<5} {m_first:>10.2f} / {m_last:<9.2f} "
                      f"{m_last / m_first - 1:>+7.1%} {slope:>6.2f} {p_first:>8.2f} / {p_last:<8.2f} "

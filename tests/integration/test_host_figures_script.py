@@ -615,6 +615,9 @@ def test_steps_puts_the_decode_step_against_kv_next_to_the_model(tmp_path: Path,
     (run / "torch_profiler" / "passes.jsonl").write_text(json.dumps({**rows[0], "decode_step_ms": []}) + "\n")
     assert _script().main(["steps", str(run), "--calibration", str(cal)]) == 2
     assert "no pass with per-step decode times" in capsys.readouterr().err
+    (run / "torch_profiler" / "passes.jsonl").write_text(json.dumps({**rows[0], "decode_step_ms": ["x"] * 64}) + "\n")
+    assert _script().main(["steps", str(run), "--calibration", str(cal)]) == 2
+    assert "decode_step_ms, decode_forwards or decode_device_allocs is not numbers" in capsys.readouterr().err
     additive = ROOT / "reports" / "compare" / "compare-h200" / "calibration-h200.json"
     assert _script().main(["steps", str(RUNS / run.name), "--calibration", str(additive)]) == 2
     assert "not a timeline calibration" in capsys.readouterr().err

@@ -15,8 +15,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from llm_perf_opt.analytic.model import NGRAM_BAN_ROW_LAUNCHES
 from llm_perf_opt.errors import UserError
-from llm_perf_opt.vocab import EXPERTS_IMPLEMENTATIONS
+from llm_perf_opt.vocab import DEFAULT_NO_REPEAT_NGRAM, EXPERTS_IMPLEMENTATIONS
 
 DEFAULT_OUTPUT_ROOT = Path("tmp") / "profile-output"
 
@@ -67,9 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override the MoE experts implementation modelled (grouped_mm: transformers' default "
                              "and the profiler's; batched_mm; eager: per-expert loop). Changes bytes and launches")
     parser.add_argument("--no-repeat-ngram-size", type=int, default=None, metavar="N",
-                        help="override the n-gram ban of greedy decoding modelled (default 20, the reference's and the "
-                             "profiler's; 0: off). The ban adds 7 launches per page and token to the decode step "
-                             "(analytic.model.NGRAM_BAN_ROW_LAUNCHES)")
+                        help=f"override the n-gram ban of greedy decoding modelled (default {DEFAULT_NO_REPEAT_NGRAM}, "
+                             f"the reference's and the profiler's; 0: off). The ban adds {NGRAM_BAN_ROW_LAUNCHES:g} "
+                             "launches per page and token to the decode step (analytic.model.NGRAM_BAN_ROW_LAUNCHES)")
     parser.add_argument("--gpu", default=None,
                         help=f"GPU catalogue key or alias (default {DEFAULT_GPU}; `llm-perf-opt hw list` shows them)")
     parser.add_argument("--ceilings", type=Path, default=None,

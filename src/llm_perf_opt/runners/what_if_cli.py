@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from llm_perf_opt.analytic.calibration import load_calibration
+from llm_perf_opt.analytic.model import NGRAM_BAN_ROW_LAUNCHES
 from llm_perf_opt.cli import run_guarded
 from llm_perf_opt.compare.analytic import load_analytic_report
 from llm_perf_opt.compare.whatif import (
@@ -27,7 +28,7 @@ from llm_perf_opt.compare.whatif import (
 )
 from llm_perf_opt.errors import UserError
 from llm_perf_opt.hardware.catalog import load_catalog
-from llm_perf_opt.vocab import Stage
+from llm_perf_opt.vocab import DEFAULT_NO_REPEAT_NGRAM, Stage
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -90,9 +91,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="decode steps per page")
     parser.add_argument("--batch-size", nargs="+", type=int, default=None, metavar="N", help="pages per pass")
     parser.add_argument("--no-repeat-ngram-size", nargs="+", type=int, default=None, metavar="N",
-                        help="greedy decoding's n-gram ban (20: the reference's and the profiler's default; 0: off); "
-                             "the ban adds 7 launches per page and token to the decode step "
-                             "(analytic.model.NGRAM_BAN_ROW_LAUNCHES)")
+                        help=f"greedy decoding's n-gram ban ({DEFAULT_NO_REPEAT_NGRAM}: the reference's and the "
+                             f"profiler's default; 0: off); the ban adds {NGRAM_BAN_ROW_LAUNCHES:g} launches per page "
+                             "and token to the decode step (analytic.model.NGRAM_BAN_ROW_LAUNCHES)")
     parser.add_argument("--calibration", type=Path, default=None, metavar="FILE",
                         help="calibration JSON (llm-perf-opt calibrate) used by calibrated scenarios")
     parser.add_argument("--calibrated", choices=("off", "on", "both"), default=None,
