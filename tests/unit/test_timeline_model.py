@@ -289,3 +289,54 @@ def test_a_host_cost_the_device_hides_is_reported_as_weakly_fitted() -> None:
     host, unidentified = fit_host_terms([(measured, [(bound, 1.0)], 1.0)])
     assert host[SAM] == pytest.approx(20e-6, rel=1e-3)
     assert not [u for u in unidentified if WEAKLY in u]
+
+
+def _stepwise(blocks: PassBlocks, host: dict[str, float], sync: float, gap: float) -> dict[str, float]:
+    """The module doc's clocks run forward by forward (no steady-state shortcut): stage -> seconds."""
+    h = d = 0.0
+    out = {}
+    for stage in Stage:
+        seq = blocks.stages.get(stage.value)
+        if not seq:
+            continue
+        runs = (blocks.decode_segments if stage is Stage.DECODE and blocks.decode_segments
+                else ((seq, blocks.decode_forwards if stage is Stage.DECODE else 1),))
+        c = host[stage.value]
+        start = max(d, h)
+        for run_seq, repeats in runs:
+            for _ in range(repeats):
+                for b in run_seq:
+                    if b.syncs_before:
+                        h = max(h, d) + b.syncs_before * sync
+                    issue = (b.kernels - 0.7 * b.inner_kernels - b.host_discount + b.host_ops) * c
+                    first = (b.host_ops + 1.0) * c if b.kernels else issue
+                    d = max(max(d, h + first) + b.device_s + b.kernels * gap, h + issue)
+                    h += issue
+        out[stage.value] = max(d, h) - start
+    return out
+
+
+def test_repeated_forwards_as_one_clock_map_give_the_stepwise_result() -> None:
+    import random
+
+    rng = random.Random(7)
+
+    def forward(scale: float) -> list[WorkBlock]:
+        # host-bound and device-bound blocks, some after a sync, some in forwards with none (a device backlog
+        # that grows without bound), host-only ops, launches inside calls and bare calls
+        return [WorkBlock(rng.uniform(0, 2) * scale, rng.choice([0.0, 1.0, 3.0, 8.0]),
+                          syncs_before=rng.choice([0, 0, 0, 1, 2]), host_ops=rng.choice([0.0, 0.5]),
+                          inner_kernels=rng.choice([0.0, 1.0]), host_discount=rng.choice([0.0, 0.2]))
+                for _ in range(rng.randint(1, 6))]
+
+    for _ in range(60):
+        # decode groups whose device time grows past the host's (a decode that turns device-bound part way)
+        segs = tuple((forward(1.0 + 0.5 * i), rng.randint(1, 700)) for i in range(4))
+        n = sum(k for _, k in segs)
+        blocks = PassBlocks({SAM: forward(1.0), DEC: segs[0][0]}, n, segs)
+        host, sync, gap = _host(decode=rng.uniform(0.1, 1.0)), rng.uniform(0, 2), rng.uniform(0, 0.1)
+        got = run_timeline(blocks, host, sync, gap).stage_s
+        want = _stepwise(blocks, host, sync, gap)
+        assert got.keys() == want.keys()
+        for st, s in want.items():
+            assert got[st] == pytest.approx(s, rel=1e-9), st

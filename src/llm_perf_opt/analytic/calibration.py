@@ -220,6 +220,12 @@ class FitSummary:
                                                             "ones it constrained only weakly ('NAME weakly: why')"})
 
 
+#: per Calibration (by identity, the instance held so its id stays its own): GEMM key -> gemm_time's
+#: answer. A calibration is frozen and its GEMM table is read as fixed: lookups then skip the per-lookup
+#: check that hardware.gemms makes for a mapping that may change in place.
+_GEMM_ANSWERS: dict[int, tuple[Calibration, dict[str, float | None]]] = {}
+
+
 @define(kw_only=True, frozen=True)
 class Calibration:
     """Fitted roofline efficiencies for one GPU and software stack (an :class:`EfficiencyModel`).
@@ -348,7 +354,17 @@ class Calibration:
     def gemm_time_s(self, key: str) -> float | None:
         """Measured device seconds per call of GEMM ``key`` (nearest measured shape's rate when not measured;
         None when no GEMM of its kind and alignment was)."""
-        return gemm_time(self.gemm_times_s, key) if self.gemm_times_s else None
+        if not self.gemm_times_s:
+            return None
+        held = _GEMM_ANSWERS.get(id(self))
+        if held is None or held[0] is not self:
+            if len(_GEMM_ANSWERS) >= 32:
+                _GEMM_ANSWERS.clear()
+            held = _GEMM_ANSWERS[id(self)] = (self, {})
+        answers = held[1]
+        if key not in answers:
+            answers[key] = gemm_time(self.gemm_times_s, key)
+        return answers[key]
 
     @property
     def timeline(self) -> bool:

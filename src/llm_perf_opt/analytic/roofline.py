@@ -86,8 +86,8 @@ def _split(vec: list[float], cat: OperatorCategory, peaks: RooflinePeaks,
     """(compute_s / ce, memory_s / be, launch_s) of one category vector."""
     compute = vec[TC] / peaks.tensor_core_flops_per_s + vec[CC] / peaks.cuda_core_flops_per_s
     memory = vec[IO] / peaks.memory_bytes_per_s
-    c = compute / eff.compute_efficiency(cat.value) if compute else 0.0
-    m = memory / eff.bandwidth_efficiency(cat.value) if memory else 0.0
+    c = compute / eff.compute_efficiency(cat) if compute else 0.0
+    m = memory / eff.bandwidth_efficiency(cat) if memory else 0.0
     return c, m, vec[LAUNCH] * eff.launch_overhead_s
 
 

@@ -190,7 +190,7 @@ def _own_device_s(layer: BaseLayer, peaks: Rates, eff: EfficiencyModel, floor_s:
         io = rest[IO]
         for key, nbytes in layer.pattern_io.get(cat, {}).items():
             io += nbytes * (1.0 / pattern_ratio_of(eff, key) - 1.0)
-        t += _roofline_s(cat.value, rest, peaks, eff, max(0.0, io), floor_s)
+        t += _roofline_s(cat, rest, peaks, eff, max(0.0, io), floor_s)
     return t
 
 
@@ -285,13 +285,69 @@ def pass_blocks(stages: Mapping[Stage, BaseLayer], decode_forwards: int, peaks: 
 
     def blocks(tree: BaseLayer, st: Stage) -> list[WorkBlock]:
         f = scale.get(st.value, 1.0)
-        return [evolve(b, device_s=b.device_s * f)
-                for b in stage_blocks(tree, peaks, efficiency_for_stage(eff, st.value),
-                                      kernel_floor_s=kernel_floor_s, call_gap_s=call_gap_s)]
+        out = stage_blocks(tree, peaks, efficiency_for_stage(eff, st.value), kernel_floor_s=kernel_floor_s,
+                           call_gap_s=call_gap_s)
+        return out if f == 1.0 else [evolve(b, device_s=b.device_s * f) for b in out]
 
     out = {st.value: blocks(stages[st], st) for st in Stage if st in stages}
     segs = tuple((blocks(tree, Stage.DECODE), n) for tree, n in decode_segments) if Stage.DECODE in stages else ()
     return PassBlocks(out, max(0, decode_forwards), segs)
+
+
+def _issue_terms(seq: Sequence[WorkBlock], c: float, gap: float) -> list[tuple[int, float, float, float]]:
+    """Per block (syncs before it, host seconds to issue it, host seconds until its first kernel reaches the
+    device, device seconds incl. the gaps) at ``c`` host seconds per op and ``gap`` device seconds per kernel."""
+    out = []
+    for b in seq:
+        issue = b.host_ops_issued() * c
+        # the first kernel reaches the device after the host-only ops and one launch
+        first = (b.host_ops + 1.0) * c if b.kernels else issue
+        out.append((b.syncs_before, issue, first, b.device_s + b.kernels * gap))
+    return out
+
+
+#: A max-plus map of the clocks: ((hh, hd), (dh, dd)) sends (h, d) to (max(h + hh, d + hd), max(h + dh, d + dd))
+ClockMap = tuple[tuple[float, float], tuple[float, float]]
+_NONE = float("-inf")
+
+
+def _clock_map(terms: Sequence[tuple[int, float, float, float]], sync: float) -> ClockMap:
+    """The map of issuing ``terms`` (:func:`_issue_terms`) once. Every update of the module doc is a max
+    of the two clocks plus constants, so a sequence of them is one such map; each clock is tracked as its
+    offsets from the starting h and d."""
+    h = (0.0, _NONE)
+    d = (_NONE, 0.0)
+    for syncs, issue, first, dev in terms:
+        if syncs:
+            wait = syncs * sync
+            h = (max(h[0], d[0]) + wait, max(h[1], d[1]) + wait)
+        d = (max(max(d[0], h[0] + first) + dev, h[0] + issue), max(max(d[1], h[1] + first) + dev, h[1] + issue))
+        h = (h[0] + issue, h[1] + issue)
+    return h, d
+
+
+def _then(a: ClockMap, b: ClockMap) -> ClockMap:
+    """The map of ``a`` followed by ``b`` (a max-plus matrix product)."""
+    return ((max(b[0][0] + a[0][0], b[0][1] + a[1][0]), max(b[0][0] + a[0][1], b[0][1] + a[1][1])),
+            (max(b[1][0] + a[0][0], b[1][1] + a[1][0]), max(b[1][0] + a[0][1], b[1][1] + a[1][1])))
+
+
+def _run_repeats(terms: Sequence[tuple[int, float, float, float]], repeats: int, h: float, d: float,
+                 sync: float) -> tuple[float, float]:
+    """The clocks after ``repeats`` runs of ``terms`` from ``h``, ``d``: the map of one run raised to the
+    ``repeats``-th power by squaring (a 1,023-forward decode costs 10 squarings, not 1,023 runs)."""
+    if repeats <= 0:
+        return h, d
+    step = _clock_map(terms, sync)
+    total: ClockMap = ((0.0, _NONE), (_NONE, 0.0))  # the identity
+    n = repeats
+    while n:
+        if n & 1:
+            total = _then(total, step)
+        n >>= 1
+        if n:
+            step = _then(step, step)
+    return max(h + total[0][0], d + total[0][1]), max(h + total[1][0], d + total[1][1])
 
 
 def run_timeline(blocks: PassBlocks, host_s_per_kernel: Mapping[str, float], sync_s: float | Mapping[str, float],
@@ -319,15 +375,7 @@ def run_timeline(blocks: PassBlocks, host_s_per_kernel: Mapping[str, float], syn
         if first_start is None:
             first_start = start
         for run_seq, repeats in runs:
-            for _ in range(repeats):
-                for b in run_seq:
-                    if b.syncs_before:
-                        h = max(h, d) + b.syncs_before * sync
-                    issue = b.host_ops_issued() * c
-                    # the first kernel reaches the device after the host-only ops and one launch
-                    first = (b.host_ops + 1.0) * c if b.kernels else issue
-                    d = max(max(d, h + first) + b.device_s + b.kernels * gap, h + issue)
-                    h += issue
+            h, d = _run_repeats(_issue_terms(run_seq, c, gap), repeats, h, d, sync)
         end = max(d, h)
         stage_s[stage.value] = end - start
     dec = stage_s.get(Stage.DECODE.value, 0.0)

@@ -47,6 +47,7 @@ was not measured (calls timed whole: interpolated in T between timed token count
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 from collections.abc import Callable, Iterable, Mapping
@@ -98,9 +99,10 @@ def gemm_key(kind: str, *dims: int) -> str:
     return f"{kind}@" + "x".join(str(int(d)) for d in dims)
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def split_gemm_key(key: str) -> tuple[str, Dims]:
     """(kind, dims) of a key: (B, M, N, K), or the dims of a call kind (CALL_KINDS); UserError when it is
-    not one."""
+    not one (answers kept: the layers tag the same shapes in every tree they build)."""
     kind, _, shape = key.partition("@")
     parts = shape.split("x")
     if kind not in GEMM_KINDS or len(parts) != KIND_DIMS[kind] or not all(p.isdigit() and int(p) > 0
@@ -120,6 +122,7 @@ def is_gemm_key(key: str) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def gemm_flops(key: str) -> float:
     """Tensor-core FLOPs per call: 2 * B * M * N * K; experts: 6 * T * k * H * I (gate-up and down
     products of each pair); router: 2 * T * H * E (its fp32 GEMM); rope: 0."""
