@@ -86,3 +86,23 @@ def test_bad_report_through_a_real_subcommand(tmp_path: Path, capsys: pytest.Cap
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith(f"llm-perf-opt: error: {path}: ") and expected in err, err
+
+
+def test_the_cpu_only_commands_run_without_torch_or_transformers(tmp_path: Path) -> None:
+    # analyze (analytic), compare, calibrate and what-if are arithmetic on reports: a fresh interpreter that
+    # imports their runners and runs an analysis must not load torch or transformers (seconds per command)
+    code = (
+        "import sys\n"
+        "import llm_perf_opt.runners.compare_cli, llm_perf_opt.runners.calibrate_cli\n"
+        "import llm_perf_opt.runners.what_if_cli\n"
+        "from llm_perf_opt.runners import dsocr_analyzer_main\n"
+        f"rc = dsocr_analyzer_main.main(['--device', 'none', '--workload-profile-id', 'dsocr-small-v1', "
+        f"'--gpu', 'h100-sxm', '--output-dir', {str(tmp_path)!r}])\n"
+        "assert rc == 0, rc\n"
+        "loaded = [m for m in ('torch', 'transformers') if m in sys.modules]\n"
+        "assert not loaded, loaded\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(Path(llm_perf_opt.__file__).parents[1]))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "static_analysis" / "analytic_model" / "report.json").is_file()

@@ -13,13 +13,15 @@ import re
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from attrs import define, field
 
 from llm_perf_opt.errors import UserError
 from llm_perf_opt.models.deepseek_ocr.modes import TokenLayout
+
+if TYPE_CHECKING:  # torch loads where a batch is built: the analytic model counts tokens without it
+    import torch
 
 IMAGE_TAG = "<image>"
 #: Built-in prompts of the reference implementation (FACTS.md, "Inference defaults").
@@ -95,6 +97,8 @@ def build_prompt(layouts: Sequence[TokenLayout], prompt_text: str = DEFAULT_PROM
 
     ``tokenizer``: None (synthetic), a tokenizer object with ``encode``, or a model-folder path.
     """
+    import torch
+
     if prompt_text.count(IMAGE_TAG) != 1:
         raise UserError(f"prompt must contain exactly one {IMAGE_TAG} tag: {prompt_text!r}")
     if not layouts:
