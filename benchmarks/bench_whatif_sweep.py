@@ -6,7 +6,10 @@ Starts from the analytic report of the standard workload (dsocr-standard-v1: Gun
 5 GPUs x 5 modes x 5 batch sizes x 8 output lengths = 1,000 scenarios, every
 one a distinct analysis (nothing cached across scenarios).
 
-    PYTHONPATH=src python benchmarks/bench_whatif_sweep.py [--out DIR] [--calibration CAL]
+    PYTHONPATH=src python benchmarks/bench_whatif_sweep.py [--out DIR] [--calibration CAL] [--jobs N]
+
+With ``--jobs N`` (N > 1) the uncalibrated sweep runs again over N processes (run_what_if(jobs=N)) and the
+two times are printed side by side, with a check that the rows are the same.
 
 With ``--calibration`` (a timeline calibration, e.g. calibrate --prior) it then times a calibrated sweep on
 the calibration's GPU: 5 modes x 5 batch sizes x 8 output lengths = 200 scenarios through the host/device
@@ -16,6 +19,7 @@ timeline model, whose decode runs as 8 groups of forwards (AnalyticModel.decode_
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -43,6 +47,9 @@ def main() -> int:
     parser.add_argument("--calibration", type=Path, default=None, metavar="CAL",
                         help="a timeline calibration (calibrate --prior or --time-model timeline): also time a "
                              "calibrated sweep (200 scenarios) on its GPU")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N",
+                        help="also run the uncalibrated sweep over N processes and print both times (default 1: "
+                             "one process only)")
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-whatif-"))
     catalog = load_catalog()
@@ -57,6 +64,13 @@ def main() -> int:
     elapsed = time.perf_counter() - t0
     print(f"what-if sweep: {len(rows)} scenarios in {elapsed:.2f} s ({elapsed / len(rows) * 1e3:.2f} ms per scenario, "
           f"report load and CSV write included) -> {csv_path}")
+    if args.jobs > 1:
+        t0 = time.perf_counter()
+        rows_n = run_what_if(load_analytic_report(report_path), scenarios, catalog=catalog, jobs=args.jobs)
+        par = time.perf_counter() - t0
+        print(f"what-if sweep over {args.jobs} processes: {len(rows_n)} scenarios in {par:.2f} s "
+              f"({elapsed / par:.2f}x the one-process time, {os.cpu_count()} CPU cores here; rows "
+              f"{'identical' if rows_n == rows else 'DIFFERENT'})")
     if args.calibration is not None:
         from llm_perf_opt.analytic.calibration import load_calibration
 

@@ -45,6 +45,30 @@ def run_guarded(func: Callable[[], int], prog: str) -> int:
         return 130
 
 
+class _NoBar:
+    """Stand-in when tqdm is not installed: the work goes on without a bar."""
+
+    def set_postfix_str(self, *_a: Any, **_k: Any) -> None:
+        return None
+
+    def update(self, *_a: Any) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+def progress_bar(total: int, enabled: bool | None, desc: str, unit: str) -> Any:
+    """A tqdm bar on stderr over ``total`` units (``enabled`` None: only on a terminal); a silent stand-in
+    without tqdm."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return _NoBar()
+    return tqdm(total=total, desc=desc, unit=unit, disable=(None if enabled is None else not enabled),
+                dynamic_ncols=True)
+
+
 def render_saved(path: Path, render: Callable[[dict[str, Any]], str]) -> str:
     """``render`` of the JSON object a measuring script wrote to ``path`` (its ``--from FILE``); UserError in one
     line naming the file when it cannot be read or is not such a file (render raises KeyError, TypeError,

@@ -291,7 +291,7 @@ def test_decode_alone_in_cuda_graphs(report: AnalyticModelReport, report_file: P
         rows = list(csv.DictReader(fh))
     assert [r["graph_stages"] for r in rows] == ["", "", "decode", free.graph_stages]
     payload = json.loads((out / "g.json").read_text())
-    assert payload["schema_version"] == "llm-perf-opt.what-if/4" and "graph_stages" in payload["columns"]
+    assert payload["schema_version"] == "llm-perf-opt.what-if/5" and "graph_stages" in payload["columns"]
     assert payload["scenarios"][2] == {"calibrated": True, "graph_stages": ["decode"]}
     with pytest.raises(SystemExit):
         what_if_cli.main(["--report", str(report_file), "--calibration", str(path), "--cuda-graphs", "vision"])
@@ -340,3 +340,57 @@ def test_host_probe_sweep_and_bad_input(report: AnalyticModelReport, report_file
     with pytest.raises(SystemExit):
         what_if_cli.main(["--report", str(report_file), "--calibration", str(cal_file), "--host-probe-us", "-1"])
     assert "must be a finite number >= 0" in capsys.readouterr().err
+
+
+def test_jobs_give_the_rows_of_one_process(report: AnalyticModelReport, report_file: Path, tmp_path: Path) -> None:
+    # 8 distinct analyses (and repeats of them) over 2 spawned processes: the same rows, in scenario order
+    scenarios = expand_sweep(gpus=["h100-sxm", "a100-sxm4-80gb"], batch_sizes=[1, 2], max_new_tokens=[4, 8],
+                             calibrated=[False]) * 2
+    seen: list[int] = []
+    serial = run_what_if(report, scenarios)
+    parallel = run_what_if(report, scenarios, jobs=2, on_row=lambda r: seen.append(r.scenario_id))
+    assert parallel == serial and [r.scenario_id for r in parallel] == list(range(16))
+    assert sorted(seen) == list(range(16))
+    with pytest.raises(WhatIfError, match="jobs must be >= 1"):
+        run_what_if(report, scenarios, jobs=0)
+    with pytest.raises(SystemExit):
+        what_if_cli.main(["--report", str(report_file), "--jobs", "-1", "--out", str(tmp_path)])
+
+
+def test_a_sweep_that_stops_keeps_the_rows_done(report_file: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from llm_perf_opt.compare import whatif
+
+    # a failing scenario (more positions than the model has) after two good ones: one line, rows kept
+    out = tmp_path / "fail"
+    assert what_if_cli.main(["--report", str(report_file), "--max-new-tokens", "4", "8", "100000", "--out", str(out),
+                             "--name", "s", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "exceeds" in err and "the 2 of 3 rows done are in" in err
+    data = json.loads((out / "s.json").read_text())
+    assert data["complete"] is False and len(data["scenarios"]) == 3
+    assert [r["max_new_tokens"] for r in data["rows"]] == [4, 8]
+    assert len((out / "s.csv").read_text().splitlines()) == 3
+    # Ctrl-C during the third analysis: exit 130, the two rows done written
+    real = whatif.default_analyzer()
+    calls: list[int] = []
+
+    def stops(*a):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*a)
+
+    monkeypatch.setattr(whatif, "default_analyzer", lambda: stops)
+    out = tmp_path / "int"
+    assert what_if_cli.main(["--report", str(report_file), "--batch-size", "1", "2", "3", "4", "--out", str(out),
+                             "--name", "s", "--quiet"]) == 130
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "interrupted" in err and "2 of 4 rows" in err
+    data = json.loads((out / "s.json").read_text())
+    assert data["complete"] is False and [r["batch_size"] for r in data["rows"]] == [1, 2]
+    # a whole sweep says so
+    monkeypatch.setattr(whatif, "default_analyzer", lambda: real)
+    assert what_if_cli.main(["--report", str(report_file), "--out", str(out), "--name", "w", "--quiet"]) == 0
+    assert json.loads((out / "w.json").read_text())["complete"] is True

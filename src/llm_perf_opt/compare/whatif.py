@@ -37,8 +37,9 @@ from llm_perf_opt.vocab import DType, Stage, parse_dtype
 #: Seconds per day (pages/day = pages/s x this).
 SECONDS_PER_DAY = 86_400
 #: Schema version of what-if JSON files (2: the host_probe_us column after calibrated; 3: the graph_stages
-#: column after it; 4: the no_repeat_ngram_size column after batch_size).
-WHATIF_SCHEMA = "llm-perf-opt.what-if/4"
+#: column after it; 4: the no_repeat_ngram_size column after batch_size; 5: the ``complete`` key, False for the
+#: rows done of an interrupted or failed sweep).
+WHATIF_SCHEMA = "llm-perf-opt.what-if/5"
 
 #: (base report, workload, gpu, efficiency or None) -> AnalyticModelReport of the workload on the gpu.
 Analyzer = Callable[[AnalyticModelReport, OCRWorkloadProfile, GpuSpec, "EfficiencyModel | None"], AnalyticModelReport]
@@ -267,38 +268,37 @@ def default_analyzer() -> Analyzer:
     return analyze
 
 
-def run_what_if(
-    report: AnalyticModelReport,
-    scenarios: Iterable[Scenario],
-    *,
-    calibration: Calibration | None = None,
-    catalog: GpuCatalog | None = None,
-    analyzer: Analyzer | None = None,
-) -> list[WhatIfRow]:
-    """One row per scenario. WhatIfError / UnknownGpuError (one line) on a bad scenario."""
-    from llm_perf_opt.compare.analyzer_bridge import check_uncalibrated
+class _Sweep:
+    """What one process needs to evaluate scenarios of a sweep (the parent's, or a worker's copy)."""
 
-    check_uncalibrated(report)
-    cat = catalog if catalog is not None else load_catalog()
-    analyze = analyzer if analyzer is not None else default_analyzer()
-    scenarios = list(scenarios)
-    for name in sorted({sc.gpu for sc in scenarios if sc.gpu is not None}):
-        cat.get(name)  # an unknown GPU anywhere in the sweep stops it before any work (one line)
-    hosts = _host_calibrations(calibration, [(sc.host_probe_us, sc.graph_stages or ()) for sc in scenarios
-                                             if sc.calibrated and (sc.host_probe_us is not None or sc.graph_stages)])
-    cache: dict[tuple[Any, ...], AnalyticModelReport] = {}
-    rows: list[WhatIfRow] = []
-    for i, sc in enumerate(scenarios):
-        gpu = cat.get(sc.gpu) if sc.gpu is not None else cat.get(report.gpu_key)
-        wl = scenario_workload(report, sc)
+    def __init__(self, report: AnalyticModelReport, scenarios: Sequence[Scenario], calibration: Calibration | None,
+                 catalog: GpuCatalog, analyzer: Analyzer | None) -> None:
+        self.report = report
+        self.scenarios = scenarios
+        self.calibration = calibration
+        self.catalog = catalog
+        self.analyze = analyzer if analyzer is not None else default_analyzer()
+        self.hosts = _host_calibrations(calibration, [(sc.host_probe_us, sc.graph_stages or ()) for sc in scenarios
+                                                      if sc.calibrated
+                                                      and (sc.host_probe_us is not None or sc.graph_stages)])
+        self.cache: dict[tuple[Any, ...], AnalyticModelReport] = {}
+
+    def plan(self, i: int) -> tuple[GpuSpec, OCRWorkloadProfile, Calibration | None, float | None, str | None,
+                                    tuple[Any, ...]]:
+        """(GPU, workload, efficiency, host probe, graph stages, analysis key) of scenario ``i``; WhatIfError
+        for one that cannot be evaluated (checked for every scenario before any analysis)."""
+        sc = self.scenarios[i]
+        gpu = self.catalog.get(sc.gpu) if sc.gpu is not None else self.catalog.get(self.report.gpu_key)
+        wl = scenario_workload(self.report, sc)
         eff: Calibration | None = None
         probe: float | None = None
         graphs: str | None = None
         if sc.calibrated:
+            calibration = self.calibration
             if calibration is None:
                 raise WhatIfError("what-if: a scenario asks for calibration but no --calibration file was given")
             check_applies(calibration, gpu.key)
-            eff = hosts.get((sc.host_probe_us, sc.graph_stages or ()), calibration)
+            eff = self.hosts.get((sc.host_probe_us, sc.graph_stages or ()), calibration)
             if sc.host_probe_us is not None:
                 probe = sc.host_probe_us
             else:
@@ -311,13 +311,97 @@ def run_what_if(
         key = (gpu.key, wl.mode, wl.image_width_px, wl.image_height_px, wl.prompt_text_tokens, wl.max_new_tokens,
                wl.batch_size, wl.no_repeat_ngram_size, str(wl.dtype), sc.calibrated, sc.host_probe_us,
                sc.graph_stages or ())
-        if key not in cache:
-            cache[key] = analyze(report, wl, gpu, eff)
-        rep = cache[key]
-        rows.append(row_from_report(rep, scenario_id=i, calibrated=sc.calibrated,
-                                    gpu_memory_bytes=float(gpu.memory_bytes), host_probe_us=probe,
-                                    graph_stages=graphs))
-    return rows
+        return gpu, wl, eff, probe, graphs, key
+
+    def row(self, i: int) -> WhatIfRow:
+        """The row of scenario ``i`` (identical analyses computed once per process)."""
+        gpu, wl, eff, probe, graphs, key = self.plan(i)
+        if key not in self.cache:
+            self.cache[key] = self.analyze(self.report, wl, gpu, eff)
+        return row_from_report(self.cache[key], scenario_id=i, calibrated=self.scenarios[i].calibrated,
+                               gpu_memory_bytes=float(gpu.memory_bytes), host_probe_us=probe, graph_stages=graphs)
+
+
+#: the worker process's sweep (set by :func:`_worker_init`)
+_WORKER: list[_Sweep] = []
+
+
+def _worker_init(report: AnalyticModelReport, scenarios: Sequence[Scenario], calibration: Calibration | None,
+                 catalog: GpuCatalog) -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it writes the rows done and stops
+    _WORKER[:] = [_Sweep(report, scenarios, calibration, catalog, None)]
+
+
+def _worker_rows(indices: Sequence[int]) -> list[WhatIfRow]:
+    return [_WORKER[0].row(i) for i in indices]
+
+
+def run_what_if(
+    report: AnalyticModelReport,
+    scenarios: Iterable[Scenario],
+    *,
+    calibration: Calibration | None = None,
+    catalog: GpuCatalog | None = None,
+    analyzer: Analyzer | None = None,
+    jobs: int = 1,
+    on_row: Callable[[WhatIfRow], None] | None = None,
+) -> list[WhatIfRow]:
+    """One row per scenario, in scenario order. WhatIfError / UnknownGpuError (one line) on a bad scenario,
+    raised before any analysis runs. ``jobs`` > 1 spreads the distinct analyses over that many processes
+    (the default analyzer only); ``on_row`` is told each row as it is done (in completion order), so a
+    caller keeps the rows done when the sweep is interrupted or fails."""
+    from llm_perf_opt.compare.analyzer_bridge import check_uncalibrated
+
+    check_uncalibrated(report)
+    if jobs < 1:
+        raise WhatIfError(f"what-if: jobs must be >= 1, got {jobs}")
+    if jobs > 1 and analyzer is not None:
+        raise ValueError("run_what_if: jobs > 1 runs the default analyzer only")
+    cat = catalog if catalog is not None else load_catalog()
+    scenarios = list(scenarios)
+    for name in sorted({sc.gpu for sc in scenarios if sc.gpu is not None}):
+        cat.get(name)  # an unknown GPU anywhere in the sweep stops it before any work (one line)
+    sweep = _Sweep(report, scenarios, calibration, cat, analyzer)
+    keys = [sweep.plan(i)[-1] for i in range(len(scenarios))]  # every scenario checked before any analysis
+    rows: list[WhatIfRow | None] = [None] * len(scenarios)
+
+    def done(row: WhatIfRow) -> None:
+        rows[row.scenario_id] = row
+        if on_row is not None:
+            on_row(row)
+
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
+    if jobs == 1 or len(groups) < 2:
+        for i in range(len(scenarios)):
+            done(sweep.row(i))
+    else:
+        _run_parallel(sweep, list(groups.values()), jobs, done)
+    return [r for r in rows if r is not None]
+
+
+def _run_parallel(sweep: _Sweep, groups: Sequence[Sequence[int]], jobs: int,
+                  done: Callable[[WhatIfRow], None]) -> None:
+    """Evaluate ``groups`` (scenario indices sharing one analysis) in ``jobs`` spawned processes, a few
+    groups per task so that the rows come back as they are done."""
+    import concurrent.futures
+    import multiprocessing
+
+    per_task = max(1, len(groups) // (jobs * 32))
+    tasks = [[i for g in groups[k:k + per_task] for i in g] for k in range(0, len(groups), per_task)]
+    pool = concurrent.futures.ProcessPoolExecutor(
+        max_workers=min(jobs, len(tasks)), mp_context=multiprocessing.get_context("spawn"),
+        initializer=_worker_init, initargs=(sweep.report, sweep.scenarios, sweep.calibration, sweep.catalog))
+    try:
+        futures = [pool.submit(_worker_rows, t) for t in tasks]
+        for fut in concurrent.futures.as_completed(futures):
+            for row in fut.result():
+                done(row)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _host_calibrations(calibration: Calibration | None, hosts: Sequence[tuple[float | None, tuple[str, ...]]]

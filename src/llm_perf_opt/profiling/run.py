@@ -29,6 +29,7 @@ import attrs
 import torch
 from attrs import define, field
 
+from llm_perf_opt.cli import progress_bar
 from llm_perf_opt.data.common import AttentionKind, WeightsSource
 from llm_perf_opt.data.io import dump_json, dump_yaml
 from llm_perf_opt.data.profile import (
@@ -220,7 +221,7 @@ class ProfileRunner:
         for _ in range(opts.warmup):
             self.session.run_pass(batches[0], StageRecorder(self.device, nvtx=False, timing=False))
         total = len(batches) * opts.repeats
-        bar = _progress(total, opts.progress)
+        bar = progress_bar(total, opts.progress, "passes", "pass")
         pass_index = 0
         try:
             for repeat in range(opts.repeats):
@@ -408,28 +409,6 @@ class ProfileRunner:
             raise UserError(f"out of GPU memory: {_one_line(failure)} (measurements so far are in "
                             f"{self.run_dir})") from failure
         return outcome
-
-
-class _NoBar:
-    """Stand-in when tqdm is not installed: the run goes on without a bar."""
-
-    def set_postfix_str(self, *_a: Any, **_k: Any) -> None:
-        return None
-
-    def update(self, *_a: Any) -> None:
-        return None
-
-    def close(self) -> None:
-        return None
-
-
-def _progress(total: int, enabled: bool | None) -> Any:
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return _NoBar()
-    return tqdm(total=total, desc="passes", unit="pass", disable=(None if enabled is None else not enabled),
-                dynamic_ncols=True)
 
 
 def write_metrics(outcome: RunOutcome) -> Path:

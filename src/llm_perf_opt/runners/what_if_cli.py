@@ -9,23 +9,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from llm_perf_opt.analytic.calibration import load_calibration
+from llm_perf_opt.analytic.calibration import Calibration, load_calibration
 from llm_perf_opt.analytic.model import NGRAM_BAN_ROW_LAUNCHES
-from llm_perf_opt.cli import run_guarded
+from llm_perf_opt.cli import progress_bar, run_guarded
 from llm_perf_opt.compare.analytic import load_analytic_report
 from llm_perf_opt.compare.whatif import (
     COLUMNS,
     WHATIF_SCHEMA,
+    Scenario,
     WhatIfRow,
     expand_sweep,
     rows_as_dicts,
     run_what_if,
     write_csv,
 )
+from llm_perf_opt.data.analytic import AnalyticModelReport
 from llm_perf_opt.errors import UserError
 from llm_perf_opt.hardware.catalog import load_catalog
 from llm_perf_opt.vocab import DEFAULT_NO_REPEAT_NGRAM, Stage
@@ -55,6 +58,16 @@ def _probe(text: str) -> float:
     if not (value >= 0 and value != float("inf")):
         raise argparse.ArgumentTypeError(f"host probe {text!r} must be a finite number >= 0 us/op")
     return value + 0.0  # -0 -> 0.0
+
+
+def _jobs(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"jobs {text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"jobs must be >= 0 (0: one per CPU core), got {value}")
+    return value or (os.cpu_count() or 1)
 
 
 def _graph_set(text: str) -> tuple[str, ...]:
@@ -114,6 +127,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", default=None, help="output file stem (default: what-if-<report_id>)")
     parser.add_argument("--catalog", type=Path, default=None, metavar="YAML",
                         help="extra GPU catalogue file layered over the packaged one")
+    parser.add_argument("--jobs", type=_jobs, default=1, metavar="N",
+                        help="processes that run the sweep's distinct analyses (default 1; 0: one per CPU core); "
+                             "rows and files are the same for any N")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="progress bar on stderr (default: only on a terminal)")
     parser.add_argument("--quiet", action="store_true", help="print only the output paths")
 
 
@@ -142,6 +160,23 @@ def print_rows(rows: Sequence[WhatIfRow], limit: int = 40) -> None:
         print(f"... {len(rows) - limit} more rows in the CSV/JSON")
 
 
+def _write(rows: Sequence[WhatIfRow], scenarios: Sequence[Scenario], report: AnalyticModelReport,
+           calibration: Calibration | None, csv_path: Path, json_path: Path, *, complete: bool) -> None:
+    """The CSV and the JSON of ``rows`` (``complete`` False: the rows done of an interrupted or failed sweep;
+    the JSON's ``scenarios`` lists every scenario asked for)."""
+    write_csv(rows, csv_path)
+    fields = {a.name: a.metadata.get("help", "") for a in WhatIfRow.__attrs_attrs__}
+    payload = {
+        "schema_version": WHATIF_SCHEMA, "report_id": report.report_id, "report_schema": report.schema_version,
+        "base_gpu_key": report.gpu_key, "base_workload": report.workload.profile_id,
+        "calibration": calibration.describe() if calibration is not None else None,
+        "columns": {c: fields[c] for c in COLUMNS},
+        "complete": complete,
+        "scenarios": [sc.changes() for sc in scenarios], "rows": rows_as_dicts(rows),
+    }
+    json_path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+
+
 def run(args: argparse.Namespace) -> int:
     """Sweep, write CSV + JSON, print."""
     report = load_analytic_report(args.report)
@@ -163,19 +198,31 @@ def run(args: argparse.Namespace) -> int:
                              max_new_tokens=args.max_new_tokens or [None], batch_sizes=args.batch_size or [None],
                              no_repeat_ngram_sizes=args.no_repeat_ngram_size or [None], calibrated=cal_values, host_probes_us=args.host_probe_us or [None],
                              graph_stages=args.cuda_graphs or [None])
-    rows = run_what_if(report, scenarios, calibration=calibration, catalog=catalog)
     stem = args.name or f"what-if-{report.report_id}"
-    csv_path = write_csv(rows, args.out / f"{stem}.csv")
-    json_path = args.out / f"{stem}.json"
-    fields = {a.name: a.metadata.get("help", "") for a in WhatIfRow.__attrs_attrs__}
-    payload = {
-        "schema_version": WHATIF_SCHEMA, "report_id": report.report_id, "report_schema": report.schema_version,
-        "base_gpu_key": report.gpu_key, "base_workload": report.workload.profile_id,
-        "calibration": calibration.describe() if calibration is not None else None,
-        "columns": {c: fields[c] for c in COLUMNS},
-        "scenarios": [sc.changes() for sc in scenarios], "rows": rows_as_dicts(rows),
-    }
-    json_path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    csv_path, json_path = args.out / f"{stem}.csv", args.out / f"{stem}.json"
+    done: list[WhatIfRow] = []
+    bar = progress_bar(len(scenarios), args.progress, "scenarios", "scenario")
+
+    def on_row(row: WhatIfRow) -> None:
+        done.append(row)
+        bar.update(1)
+
+    try:
+        rows = run_what_if(report, scenarios, calibration=calibration, catalog=catalog, jobs=args.jobs,
+                           on_row=on_row)
+    except (UserError, KeyboardInterrupt) as exc:
+        bar.close()
+        if not done:
+            raise
+        done.sort(key=lambda r: r.scenario_id)
+        _write(done, scenarios, report, calibration, csv_path, json_path, complete=False)
+        where = f"the {len(done)} of {len(scenarios)} rows done are in {csv_path} and {json_path}"
+        if isinstance(exc, KeyboardInterrupt):
+            print(f"llm-perf-opt what-if: interrupted; {where}", file=sys.stderr)
+            return 130
+        raise UserError(f"{exc} ({where})") from exc
+    bar.close()
+    _write(rows, scenarios, report, calibration, csv_path, json_path, complete=True)
     if not args.quiet:
         print_rows(rows)
     print(f"wrote {csv_path}")
