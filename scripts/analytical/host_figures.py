@@ -57,7 +57,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -71,6 +70,7 @@ from typing import Any, cast
 from attrs import evolve
 
 from llm_perf_opt.analytic.calibration import load_calibration, save_calibration
+from llm_perf_opt.cli import CommandParser
 from llm_perf_opt.compare.runs import PROBE_WHEN, load_run, probe_decode_pairs, probe_of
 from llm_perf_opt.errors import UserError
 
@@ -1044,7 +1044,7 @@ def gemms(path: Path, ceilings_path: Path, workload: str, stage: str) -> list[st
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = CommandParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("census", help="host time per launch call and per kernel from a kernel census")
     p.add_argument("file", type=Path, help="census JSON (scripts/gpu/kernel_census.py)")

@@ -17,7 +17,6 @@ follows (reports/hardware/h200/experts-routing-decode.json); the JSON then holds
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -26,6 +25,7 @@ from typing import Any
 
 import torch
 
+from llm_perf_opt.cli import CommandParser
 from llm_perf_opt.errors import UserError
 from llm_perf_opt.inputs.synthetic import synthetic_pages
 from llm_perf_opt.profiling.session import ModelSession, SessionSettings, resolve_device
@@ -63,7 +63,7 @@ def routing_counts(settings: SessionSettings) -> dict[int, list[int]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = CommandParser(description=__doc__.splitlines()[0])
     p.add_argument("--mode", default="base", help="resolution mode (default base)")
     p.add_argument("--batch-size", type=int, default=1, help="synthetic pages in the pass (default 1)")
     p.add_argument("--config", default="default", help="model config: default, tiny or a config.json path")

@@ -15,7 +15,7 @@ import statistics
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from llm_perf_opt import __version__
 from llm_perf_opt.errors import UserError
@@ -31,6 +31,14 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "what-if": ("llm_perf_opt.runners.what_if_cli", "recompute an analytic report under changed parameters"),
     "torchinfo": ("llm_perf_opt.runners.torchinfo_report", "torchinfo unique-layer tables of the model"),
 }
+
+
+class CommandParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors (a bad flag value, a missing flag) are one line on stderr,
+    ``<prog>: error: <message>``, and exit status 2, like a UserError; ``--help`` prints the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (--help lists the flags)\n")
 
 
 def run_guarded(func: Callable[[], int], prog: str) -> int:
@@ -84,7 +92,7 @@ def render_saved(path: Path, render: Callable[[dict[str, Any]], str]) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """Top-level parser with every available subcommand."""
-    parser = argparse.ArgumentParser(prog="llm-perf-opt", description=__doc__.splitlines()[0])
+    parser = CommandParser(prog="llm-perf-opt", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in SUBCOMMANDS.items():

@@ -252,7 +252,7 @@ def test_timeline_fit_scales_by_the_module_probe_when_asked(tmp_path: Path,
         assert s.calibrated_ratio == pytest.approx(1.0, abs=0.03), s.stage
     # the probe flags belong to a timeline fit: one line, exit 2
     assert calibrate_cli.main(["--run", str(runs["base-b1"]), "--out", str(out), "--host-probe", "module"]) == 2
-    assert "--host-probe only apply with --time-model timeline" in capsys.readouterr().err
+    assert "--host-probe only applies with --time-model timeline" in capsys.readouterr().err
     assert calibrate_cli.main(["--run", str(runs["base-b1"]), "--out", str(out), "--time-model", "timeline",
                                "--host-probe-exponent", "-1"]) == 2
     assert "exponent must be a finite number >= 0" in capsys.readouterr().err

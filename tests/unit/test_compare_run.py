@@ -223,11 +223,12 @@ def test_unknown_experts_implementation_in_settings_is_one_line(run_dir: Path) -
 
 def test_host_probe_is_read_from_the_pass_records(run_dir: Path) -> None:
     assert load_run(run_dir).host_probe_us is None  # the fixture run has no passes file
-    lines = [json.dumps({"pass_index": 0, "status": "ok", "host_probe_us": 4.0}), "{torn line",
+    lines = [json.dumps({"pass_index": 0, "status": "ok", "host_probe_us": 4.0}),
              json.dumps({"pass_index": 1, "status": "oom", "host_probe_us": 99.0}),
              json.dumps({"pass_index": 2, "status": "ok", "host_probe_us": 6.0}),
-             json.dumps({"pass_index": 3, "status": "ok"})]
-    (run_dir / "torch_profiler" / "passes.jsonl").write_text("\n".join(lines) + "\n")
+             json.dumps({"pass_index": 3, "status": "ok"}), '{"pass_index": 4, "status": "o']
+    # the last line torn (a run stopped while writing it, no newline after it) is left out
+    (run_dir / "torch_profiler" / "passes.jsonl").write_text("\n".join(lines))
     assert load_run(run_dir).host_probe_us == pytest.approx(5.0)
     assert load_run(run_dir).host_module_probe_us is None  # passes without the module probe
     lines = [json.dumps({"status": "ok", "host_probe_us": 4.0, "host_module_probe_us": 9.0,
@@ -239,6 +240,31 @@ def test_host_probe_is_read_from_the_pass_records(run_dir: Path) -> None:
     run = load_run(run_dir)
     assert run.host_module_probe_us == pytest.approx(10.0) and run.host_probe_us == pytest.approx(5.0)
     assert run.module_probe_decode == ((9.0, 80.0), (11.0, 120.0)) and run.probe_decode == ((4.0, 80.0), (6.0, 120.0))
+
+
+def test_a_corrupt_run_file_is_one_line_naming_it(run_dir: Path) -> None:
+    folder = run_dir / "torch_profiler"
+    good = json.dumps({"pass_index": 0, "status": "ok", "host_probe_us": 4.0})
+    (folder / "passes.jsonl").write_text("\n".join([good, '{"pass_index": 1, "stage_ms', good]) + "\n")
+    with pytest.raises(RunFolderError, match=r"passes.jsonl line 2: not valid JSON"):
+        load_run(run_dir)
+    (folder / "passes.jsonl").write_text(good + "\n[1, 2]\n")
+    with pytest.raises(RunFolderError, match=r"passes.jsonl line 2: not a JSON object"):
+        load_run(run_dir)
+    (folder / "passes.jsonl").write_text(good + "\n")
+    (folder / "settings.json").write_text('{"session": {"no_repeat_ngram_size": 0, "exp')
+    with pytest.raises(RunFolderError, match=r"settings.json: not valid JSON \(line 1 column \d+\); truncated"):
+        load_run(run_dir)
+    (folder / "settings.json").write_text("[]")
+    with pytest.raises(RunFolderError, match=r"settings.json: not a JSON object"):
+        load_run(run_dir)
+    (folder / "settings.json").unlink()
+    (folder / "operator_table.json").write_text('{"basis": "cuda", "stage_category_ms": {"vision')
+    with pytest.raises(RunFolderError, match=r"operator_table.json: not valid JSON"):
+        load_run(run_dir)
+    (folder / "operator_table.json").write_text("{}")
+    with pytest.raises(RunFolderError, match=r"operator_table.json: not an operator table"):
+        load_run(run_dir)
 
 
 def test_a_pass_probed_after_it_stands_at_the_mean_of_its_two_probes(run_dir: Path) -> None:

@@ -32,7 +32,7 @@ from attrs import asdict, define, evolve, field
 from llm_perf_opt.errors import UserError
 from llm_perf_opt.hardware.gemms import gemm_time, split_gemm_key
 from llm_perf_opt.hardware.patterns import pattern_ratio, split_key
-from llm_perf_opt.vocab import OperatorCategory, Stage
+from llm_perf_opt.vocab import OperatorCategory, Stage, parse_dtype
 
 #: Version of the calibration file format; a file with another version is refused.
 CALIBRATION_SCHEMA_VERSION = 1
@@ -555,14 +555,21 @@ def load_calibration(path: str | Path) -> Calibration:
     return Calibration.from_dict(data, source=str(p))
 
 
-def check_applies(calibration: Calibration, gpu_key: str, software: SoftwareKey | None = None) -> list[str]:
-    """Refuse a calibration for another GPU; return warnings for differing software versions.
+def check_applies(calibration: Calibration, gpu_key: str, software: SoftwareKey | None = None,
+                  dtype: str | None = None) -> list[str]:
+    """Refuse a calibration for another GPU or (``dtype`` given) another compute dtype; return warnings for
+    differing software versions.
 
-    Raises CalibrationError when ``gpu_key`` differs from the calibration's.
+    Raises CalibrationError when ``gpu_key`` or ``dtype`` differs from the calibration's.
     """
     if calibration.gpu_key != gpu_key:
         raise CalibrationError(
             f"calibration is for GPU {calibration.gpu_key!r}, not {gpu_key!r}; fit one on {gpu_key} runs"
+        )
+    if dtype is not None and str(parse_dtype(calibration.dtype)) != str(parse_dtype(dtype)):
+        raise CalibrationError(
+            f"calibration is for dtype {calibration.dtype!r}, not {str(dtype)!r}: its efficiencies and timed GEMMs "
+            f"are the {calibration.dtype} kernels'; fit one on {dtype} runs"
         )
     warnings: list[str] = []
     if software is not None:

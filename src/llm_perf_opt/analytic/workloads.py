@@ -78,10 +78,11 @@ def with_overrides(base: OCRWorkloadProfile, *, profile_id: str | None = None, m
 
     w, h = image_size if image_size is not None else (base.image_width_px, base.image_height_px)
     new_mode = get_mode(mode).name if mode is not None else base.mode
-    for name, value, low in (("prompt_text_tokens", prompt_text_tokens, 0), ("max_new_tokens", max_new_tokens, 1),
+    for name, value, low in (("prompt_text_tokens", prompt_text_tokens, 1), ("max_new_tokens", max_new_tokens, 1),
                              ("batch_size", batch_size, 1), ("no_repeat_ngram_size", no_repeat_ngram_size, 0)):
         if value is not None and value < low:
-            raise WorkloadError(f"{name} must be >= {low}, got {value}")
+            raise WorkloadError(f"{name} must be >= {low}{' (BOS included)' if name == 'prompt_text_tokens' else ''}, "
+                                f"got {value}")
     changed = any(v is not None for v in (mode, image_size, prompt_text_tokens, max_new_tokens, batch_size, dtype,
                                           attention, experts, no_repeat_ngram_size))
     pid = profile_id or (f"{base.profile_id}-custom" if changed else base.profile_id)

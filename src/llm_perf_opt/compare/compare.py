@@ -152,7 +152,7 @@ def compare_run(
     if calibration is not None:
         sw = run.software()
         software = SoftwareKey(torch=sw["torch"], transformers=sw["transformers"], cuda=sw.get("cuda", ""))
-        notes.extend(check_applies(calibration, gpu_key, software))
+        notes.extend(check_applies(calibration, gpu_key, software, dtype=str(predictions[0][0].workload.dtype)))
         notes.append("calibrated category times use the leaf x category work with the calibration "
                      "(decode steps summed before the max); calibrated stage times rerun the analytic model")
     for rep, _ in predictions:

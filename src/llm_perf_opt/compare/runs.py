@@ -240,12 +240,24 @@ def _read_json(p: Path) -> Any:
         return None
 
 
+def _strict_json(p: Path) -> Any:
+    """The JSON of a run-folder file that exists; RunFolderError in one line when it cannot be read."""
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RunFolderError(f"{p}: cannot be read ({exc.__class__.__name__})") from None
+    except json.JSONDecodeError as exc:
+        raise RunFolderError(f"{p}: not valid JSON (line {exc.lineno} column {exc.colno}); truncated or "
+                             "malformed") from None
+
+
 def _find_operator_table(folder: Path, report_path: Path) -> OperatorTableView | None:
     table_path = folder / TABLE_FILE
     if table_path.is_file():
-        view = _table_from_dict(_read_json(table_path), table_path)
-        if view is not None:
-            return view
+        view = _table_from_dict(_strict_json(table_path), table_path)
+        if view is None:
+            raise RunFolderError(f"{table_path}: not an operator table (no basis or stage_category_ms)")
+        return view
     for name in CAPTURE_FILES:
         capture_path = folder / name
         if not capture_path.is_file():
@@ -271,13 +283,15 @@ def _find_operator_table(folder: Path, report_path: Path) -> OperatorTableView |
 
 
 def _settings(folder: Path) -> dict[str, Any]:
-    """The runner's settings.json of a run folder ({} when absent or unreadable)."""
+    """The runner's settings.json of a run folder ({} when absent: runs written before it);
+    RunFolderError in one line when it is there but cannot be read or is not an object."""
     p = folder / "settings.json"
-    try:
-        raw = json.loads(p.read_text(encoding="utf-8")) if p.is_file() else {}
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    if not p.is_file():
         return {}
-    return raw if isinstance(raw, dict) else {}
+    raw = _strict_json(p)
+    if not isinstance(raw, dict):
+        raise RunFolderError(f"{p}: not a JSON object")
+    return raw
 
 
 def _profile_new_tokens(folder: Path) -> int | None:
@@ -381,22 +395,30 @@ def probe_decode_pairs(records: Sequence[Any], kind: str = "add", when: str = "r
 def _host_probe(folder: Path, kind: str = "add") -> tuple[float | None, tuple[tuple[float, float], ...]]:
     """:func:`probe_decode_pairs` of ``folder``'s passes.jsonl, each pass's probe as compare takes it.
 
-    A malformed line is skipped: the probe is an optional refinement, the
-    stage times come from the report.
+    A last line cut short (a run stopped while writing it: no newline at the end) is left out; any other
+    line that is not a JSON object is a RunFolderError naming the file and line.
     """
     p = folder / "passes.jsonl"
     if not p.is_file():
         return None, ()
     try:
-        lines = p.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError):
-        return None, ()
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RunFolderError(f"{p}: cannot be read ({exc.__class__.__name__})") from None
+    lines = text.splitlines()
     records = []
-    for line in lines:
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
             continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if n == len(lines) and not text.endswith("\n"):
+                continue
+            raise RunFolderError(f"{p} line {n}: not valid JSON; truncated or malformed") from None
+        if not isinstance(record, dict):
+            raise RunFolderError(f"{p} line {n}: not a JSON object")
+        records.append(record)
     return probe_decode_pairs(records, kind)
 
 

@@ -297,7 +297,7 @@ class _Sweep:
             calibration = self.calibration
             if calibration is None:
                 raise WhatIfError("what-if: a scenario asks for calibration but no --calibration file was given")
-            check_applies(calibration, gpu.key)
+            check_applies(calibration, gpu.key, dtype=str(wl.dtype))
             eff = self.hosts.get((sc.host_probe_us, sc.graph_stages or ()), calibration)
             if sc.host_probe_us is not None:
                 probe = sc.host_probe_us

@@ -26,7 +26,7 @@ from llm_perf_opt.analytic.calibration import (
     StageError,
     save_calibration,
 )
-from llm_perf_opt.cli import run_guarded
+from llm_perf_opt.cli import CommandParser, run_guarded
 from llm_perf_opt.compare.calibrate import (
     DEFAULT_SYNC_S,
     HOST_PROBE_EXPONENTS,
@@ -58,7 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-operator-table", action="store_true",
                         help="fit on stage times only, ignoring per-stage per-category operator device times")
     parser.add_argument("--max-efficiency", type=float, default=1.0, metavar="F",
-                        help="upper bound of every fitted efficiency (fraction of the peaks; default 1.0)")
+                        help="upper bound of every fitted efficiency, a fraction of the peaks (default 1.0: never "
+                             "faster than them; above 1 lets a fit beat peaks that kernels can exceed, e.g. "
+                             "measured ceilings)")
     parser.add_argument("--shared", action="store_true",
                         help="one compute and one bandwidth efficiency for all categories (3 parameters with the "
                              "launch cost; for fits on few stage times)")
@@ -73,7 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "times, then host seconds per kernel (per stage) and per host-device sync fitted on "
                              "the stage times through a simulated host/device timeline (needs CUDA runs with an "
                              "operator table; --per-stage-launch and --no-launch do not apply)")
-    parser.add_argument("--host-sync-us", type=float, default=DEFAULT_SYNC_S * 1e6, metavar="US",
+    parser.add_argument("--host-sync-us", type=float, default=None, metavar="US",
                         help="timeline model: host microseconds per host-device sync, held fixed in the fit "
                              f"(default {DEFAULT_SYNC_S * 1e6:g}: the H200 trace's copy + sync calls)")
     parser.add_argument("--host-probe", choices=HOST_PROBES, default="add",
@@ -344,18 +346,24 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_efficiency <= 0:
         raise UserError(f"--max-efficiency must be > 0, got {args.max_efficiency}")
+    if args.host_sync_us is not None and not (args.prior or args.time_model == "timeline"):
+        raise UserError("--host-sync-us only applies with --time-model timeline or --prior")
+    if args.host_sync_us is None:
+        args.host_sync_us = DEFAULT_SYNC_S * 1e6
+    if args.per_stage_launch and args.no_launch:
+        raise UserError("--per-stage-launch fits a launch cost per stage and --no-launch fits none: give one")
     if not args.runs and not (args.prior and args.gpu):
         raise UserError("give at least one --run to fit (or --prior --gpu KEY for a prior without runs)")
     prior_only = [f for f, given in (("--gpu", args.gpu is not None), ("--dtype", args.dtype is not None),
                                      ("--host-us-per-kernel", args.host_us_per_kernel is not None)) if given]
     if prior_only and not args.prior:
-        raise UserError(f"{', '.join(prior_only)} only apply with --prior")
+        raise UserError(f"{', '.join(prior_only)} only appl{'y' if len(prior_only) > 1 else 'ies'} with --prior")
     if args.ceilings is not None and not (args.prior or args.time_model == "timeline"):
         raise UserError("--ceilings only applies with --prior or --time-model timeline")
     probe_flags = [f for f, given in (("--host-probe", args.host_probe != "add"),
                                       ("--host-probe-exponent", args.host_probe_exponent is not None)) if given]
     if probe_flags and not (args.prior and args.host_speed is not None) and (args.prior or args.time_model != "timeline"):
-        raise UserError(f"{', '.join(probe_flags)} only apply with --time-model timeline (a fit) or --prior "
+        raise UserError(f"{', '.join(probe_flags)} only appl{'y' if len(probe_flags) > 1 else 'ies'} with --time-model timeline (a fit) or --prior "
                         "--host-speed")
     if args.host_speed is not None and not args.prior:
         raise UserError("--host-speed only applies with --prior")
@@ -440,7 +448,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m llm_perf_opt.runners.calibrate_cli`."""
-    parser = argparse.ArgumentParser(prog="llm-perf-opt calibrate", description=__doc__.splitlines()[0])
+    parser = CommandParser(prog="llm-perf-opt calibrate", description=__doc__.splitlines()[0])
     add_arguments(parser)
     args = parser.parse_args(argv)
     return run_guarded(lambda: run(args), parser.prog)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from llm_perf_opt.analytic.calibration import Calibration, load_calibration
-from llm_perf_opt.cli import run_guarded
+from llm_perf_opt.cli import CommandParser, run_guarded
 from llm_perf_opt.compare.analytic import check_same_model, check_same_workload, load_analytic_report
 from llm_perf_opt.compare.compare import Comparison, compare_run
 from llm_perf_opt.compare.runs import MeasuredRun, RunFolderError, load_run, run_workloads
@@ -96,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
     """Compare, write the outputs, print the stage table."""
     from llm_perf_opt.reporting.compare_report import write_compare_outputs
 
+    if args.no_unified and args.unified_dir is not None:
+        raise UserError("--unified-dir names where the unified report goes: drop it or --no-unified")
     measured = load_run(resolve_run_dir(args.run))
     calibration = load_calibration(args.calibration) if args.calibration is not None else None
     if args.prompt_text_tokens is not None and args.prompt_text_tokens < 0:
@@ -140,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m llm_perf_opt.runners.compare_cli`."""
-    parser = argparse.ArgumentParser(prog="llm-perf-opt compare", description=__doc__.splitlines()[0])
+    parser = CommandParser(prog="llm-perf-opt compare", description=__doc__.splitlines()[0])
     add_arguments(parser)
     args = parser.parse_args(argv)
     return run_guarded(lambda: run(args), parser.prog)

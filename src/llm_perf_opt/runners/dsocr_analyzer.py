@@ -80,7 +80,7 @@ class DeepseekOCRStaticAnalyzer:
         extra = list(notes)
         eff = load_calibration(calibration) if isinstance(calibration, str | Path) else calibration
         if isinstance(eff, Calibration):
-            extra.extend(check_applies(eff, spec.key))
+            extra.extend(check_applies(eff, spec.key, dtype=str(workload.dtype)))
         model = AnalyticModel(config, workload, routing_prefill=routing_prefill, routing_decode=routing_decode)
         return build_report(model, peaks, efficiency=eff, report_id=report_id, max_depth=max_depth,
                             extra_notes=extra)

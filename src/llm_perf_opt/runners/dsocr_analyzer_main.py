@@ -238,9 +238,9 @@ def run_for_profile(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m llm_perf_opt.runners.dsocr_analyzer_main``."""
-    from llm_perf_opt.cli import run_guarded
+    from llm_perf_opt.cli import CommandParser, run_guarded
 
-    parser = argparse.ArgumentParser(prog="dsocr_analyzer_main", description=__doc__.splitlines()[0])
+    parser = CommandParser(prog="dsocr_analyzer_main", description=__doc__.splitlines()[0])
     add_arguments(parser)
     args = parser.parse_args(argv)
     return run_guarded(lambda: run(args), "dsocr_analyzer_main")

@@ -629,9 +629,9 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m llm_perf_opt.runners.hw_cli``."""
-    from llm_perf_opt.cli import run_guarded
+    from llm_perf_opt.cli import CommandParser, run_guarded
 
-    parser = argparse.ArgumentParser(prog=PROG, description=(__doc__ or "").strip().splitlines()[0])
+    parser = CommandParser(prog=PROG, description=(__doc__ or "").strip().splitlines()[0])
     add_arguments(parser)
     args = parser.parse_args(argv)
     return run_guarded(lambda: run(args), PROG)

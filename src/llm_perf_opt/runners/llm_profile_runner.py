@@ -23,7 +23,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from llm_perf_opt.cli import run_guarded
+from llm_perf_opt.cli import CommandParser, run_guarded
+from llm_perf_opt.data.validators import is_safe_id
 from llm_perf_opt.errors import UserError
 from llm_perf_opt.inputs import CATEGORIES, collect_pages
 from llm_perf_opt.models.deepseek_ocr.modes import MODES, get_mode
@@ -35,6 +36,8 @@ from llm_perf_opt.vocab import DEFAULT_NO_REPEAT_NGRAM, DType, parse_dtype
 
 #: Default parent folder of run folders.
 DEFAULT_OUTPUT_DIR = Path("tmp/profile-output")
+#: render resolution of --pdf pages when --dpi is not given (pixels per inch)
+DEFAULT_PDF_DPI = 150
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -72,7 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     i.add_argument("--image-list", type=Path, metavar="FILE",
                    help="text file naming one image per line (relative to the file; '#' comments)")
     i.add_argument("--pdf", type=Path, metavar="FILE", help="PDF whose pages are rendered with pypdfium2")
-    i.add_argument("--dpi", type=int, default=150, help="render resolution of --pdf pages (default 150)")
+    i.add_argument("--dpi", type=int, default=None, help="render resolution of --pdf pages (default 150)")
     i.add_argument("--synthetic", type=int, metavar="N", default=None,
                    help="N built-in synthetic document pages (A4/Letter, drawn locally)")
     i.add_argument("--synthetic-categories", nargs="+", metavar="CAT", default=None,
@@ -122,6 +125,14 @@ def check_args(args: argparse.Namespace) -> None:
     _positive("--no-repeat-ngram-size", args.no_repeat_ngram_size, 0)
     if args.profile_max_new_tokens is not None:
         _positive("--profile-max-new-tokens", args.profile_max_new_tokens)
+        if args.profile_images == 0:
+            raise UserError("--profile-max-new-tokens applies to the profiler pass: drop it or give "
+                            "--profile-images >= 1")
+    if args.dpi is not None and args.pdf is None:
+        raise UserError(f"--dpi {args.dpi} applies to --pdf pages: give --pdf FILE or drop it")
+    if args.run_id is not None and not is_safe_id(args.run_id):
+        raise UserError(f"--run-id {args.run_id!r}: a folder name of letters, digits and '._:+-' (no spaces or "
+                        "path separators)")
     if args.model is not None and not Path(args.model).is_dir():
         raise UserError(f"--model {args.model}: not a folder")
     for flag, path in (("--catalog", args.catalog), ("--ceilings", args.ceilings)):
@@ -156,7 +167,7 @@ def _origin(args: argparse.Namespace) -> str:
     if args.image_list:
         parts.append(f"list {args.image_list}")
     if args.pdf:
-        parts.append(f"pdf {args.pdf} at {args.dpi} dpi")
+        parts.append(f"pdf {args.pdf} at {args.dpi if args.dpi is not None else DEFAULT_PDF_DPI} dpi")
     if args.synthetic:
         parts.append(f"synthetic x{args.synthetic} (seed {args.seed}, {args.synthetic_dpi} dpi)")
     return "; ".join(parts)
@@ -246,11 +257,15 @@ def run(args: argparse.Namespace) -> int:
         synthetic = 3
         args.synthetic = 3
     unreadable: list[tuple[str, str]] = []
-    pages = collect_pages(images=args.images, image_list=args.image_list, pdf=args.pdf, dpi=args.dpi,
+    pages = collect_pages(images=args.images, image_list=args.image_list, pdf=args.pdf,
+                          dpi=args.dpi if args.dpi is not None else DEFAULT_PDF_DPI,
                           synthetic=synthetic or 0, synthetic_categories=args.synthetic_categories,
                           synthetic_dpi=args.synthetic_dpi, seed=args.seed, limit=args.limit, skipped=unreadable)
     for _ref, reason in unreadable:
         print(f"warning: skipped {reason}", file=sys.stderr, flush=True)
+    if args.batch_size > len(pages):
+        raise UserError(f"--batch-size {args.batch_size}: more than the {len(pages)} page(s) of the set; give more "
+                        "pages or a smaller batch")
     settings = SessionSettings(
         config_name=args.config, model_dir=str(args.model) if args.model else None, mode=mode, prompt=prompt,
         max_new_tokens=args.max_new_tokens, fixed_length=args.fixed_length, batch_size=args.batch_size,
@@ -297,14 +312,15 @@ def run(args: argparse.Namespace) -> int:
             signal.signal(signal.SIGTERM, previous)
     skipped = outcome.report.skipped_images
     if skipped:
-        log(f"warning: {len(skipped)} page pass(es) skipped; see {outcome.artifact_dir / 'report.md'}")
+        log(f"warning: {len(skipped)} skipped (unreadable pages or failed passes); see "
+            f"{outcome.artifact_dir / 'report.md'}")
     print(outcome.run_dir, flush=True)
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m llm_perf_opt.runners.llm_profile_runner``."""
-    parser = argparse.ArgumentParser(prog="llm-perf-opt profile", description=(__doc__ or "").splitlines()[0])
+    parser = CommandParser(prog="llm-perf-opt profile", description=(__doc__ or "").splitlines()[0])
     add_arguments(parser)
     argv_list = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv_list)

@@ -19,13 +19,17 @@ from llm_perf_opt.errors import UserError
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Sub-actions 'summary' and 'tokens'."""
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    s = sub.add_parser("summary", help="parameter counts per top module (built on the meta device)")
+    s = sub.add_parser("summary", help="parameter counts per top module (built on the meta device)",
+                       description="Parameter counts per top module of the model, built on the meta device "
+                                   "(no weights are allocated or read).")
     src = s.add_mutually_exclusive_group()
     src.add_argument("--model", metavar="PATH", help="local model folder; its config.json defines the model")
     src.add_argument("--config", default="default", metavar="NAME",
                      help="'default' (published config), 'tiny' (test config) or a config.json path")
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    t = sub.add_parser("tokens", help="tile grid, prompt slot count and valid tokens of one page")
+    t = sub.add_parser("tokens", help="tile grid, prompt slot count and valid tokens of one page",
+                       description="Tile grid, prompt slot count and valid image tokens of one page in a "
+                                   "resolution mode.")
     t.add_argument("--mode", required=True, help="resolution mode: tiny, small, base, large or gundam")
     img = t.add_mutually_exclusive_group(required=True)
     img.add_argument("--image", metavar="PATH", help="page image file (its size is used)")
@@ -112,9 +116,9 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m llm_perf_opt.runners.model_cli``."""
-    from llm_perf_opt.cli import run_guarded
+    from llm_perf_opt.cli import CommandParser, run_guarded
 
-    parser = argparse.ArgumentParser(prog="llm-perf-opt model", description=__doc__.splitlines()[0])
+    parser = CommandParser(prog="llm-perf-opt model", description=__doc__.splitlines()[0])
     add_arguments(parser)
     args = parser.parse_args(argv)
     return run_guarded(lambda: run(args), "llm-perf-opt model")

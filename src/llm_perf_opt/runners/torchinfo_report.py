@@ -176,9 +176,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from llm_perf_opt.cli import run_guarded
+    from llm_perf_opt.cli import CommandParser, run_guarded
 
-    parser = argparse.ArgumentParser(prog="llm-perf-opt torchinfo", description=__doc__.splitlines()[0])
+    parser = CommandParser(prog="llm-perf-opt torchinfo", description=__doc__.splitlines()[0])
     add_arguments(parser)
     args = parser.parse_args(argv)
     return run_guarded(lambda: run(args), "llm-perf-opt torchinfo")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from llm_perf_opt.analytic.calibration import Calibration, load_calibration
 from llm_perf_opt.analytic.model import NGRAM_BAN_ROW_LAUNCHES
-from llm_perf_opt.cli import progress_bar, run_guarded
+from llm_perf_opt.cli import CommandParser, progress_bar, run_guarded
 from llm_perf_opt.compare.analytic import load_analytic_report
 from llm_perf_opt.compare.whatif import (
     COLUMNS,
@@ -29,6 +29,7 @@ from llm_perf_opt.compare.whatif import (
     write_csv,
 )
 from llm_perf_opt.data.analytic import AnalyticModelReport
+from llm_perf_opt.data.validators import is_safe_id
 from llm_perf_opt.errors import UserError
 from llm_perf_opt.hardware.catalog import load_catalog
 from llm_perf_opt.vocab import DEFAULT_NO_REPEAT_NGRAM, Stage
@@ -189,6 +190,11 @@ def run(args: argparse.Namespace) -> int:
         if given and mode == "off":
             raise UserError(f"{flag} applies to calibrated scenarios: give --calibration FILE"
                             + (" and drop --calibrated off" if calibration is not None else ""))
+    if mode == "off" and calibration is not None:
+        raise UserError("--calibrated off leaves --calibration unused: drop one of them (or --calibrated both)")
+    if args.name is not None and not is_safe_id(args.name):
+        raise UserError(f"--name {args.name!r}: a file stem of letters, digits and '._:+-' (no spaces or path "
+                        "separators)")
     if args.tiles and args.image_size:
         raise UserError("give --tiles or --image-size, not both")
     catalog = load_catalog(args.catalog)
@@ -232,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m llm_perf_opt.runners.what_if_cli`."""
-    parser = argparse.ArgumentParser(prog="llm-perf-opt what-if", description=__doc__.splitlines()[0])
+    parser = CommandParser(prog="llm-perf-opt what-if", description=__doc__.splitlines()[0])
     add_arguments(parser)
     args = parser.parse_args(argv)
     return run_guarded(lambda: run(args), parser.prog)
