@@ -85,9 +85,20 @@ def test_profile_flags_checked_before_any_work(tmp_path: Path, capsys: pytest.Ca
     _one_line(llm_profile_runner.main, [*base, "--synthetic", "1", "--run-id", "has space"], capsys, "--run-id")
     _one_line(llm_profile_runner.main, [*base, "--synthetic", "1", "--dpi", "0"], capsys,
               "--dpi 0 applies to --pdf pages")
-    _one_line(llm_profile_runner.main, [*base, "--synthetic", "1", "--profile-images", "0",
-                                        "--profile-max-new-tokens", "8"], capsys,
-              "--profile-max-new-tokens applies to the profiler pass")
     _one_line(llm_profile_runner.main, [*base, "--synthetic", "1", "--batch-size", "4"], capsys,
               "--batch-size 4: more than the 1 page(s)")
     assert not (tmp_path / "escape").exists() and not (tmp_path / "out").exists()
+
+
+def test_prompt_tokens_and_calibration_dtype_checked_everywhere(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(DATA / "run-base-b1", run)
+    for main, argv in ((what_if_cli.main, ["--report", str(REPORT), "--prompt-text-tokens", "0",
+                                           "--out", str(tmp_path)]),
+                       (compare_cli.main, ["--run", str(run), "--prompt-text-tokens", "0"]),
+                       (calibrate_cli.main, ["--run", str(run), "--prompt-text-tokens", "0",
+                                             "--out", str(tmp_path / "c.json")])):
+        _one_line(main, argv, capsys, ">= 1 (BOS included)")
+    with pytest.raises(CalibrationError, match="calibration: dtype"):
+        Calibration(gpu_key="h100-sxm", dtype="bfloat-16")

@@ -394,3 +394,16 @@ def test_a_sweep_that_stops_keeps_the_rows_done(report_file: Path, tmp_path: Pat
     monkeypatch.setattr(whatif, "default_analyzer", lambda: real)
     assert what_if_cli.main(["--report", str(report_file), "--out", str(out), "--name", "w", "--quiet"]) == 0
     assert json.loads((out / "w.json").read_text())["complete"] is True
+
+
+def test_a_failing_scenario_in_a_worker_is_its_one_line_error(report: AnalyticModelReport) -> None:
+    from llm_perf_opt.analytic.workloads import WorkloadError
+
+    # the 100,000-token scenario fails inside a spawned process: the same error type and message arrive
+    # here, and the rows handed on before it are good ones, each once
+    scenarios = expand_sweep(max_new_tokens=[4, 8, 100_000, 16], batch_sizes=[1, 2])
+    seen: list[int] = []
+    with pytest.raises(WorkloadError, match="exceeds the model's"):
+        run_what_if(report, scenarios, jobs=2, on_row=lambda r: seen.append(r.scenario_id))
+    assert len(seen) == len(set(seen))
+    assert all(scenarios[i].max_new_tokens != 100_000 for i in seen)

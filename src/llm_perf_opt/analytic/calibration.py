@@ -292,6 +292,10 @@ class Calibration:
                     raise CalibrationError(f"calibration: unknown operator category {cat!r} in {label} efficiencies")
                 if not (value > 0 and math.isfinite(value)):
                     raise CalibrationError(f"calibration: {label} efficiency of {cat!r} must be > 0, got {value}")
+        try:
+            parse_dtype(self.dtype)
+        except ValueError as exc:
+            raise CalibrationError(f"calibration: dtype: {exc}") from None
         if self.time_model not in TIME_MODELS:
             raise CalibrationError(f"calibration: time_model must be one of {', '.join(TIME_MODELS)}, "
                                    f"got {self.time_model!r}")
@@ -353,7 +357,8 @@ class Calibration:
 
     def gemm_time_s(self, key: str) -> float | None:
         """Measured device seconds per call of GEMM ``key`` (nearest measured shape's rate when not measured;
-        None when no GEMM of its kind and alignment was)."""
+        None when no GEMM of its kind and alignment was). Answers are kept per calibration: like the
+        calibration itself, its ``gemm_times_s`` is read as fixed (build another one to change it)."""
         if not self.gemm_times_s:
             return None
         held = _GEMM_ANSWERS.get(id(self))

@@ -197,14 +197,13 @@ def scenario_workload(report: AnalyticModelReport, sc: Scenario) -> OCRWorkloadP
             dtype = parse_dtype(sc.dtype)
         except ValueError as exc:
             raise WhatIfError(f"what-if: {exc}") from None
-    for name in ("prompt_text_tokens", "no_repeat_ngram_size"):
-        v = getattr(sc, name)
-        if v is not None and v < 0:
-            raise WhatIfError(f"what-if: {name} must be >= 0, got {v}")
-    for name in ("max_new_tokens", "batch_size"):
+    if sc.no_repeat_ngram_size is not None and sc.no_repeat_ngram_size < 0:
+        raise WhatIfError(f"what-if: no_repeat_ngram_size must be >= 0, got {sc.no_repeat_ngram_size}")
+    for name in ("prompt_text_tokens", "max_new_tokens", "batch_size"):
         v = getattr(sc, name)
         if v is not None and v < 1:
-            raise WhatIfError(f"what-if: {name} must be >= 1, got {v}")
+            raise WhatIfError(f"what-if: {name} must be >= 1{' (BOS included)' if name == 'prompt_text_tokens' else ''}"
+                              f", got {v}")
     return OCRWorkloadProfile.create(
         profile_id=wl.profile_id, mode=mode,
         image_width_px=width, image_height_px=height,
@@ -350,8 +349,9 @@ def run_what_if(
 ) -> list[WhatIfRow]:
     """One row per scenario, in scenario order. WhatIfError / UnknownGpuError (one line) on a bad scenario,
     raised before any analysis runs. ``jobs`` > 1 spreads the distinct analyses over that many processes
-    (the default analyzer only); ``on_row`` is told each row as it is done (in completion order), so a
-    caller keeps the rows done when the sweep is interrupted or fails."""
+    (the default analyzer only; the processes are spawned, so a script that calls this with ``jobs`` > 1
+    must guard its own top level with ``if __name__ == "__main__":``); ``on_row`` is told each row as it is
+    done (in completion order), so a caller keeps the rows done when the sweep is interrupted or fails."""
     from llm_perf_opt.compare.analyzer_bridge import check_uncalibrated
 
     check_uncalibrated(report)
@@ -386,22 +386,44 @@ def run_what_if(
 def _run_parallel(sweep: _Sweep, groups: Sequence[Sequence[int]], jobs: int,
                   done: Callable[[WhatIfRow], None]) -> None:
     """Evaluate ``groups`` (scenario indices sharing one analysis) in ``jobs`` spawned processes, a few
-    groups per task so that the rows come back as they are done."""
+    groups per task so that the rows come back as they are done. When the sweep stops (a failing scenario,
+    Ctrl-C) every task already finished still hands its rows to ``done`` before the error goes on."""
     import concurrent.futures
+    import concurrent.futures.process
     import multiprocessing
+    import signal
+    import threading
 
     per_task = max(1, len(groups) // (jobs * 32))
     tasks = [[i for g in groups[k:k + per_task] for i in g] for k in range(0, len(groups), per_task)]
     pool = concurrent.futures.ProcessPoolExecutor(
         max_workers=min(jobs, len(tasks)), mp_context=multiprocessing.get_context("spawn"),
         initializer=_worker_init, initargs=(sweep.report, sweep.scenarios, sweep.calibration, sweep.catalog))
+    futures: list[concurrent.futures.Future[list[WhatIfRow]]] = []
+    delivered: set[concurrent.futures.Future[list[WhatIfRow]]] = set()
+    # the workers start with SIGINT ignored (a spawned child keeps an ignored signal), so Ctrl-C reaches
+    # this process alone, which keeps the rows done
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
     try:
-        futures = [pool.submit(_worker_rows, t) for t in tasks]
+        try:
+            futures.extend(pool.submit(_worker_rows, t) for t in tasks)
+        finally:
+            if main:
+                signal.signal(signal.SIGINT, previous)
         for fut in concurrent.futures.as_completed(futures):
-            for row in fut.result():
+            rows = fut.result()
+            delivered.add(fut)
+            for row in rows:
                 done(row)
+    except concurrent.futures.process.BrokenProcessPool as exc:
+        raise WhatIfError(f"what-if: a worker process stopped ({exc}); rerun with fewer --jobs") from None
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        for fut in futures:
+            if fut not in delivered and fut.done() and not fut.cancelled() and fut.exception() is None:
+                for row in fut.result():
+                    done(row)
 
 
 def _host_calibrations(calibration: Calibration | None, hosts: Sequence[tuple[float | None, tuple[str, ...]]]

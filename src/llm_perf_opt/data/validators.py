@@ -139,12 +139,12 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+-]*$")
 
 def is_safe_id(value: str) -> bool:
     """Whether ``value`` is usable as a folder name (:func:`safe_id`'s rule)."""
-    return bool(_SAFE_ID.match(value))
+    return bool(_SAFE_ID.fullmatch(value))
 
 
 def safe_id(inst: Any, attribute: attrs.Attribute[Any], value: str) -> None:
     """An identifier usable as a folder name: letters, digits, '._:+-', no separators."""
-    if not isinstance(value, str) or not _SAFE_ID.match(value):
+    if not isinstance(value, str) or not _SAFE_ID.fullmatch(value):
         raise FieldValueError(
             attribute.name, f"{value!r} must match {_SAFE_ID.pattern} (no spaces or path separators)"
         )

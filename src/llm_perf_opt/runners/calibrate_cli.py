@@ -344,6 +344,7 @@ def run(args: argparse.Namespace) -> int:
     """Fit, save, print the error table."""
     from llm_perf_opt.runners.compare_cli import predictions_for_run, resolve_run_dir
 
+    args = argparse.Namespace(**vars(args))  # the defaults filled in below stay out of the caller's namespace
     if args.max_efficiency <= 0:
         raise UserError(f"--max-efficiency must be > 0, got {args.max_efficiency}")
     if args.host_sync_us is not None and not (args.prior or args.time_model == "timeline"):

@@ -67,6 +67,8 @@ def predictions_for_run(run: MeasuredRun, *, analytic: Path | None = None, promp
     With ``analytic`` the one report must match every workload of the run
     (MismatchError otherwise); without it each workload is analysed.
     """
+    if prompt_text_tokens is not None and prompt_text_tokens < 1:
+        raise UserError(f"--prompt-text-tokens must be >= 1 (BOS included), got {prompt_text_tokens}")
     workloads = run_workloads(run, prompt_text_tokens=prompt_text_tokens)
     if run.gpu_key is None:
         raise RunFolderError(f"{run.report_path}: run has no GPU catalogue key; nothing to predict against")
@@ -100,8 +102,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--unified-dir names where the unified report goes: drop it or --no-unified")
     measured = load_run(resolve_run_dir(args.run))
     calibration = load_calibration(args.calibration) if args.calibration is not None else None
-    if args.prompt_text_tokens is not None and args.prompt_text_tokens < 0:
-        raise UserError(f"--prompt-text-tokens must be >= 0, got {args.prompt_text_tokens}")
+    if args.prompt_text_tokens is not None and args.prompt_text_tokens < 1:
+        raise UserError(f"--prompt-text-tokens must be >= 1 (BOS included), got {args.prompt_text_tokens}")
     cmp, preds = build_comparison(measured, analytic=args.analytic, calibration=calibration,
                                   prompt_text_tokens=args.prompt_text_tokens, catalog=args.catalog,
                                   config=args.config)

@@ -90,7 +90,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="batches (spread over the set) in the torch.profiler pass; 0 skips it (default 2)")
     r.add_argument("--profile-max-new-tokens", type=int, default=None, metavar="N",
                    help="decode length in the profiler pass (default: --max-new-tokens; long decodes make "
-                        "very large traces)")
+                        "very large traces; no pass to apply to with --profile-images 0, which recorded run "
+                        "commands still give)")
     r.add_argument("--top-k", type=int, default=20, help="operators listed in operators.md (default 20)")
     r.add_argument("--no-nvtx", action="store_true", help="do not push NVTX ranges (CUDA)")
     r.add_argument("--gpu", metavar="KEY", default=None,
@@ -125,9 +126,6 @@ def check_args(args: argparse.Namespace) -> None:
     _positive("--no-repeat-ngram-size", args.no_repeat_ngram_size, 0)
     if args.profile_max_new_tokens is not None:
         _positive("--profile-max-new-tokens", args.profile_max_new_tokens)
-        if args.profile_images == 0:
-            raise UserError("--profile-max-new-tokens applies to the profiler pass: drop it or give "
-                            "--profile-images >= 1")
     if args.dpi is not None and args.pdf is None:
         raise UserError(f"--dpi {args.dpi} applies to --pdf pages: give --pdf FILE or drop it")
     if args.run_id is not None and not is_safe_id(args.run_id):

@@ -68,7 +68,10 @@ def _jobs(text: str) -> int:
         raise argparse.ArgumentTypeError(f"jobs {text!r} is not a whole number") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"jobs must be >= 0 (0: one per CPU core), got {value}")
-    return value or (os.cpu_count() or 1)
+    if value:
+        return value
+    affinity = getattr(os, "sched_getaffinity", None)  # the cores this process may run on (cgroups, taskset)
+    return len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
 
 
 def _graph_set(text: str) -> tuple[str, ...]:
@@ -207,7 +210,9 @@ def run(args: argparse.Namespace) -> int:
     stem = args.name or f"what-if-{report.report_id}"
     csv_path, json_path = args.out / f"{stem}.csv", args.out / f"{stem}.json"
     done: list[WhatIfRow] = []
-    bar = progress_bar(len(scenarios), args.progress, "scenarios", "scenario")
+    # --quiet prints only the paths: no bar unless --progress asks for one
+    bar = progress_bar(len(scenarios), args.progress if args.progress is not None else (False if args.quiet else None),
+                       "scenarios", "scenario")
 
     def on_row(row: WhatIfRow) -> None:
         done.append(row)
@@ -216,17 +221,21 @@ def run(args: argparse.Namespace) -> int:
     try:
         rows = run_what_if(report, scenarios, calibration=calibration, catalog=catalog, jobs=args.jobs,
                            on_row=on_row)
-    except (UserError, KeyboardInterrupt) as exc:
+    except BaseException as exc:
         bar.close()
-        if not done:
+        if not done or not isinstance(exc, Exception | KeyboardInterrupt):
             raise
         done.sort(key=lambda r: r.scenario_id)
-        _write(done, scenarios, report, calibration, csv_path, json_path, complete=False)
+        complete = len(done) == len(scenarios)
+        _write(done, scenarios, report, calibration, csv_path, json_path, complete=complete)
         where = f"the {len(done)} of {len(scenarios)} rows done are in {csv_path} and {json_path}"
         if isinstance(exc, KeyboardInterrupt):
             print(f"llm-perf-opt what-if: interrupted; {where}", file=sys.stderr)
             return 130
-        raise UserError(f"{exc} ({where})") from exc
+        if isinstance(exc, UserError):
+            raise UserError(f"{exc} ({where})") from exc
+        print(f"llm-perf-opt what-if: {where}", file=sys.stderr)
+        raise
     bar.close()
     _write(rows, scenarios, report, calibration, csv_path, json_path, complete=True)
     if not args.quiet:

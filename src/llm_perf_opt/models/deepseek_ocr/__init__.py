@@ -58,6 +58,10 @@ def __getattr__(name: str) -> Any:
     return value
 
 
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_SUBMODULE))
+
+
 if TYPE_CHECKING:
     from llm_perf_opt.models.deepseek_ocr.checkpoint import (
         CheckpointError,
