@@ -53,6 +53,17 @@ def run_guarded(func: Callable[[], int], prog: str) -> int:
         return 130
 
 
+def non_negative_int(text: str) -> int:
+    """argparse ``type``: a whole number >= 0 (ArgumentTypeError, one line through CommandParser, else)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
+    return v
+
+
 class _NoBar:
     """Stand-in when tqdm is not installed: the work goes on without a bar."""
 

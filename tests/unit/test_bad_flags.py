@@ -36,7 +36,7 @@ def _one_line(main: Callable[[Sequence[str]], int], argv: Sequence[str], capsys:
 
 
 def test_usage_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    _one_line(what_if_cli.main, ["--report", str(REPORT), "--jobs", "-3"], capsys, "jobs must be >= 0")
+    _one_line(what_if_cli.main, ["--report", str(REPORT), "--jobs", "-3"], capsys, "argument --jobs: expected an integer >= 0")
     _one_line(what_if_cli.main, ["--report", str(REPORT), "--host-probe-us", "-1"], capsys, "--host-probe-us")
     _one_line(dsocr_analyzer_main.main, ["--image-size", "100"], capsys, "is not WIDTHxHEIGHT")
     _one_line(calibrate_cli.main, ["--run"], capsys, "expected one argument")

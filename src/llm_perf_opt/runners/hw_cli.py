@@ -29,6 +29,7 @@ from llm_perf_opt.analytic.gemm_shapes import (
     parse_workload,
     workload_gemm_keys,
 )
+from llm_perf_opt.cli import non_negative_int
 from llm_perf_opt.errors import UserError
 from llm_perf_opt.hardware.bench import (
     BENCH_DTYPES,
@@ -80,16 +81,6 @@ def _positive_int(text: str) -> int:
     return v
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
-    return v
-
-
 def _sides(text: str) -> list[int]:
     if text.strip().lower() == "none":
         return []
@@ -135,14 +126,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     detect = sub.add_parser("detect", parents=[common], help="the local GPU and its catalogue entry",
                             description="Detect the local CUDA GPU: name, memory, catalogue key, clocks, "
                                         "driver and CUDA versions.")
-    detect.add_argument("--device", type=_non_negative_int, default=0, help="CUDA device index (default 0)")
+    detect.add_argument("--device", type=non_negative_int, default=0, help="CUDA device index (default 0)")
     detect.add_argument("--out", type=Path, default=None, metavar="FILE",
                         help="also write the detection as JSON to FILE")
 
     bench = sub.add_parser("bench", parents=[common], help="measure achievable matmul FLOP/s and bandwidth",
                            description="Measure the local GPU's achievable matmul rate per dtype and device "
                                        "memory bandwidth (CUDA events, warm-up, median of repeats).")
-    bench.add_argument("--device", type=_non_negative_int, default=0, help="CUDA device index (default 0)")
+    bench.add_argument("--device", type=non_negative_int, default=0, help="CUDA device index (default 0)")
     bench.add_argument("--out", type=Path, default=None, metavar="FILE",
                        help="write the measured ceilings here (.json or .yaml); load with load_ceilings")
     bench.add_argument("--dtypes", type=_dtype_list, default=list(DEFAULT_DTYPES),
@@ -150,7 +141,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             f"{','.join(map(str, BENCH_DTYPES))} (default {','.join(map(str, DEFAULT_DTYPES))})")
     bench.add_argument("--size", type=_positive_int, default=DEFAULT_MATMUL_SIZE,
                        help=f"square matmul side n, n x n @ n x n (default {DEFAULT_MATMUL_SIZE})")
-    bench.add_argument("--warmup", type=_non_negative_int, default=DEFAULT_WARMUP,
+    bench.add_argument("--warmup", type=non_negative_int, default=DEFAULT_WARMUP,
                        help=f"untimed calls before timing each measurement (default {DEFAULT_WARMUP})")
     bench.add_argument("--repeats", type=_positive_int, default=DEFAULT_REPEATS,
                        help=f"timed repeats; the median is reported (default {DEFAULT_REPEATS})")
@@ -175,7 +166,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="ceilings file of this GPU model (hw bench --out) to add the measurement to")
     edit.add_argument("--out", type=Path, required=True, metavar="FILE",
                       help="where to write the ceilings with it (.json or .yaml; may be --ceilings)")
-    edit.add_argument("--device", type=_non_negative_int, default=0, help="CUDA device index (default 0)")
+    edit.add_argument("--device", type=non_negative_int, default=0, help="CUDA device index (default 0)")
     gemms = sub.add_parser("gemms", parents=[edit], help="add GEMM times to a ceilings file",
                            description="Time the GEMMs of the analytic model of the given workloads on the local "
                                        "GPU and write an existing ceilings file (hw bench --out) with them added; "

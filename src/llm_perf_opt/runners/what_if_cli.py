@@ -16,7 +16,7 @@ from pathlib import Path
 
 from llm_perf_opt.analytic.calibration import Calibration, load_calibration
 from llm_perf_opt.analytic.model import NGRAM_BAN_ROW_LAUNCHES
-from llm_perf_opt.cli import CommandParser, progress_bar, run_guarded
+from llm_perf_opt.cli import CommandParser, non_negative_int, progress_bar, run_guarded
 from llm_perf_opt.compare.analytic import load_analytic_report
 from llm_perf_opt.compare.whatif import (
     COLUMNS,
@@ -62,12 +62,8 @@ def _probe(text: str) -> float:
 
 
 def _jobs(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"jobs {text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"jobs must be >= 0 (0: one per CPU core), got {value}")
+    """--jobs: N >= 1 processes, or 0 for one per core this process may use."""
+    value = non_negative_int(text)
     if value:
         return value
     affinity = getattr(os, "sched_getaffinity", None)  # the cores this process may run on (cgroups, taskset)
