@@ -120,6 +120,24 @@ def test_activation_memory_is_a_peak_not_a_sum():
     assert stage.backward_memory_activation() == pytest.approx(sum(leaf.activation_bytes for leaf in leaves))
 
 
+def test_backward_counterparts_of_a_linear_and_of_a_stage():
+    # Y = X W^T: dX = dY W and dW = dY^T X are two products of the forward's size; the traffic is twice the
+    # forward's plus one write of the weight gradients (as large as the weights)
+    lin = Linear("proj", Stage.PREFILL, tokens=10, in_features=64, out_features=32, bias=True, act_bytes=2,
+                 weight_bytes=2)
+    assert lin.backward_tensor_core_flops() == 2 * (2 * 10 * 64 * 32)
+    assert lin.backward_cuda_core_flops() == 2 * (10 * 32)
+    weights = 2 * (64 * 32 + 32)
+    assert lin.backward_memory_weight() == weights
+    io = 2 * 10 * (64 + 32) + weights
+    assert lin.backward_cal_io() == 2 * io + weights
+    assert lin.backward_arithmetic_intensity() == pytest.approx(2 * (2 * 10 * 64 * 32 + 10 * 32) / (2 * io + weights))
+    assert lin.backward_memory_kvcache() == 0.0
+    tree = AnalyticModel(DeepseekOCRConfig.default(), get_profile("dsocr-base-v1")).stages[Stage.PREFILL]
+    assert tree.backward_tensor_core_flops() == pytest.approx(2 * tree.forward_tensor_core_flops())
+    assert tree.backward_cal_io() == pytest.approx(2 * tree.forward_cal_io() + tree.forward_memory_weight())
+
+
 def test_flash_skips_the_causal_triangle():
     cfg = DeepseekOCRConfig.default()
     base = get_profile("dsocr-base-v1")

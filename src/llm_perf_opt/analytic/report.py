@@ -13,7 +13,6 @@ the closed-form sum over steps.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 from attrs import evolve
 
@@ -296,12 +295,3 @@ def build_report(model: AnalyticModel, peaks: RooflinePeaks, *, efficiency: Effi
         modules=[a.node() for a in accs.values()], snapshots=[a.snapshot() for a in accs.values()],
         stage_totals=stage_totals, decode=decode, model_totals=model_totals, memory=memory,
         generated_at=generated_at or datetime.now(UTC), notes=notes)
-
-
-def stage_work(report: AnalyticModelReport) -> dict[str, dict[str, Any]]:
-    """Per-stage FLOPs / bytes / time of a report as plain numbers (for MFU / MBU)."""
-    out: dict[str, dict[str, Any]] = {}
-    for stage, tot in report.stage_totals.items():
-        out[stage.value] = {"tensor_core_flops": tot.tensor_core_flops, "cuda_core_flops": tot.cuda_core_flops,
-                            "io_bytes": tot.io_bytes, "time_ms": tot.time_ms}
-    return out

@@ -19,7 +19,6 @@ from llm_perf_opt.compare.fit import WorkCell
 from llm_perf_opt.data.analytic import AnalyticModelReport, OCRWorkloadProfile
 from llm_perf_opt.data.io import load_report
 from llm_perf_opt.errors import UserError
-from llm_perf_opt.hardware.catalog import GpuSpec, load_catalog
 from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
 from llm_perf_opt.vocab import Stage
 
@@ -31,11 +30,6 @@ class MismatchError(UserError):
 def load_analytic_report(path: str | Path) -> AnalyticModelReport:
     """Load an exported AnalyticModelReport (JSON/YAML); ReportLoadError in one line (schema included)."""
     return load_report(path, AnalyticModelReport)
-
-
-def gpu_spec(key: str, catalog_file: Path | None = None) -> GpuSpec:
-    """Catalogue entry by exact key or alias; UnknownGpuError (lists the keys) otherwise."""
-    return load_catalog(catalog_file).get(key)
 
 
 def report_cells(report: AnalyticModelReport, run_id: str = "") -> list[WorkCell]:
