@@ -146,3 +146,23 @@ def test_flash_skips_the_causal_triangle():
     eager = AnalyticModel(cfg, with_overrides(base, attention="eager")).stages[Stage.PREFILL]
     assert flash.forward_tensor_core_flops() < sdpa.forward_tensor_core_flops() == eager.forward_tensor_core_flops()
     assert eager.forward_cal_io() > sdpa.forward_cal_io()
+
+
+def test_a_tree_memo_gives_the_sums_of_the_tree_and_the_model_keeps_its_steps() -> None:
+    from llm_perf_opt.analytic.base import TreeMemo
+
+    model = AnalyticModel(DeepseekOCRConfig.default(), with_overrides(get_profile("dsocr-base-v1"), batch_size=3))
+    memo = TreeMemo()
+    for tree in model.stages.values():
+        for _, node in tree.walk():
+            assert node.category_costs(memo) == node.category_costs()
+            assert node.forward_memory_weight(memo) == node.forward_memory_weight()
+            assert node.forward_memory_activation(memo) == node.forward_memory_activation()
+            assert node.forward_memory_kvcache(memo) == node.forward_memory_kvcache()
+        assert tree.category_costs(memo) is tree.category_costs(memo)  # summed once
+    # the model's own decode steps are built once per KV length; a step with other routing is built anew
+    kv = model.shape.decode_kv_len(0)
+    assert model.decode_step(kv) is model.decode_step(kv)
+    assert model.decode_step(model.decode_mean_kv_len) is model.stages[Stage.DECODE]
+    assert model.decode_step(kv, routing={}) is not model.decode_step(kv)
+    assert model.weight_bytes_total() == model.root().forward_memory_weight()

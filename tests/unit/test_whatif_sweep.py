@@ -407,3 +407,43 @@ def test_a_failing_scenario_in_a_worker_is_its_one_line_error(report: AnalyticMo
         run_what_if(report, scenarios, jobs=2, on_row=lambda r: seen.append(r.scenario_id))
     assert len(seen) == len(set(seen))
     assert all(scenarios[i].max_new_tokens != 100_000 for i in seen)
+
+
+def test_one_model_per_workload_gives_the_rows_of_a_model_per_scenario(report: AnalyticModelReport,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # GPUs outermost, as a planner writes a sweep: each workload comes back once per GPU and calibration
+    from llm_perf_opt.analytic import model as model_mod
+    from llm_perf_opt.compare.analyzer_bridge import analyze_like
+
+    cal = Calibration(gpu_key="h100-sxm", compute_efficiencies={"gemm": 0.5},
+                      bandwidth_efficiencies={"gemm": 0.5, "attention": 0.5}, launch_overhead_s=5e-6)
+    scenarios = expand_sweep(gpus=["h100-sxm", "a100-sxm4-80gb", "b200"], batch_sizes=[1, 2],
+                             max_new_tokens=[4, 8], calibrated=[False])
+    scenarios += expand_sweep(gpus=["h100-sxm"], batch_sizes=[1, 2], max_new_tokens=[4, 8], calibrated=[True])
+
+    def fresh(base, wl, gpu, eff):  # a model built for every analysis
+        return analyze_like(base, wl, gpu, efficiency=eff)
+
+    built: list[object] = []
+    init = model_mod.AnalyticModel.__init__
+
+    def counting(self, *args, **kwargs):
+        built.append(self)
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(model_mod.AnalyticModel, "__init__", counting)
+    shared = run_what_if(report, scenarios, calibration=cal)
+    assert len(built) == 4  # 4 workloads, each built once for its 4 analyses
+    assert shared == run_what_if(report, scenarios, calibration=cal, analyzer=fresh)
+    assert len(built) == 4 + 16
+
+
+def test_analyze_like_refuses_a_model_of_another_workload(report: AnalyticModelReport) -> None:
+    from llm_perf_opt.analytic.model import AnalyticModel
+    from llm_perf_opt.compare.analyzer_bridge import analyze_like
+
+    other = attrs.evolve(report.workload, batch_size=report.workload.batch_size + 1)
+    with pytest.raises(ValueError, match="not the base's config on this workload"):
+        analyze_like(report, report.workload, model=AnalyticModel(report.model.config, other))
+    model = AnalyticModel(report.model.config, report.workload)
+    assert analyze_like(report, report.workload, model=model) == analyze_like(report, report.workload)

@@ -71,6 +71,22 @@ def _add(into: CategoryCosts, cat: OperatorCategory, vec: list[float], scale: fl
             cur[i] += vec[i] * scale
 
 
+class TreeMemo:
+    """Per-node answers of the aggregations that do not depend on the GPU (category costs, weight, activation
+    and KV-cache bytes) for trees that no longer change, keyed by node identity.
+
+    A report asks them of nodes at every depth; with a memo each subtree is summed once, and later reports of
+    the same trees (other peaks, GPUs or calibrations) reuse the sums. The memo holds the nodes it answers for,
+    so an id cannot be taken by another node while the memo lives. Its answers are shared: do not change them.
+    """
+
+    def __init__(self) -> None:
+        self.costs: dict[int, tuple[BaseLayer, CategoryCosts]] = {}
+        self.weight: dict[int, tuple[BaseLayer, float]] = {}
+        self.activation: dict[int, tuple[BaseLayer, float]] = {}
+        self.kvcache: dict[int, tuple[BaseLayer, float]] = {}
+
+
 class BaseLayer:
     """One node of the analytic module tree (a module type with fixed shapes).
 
@@ -247,18 +263,25 @@ class BaseLayer:
         return (self.cuda_io_bytes + sum(c.forward_cuda_io() for c in self.children)) * self.count
 
     # --------------------------------------------------------- aggregation
-    def category_costs(self) -> CategoryCosts:
-        """Category -> [tc_flops, cc_flops, io_bytes, launches] of this node (children and count included)."""
+    def category_costs(self, memo: TreeMemo | None = None) -> CategoryCosts:
+        """Category -> [tc_flops, cc_flops, io_bytes, launches] of this node (children and count included);
+        with ``memo`` the answer is the memo's (shared: do not change it)."""
+        if memo is not None:
+            hit = memo.costs.get(id(self))
+            if hit is not None:
+                return hit[1]
         out: CategoryCosts = {}
         for cat, vec in self.ops.items():
             _add(out, cat, vec)
         for child in self.children:
-            for cat, vec in child.category_costs().items():
+            for cat, vec in child.category_costs(memo).items():
                 _add(out, cat, vec)
         if self.count != 1:
             for vec in out.values():
                 for i in range(4):
                     vec[i] *= self.count
+        if memo is not None:
+            memo.costs[id(self)] = (self, out)
         return out
 
     def _total(self, index: int) -> float:
@@ -313,22 +336,42 @@ class BaseLayer:
         for child in self.children:
             child._collect_params(path, mult, seen)
 
-    def forward_memory_weight(self) -> float:
+    def forward_memory_weight(self, memo: TreeMemo | None = None) -> float:
         """Resident weight bytes (parameters x bytes per element)."""
-        return float(self.param_count() * self.weight_dtype_bytes)
+        if memo is not None:
+            hit = memo.weight.get(id(self))
+            if hit is not None:
+                return hit[1]
+        out = float(self.param_count() * self.weight_dtype_bytes)
+        if memo is not None:
+            memo.weight[id(self)] = (self, out)
+        return out
 
-    def forward_memory_activation(self) -> float:
+    def forward_memory_activation(self, memo: TreeMemo | None = None) -> float:
         """Peak activation bytes: held bytes + largest child peak (PARFOR copies live together)."""
+        if memo is not None:
+            hit = memo.activation.get(id(self))
+            if hit is not None:
+                return hit[1]
         peak = self.activation_bytes
         if self.children:
-            peak = max(peak, max(c.forward_memory_activation() for c in self.children))
+            peak = max(peak, max(c.forward_memory_activation(memo) for c in self.children))
         peak += self.held_bytes
-        return peak * self.count if self.repetition == Repetition.PARFOR else peak
+        out = peak * self.count if self.repetition == Repetition.PARFOR else peak
+        if memo is not None:
+            memo.activation[id(self)] = (self, out)
+        return out
 
-    def forward_memory_kvcache(self) -> float:
+    def forward_memory_kvcache(self, memo: TreeMemo | None = None) -> float:
         """KV-cache bytes held after this node ran."""
-        per = self.kvcache_bytes + sum(c.forward_memory_kvcache() for c in self.children)
-        return per * self.count
+        if memo is not None:
+            hit = memo.kvcache.get(id(self))
+            if hit is not None:
+                return hit[1]
+        out = (self.kvcache_bytes + sum(c.forward_memory_kvcache(memo) for c in self.children)) * self.count
+        if memo is not None:
+            memo.kvcache[id(self)] = (self, out)
+        return out
 
     # ------------------------------------------------------------ backward
     # Training what-if (not checked against a counter): each matrix product

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from llm_perf_opt.analytic.base import OpGroup, RequestRoot, StageCost
+from llm_perf_opt.analytic.base import OpGroup, RequestRoot, StageCost, TreeMemo
 from llm_perf_opt.analytic.layers.decoder import (
     MASK_SYNCS,
     DecoderLayer,
@@ -122,6 +122,12 @@ class AnalyticModel:
         self.causal_skip = workload.attention == AttentionKind.FLASH
         self.routing_prefill = routing_prefill or {}
         self.routing_decode = routing_decode or {}
+        #: GPU-independent sums over this model's trees (the stages and the decode steps it built), shared by
+        #: every report of the model (llm_perf_opt.analytic.report.build_report)
+        self.memo = TreeMemo()
+        #: decode steps built with the run's routing, by KV length (the trees are fixed once built)
+        self._steps: dict[float, StageCost] = {}
+        self._weight_bytes: float | None = None
         self.stages: dict[Stage, StageCost] = {
             Stage.VISION_SAM: self._sam(),
             Stage.VISION_CLIP: self._clip(),
@@ -240,9 +246,15 @@ class AnalyticModel:
         return picks / self.shape.decode_forwards
 
     def decode_step(self, kv_len: float, routing: Routing | None = None) -> StageCost:
-        """One decode forward (B new tokens) attending over ``kv_len`` positions."""
-        return self._decoder(Stage.DECODE, q_len=1, kv_len=kv_len, logits_tokens=1,
-                             routing=self.routing_decode if routing is None else routing)
+        """One decode forward (B new tokens) attending over ``kv_len`` positions; without ``routing`` the
+        model's own step at that length, built once (the same tree on every call)."""
+        if routing is not None:
+            return self._decoder(Stage.DECODE, q_len=1, kv_len=kv_len, logits_tokens=1, routing=routing)
+        step = self._steps.get(kv_len)
+        if step is None:
+            step = self._decoder(Stage.DECODE, q_len=1, kv_len=kv_len, logits_tokens=1, routing=self.routing_decode)
+            self._steps[kv_len] = step
+        return step
 
     def decode_segments(self, segments: int = DECODE_KV_SEGMENTS) -> list[tuple[int, float]]:
         """(forwards, their mean KV length) of ``segments`` groups of consecutive decode forwards (fewer when
@@ -275,7 +287,9 @@ class AnalyticModel:
 
     def weight_bytes_total(self) -> float:
         """Resident weight bytes of the whole model (every parameter once)."""
-        return self.root().forward_memory_weight()
+        if self._weight_bytes is None:
+            self._weight_bytes = self.root().forward_memory_weight()
+        return self._weight_bytes
 
     def kv_cache_bytes_final(self) -> float:
         """KV cache after the last decode forward: 2 * B * L_final * layers * h_kv * d * b."""

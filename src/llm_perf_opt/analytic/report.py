@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 from attrs import evolve
 
-from llm_perf_opt.analytic.base import CC, IO, LAUNCH, TC, BaseLayer, CategoryCosts
+from llm_perf_opt.analytic.base import CC, IO, LAUNCH, TC, BaseLayer, CategoryCosts, TreeMemo
 from llm_perf_opt.analytic.calibration import (
     PURE_ROOFLINE,
     Calibration,
@@ -102,7 +102,7 @@ def _module_name(path: str, layer: BaseLayer) -> str:
 
 
 def _collect(stage: Stage, layer: BaseLayer, prefix: str, parent: _Acc, accs: dict[str, _Acc],
-             times: dict[int, TimeParts], scale: float, depth: int, max_depth: int | None,
+             times: dict[int, TimeParts], scale: float, depth: int, max_depth: int | None, memo: TreeMemo,
              mult: int = 1) -> None:
     """Merge ``layer`` into the accumulator of its module id.
 
@@ -118,18 +118,18 @@ def _collect(stage: Stage, layer: BaseLayer, prefix: str, parent: _Acc, accs: di
         acc = _Acc(module_id, name, layer.module_type, stage, parent.module_id, rep, layer.count)
         accs[module_id] = acc
         parent.children.append(module_id)
-    acc.add_work(layer.category_costs(), scale * mult)
+    acc.add_work(layer.category_costs(memo), scale * mult)
     acc.time.add(times[id(layer)], float(mult))
-    acc.weight_bytes = max(acc.weight_bytes, layer.forward_memory_weight()
+    acc.weight_bytes = max(acc.weight_bytes, layer.forward_memory_weight(memo)
                            * (mult if layer.repetition != Repetition.PARFOR else 1))
-    acc.activation_bytes = max(acc.activation_bytes, layer.forward_memory_activation())
-    acc.kv_bytes += layer.forward_memory_kvcache() * mult
+    acc.activation_bytes = max(acc.activation_bytes, layer.forward_memory_activation(memo))
+    acc.kv_bytes += layer.forward_memory_kvcache(memo) * mult
     if max_depth is not None and depth >= max_depth:
         return
     child_prefix = name if name.endswith("*") else path
     child_mult = mult * layer.count
     for child in layer.children:
-        _collect(stage, child, child_prefix, acc, accs, times, scale, depth + 1, max_depth, child_mult)
+        _collect(stage, child, child_prefix, acc, accs, times, scale, depth + 1, max_depth, memo, child_mult)
 
 
 def _totals(acc: _Acc) -> WorkTotals:
@@ -166,7 +166,7 @@ def memory_footprint(model: AnalyticModel, capacity_bytes: float | None) -> Memo
     """
     weights = model.weight_bytes_total()
     kv_final = model.kv_cache_bytes_final()
-    act_peak = max(t.forward_memory_activation() for t in model.stages.values())
+    act_peak = max(t.forward_memory_activation(model.memo) for t in model.stages.values())
     per_seq = (kv_final + act_peak) / model.shape.batch
     max_batch = (max(int((capacity_bytes - weights) // per_seq), 0)
                  if capacity_bytes and per_seq > 0 else None)
@@ -183,6 +183,7 @@ def build_report(model: AnalyticModel, peaks: RooflinePeaks, *, efficiency: Effi
     ``snapshots`` (None = every node; 1 = the top modules only, for sweeps).
     """
     eff = efficiency or PURE_ROOFLINE
+    memo = model.memo
     shape = model.shape
     workload = model.workload
     root = _Acc(ROOT_ID, ROOT_ID, "DeepseekOCRForCausalLM", None, None)
@@ -216,20 +217,20 @@ def build_report(model: AnalyticModel, peaks: RooflinePeaks, *, efficiency: Effi
         kv_tree = tree
         accs[stage.value] = sacc
         root.children.append(stage.value)
-        sacc.add_work(tree.category_costs(), scale)
+        sacc.add_work(tree.category_costs(memo), scale)
         sacc.time.add(times[id(tree)])
-        sacc.weight_bytes = tree.forward_memory_weight()
-        sacc.activation_bytes = tree.forward_memory_activation()
+        sacc.weight_bytes = tree.forward_memory_weight(memo)
+        sacc.activation_bytes = tree.forward_memory_activation(memo)
         stage_accs[stage] = sacc
         for child in tree.children:
-            _collect(stage, child, "", sacc, accs, times, scale, 1, max_depth)
+            _collect(stage, child, "", sacc, accs, times, scale, 1, max_depth, memo)
         if stage == Stage.DECODE:
             kv_tree = last  # decode nodes report the KV cache held after the LAST step
             for path, node in last.walk():
                 mid = f"{stage.value}/{path}"
-                if mid in accs and node.kvcache_bytes + sum(c.forward_memory_kvcache() for c in node.children):
-                    accs[mid].kv_bytes = node.forward_memory_kvcache()
-        sacc.kv_bytes = kv_tree.forward_memory_kvcache()
+                if mid in accs and node.kvcache_bytes + sum(c.forward_memory_kvcache(memo) for c in node.children):
+                    accs[mid].kv_bytes = node.forward_memory_kvcache(memo)
+        sacc.kv_bytes = kv_tree.forward_memory_kvcache(memo)
         root.add_work(sacc.cats, 1.0)
         root.time.add(sacc.time)
 

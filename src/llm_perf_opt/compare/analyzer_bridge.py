@@ -51,16 +51,22 @@ def peaks_for(base: AnalyticModelReport | None, gpu: GpuSpec, dtype: DType) -> R
 
 
 def analyze_like(base: AnalyticModelReport, workload: OCRWorkloadProfile, gpu: GpuSpec | None = None, *,
-                 efficiency: EfficiencyModel | None = None, max_depth: int | None = 1) -> AnalyticModelReport:
+                 efficiency: EfficiencyModel | None = None, max_depth: int | None = 1,
+                 model: AnalyticModel | None = None) -> AnalyticModelReport:
     """The base report's model on ``workload`` and ``gpu`` (None: the base's GPU).
 
     max_depth 1 keeps only the stage and top-module nodes (all totals are
     unaffected); None keeps the full tree (needed for per-category rows).
+    ``model``: the AnalyticModel of the base's config on ``workload``, built before (the model does not
+    depend on the GPU or the calibration, so a sweep reuses it and the sums it keeps); None builds it.
     """
     check_uncalibrated(base)
     spec = gpu if gpu is not None else load_catalog().get(base.gpu_key)
     peaks = peaks_for(base, spec, workload.dtype)
-    model = AnalyticModel(base.model.config, workload)
+    if model is None:
+        model = AnalyticModel(base.model.config, workload)
+    elif model.workload != workload or model.config != base.model.config:
+        raise ValueError("analyze_like: the model given is not the base's config on this workload")
     return build_report(model, peaks, efficiency=efficiency, report_id=base.report_id, max_depth=max_depth,
                         generated_at=base.generated_at)
 

@@ -21,10 +21,12 @@ from __future__ import annotations
 import csv
 import itertools
 import math
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
 from attrs import define, field
 
 from llm_perf_opt.analytic.calibration import Calibration, EfficiencyModel, check_applies
@@ -256,13 +258,37 @@ def expand_sweep(
     return out
 
 
+#: analytic models a sweep keeps for reuse (the most recently used): scenarios are evaluated grouped by workload,
+#: so one model serves every GPU, calibration and host setting of its workload before the next one is built
+MODELS_KEPT = 2
+
+
+def workload_key(wl: OCRWorkloadProfile) -> tuple[Any, ...]:
+    """Hashable identity of a workload (every field)."""
+    return attrs.astuple(wl)
+
+
 def default_analyzer() -> Analyzer:
-    """The project's analytic model (llm_perf_opt.analytic), as an :data:`Analyzer`."""
+    """The project's analytic model (llm_perf_opt.analytic), as an :data:`Analyzer`; it keeps the last
+    :data:`MODELS_KEPT` AnalyticModels, so scenarios of one workload on other GPUs or calibrations reuse the
+    model's trees and the sums it holds (the rows are the same as with a model built per scenario)."""
+    from llm_perf_opt.analytic.model import AnalyticModel
     from llm_perf_opt.compare.analyzer_bridge import analyze_like
+
+    models: OrderedDict[tuple[Any, ...], AnalyticModel] = OrderedDict()
 
     def analyze(base: AnalyticModelReport, wl: OCRWorkloadProfile, gpu: GpuSpec,
                 eff: EfficiencyModel | None) -> AnalyticModelReport:
-        return analyze_like(base, wl, gpu, efficiency=eff)
+        key = workload_key(wl)
+        model = models.get(key)
+        if model is None or (model.config is not base.model.config and model.config != base.model.config):
+            model = AnalyticModel(base.model.config, wl)
+            models[key] = model
+            while len(models) > MODELS_KEPT:
+                models.popitem(last=False)
+        else:
+            models.move_to_end(key)
+        return analyze_like(base, wl, gpu, efficiency=eff, model=model)
 
     return analyze
 
@@ -307,6 +333,7 @@ class _Sweep:
             raise WhatIfError("what-if: a host probe applies to calibrated scenarios only")
         elif sc.graph_stages:
             raise WhatIfError("what-if: CUDA-graph stages apply to calibrated scenarios only")
+        # [1:9] is the workload's part (run_what_if groups by it)
         key = (gpu.key, wl.mode, wl.image_width_px, wl.image_height_px, wl.prompt_text_tokens, wl.max_new_tokens,
                wl.batch_size, wl.no_repeat_ngram_size, str(wl.dtype), sc.calibrated, sc.host_probe_us,
                sc.graph_stages or ())
@@ -372,14 +399,18 @@ def run_what_if(
         if on_row is not None:
             on_row(row)
 
-    groups: dict[tuple[Any, ...], list[int]] = {}
+    # scenarios sharing one analysis, those groups in the order their workloads first appear: the analyses of
+    # one workload (other GPUs, calibrations, hosts) run one after another on one AnalyticModel
+    by_workload: dict[tuple[Any, ...], dict[tuple[Any, ...], list[int]]] = {}
     for i, key in enumerate(keys):
-        groups.setdefault(key, []).append(i)
+        by_workload.setdefault(key[1:9], {}).setdefault(key, []).append(i)
+    groups = [g for same in by_workload.values() for g in same.values()]
     if jobs == 1 or len(groups) < 2:
-        for i in range(len(scenarios)):
-            done(sweep.row(i))
+        for group in groups:
+            for i in group:
+                done(sweep.row(i))
     else:
-        _run_parallel(sweep, list(groups.values()), jobs, done)
+        _run_parallel(sweep, groups, jobs, done)
     return [r for r in rows if r is not None]
 
 
