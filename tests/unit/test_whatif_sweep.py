@@ -138,6 +138,21 @@ def test_bad_input_is_one_line(report: AnalyticModelReport, report_file: Path, t
     calibrated = attrs.evolve(report, peaks=attrs.evolve(report.peaks, launch_overhead_ms=0.01))
     with pytest.raises(CalibratedBaseError, match="computed with a calibration"):
         run_what_if(calibrated, [Scenario()])
+    # a report of the timeline model (calibrate --prior) has no efficiencies and no launch cost in its peaks:
+    # its note names the calibration, and it is refused too (its times would silently become the roofline's)
+    from llm_perf_opt.analytic.model import AnalyticModel
+    from llm_perf_opt.analytic.report import build_report
+    from llm_perf_opt.analytic.roofline import RooflinePeaks
+    from llm_perf_opt.compare.calibrate import prior_calibration
+    from llm_perf_opt.hardware.bench import effective_peaks
+    from llm_perf_opt.hardware.catalog import load_catalog
+
+    prior = prior_calibration("h100-sxm", "bf16")
+    peaks = RooflinePeaks.from_effective(effective_peaks(load_catalog().get("h100-sxm")), report.workload.dtype)
+    timeline = build_report(AnalyticModel(report.model.config, report.workload), peaks, efficiency=prior)
+    assert not timeline.peaks.efficiencies and not timeline.peaks.launch_overhead_ms
+    with pytest.raises(CalibratedBaseError, match="computed with a calibration"):
+        run_what_if(timeline, [Scenario()])
     cal_file = save_calibration(Calibration(gpu_key="h100-sxm"), tmp_path / "c.json")
     assert what_if_cli.main(["--report", str(report_file), "--calibration", str(cal_file), "--gpu", "l4",
                              "--out", str(tmp_path)]) == 2

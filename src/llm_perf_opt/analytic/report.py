@@ -174,6 +174,10 @@ def memory_footprint(model: AnalyticModel, capacity_bytes: float | None) -> Memo
                            max_batch_size=max_batch)
 
 
+#: the note of a report computed without a calibration (any other ``efficiencies:`` note names the one used)
+PURE_ROOFLINE_NOTE = "efficiencies: pure roofline (1.0), no launch cost"
+
+
 def build_report(model: AnalyticModel, peaks: RooflinePeaks, *, efficiency: EfficiencyModel | None = None,
                  report_id: str | None = None, max_depth: int | None = None,
                  generated_at: datetime | None = None, extra_notes: list[str] | None = None) -> AnalyticModelReport:
@@ -268,7 +272,7 @@ def build_report(model: AnalyticModel, peaks: RooflinePeaks, *, efficiency: Effi
                          "per kernel, syncs, device backlog); module rows: device time of the calibrated roofline")
     notes = [
         f"peaks: {peaks.source.value} ({peaks.source_ref})",
-        ("efficiencies: pure roofline (1.0), no launch cost" if eff is PURE_ROOFLINE
+        (PURE_ROOFLINE_NOTE if eff is PURE_ROOFLINE
          else f"efficiencies: {eff.describe() if isinstance(eff, Calibration) else type(eff).__name__}"),
         "FLOPs = 2 x MACs; tensor-core FLOPs are what torch.utils.flop_counter counts (matmuls, convs, attention)",
         f"attention modelled as {workload.attention.value}: "

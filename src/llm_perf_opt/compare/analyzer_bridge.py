@@ -15,7 +15,7 @@ from attrs import evolve
 
 from llm_perf_opt.analytic.calibration import EfficiencyModel
 from llm_perf_opt.analytic.model import AnalyticModel
-from llm_perf_opt.analytic.report import build_report
+from llm_perf_opt.analytic.report import PURE_ROOFLINE_NOTE, build_report
 from llm_perf_opt.analytic.roofline import RooflinePeaks
 from llm_perf_opt.compare.runs import MeasuredRun
 from llm_perf_opt.data.analytic import AnalyticModelReport, OCRWorkloadProfile
@@ -31,8 +31,10 @@ class CalibratedBaseError(UserError):
 
 
 def check_uncalibrated(base: AnalyticModelReport, where: str = "") -> None:
-    """CalibratedBaseError when ``base`` used efficiencies or a launch cost."""
-    if base.peaks.efficiencies or base.peaks.launch_overhead_ms:
+    """CalibratedBaseError when ``base`` was computed with a calibration: efficiencies or a launch cost in its
+    peaks, or a note naming one (a timeline calibration may have neither, its times come from the timeline)."""
+    calibrated_note = any(n.startswith("efficiencies:") and n != PURE_ROOFLINE_NOTE for n in base.notes)
+    if base.peaks.efficiencies or base.peaks.launch_overhead_ms or calibrated_note:
         raise CalibratedBaseError(
             f"{where or base.report_id}: the report was computed with a calibration; export it without one "
             "and pass the calibration file instead"
