@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Regenerate every committed comparison under reports/compare/ from the committed run folders (CPU only):
-# the three compare_calibrate.sh sets (H200 sets 1 and 2, H100) and the seventeen cross-session H200 sets
-# (sections 6-9 and 11-21 of docs/results-h200.md: set 2's timeline calibration and the prior on runs not fitted;
-# the last two sets hold the large batches: Base b16 and Small b64, then Small b32, Base b32 and Gundam b8).
+# the three compare_calibrate.sh sets (H200 sets 1 and 2, H100) and the nineteen cross-session H200 sets of
+# CROSS_SETS below (sections 6-9 and 11-22 of docs/results-h200.md: set 2's timeline calibration and the prior on
+# runs not fitted; the sets of sections 21 and 22 hold the large batches and the n-gram ban pairs).
 #
-# Usage: scripts/analytical/regenerate_compare.sh        (PYTHON=python by default; 15-45 min on 2 cores)
+# Usage: PYTHON=.venv/bin/python scripts/analytical/regenerate_compare.sh   (PYTHON: an interpreter with the project
+#        installed, python by default; about 4-5 min on 2 cores)
 #        CROSS_ONLY="STAMP ..." scripts/analytical/regenerate_compare.sh   (only those cross-session sets)
 # Writes to tmp/regen/ first and replaces each reports/compare/<set>/ only once that set is complete.
 set -euo pipefail

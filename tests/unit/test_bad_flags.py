@@ -77,6 +77,20 @@ def test_analyze_prompt_tokens_include_bos(tmp_path: Path, capsys: pytest.Captur
                                          str(tmp_path)], capsys, "prompt_text_tokens must be >= 1 (BOS included)")
 
 
+def test_analyze_takes_the_other_commands_flag_names(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # profile's and what-if's names for the same settings are the same flags here; the resolution mode is not --mode
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    dsocr_analyzer_main.add_arguments(parser)
+    ours = parser.parse_args(["--model", "tiny", "--prompt-tokens", "7", "--attention", "eager", "--experts", "eager"])
+    theirs = parser.parse_args(["--config", "tiny", "--prompt-text-tokens", "7", "--attn-implementation", "eager",
+                                "--experts-implementation", "eager"])
+    assert vars(ours) == vars(theirs) and ours.model == "tiny" and ours.prompt_tokens == 7
+    _one_line(dsocr_analyzer_main.main, ["--mode", "base", "--output-dir", str(tmp_path)], capsys,
+              "for the resolution mode give --resolution-mode base")
+
+
 def test_profile_flags_checked_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     base = ["--device", "cpu", "--config", "tiny", "--mode", "tiny", "--dtype", "fp32", "--max-new-tokens", "2",
             "--repeats", "1", "--warmup", "0", "--output-dir", str(tmp_path / "out")]
@@ -87,6 +101,12 @@ def test_profile_flags_checked_before_any_work(tmp_path: Path, capsys: pytest.Ca
               "--dpi 0 applies to --pdf pages")
     _one_line(llm_profile_runner.main, [*base, "--synthetic", "1", "--batch-size", "4"], capsys,
               "--batch-size 4: more than the 1 page(s)")
+    # measured ceilings are of one GPU: not another --gpu's, and on a CPU run only with the --gpu they are of
+    h200 = str(Path(__file__).resolve().parents[2] / "reports" / "hardware" / "h200" / "hw-ceilings.json")
+    _one_line(llm_profile_runner.main, [*base, "--synthetic", "1", "--ceilings", h200, "--gpu", "h100-sxm"], capsys,
+              "were measured on 'h200', not on --gpu 'h100-sxm'")
+    _one_line(llm_profile_runner.main, [*base, "--synthetic", "1", "--ceilings", h200], capsys,
+              "--ceilings on a cpu run needs --gpu KEY")
     assert not (tmp_path / "escape").exists() and not (tmp_path / "out").exists()
 
 

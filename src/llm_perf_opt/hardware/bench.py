@@ -225,7 +225,7 @@ def _positive(where: str, value: Any) -> float:
 
 
 def load_ceilings(path: Path) -> MeasuredCeilings:
-    """Read a calibration file written by :func:`save_ceilings`; CeilingsError names the bad field."""
+    """Read a ceilings file written by :func:`save_ceilings`; CeilingsError names the bad field."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")

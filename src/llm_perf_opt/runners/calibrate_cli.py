@@ -413,13 +413,18 @@ def run(args: argparse.Namespace) -> int:
     path = save_calibration(cal, args.out)
     print(cal.describe())
     cats = sorted(set(cal.compute_efficiencies) | set(cal.bandwidth_efficiencies))
-    print(f"{'category':<24} {'compute eff':>12} {'bandwidth eff':>14}")
-    for c in cats:
-        print(f"{c:<24} {cal.compute_efficiency(c):>12.3f} {cal.bandwidth_efficiency(c):>14.3f}")
+    if cats:
+        print(f"{'category':<24} {'compute eff':>12} {'bandwidth eff':>14}")
+        for c in cats:
+            print(f"{c:<24} {cal.compute_efficiency(c):>12.3f} {cal.bandwidth_efficiency(c):>14.3f}")
     weak = [u for u in cal.fit.unidentified if WEAKLY in u]
     unconstrained = [u for u in cal.fit.unidentified if WEAKLY not in u]
-    if unconstrained:
-        print("not constrained by the data (kept at 1.0): " + ", ".join(unconstrained))
+    if args.prior:  # nothing was fitted: the entries say where the values come from
+        for u in unconstrained:
+            print(f"note: {u}")
+    elif unconstrained:
+        print("not constrained by the data (left at the fit's starting value: the prior's, else 1.0 for an "
+              "efficiency and 0 for a time): " + ", ".join(unconstrained))
     for u in weak:
         print("weakly constrained by the data (fitted, uncertain): " + u)
     print(error_table(cal))

@@ -35,10 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from llm_perf_opt.analytic.workloads import DEFAULT_PROFILE_ID
     from llm_perf_opt.runners.dsocr_analyzer import DEFAULT_GPU
 
-    parser.add_argument("--mode", choices=["analytic"], default="analytic",
-                        help="what to produce: 'analytic' = the analytic model report (the only mode of this runner)")
-    parser.add_argument("--model", default=None,
-                        help="model config: 'default' (packaged DeepSeek-OCR config.json; the default), 'tiny', a "
+    parser.add_argument("--mode", default="analytic", metavar="{analytic}",
+                        help="what to produce: 'analytic' = the analytic model report (the only mode of this runner; "
+                             "the resolution mode is --resolution-mode)")
+    parser.add_argument("--model", "--config", dest="model", default=None,
+                        help="model config (--config is the same flag, as in profile, compare and calibrate): 'default' "
+                             "(packaged DeepSeek-OCR config.json; the default), 'tiny', a "
                              "config.json or a local model folder holding one (weights are never read); with "
                              "--profile-run-id the run's own config unless given")
     parser.add_argument("--device", choices=["meta", "cpu", "none"], default="meta",
@@ -56,17 +58,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resolution-mode", default=None, help="override the mode: tiny, small, base, large, gundam")
     parser.add_argument("--image-size", type=_image_size, default=None,
                         help="override the page size in pixels, WIDTHxHEIGHT (sets Gundam's tile grid)")
-    parser.add_argument("--prompt-tokens", type=int, default=None,
-                        help="override the prompt's text tokens (BOS + text, without the image slots)")
+    parser.add_argument("--prompt-tokens", "--prompt-text-tokens", dest="prompt_tokens", type=int, default=None,
+                        help="override the prompt's text tokens (BOS + text, without the image slots; "
+                             "--prompt-text-tokens is the same flag, as in what-if, compare and calibrate)")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="override the generated tokens per page")
     parser.add_argument("--batch-size", type=int, default=None, help="override the pages per forward")
     parser.add_argument("--dtype", default=None, help="override the compute dtype: bf16, fp16, fp32, fp8")
-    parser.add_argument("--attention", choices=["eager", "sdpa", "flash"], default=None,
+    parser.add_argument("--attention", "--attn-implementation", dest="attention", choices=["eager", "sdpa", "flash"],
+                        default=None,
                         help="override the attention implementation modelled (eager: scores in memory; sdpa: "
-                             "fused; flash: fused and causal-skipping)")
-    parser.add_argument("--experts", choices=list(EXPERTS_IMPLEMENTATIONS), default=None,
+                             "fused; flash: fused and causal-skipping; --attn-implementation is the same flag, "
+                             "as in profile)")
+    parser.add_argument("--experts", "--experts-implementation", dest="experts", choices=list(EXPERTS_IMPLEMENTATIONS),
+                        default=None,
                         help="override the MoE experts implementation modelled (grouped_mm: transformers' default "
-                             "and the profiler's; batched_mm; eager: per-expert loop). Changes bytes and launches")
+                             "and the profiler's; batched_mm; eager: per-expert loop). Changes bytes and launches "
+                             "(--experts-implementation is the same flag, as in profile)")
     parser.add_argument("--no-repeat-ngram-size", type=int, default=None, metavar="N",
                         help=f"override the n-gram ban of greedy decoding modelled (default {DEFAULT_NO_REPEAT_NGRAM}, "
                              f"the reference's and the profiler's; 0: off). The ban adds {NGRAM_BAN_ROW_LAUNCHES:g} "
@@ -143,7 +150,9 @@ def run(args: argparse.Namespace) -> int:
     from llm_perf_opt.vocab import parse_dtype
 
     if args.mode != "analytic":
-        raise UserError(f"--mode {args.mode!r} is not supported by this runner (use 'analytic')")
+        hint = (f"; for the resolution mode give --resolution-mode {args.mode}"
+                if args.mode in ("tiny", "small", "base", "large", "gundam") else "")
+        raise UserError(f"--mode {args.mode!r} is not supported by this runner (use 'analytic'){hint}")
     if args.max_depth is not None and args.max_depth < 1:
         raise UserError(f"--max-depth must be >= 1, got {args.max_depth}")
     if args.profile_run_id is not None:

@@ -90,8 +90,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="batches (spread over the set) in the torch.profiler pass; 0 skips it (default 2)")
     r.add_argument("--profile-max-new-tokens", type=int, default=None, metavar="N",
                    help="decode length in the profiler pass (default: --max-new-tokens; long decodes make "
-                        "very large traces; no pass to apply to with --profile-images 0, which recorded run "
-                        "commands still give)")
+                        "very large traces). With --profile-images 0 there is no profiler pass and it has no "
+                        "effect; it is still accepted there because recorded run commands give both")
     r.add_argument("--top-k", type=int, default=20, help="operators listed in operators.md (default 20)")
     r.add_argument("--no-nvtx", action="store_true", help="do not push NVTX ranges (CUDA)")
     r.add_argument("--gpu", metavar="KEY", default=None,
@@ -246,10 +246,16 @@ def run(args: argparse.Namespace) -> int:
         from llm_perf_opt.hardware.catalog import load_catalog
 
         catalog = load_catalog(args.catalog)
-        if args.gpu is not None:
-            catalog.get(args.gpu)
+        spec = catalog.get(args.gpu) if args.gpu is not None else None
         if args.ceilings is not None:
-            load_ceilings(args.ceilings)
+            ceilings = load_ceilings(args.ceilings)
+            if spec is not None and ceilings.gpu_key != spec.key:
+                raise UserError(f"--ceilings {args.ceilings} were measured on "
+                                f"{ceilings.gpu_key or ceilings.device_name!r}, not on --gpu {spec.key!r}")
+            if spec is None and device.type != "cuda":
+                raise UserError(f"--ceilings on a {device.type} run needs --gpu KEY: the GPU whose measured peaks "
+                                f"MFU/MBU are computed against ({ceilings.gpu_key or ceilings.device_name!r} "
+                                "for this file)")
     synthetic = args.synthetic
     if synthetic is None and not (args.images or args.image_list or args.pdf):
         synthetic = 3

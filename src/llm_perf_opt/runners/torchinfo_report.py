@@ -152,8 +152,10 @@ def to_markdown(report: dict[str, Any]) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default="default", help="'default' (published), 'tiny', or a config.json path")
-    parser.add_argument("--mode", default="base", help="resolution mode of the traced page: tiny..large, gundam")
+    parser.add_argument("--config", default="default",
+                        help="'default' (published), 'tiny', or a config.json path (default: default)")
+    parser.add_argument("--mode", default="base",
+                        help="resolution mode of the traced page: tiny, small, base, large, gundam (default: base)")
     parser.add_argument("--out-dir", default=str(DEFAULT_OUT_DIR),
                         help=f"folder for {STEM}.json and {STEM}.md (default: reports)")
 
