@@ -76,7 +76,8 @@ class TreeMemo:
     and KV-cache bytes) for trees that no longer change, keyed by node identity.
 
     A report asks them of nodes at every depth; with a memo each subtree is summed once, and later reports of
-    the same trees (other peaks, GPUs or calibrations) reuse the sums. The memo holds the nodes it answers for,
+    the same trees (other peaks, GPUs or calibrations) reuse the sums. Only composite nodes are kept (a leaf's
+    answer is its own fields). The memo holds the nodes it answers for,
     so an id cannot be taken by another node while the memo lives. Its answers are shared: do not change them.
     """
 
@@ -280,7 +281,7 @@ class BaseLayer:
             for vec in out.values():
                 for i in range(4):
                     vec[i] *= self.count
-        if memo is not None:
+        if memo is not None and self.children:
             memo.costs[id(self)] = (self, out)
         return out
 
@@ -343,7 +344,7 @@ class BaseLayer:
             if hit is not None:
                 return hit[1]
         out = float(self.param_count() * self.weight_dtype_bytes)
-        if memo is not None:
+        if memo is not None and self.children:
             memo.weight[id(self)] = (self, out)
         return out
 
@@ -358,7 +359,7 @@ class BaseLayer:
             peak = max(peak, max(c.forward_memory_activation(memo) for c in self.children))
         peak += self.held_bytes
         out = peak * self.count if self.repetition == Repetition.PARFOR else peak
-        if memo is not None:
+        if memo is not None and self.children:
             memo.activation[id(self)] = (self, out)
         return out
 
@@ -369,7 +370,7 @@ class BaseLayer:
             if hit is not None:
                 return hit[1]
         out = (self.kvcache_bytes + sum(c.forward_memory_kvcache(memo) for c in self.children)) * self.count
-        if memo is not None:
+        if memo is not None and self.children:
             memo.kvcache[id(self)] = (self, out)
         return out
 

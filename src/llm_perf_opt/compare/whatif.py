@@ -259,8 +259,9 @@ def expand_sweep(
 
 
 #: analytic models a sweep keeps for reuse (the most recently used): scenarios are evaluated grouped by workload,
-#: so one model serves every GPU, calibration and host setting of its workload before the next one is built
-MODELS_KEPT = 2
+#: so one model serves every GPU, calibration and host setting of its workload before the next one is built (a
+#: second model kept made a sweep of one-use workloads slower: more live trees, no reuse)
+MODELS_KEPT = 1
 
 
 def workload_key(wl: OCRWorkloadProfile) -> tuple[Any, ...]:
@@ -270,7 +271,7 @@ def workload_key(wl: OCRWorkloadProfile) -> tuple[Any, ...]:
 
 def default_analyzer() -> Analyzer:
     """The project's analytic model (llm_perf_opt.analytic), as an :data:`Analyzer`; it keeps the last
-    :data:`MODELS_KEPT` AnalyticModels, so scenarios of one workload on other GPUs or calibrations reuse the
+    :data:`MODELS_KEPT` AnalyticModel(s), so scenarios of one workload on other GPUs or calibrations reuse the
     model's trees and the sums it holds (the rows are the same as with a model built per scenario)."""
     from llm_perf_opt.analytic.model import AnalyticModel
     from llm_perf_opt.compare.analyzer_bridge import analyze_like
