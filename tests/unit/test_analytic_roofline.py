@@ -166,3 +166,22 @@ def test_a_tree_memo_gives_the_sums_of_the_tree_and_the_model_keeps_its_steps() 
     assert model.decode_step(model.decode_mean_kv_len) is model.stages[Stage.DECODE]
     assert model.decode_step(kv, routing={}) is not model.decode_step(kv)
     assert model.weight_bytes_total() == model.root().forward_memory_weight()
+
+
+def test_decode_steps_share_what_does_not_depend_on_the_kv_length() -> None:
+    from llm_perf_opt.analytic.layers.decoder import DecoderLayer
+
+    model = AnalyticModel(DeepseekOCRConfig.default(), with_overrides(get_profile("dsocr-base-v1"), batch_size=2))
+    first, last = model.decode_step(300), model.decode_step(1300)
+    layers = [(a, b) for a, b in zip(first.children, last.children, strict=True) if isinstance(a, DecoderLayer)]
+    assert len(layers) == model.config.language.num_hidden_layers
+    for a, b in layers:
+        for ca, cb in zip(a.children, b.children, strict=True):
+            assert (ca is cb) == (ca.name != "self_attn"), ca.name
+    # the same numbers as steps built on their own (an explicit routing builds a step anew, sharing nothing)
+    for kv, step in ((300, first), (1300, last)):
+        alone = model.decode_step(kv, routing={})
+        assert step.category_costs() == alone.category_costs()
+        assert step.forward_memory_activation() == alone.forward_memory_activation()
+        assert step.forward_memory_kvcache() == alone.forward_memory_kvcache()
+        assert step.param_count() == alone.param_count()

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from llm_perf_opt.analytic.base import OpGroup, RequestRoot, StageCost, TreeMemo
+from llm_perf_opt.analytic.base import BaseLayer, OpGroup, RequestRoot, StageCost, TreeMemo
 from llm_perf_opt.analytic.layers.decoder import (
     MASK_SYNCS,
     DecoderLayer,
@@ -127,6 +127,9 @@ class AnalyticModel:
         self.memo = TreeMemo()
         #: decode steps built with the run's routing, by KV length (the trees are fixed once built)
         self._steps: dict[float, StageCost] = {}
+        #: per decoder layer, the children of its decode step that do not depend on the KV length, shared by
+        #: the steps of :meth:`decode_step` (built once; only self_attn differs between two KV lengths)
+        self._step_parts: dict[int, dict[str, BaseLayer]] = {}
         self._weight_bytes: float | None = None
         self.stages: dict[Stage, StageCost] = {
             Stage.VISION_SAM: self._sam(),
@@ -192,7 +195,7 @@ class AnalyticModel:
 
     # ---------------------------------------------------------- decoder
     def _decoder(self, stage_name: Stage, *, q_len: int, kv_len: float, logits_tokens: int,
-                 routing: Routing) -> StageCost:
+                 routing: Routing, shared: dict[int, dict[str, BaseLayer]] | None = None) -> StageCost:
         lang = self.config.language
         b = self.shape.batch
         tokens = b * q_len
@@ -212,7 +215,8 @@ class AnalyticModel:
             stage.add(DecoderLayer(decoder_layer_path(i), stage_name, lang, index=i, batch=b, q_len=q_len,
                                    kv_len=kv_len, fused=self.fused, causal_skip=self.causal_skip, act_bytes=ab,
                                    weight_bytes=wb, tokens_per_expert=routing.get(i),
-                                   experts_implementation=self.workload.experts))
+                                   experts_implementation=self.workload.experts,
+                                   shared=shared.setdefault(i, {}) if shared is not None else None))
         stage.add(FinalNorm(f"{LANGUAGE_PATH}.norm", stage_name, tokens=tokens, dim=lang.hidden_size, act_bytes=ab,
                             weight_bytes=wb))
         stage.add(LMHead(LM_HEAD_PATH, stage_name, tokens=b * logits_tokens, hidden=lang.hidden_size,
@@ -252,7 +256,8 @@ class AnalyticModel:
             return self._decoder(Stage.DECODE, q_len=1, kv_len=kv_len, logits_tokens=1, routing=routing)
         step = self._steps.get(kv_len)
         if step is None:
-            step = self._decoder(Stage.DECODE, q_len=1, kv_len=kv_len, logits_tokens=1, routing=self.routing_decode)
+            step = self._decoder(Stage.DECODE, q_len=1, kv_len=kv_len, logits_tokens=1, routing=self.routing_decode,
+                                 shared=self._step_parts)
             self._steps[kv_len] = step
         return step
 

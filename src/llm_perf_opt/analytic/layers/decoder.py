@@ -8,7 +8,7 @@ weight element, FLOPs = 2 x MACs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from llm_perf_opt.analytic.base import BaseLayer, CompositeLayer
 from llm_perf_opt.analytic.layers.common import (
@@ -236,30 +236,46 @@ class DecoderLayer(CompositeLayer):
 
     def __init__(self, name: str, stage: Stage, cfg: LanguageConfig, *, index: int, batch: int, q_len: int,
                  kv_len: float, fused: bool, causal_skip: bool, act_bytes: int, weight_bytes: int,
-                 tokens_per_expert: Sequence[int] | None = None, experts_implementation: str = "grouped_mm") -> None:
+                 tokens_per_expert: Sequence[int] | None = None, experts_implementation: str = "grouped_mm",
+                 shared: dict[str, BaseLayer] | None = None) -> None:
+        """``shared``: the children that do not depend on ``kv_len`` (all but ``self_attn``) by name, taken from
+        it when there and put in it when built, so that decode steps of one layer at other KV lengths hold the
+        same (unchanging) nodes; every other argument must be the same for all of them."""
         super().__init__(name, stage, weight_dtype_bytes=weight_bytes)
         h = cfg.hidden_size
         tokens = batch * q_len
         self.index = index
         self.is_moe = cfg.is_moe_layer(index)
-        self.add(RMSNorm("input_layernorm", stage, tokens=tokens, dim=h, act_bytes=act_bytes,
-                         weight_bytes=weight_bytes))
+
+        def part(key: str, build: Callable[[], BaseLayer]) -> BaseLayer:
+            if shared is None:
+                return build()
+            got = shared.get(key)
+            if got is None:
+                got = shared[key] = build()
+            return got
+
+        self.add(part("input_layernorm", lambda: RMSNorm("input_layernorm", stage, tokens=tokens, dim=h,
+                                                         act_bytes=act_bytes, weight_bytes=weight_bytes)))
         self.add(LlamaAttention("self_attn", stage, batch=batch, q_len=q_len, kv_len=kv_len, hidden=h,
                                 heads_q=cfg.num_attention_heads, heads_kv=cfg.num_key_value_heads,
                                 head_dim=cfg.head_dim, fused=fused, causal_skip=causal_skip, act_bytes=act_bytes,
                                 weight_bytes=weight_bytes))
-        self.add(Elementwise("residual1", stage, elements=tokens * h, flops_per_elem=1, inputs=2,
-                             act_bytes=act_bytes, weight_bytes=weight_bytes))
-        self.add(RMSNorm("post_attention_layernorm", stage, tokens=tokens, dim=h, act_bytes=act_bytes,
-                         weight_bytes=weight_bytes))
+        self.add(part("residual1", lambda: Elementwise("residual1", stage, elements=tokens * h, flops_per_elem=1,
+                                                       inputs=2, act_bytes=act_bytes, weight_bytes=weight_bytes)))
+        self.add(part("post_attention_layernorm",
+                      lambda: RMSNorm("post_attention_layernorm", stage, tokens=tokens, dim=h, act_bytes=act_bytes,
+                                      weight_bytes=weight_bytes)))
         if self.is_moe:
-            self.add(MoE("mlp", stage, cfg, tokens=tokens, act_bytes=act_bytes, weight_bytes=weight_bytes,
-                         tokens_per_expert=tokens_per_expert, experts_implementation=experts_implementation))
+            self.add(part("mlp", lambda: MoE("mlp", stage, cfg, tokens=tokens, act_bytes=act_bytes,
+                                             weight_bytes=weight_bytes, tokens_per_expert=tokens_per_expert,
+                                             experts_implementation=experts_implementation)))
         else:
-            self.add(SwiGLUMLP("mlp", stage, tokens=tokens, hidden=h, intermediate=cfg.intermediate_size,
-                               act_bytes=act_bytes, weight_bytes=weight_bytes))
-        self.add(Elementwise("residual2", stage, elements=tokens * h, flops_per_elem=1, inputs=2,
-                             act_bytes=act_bytes, weight_bytes=weight_bytes))
+            self.add(part("mlp", lambda: SwiGLUMLP("mlp", stage, tokens=tokens, hidden=h,
+                                                   intermediate=cfg.intermediate_size, act_bytes=act_bytes,
+                                                   weight_bytes=weight_bytes)))
+        self.add(part("residual2", lambda: Elementwise("residual2", stage, elements=tokens * h, flops_per_elem=1,
+                                                       inputs=2, act_bytes=act_bytes, weight_bytes=weight_bytes)))
         self.held_bytes = act_bytes * tokens * h
 
 
