@@ -27,6 +27,7 @@ arithmetic operations.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any, cast
 
 from llm_perf_opt.data.common import Repetition
 from llm_perf_opt.hardware.gemms import gemm_flops
@@ -82,10 +83,18 @@ class TreeMemo:
     """
 
     def __init__(self) -> None:
-        self.costs: dict[int, tuple[BaseLayer, CategoryCosts]] = {}
-        self.weight: dict[int, tuple[BaseLayer, float]] = {}
-        self.activation: dict[int, tuple[BaseLayer, float]] = {}
-        self.kvcache: dict[int, tuple[BaseLayer, float]] = {}
+        self._kept: dict[tuple[str, int], tuple[BaseLayer, Any]] = {}
+
+    def get(self, what: str, node: BaseLayer) -> Any:
+        """The answer kept for ``what`` of ``node``, None when there is none."""
+        hit = self._kept.get((what, id(node)))
+        return None if hit is None else hit[1]
+
+    def keep(self, what: str, node: BaseLayer, value: Any) -> Any:
+        """``value``, kept as the answer for ``what`` of ``node`` when it is a composite node."""
+        if node.children:
+            self._kept[(what, id(node))] = (node, value)
+        return value
 
 
 class BaseLayer:
@@ -267,10 +276,8 @@ class BaseLayer:
     def category_costs(self, memo: TreeMemo | None = None) -> CategoryCosts:
         """Category -> [tc_flops, cc_flops, io_bytes, launches] of this node (children and count included);
         with ``memo`` the answer is the memo's (shared: do not change it)."""
-        if memo is not None:
-            hit = memo.costs.get(id(self))
-            if hit is not None:
-                return hit[1]
+        if memo is not None and (hit := memo.get("costs", self)) is not None:
+            return cast(CategoryCosts, hit)
         out: CategoryCosts = {}
         for cat, vec in self.ops.items():
             _add(out, cat, vec)
@@ -281,9 +288,7 @@ class BaseLayer:
             for vec in out.values():
                 for i in range(4):
                     vec[i] *= self.count
-        if memo is not None and self.children:
-            memo.costs[id(self)] = (self, out)
-        return out
+        return memo.keep("costs", self, out) if memo is not None else out
 
     def _total(self, index: int) -> float:
         own = sum(vec[index] for vec in self.ops.values())
@@ -339,40 +344,28 @@ class BaseLayer:
 
     def forward_memory_weight(self, memo: TreeMemo | None = None) -> float:
         """Resident weight bytes (parameters x bytes per element)."""
-        if memo is not None:
-            hit = memo.weight.get(id(self))
-            if hit is not None:
-                return hit[1]
+        if memo is not None and (hit := memo.get("weight", self)) is not None:
+            return float(hit)
         out = float(self.param_count() * self.weight_dtype_bytes)
-        if memo is not None and self.children:
-            memo.weight[id(self)] = (self, out)
-        return out
+        return memo.keep("weight", self, out) if memo is not None else out
 
     def forward_memory_activation(self, memo: TreeMemo | None = None) -> float:
         """Peak activation bytes: held bytes + largest child peak (PARFOR copies live together)."""
-        if memo is not None:
-            hit = memo.activation.get(id(self))
-            if hit is not None:
-                return hit[1]
+        if memo is not None and (hit := memo.get("activation", self)) is not None:
+            return float(hit)
         peak = self.activation_bytes
         if self.children:
             peak = max(peak, max(c.forward_memory_activation(memo) for c in self.children))
         peak += self.held_bytes
         out = peak * self.count if self.repetition == Repetition.PARFOR else peak
-        if memo is not None and self.children:
-            memo.activation[id(self)] = (self, out)
-        return out
+        return memo.keep("activation", self, out) if memo is not None else out
 
     def forward_memory_kvcache(self, memo: TreeMemo | None = None) -> float:
         """KV-cache bytes held after this node ran."""
-        if memo is not None:
-            hit = memo.kvcache.get(id(self))
-            if hit is not None:
-                return hit[1]
+        if memo is not None and (hit := memo.get("kvcache", self)) is not None:
+            return float(hit)
         out = (self.kvcache_bytes + sum(c.forward_memory_kvcache(memo) for c in self.children)) * self.count
-        if memo is not None and self.children:
-            memo.kvcache[id(self)] = (self, out)
-        return out
+        return memo.keep("kvcache", self, out) if memo is not None else out
 
     # ------------------------------------------------------------ backward
     # Training what-if (not checked against a counter): each matrix product

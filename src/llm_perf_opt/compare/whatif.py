@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import itertools
 import math
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -258,37 +257,28 @@ def expand_sweep(
     return out
 
 
-#: analytic models a sweep keeps for reuse (the most recently used): scenarios are evaluated grouped by workload,
-#: so one model serves every GPU, calibration and host setting of its workload before the next one is built (a
-#: second model kept made a sweep of one-use workloads slower: more live trees, no reuse)
-MODELS_KEPT = 1
-
-
 def workload_key(wl: OCRWorkloadProfile) -> tuple[Any, ...]:
     """Hashable identity of a workload (every field)."""
     return attrs.astuple(wl)
 
 
 def default_analyzer() -> Analyzer:
-    """The project's analytic model (llm_perf_opt.analytic), as an :data:`Analyzer`; it keeps the last
-    :data:`MODELS_KEPT` AnalyticModel(s), so scenarios of one workload on other GPUs or calibrations reuse the
-    model's trees and the sums it holds (the rows are the same as with a model built per scenario)."""
+    """The project's analytic model (llm_perf_opt.analytic), as an :data:`Analyzer`. It keeps the last
+    AnalyticModel it built: :func:`run_what_if` runs the scenarios grouped by workload, so the scenarios of one
+    workload on other GPUs, calibrations or hosts reuse its trees and the sums it holds (the rows are the same
+    as with a model built per scenario; keeping more models made one-use sweeps slower, with no reuse)."""
     from llm_perf_opt.analytic.model import AnalyticModel
     from llm_perf_opt.compare.analyzer_bridge import analyze_like
 
-    models: OrderedDict[tuple[Any, ...], AnalyticModel] = OrderedDict()
+    last: dict[tuple[Any, ...], AnalyticModel] = {}
 
     def analyze(base: AnalyticModelReport, wl: OCRWorkloadProfile, gpu: GpuSpec,
                 eff: EfficiencyModel | None) -> AnalyticModelReport:
         key = workload_key(wl)
-        model = models.get(key)
+        model = last.get(key)
         if model is None or (model.config is not base.model.config and model.config != base.model.config):
-            model = AnalyticModel(base.model.config, wl)
-            models[key] = model
-            while len(models) > MODELS_KEPT:
-                models.popitem(last=False)
-        else:
-            models.move_to_end(key)
+            last.clear()
+            model = last[key] = AnalyticModel(base.model.config, wl)
         return analyze_like(base, wl, gpu, efficiency=eff, model=model)
 
     return analyze

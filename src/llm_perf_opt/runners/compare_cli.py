@@ -102,8 +102,6 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--unified-dir names where the unified report goes: drop it or --no-unified")
     measured = load_run(resolve_run_dir(args.run))
     calibration = load_calibration(args.calibration) if args.calibration is not None else None
-    if args.prompt_text_tokens is not None and args.prompt_text_tokens < 1:
-        raise UserError(f"--prompt-text-tokens must be >= 1 (BOS included), got {args.prompt_text_tokens}")
     cmp, preds = build_comparison(measured, analytic=args.analytic, calibration=calibration,
                                   prompt_text_tokens=args.prompt_text_tokens, catalog=args.catalog,
                                   config=args.config)
