@@ -617,7 +617,9 @@ def graph(path: Path, cal_path: Path, config: str) -> list[str]:
             eager_ms = float(rec["eager_ms"])
         except (KeyError, TypeError, ValueError) as exc:
             raise UserError(f"{path}: a record lacks mode, batch, attention, kv_len or eager_ms ({exc})") from None
-        model = _census_pages(key, config, attn, str(rec.get("experts", "grouped_mm")))
+        ngram = rec.get("no_repeat_ngram_size")  # records before it was an option ran the default
+        model = _census_pages(key, config, attn, str(rec.get("experts", "grouped_mm")),
+                              ngram=ngram if isinstance(ngram, int) and ngram >= 0 else None)
         if model.shape.prefill_tokens != rec.get("prompt_length"):
             raise UserError(f"{path}: {key} prompt of {rec.get('prompt_length')} tokens, the model's "
                             f"{model.shape.prefill_tokens}: not the same workload")

@@ -7,7 +7,7 @@ measures that figure for decode. It runs the profiler's own pass code on synthet
 ``decode_step`` calls, random bf16 weights), captures the next decode step (n-gram ban, argmax, token and
 mask appends, decoder forward, LM head) in a CUDA graph and times its replays with CUDA events. Every
 replay repeats the same step over the same KV cache (``kv_len`` positions attended). The step is captured
-with ``decode_step(pass_mask=False)``: the pages are identical, so no row is padded and the mask changes
+with ``decode_step(pass_mask=False)``: the pages have one layout, so no row is padded and the mask changes
 nothing, and without it SDPA attention makes no host sync (eager attention still builds a mask; its
 capture is tried and its failure, if any, recorded).
 
@@ -45,7 +45,7 @@ from llm_perf_opt.models.deepseek_ocr.generation import DecodeState
 from llm_perf_opt.models.deepseek_ocr.modeling import ATTN_IMPLEMENTATIONS, build_model
 from llm_perf_opt.models.deepseek_ocr.prompt import DEFAULT_PROMPT
 from llm_perf_opt.profiling.timers import host_probe_us
-from llm_perf_opt.vocab import EXPERTS_IMPLEMENTATIONS
+from llm_perf_opt.vocab import DEFAULT_NO_REPEAT_NGRAM, EXPERTS_IMPLEMENTATIONS
 
 Snapshot = tuple[DecodeState, list[tuple[torch.Tensor, torch.Tensor]]]
 
@@ -96,23 +96,35 @@ def timed_ms(fn: Callable[[], object], calls: int, sets: int) -> list[float]:
     return out
 
 
-def measure(model: Any, mode: str, batch: int, attention: str, experts: str, steps: int, replays: int,
-            sets: int) -> tuple[dict[str, Any], Callable[[], None], Any]:
-    """One record: eager and graph-replayed ms of the decode step after ``steps`` steps (see module doc), timed
-    with CUDA events only; returns it with the eager step and the graph (None when the capture failed) for
-    :func:`trace`, which must run after every timing (a profiler session slows later graph replays)."""
-    pre = [preprocess_image(page.load(), mode) for page in synthetic_pages(batch)]
+#: distinct synthetic pages drawn per batch: synthetic_pages cycles 3 categories over 2 paper sizes, so the
+#: first 6 pages, repeated, have the layouts (and token counts) of synthetic_pages(batch) at any batch
+DISTINCT_PAGES = 6
+
+
+def batch_pages(mode: str, batch: int) -> list[Any]:
+    """``batch`` preprocessed pages: the first :data:`DISTINCT_PAGES` synthetic pages, drawn once and cycled
+    (drawing takes about 0.3 s a page; a decode step's time does not depend on the pixels)."""
+    distinct = [preprocess_image(page.load(), mode) for page in synthetic_pages(min(batch, DISTINCT_PAGES))]
+    return [distinct[i % len(distinct)] for i in range(batch)]
+
+
+def measure(model: Any, pre: list[Any], mode: str, attention: str, experts: str, steps: int, replays: int,
+            sets: int, ngram: int) -> tuple[dict[str, Any], Callable[[], None], Any]:
+    """One record: eager and graph-replayed ms of the decode step after ``steps`` steps (see module doc) over
+    the preprocessed pages ``pre`` (one batch), n-gram ban of size ``ngram`` (0: off), timed with CUDA events
+    only; returns it with the eager step and the graph (None when the capture failed) for :func:`trace`,
+    which must run after every timing (a profiler session slows later graph replays)."""
     prompt = build_prompt([p.layout for p in pre], DEFAULT_PROMPT)
     state = prefill(model, prompt, pre)
     for _ in range(steps):
-        state = decode_step(model, state, fixed_length=True, pass_mask=False)
+        state = decode_step(model, state, fixed_length=True, pass_mask=False, no_repeat_ngram_size=ngram)
     snap = snapshot(state)
-    rec: dict[str, Any] = {"mode": mode, "batch": batch, "attention": attention, "experts": experts,
-                           "prompt_length": state.prompt_length, "steps_before": steps,
-                           "kv_len": state.prompt_length + steps + 1}
+    rec: dict[str, Any] = {"mode": mode, "batch": len(pre), "attention": attention, "experts": experts,
+                           "no_repeat_ngram_size": ngram, "prompt_length": state.prompt_length,
+                           "steps_before": steps, "kv_len": state.prompt_length + steps + 1}
 
     def eager() -> None:
-        decode_step(model, restore(snap), fixed_length=True, pass_mask=False)
+        decode_step(model, restore(snap), fixed_length=True, pass_mask=False, no_repeat_ngram_size=ngram)
 
     for _ in range(3):
         eager()
@@ -130,7 +142,7 @@ def measure(model: Any, mode: str, batch: int, attention: str, experts: str, ste
     graph = torch.cuda.CUDAGraph()
     try:
         with torch.cuda.graph(graph):
-            decode_step(model, restore(snap), fixed_length=True, pass_mask=False)
+            decode_step(model, restore(snap), fixed_length=True, pass_mask=False, no_repeat_ngram_size=ngram)
     except Exception as exc:  # noqa: BLE001 - a failed capture is a result of the run, recorded as such
         torch.cuda.synchronize()
         rec["graph_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
@@ -177,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--experts", default="grouped_mm", choices=EXPERTS_IMPLEMENTATIONS,
                         help="MoE experts implementation (default grouped_mm)")
     parser.add_argument("--steps", type=int, default=8, help="eager decode steps before the captured one (default 8)")
+    parser.add_argument("--no-repeat-ngram-size", type=int, default=DEFAULT_NO_REPEAT_NGRAM, metavar="N",
+                        help=f"n-gram ban of every step, 0 for none (default {DEFAULT_NO_REPEAT_NGRAM}, the "
+                             "profiler's)")
     parser.add_argument("--replays", type=int, default=50, help="graph replays per timed set (default 50)")
     parser.add_argument("--sets", type=int, default=10, help="timed sets (default 10)")
     parser.add_argument("--out", type=Path, help="write the records as JSON here")
@@ -186,8 +201,10 @@ def main(argv: list[str] | None = None) -> int:
         attns = [a for a in args.attn.split(",") if a]
     except ValueError:
         parser.error(f"--batches {args.batches!r}: not a comma-separated list of integers")
-    if not batches or min(batches) < 1 or args.steps < 0 or args.replays < 1 or args.sets < 1:
-        parser.error("--batches must be positive integers, --steps >= 0, --replays and --sets >= 1")
+    if not batches or min(batches) < 1 or args.steps < 0 or args.replays < 1 or args.sets < 1 \
+            or args.no_repeat_ngram_size < 0:
+        parser.error("--batches must be positive integers, --steps and --no-repeat-ngram-size >= 0, --replays "
+                     "and --sets >= 1")
     if bad := [a for a in attns if a not in ATTN_IMPLEMENTATIONS]:
         parser.error(f"--attn {','.join(bad)}: not one of {', '.join(ATTN_IMPLEMENTATIONS)}")
     if args.out is not None and not args.out.parent.is_dir():
@@ -205,12 +222,15 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         models = {}
+        pages: dict[int, list[Any]] = {}
         for attn in attns:  # every timing first: a profiler session slows the graph replays that follow it
             models[attn] = build_model(DeepseekOCRConfig.default(), device="cuda", dtype=torch.bfloat16,
                                        attn_implementation=attn, experts_implementation=args.experts)
             for b in batches:
-                rec, eager, graph = measure(models[attn], args.mode, b, attn, args.experts, args.steps,
-                                            args.replays, args.sets)
+                if b not in pages:
+                    pages[b] = batch_pages(args.mode, b)
+                rec, eager, graph = measure(models[attn], pages[b], args.mode, attn, args.experts, args.steps,
+                                            args.replays, args.sets, args.no_repeat_ngram_size)
                 records.append(rec)
                 pending.append((rec, eager, graph))
                 save()

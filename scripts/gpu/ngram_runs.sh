@@ -19,9 +19,9 @@
 #   ngram-runs.txt                  the exact commands, exit codes and log tails
 # Overrides (env): SPECS ("MODE BATCH [TOKENS];..." default "small 32;base 16"), NGRAMS ("0 20"), CENSUS_NGRAM (0),
 # CENSUS ("base:1 base:4"), CEILINGS (reports/hardware/h200/hw-ceilings.json), PREFIX (h200), TOKENS (64),
-# REPEATS (2), RUN_BUDGET_S (150), SKIP_CENSUS=1, and for a check of the script on a CPU: DEVICE (cuda),
-# CONFIG (default), DTYPE (bf16). Exit status: the worst of the steps; 2 for a bad SPECS or NGRAMS, before
-# anything runs.
+# REPEATS (2), PROFILE_IMAGES (1; 0 skips the torch.profiler pass), RUN_BUDGET_S (150), SKIP_CENSUS=1, and
+# for a check of the script on a CPU: DEVICE (cuda), CONFIG (default), DTYPE (bf16). Exit status: the worst of
+# the steps; 2 for a bad SPECS, NGRAMS or PROFILE_IMAGES, before anything runs.
 set -uo pipefail
 OUT="${OUT:-./tmp/gpu-out}"
 RUNS="${RUNS:-./tmp/gpu-runs}"
@@ -33,6 +33,7 @@ CEILINGS="${CEILINGS:-reports/hardware/h200/hw-ceilings.json}"
 PREFIX="${PREFIX:-h200}"
 TOKENS="${TOKENS:-64}"
 REPEATS="${REPEATS:-2}"
+PROFILE_IMAGES="${PROFILE_IMAGES:-1}"
 RUN_BUDGET_S="${RUN_BUDGET_S:-150}"
 DEVICE="${DEVICE:-cuda}"
 CONFIG="${CONFIG:-default}"
@@ -45,6 +46,7 @@ for spec in "${SPEC_LIST[@]}"; do
   [[ -n "${MODE:-}" && "${BATCH:-}" =~ ^[0-9]+$ && "${SPEC_TOKENS:-1}" =~ ^[1-9][0-9]*$ && -z "${EXTRA:-}" ]] \
     || { echo "ngram_runs.sh: SPECS: '$spec' is not 'MODE BATCH [TOKENS]'" >&2; exit 2; }
 done
+[[ "$PROFILE_IMAGES" =~ ^[0-9]+$ ]] || { echo "ngram_runs.sh: PROFILE_IMAGES: '$PROFILE_IMAGES' is not a count" >&2; exit 2; }
 for N in $NGRAMS $CENSUS_NGRAM; do
   [[ "$N" =~ ^[0-9]+$ ]] || { echo "ngram_runs.sh: NGRAMS/CENSUS_NGRAM: '$N' is not an n-gram size >= 0" >&2; exit 2; }
 done
@@ -62,7 +64,7 @@ fi
 
 COMMON=(--device "$DEVICE" --config "$CONFIG" --dtype "$DTYPE" --attn-implementation eager --experts-implementation grouped_mm
         --fixed-length --warmup 1 --repeats "$REPEATS"
-        --profile-images 1 --profile-max-new-tokens 16 --no-progress --output-dir "$RUNS")
+        --profile-images "$PROFILE_IMAGES" --profile-max-new-tokens 16 --no-progress --output-dir "$RUNS")
 if [[ -f "$CEILINGS" ]]; then COMMON+=(--ceilings "$CEILINGS"); fi
 DONE=()
 for spec in "${SPEC_LIST[@]}"; do

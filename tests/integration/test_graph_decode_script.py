@@ -102,8 +102,9 @@ def test_measure_records_the_eager_and_the_replayed_step(model: Any, monkeypatch
 
     traced = _stand_ins(monkeypatch, gd, capture)
     _Graph.replays = 0
-    rec, eager, graph = gd.measure(model, "tiny", 2, "eager", "grouped_mm", steps=3, replays=4, sets=2)
-    assert rec["kv_len"] == rec["prompt_length"] + 4 and rec["batch"] == 2
+    rec, eager, graph = gd.measure(model, gd.batch_pages("tiny", 2), "tiny", "eager", "grouped_mm", steps=3,
+                                   replays=4, sets=2, ngram=0)
+    assert rec["kv_len"] == rec["prompt_length"] + 4 and rec["batch"] == 2 and rec["no_repeat_ngram_size"] == 0
     assert rec["host_probe_add_us"] == 7.5 and len(rec["eager_ms_all"]) == 10
     assert len(captured) == 1 and "graph_error" not in rec and isinstance(graph, _Graph)
     assert _Graph.replays == 5 + 4 * 2  # warm-up replays, then the timed sets
@@ -126,7 +127,8 @@ def test_a_failed_capture_is_recorded(model: Any, monkeypatch: pytest.MonkeyPatc
         yield
 
     traced = _stand_ins(monkeypatch, gd, capture)
-    rec, eager, graph = gd.measure(model, "tiny", 1, "eager", "grouped_mm", steps=1, replays=2, sets=1)
+    rec, eager, graph = gd.measure(model, gd.batch_pages("tiny", 1), "tiny", "eager", "grouped_mm", steps=1,
+                                   replays=2, sets=1, ngram=20)
     assert rec["graph_error"] == "RuntimeError: operation not permitted when stream is capturing"
     assert "graph_ms" not in rec and rec["eager_ms"] > 0 and graph is None
     gd.trace(rec, eager, graph, 2, 1)
@@ -148,14 +150,53 @@ def test_an_interrupted_run_keeps_its_timed_records(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(gd, "build_model", lambda *a, **k: object())
     timed: list[int] = []
 
-    def measure(model: Any, mode: str, batch: int, *rest: Any) -> tuple[dict[str, Any], Any, Any]:
+    def measure(model: Any, pre: list[int], mode: str, *rest: Any) -> tuple[dict[str, Any], Any, Any]:
         if timed:
             raise KeyboardInterrupt
-        timed.append(batch)
-        return {"mode": mode, "batch": batch}, None, None
+        timed.append(len(pre))
+        return {"mode": mode, "batch": len(pre)}, None, None
 
     monkeypatch.setattr(gd, "measure", measure)
+    monkeypatch.setattr(gd, "batch_pages", lambda mode, batch: list(range(batch)))
     out = tmp_path / "g.json"
     assert gd.main(["--attn", "sdpa", "--batches", "1,4", "--out", str(out)]) == 130
     assert json.loads(out.read_text()) == {"records": [{"mode": "base", "batch": 1}]}
     assert "interrupted; 1 records kept in" in capsys.readouterr().err
+
+
+def test_a_batch_draws_six_pages_and_has_the_layouts_of_the_synthetic_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    gd = _script()
+    drawn: list[str] = []
+    real = gd.synthetic_pages
+
+    def counting(count: int) -> Any:
+        pages = real(count)
+        drawn.extend(p.name for p in pages)
+        return pages
+
+    monkeypatch.setattr(gd, "synthetic_pages", counting)
+    pre = gd.batch_pages("gundam", 8)  # Gundam's tile grid follows each page's size: the cycle must keep it
+    assert len(drawn) == gd.DISTINCT_PAGES == 6 and len(pre) == 8
+    want = [preprocess_image(p.load(), "gundam").layout for p in real(8)]
+    assert [p.layout for p in pre] == want
+    assert len(gd.batch_pages("tiny", 2)) == 2 and len(drawn) == 8
+
+
+def test_the_ban_setting_reaches_every_step(model: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    gd = _script()
+    seen: list[int] = []
+    real = gd.decode_step
+
+    def step(*args: Any, **kw: Any) -> Any:
+        seen.append(kw["no_repeat_ngram_size"])
+        return real(*args, **kw)
+
+    monkeypatch.setattr(gd, "decode_step", step)
+
+    @contextlib.contextmanager
+    def capture(g: Any) -> Any:
+        yield
+
+    _stand_ins(monkeypatch, gd, capture)
+    gd.measure(model, gd.batch_pages("tiny", 1), "tiny", "eager", "grouped_mm", steps=2, replays=1, sets=1, ngram=3)
+    assert seen and set(seen) == {3}

@@ -40,13 +40,15 @@ def test_a_cpu_call_pairs_the_settings_and_packs_the_runs(tmp_path: Path) -> Non
     assert [load_run(r).no_repeat_ngram_size for r in runs] == [0, 3, 0, 3]
     settings = [json.loads(next(r.rglob("settings.json")).read_text()) for r in runs]
     assert [st["session"]["max_new_tokens"] for st in settings] == [6, 6, 4, 4]
+    assert {st["profile_images"] for st in settings} == {1}  # PROFILE_IMAGES' default
 
 
 def test_bad_specs_or_ngrams_stop_before_anything_runs(tmp_path: Path) -> None:
     for env, msg in (({"SPECS": "tiny x"}, "SPECS: 'tiny x' is not 'MODE BATCH [TOKENS]'"),
                      ({"SPECS": "tiny 2 0"}, "SPECS: 'tiny 2 0' is not 'MODE BATCH [TOKENS]'"),
                      ({"SPECS": "tiny 2 8 9"}, "SPECS: 'tiny 2 8 9' is not 'MODE BATCH [TOKENS]'"),
-                     ({"NGRAMS": "0 -1"}, "'-1' is not an n-gram size >= 0")):
+                     ({"NGRAMS": "0 -1"}, "'-1' is not an n-gram size >= 0"),
+                     ({"PROFILE_IMAGES": "one"}, "PROFILE_IMAGES: 'one' is not a count")):
         proc = _run(tmp_path, **env)
         assert proc.returncode == 2 and msg in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1

@@ -80,7 +80,8 @@ def aggregate(records: Sequence[PassRecord]) -> Aggregates:
         out.e2e_ms = Stats.from_values(e2e)
         out.pages_per_s = Stats.from_values(len(r.image_names) / (r.e2e_ms / 1e3) for r in ok if r.e2e_ms > 0)
     out.preprocessing_ms = Stats.from_values(r.preprocess_ms for r in ok)
-    out.load_ms = Stats.from_values(r.load_ms for r in ok)
+    loads = [r.load_ms for r in ok if not r.pages_reused]
+    out.load_ms = Stats.from_values(loads) if loads else None
     per_tok = [r.stage_ms[Stage.DECODE.value] / r.decode_steps for r in ok
                if r.decode_steps > 0 and r.stage_ms.get(Stage.DECODE.value, 0) > 0]
     if per_tok:

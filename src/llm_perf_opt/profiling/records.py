@@ -33,6 +33,9 @@ class PassRecord:
     status: str = field(default=STATUS_OK, metadata={"help": "'ok', 'oom' or 'error'"})
     error: str | None = field(default=None, metadata={"help": "one-line reason when status is not ok"})
     load_ms: float = field(default=0.0, metadata={"help": "host time decoding/drawing the page images, ms"})
+    pages_reused: bool = field(
+        default=False, metadata={"help": "the pass ran the page images of the pass before it (same pages), "
+                                         "not loaded again: load_ms is 0"})
     preprocess_ms: float = field(default=0.0, metadata={"help": "host preprocessing (resize, tile, normalise), ms"})
     stage_ms: dict[str, float] = field(factory=dict, metadata={"help": "stage name -> elapsed ms"})
     decode_step_ms: list[float] = field(factory=list, metadata={"help": "elapsed ms of each decode step"})

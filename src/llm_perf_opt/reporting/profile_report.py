@@ -76,6 +76,14 @@ def _util_cells(util: Utilization | None, stage: Stage) -> list[str]:
     return [pct(util.stage_mfu.get(stage)), pct(util.stage_mbu.get(stage))]
 
 
+def reused_note(records: Sequence[PassRecord]) -> str:
+    """'; N of M passes reused ...' where passes ran the images of the pass before (the load is the mean of
+    the passes that loaded); '' where every pass loaded its pages."""
+    n = sum(r.pages_reused for r in records)
+    return (f"; {n} of {len(records)} measured passes ran the images loaded by the pass before them, and the load "
+            "is the mean of the others" if n else "")
+
+
 def allocator_line(records: Sequence[PassRecord]) -> str | None:
     """One line on the CUDA caching allocator over the measured passes: cudaMalloc/cudaFree calls per pass
     and retries (each retry frees the allocator's cache, a device sync), and the largest reserved memory.
@@ -275,7 +283,7 @@ def render_report(o: RunOutcome) -> str:
         " tokens/s.",
         f"- Host preprocessing (resize, tile, normalise) per pass: {fmt(agg.preprocessing_ms.mean if agg.preprocessing_ms else None)} ms "
         f"(std {fmt(agg.preprocessing_ms.std if agg.preprocessing_ms else None)}); image load/draw "
-        f"{fmt(agg.load_ms.mean if agg.load_ms else None)} ms (not in end to end).",
+        f"{fmt(agg.load_ms.mean if agg.load_ms else None)} ms (not in end to end){reused_note(agg.ok_records)}.",
         f"- Peak device memory: {fmt(r.peak_memory_bytes / 2**30 if r.peak_memory_bytes else None)} GiB.",
         host_probe_line(agg.ok_records),
         *[x for x in (allocator_line(agg.ok_records),) if x],
