@@ -276,3 +276,27 @@ def test_ctrl_c_keeps_what_was_measured(tmp_path: Path, capsys: pytest.CaptureFi
     assert any("interrupted" in n for n in report.notes)
     for name in REQUIRED_ARTIFACTS:
         assert (art / name).is_file(), name
+
+
+def test_an_implausible_mfu_or_mbu_is_left_out_and_the_reports_are_written(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    # analytic bytes 1e6 times too many: MBU far over the report's bound, which used to end the run in a traceback
+    from llm_perf_opt.profiling import analytic_work
+    from llm_perf_opt.profiling.mfu import StageWork
+
+    real = analytic_work.make_work_fn
+
+    def inflated(*args, **kw):  # type: ignore[no-untyped-def]
+        work = real(*args, **kw)
+        return lambda rec: {s: StageWork(flops=w.flops, bytes=w.bytes * 1e6) for s, w in work(rec).items()}
+
+    monkeypatch.setattr(analytic_work, "make_work_fn", inflated)
+    argv = [*BASE, "--synthetic", "1", "--max-new-tokens", "2", "--warmup", "0", "--repeats", "1",
+            "--profile-images", "0", "--gpu", "h100-sxm", "--output-dir", str(tmp_path), "--run-id", "mbu"]
+    rc, out, err = _run(capsys, argv)
+    assert rc == 0 and out[-1] == str(tmp_path / "mbu")
+    report = load_report(tmp_path / "mbu" / "torch_profiler" / "metrics.json", LLMProfileReport)
+    assert report.stage_mbu == {} and set(report.stage_mfu) == set(STAGE_ORDER)  # MFU was plausible: kept
+    dropped = [n for n in report.notes if "MBU of" in n and "left out" in n]
+    assert any(n.startswith("MBU of decode ") for n in dropped) and "outside [0, 150%]" in dropped[0]
+    assert "warning: MBU of decode" in err

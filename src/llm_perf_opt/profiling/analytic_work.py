@@ -21,6 +21,7 @@ from llm_perf_opt.data.analytic import OCRWorkloadProfile
 from llm_perf_opt.data.common import AttentionKind
 from llm_perf_opt.inputs.pages import Page
 from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
+from llm_perf_opt.models.deepseek_ocr.modes import token_layout
 from llm_perf_opt.profiling.mfu import StageWork, WorkFn
 from llm_perf_opt.profiling.records import PassRecord
 from llm_perf_opt.vocab import (
@@ -60,9 +61,10 @@ def make_work_fn(config: DeepseekOCRConfig, pages: Sequence[Page], *, mode: str,
                  no_repeat_ngram_size: int = DEFAULT_NO_REPEAT_NGRAM) -> WorkFn:
     """A function giving the analytic work of every stage of a pass (cached per distinct workload).
 
-    Pages of one batch with the same size form one workload with that batch
-    size; a batch of mixed sizes is the sum of its pages at batch 1 (weight
-    traffic is then counted once per page, so MBU is an upper estimate).
+    The work depends on a page's size only through its token layout (the tile grid; every page of a mode
+    without tiles has one layout). Pages of one batch with one layout form one workload at that batch size.
+    A batch of several layouts (Gundam pages of different aspect) is the sum of one workload per layout at
+    its number of pages: weight traffic is then counted once per layout, so MBU is an upper estimate.
     """
     cache: dict[tuple[int, int, int, int, int], dict[Stage, StageWork]] = {}
     attention = AttentionKind(attn_implementation)
@@ -71,7 +73,9 @@ def make_work_fn(config: DeepseekOCRConfig, pages: Sequence[Page], *, mode: str,
     experts = cast(ExpertsImplementation, experts_implementation)
 
     def work_of(width: int, height: int, text_tokens: int, new_tokens: int, batch: int) -> dict[Stage, StageWork]:
-        key = (width, height, text_tokens, new_tokens, batch)
+        """The work of ``batch`` pages of this page's layout (pages of one layout have the same work)."""
+        layout = token_layout(mode, width, height)
+        key = (layout.rows, layout.cols, text_tokens, new_tokens, batch)
         if key not in cache:
             wl = OCRWorkloadProfile.create(profile_id=f"{mode}-{width}x{height}-b{batch}", mode=mode,
                                            image_width_px=width, image_height_px=height,
@@ -85,15 +89,17 @@ def make_work_fn(config: DeepseekOCRConfig, pages: Sequence[Page], *, mode: str,
         batch_pages = [pages[i] for i in record.image_indices]
         if not batch_pages or record.decode_steps < 1:
             return {}
-        n = len(batch_pages)
-        text_tokens = (record.prompt_tokens - record.image_slots) // n  # BOS + text per row
-        sizes = {(p.width, p.height) for p in batch_pages}
-        if len(sizes) == 1:
-            (w, h), = sizes
-            return work_of(w, h, text_tokens, record.decode_steps, n)
-        total: dict[Stage, StageWork] = {}
+        text_tokens = (record.prompt_tokens - record.image_slots) // len(batch_pages)  # BOS + text per row
+        groups: dict[tuple[int, int], list[Page]] = {}  # (tile rows, tile cols) -> pages
         for p in batch_pages:
-            for stage, sw in work_of(p.width, p.height, text_tokens, record.decode_steps, 1).items():
+            layout = token_layout(mode, p.width, p.height)
+            groups.setdefault((layout.rows, layout.cols), []).append(p)
+        parts = [work_of(g[0].width, g[0].height, text_tokens, record.decode_steps, len(g)) for g in groups.values()]
+        if len(parts) == 1:
+            return parts[0]
+        total: dict[Stage, StageWork] = {}
+        for part in parts:
+            for stage, sw in part.items():
                 prev = total.get(stage, StageWork(flops=0.0, bytes=0.0))
                 total[stage] = StageWork(flops=prev.flops + sw.flops, bytes=prev.bytes + sw.bytes)
         return total

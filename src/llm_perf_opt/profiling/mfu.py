@@ -87,3 +87,23 @@ def compute_utilization(records: Sequence[PassRecord], work_fn: WorkFn, peaks: P
         out.vision_mfu = (sum(out.stage_flops[s] for s in vis) / sum(out.stage_seconds[s] for s in vis)
                           / peaks.flops_per_s)
     return out
+
+
+def drop_implausible(util: Utilization, limit: float) -> list[str]:
+    """Remove from ``util`` every MFU/MBU figure outside [0, ``limit``] (a fraction of the peak) and return
+    one line per figure removed: such a figure means the analytic work does not fit the pass (a report keeps
+    its timings without it)."""
+    dropped: list[str] = []
+    for kind, figures in (("MFU", util.stage_mfu), ("MBU", util.stage_mbu)):
+        for stage, value in list(figures.items()):
+            if not 0.0 <= value <= limit:
+                del figures[stage]
+                dropped.append(f"{kind} of {stage.value} {value:.0%}")
+    for kind, attr in (("MFU", "model_mfu"), ("MBU", "model_mbu"), ("MFU", "vision_mfu")):
+        value = getattr(util, attr)
+        if value is not None and not 0.0 <= value <= limit:
+            setattr(util, attr, None)
+            dropped.append(f"{kind} of the {'model' if attr.startswith('model') else 'vision stages'} {value:.0%}")
+    return [f"{d} of the {util.peaks.origin} peak is outside [0, {limit:.0%}]: the analytic work does not fit "
+            "this run's passes; left out" for d in dropped]
+

@@ -33,6 +33,7 @@ from llm_perf_opt.cli import progress_bar
 from llm_perf_opt.data.common import AttentionKind, WeightsSource
 from llm_perf_opt.data.io import dump_json, dump_yaml
 from llm_perf_opt.data.profile import (
+    MAX_UTILIZATION,
     LLMProfileReport,
     ModelUnderTest,
     RunMeta,
@@ -43,7 +44,7 @@ from llm_perf_opt.inputs import input_set
 from llm_perf_opt.inputs.pages import Page
 from llm_perf_opt.profiling.aggregate import Aggregates, aggregate
 from llm_perf_opt.profiling.env import collect_env
-from llm_perf_opt.profiling.mfu import Peaks, Utilization, WorkFn, compute_utilization
+from llm_perf_opt.profiling.mfu import Peaks, Utilization, WorkFn, compute_utilization, drop_implausible
 from llm_perf_opt.profiling.operators import OperatorTable, build_operator_table
 from llm_perf_opt.profiling.records import (
     STATUS_ERROR,
@@ -337,6 +338,10 @@ class ProfileRunner:
                 msg = f"MFU/MBU not computed: the analytic model failed ({_one_line(exc)})"
                 self.notes.append(msg)
                 self.log(f"warning: {msg}")
+            for u in (util, util_measured):
+                for msg in drop_implausible(u, MAX_UTILIZATION) if u is not None else []:
+                    self.notes.append(msg)
+                    self.log(f"warning: {msg}")
         finished = datetime.now(UTC)
         gpu = env.get("gpu") or {}
         peak_mem = max((r.peak_memory_bytes or 0 for r in agg.ok_records), default=0) or None
