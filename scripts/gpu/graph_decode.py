@@ -63,22 +63,32 @@ def restore(snap: Snapshot) -> DecodeState:
     return evolve(state)
 
 
-def trace_spans(fn: Callable[[], object], reps: int) -> list[tuple[float, float]]:
-    """(start us, end us) of every device activity of ``reps`` calls of ``fn``, in start order
+#: kernels listed per trace, by their time per call
+TOP_KERNELS = 12
+
+
+def trace_spans(fn: Callable[[], object], reps: int) -> list[tuple[float, float, str]]:
+    """(start us, end us, kernel name) of every device activity of ``reps`` calls of ``fn``, in start order
     (llm_perf_opt.hardware.bench.device_trace)."""
     def calls() -> None:
         for _ in range(reps):
             fn()
 
-    return sorted((start, end) for _, start, end in device_trace(calls, device="cuda"))
+    return sorted((start, end, name) for name, start, end in device_trace(calls, device="cuda"))
 
 
-def trace_figures(trace: list[tuple[float, float]], reps: int) -> dict[str, float]:
-    """Per call: device activities, the sum of their durations (ms) and the span first start to last end (ms)."""
+def trace_figures(trace: list[tuple[float, float, str]], reps: int) -> dict[str, Any]:
+    """Per call: device activities, the sum of their durations (ms), the span first start to last end (ms),
+    and the :data:`TOP_KERNELS` kernel names of most time (``top``: name, launches and ms per call)."""
     if not trace:
-        return {"kernels": 0.0, "kernel_sum_ms": 0.0, "span_ms": 0.0}
-    return {"kernels": len(trace) / reps, "kernel_sum_ms": sum(e - s for s, e in trace) / reps / 1e3,
-            "span_ms": (trace[-1][1] - trace[0][0]) / reps / 1e3}
+        return {"kernels": 0.0, "kernel_sum_ms": 0.0, "span_ms": 0.0, "top": []}
+    per: dict[str, list[float]] = {}
+    for start, end, name in trace:
+        per.setdefault(name, []).append(end - start)
+    top = sorted(per.items(), key=lambda kv: -sum(kv[1]))[:TOP_KERNELS]
+    return {"kernels": len(trace) / reps, "kernel_sum_ms": sum(e - s for s, e, _ in trace) / reps / 1e3,
+            "span_ms": (trace[-1][1] - trace[0][0]) / reps / 1e3,
+            "top": [{"name": name, "launches": len(d) / reps, "ms": sum(d) / reps / 1e3} for name, d in top]}
 
 
 def timed_ms(fn: Callable[[], object], calls: int, sets: int) -> list[float]:

@@ -72,7 +72,7 @@ def _stand_ins(monkeypatch: pytest.MonkeyPatch, gd: Any, capture: Any) -> list[t
     def trace(fn: Any, reps: int) -> list[tuple[float, float]]:
         traced.append((fn, reps))
         # two kernels per call, calls back to back: 3 us of kernels in a 4 us span each
-        return [t for i in range(reps) for t in ((4.0 * i, 4.0 * i + 2), (4.0 * i + 3, 4.0 * i + 4))]
+        return [t for i in range(reps) for t in ((4.0 * i, 4.0 * i + 2, "gemm"), (4.0 * i + 3, 4.0 * i + 4, "copy"))]
     monkeypatch.setattr(gd, "trace_spans", trace)
     return traced
 
@@ -112,7 +112,8 @@ def test_measure_records_the_eager_and_the_replayed_step(model: Any, monkeypatch
     assert not traced and "graph_trace" not in rec  # nothing traced while timing
     gd.trace(rec, eager, graph, 4, 2)
     assert [reps for _, reps in traced] == [1, 3] and _Graph.replays == 5 + 4 * 2 + 4 * 2  # timed again after
-    assert rec["graph_trace"] == {"kernels": 2.0, "kernel_sum_ms": 0.003, "span_ms": 0.004}
+    assert rec["graph_trace"] == {"kernels": 2.0, "kernel_sum_ms": 0.003, "span_ms": 0.004, "top": [
+        {"name": "gemm", "launches": 1.0, "ms": 0.002}, {"name": "copy", "launches": 1.0, "ms": 0.001}]}
     assert rec["graph_ms_traced_process"] >= 0
     assert "2 kernels, sum 0.003 ms" in gd._line(rec) and "before any trace" in gd._line(rec)
     json.dumps(rec)
@@ -138,9 +139,10 @@ def test_a_failed_capture_is_recorded(model: Any, monkeypatch: pytest.MonkeyPatc
 
 def test_trace_figures_per_call() -> None:
     gd = _script()
-    assert gd.trace_figures([(0.0, 10.0), (11.0, 15.0), (100.0, 110.0), (111.0, 115.0)], 2) == {
-        "kernels": 2.0, "kernel_sum_ms": 0.014, "span_ms": 0.0575}
-    assert gd.trace_figures([], 3) == {"kernels": 0.0, "kernel_sum_ms": 0.0, "span_ms": 0.0}
+    trace = [(0.0, 10.0, "a"), (11.0, 15.0, "b"), (100.0, 110.0, "a"), (111.0, 115.0, "b"), (116.0, 117.0, "b")]
+    assert gd.trace_figures(trace, 2) == {"kernels": 2.5, "kernel_sum_ms": 0.0145, "span_ms": 0.0585, "top": [
+        {"name": "a", "launches": 1.0, "ms": 0.01}, {"name": "b", "launches": 1.5, "ms": 0.0045}]}
+    assert gd.trace_figures([], 3) == {"kernels": 0.0, "kernel_sum_ms": 0.0, "span_ms": 0.0, "top": []}
 
 
 def test_an_interrupted_run_keeps_its_timed_records(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
