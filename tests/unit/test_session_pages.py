@@ -13,7 +13,7 @@ from llm_perf_opt.models.deepseek_ocr.prompt import resolve_prompt
 from llm_perf_opt.profiling.aggregate import aggregate
 from llm_perf_opt.profiling.session import ModelSession, SessionSettings
 from llm_perf_opt.profiling.timers import StageRecorder
-from llm_perf_opt.reporting.profile_report import reused_note
+from llm_perf_opt.reporting.profile_report import load_text
 from llm_perf_opt.vocab import DType
 
 
@@ -52,6 +52,9 @@ def test_same_pages_as_the_pass_before_are_not_loaded_again() -> None:
     agg = aggregate([first, again, other, back])
     assert agg.load_ms is not None and agg.load_ms.count == 3
     assert abs(agg.load_ms.mean - (first.load_ms + other.load_ms + back.load_ms) / 3) < 1e-9
-    assert reused_note([first, again, other, back]).startswith("; 1 of 4 measured passes ran the images")
-    assert reused_note([first, other]) == ""
+    recs = [first, again, other, back]
+    assert load_text(agg.load_ms, recs).endswith("; the mean of 3 of 4 measured passes, the others ran the images "
+                                                 "loaded by the pass before them")
+    assert "the mean of" not in load_text(aggregate([first, other]).load_ms, [first, other])
     assert aggregate([again]).load_ms is None
+    assert load_text(None, [again]).startswith("not timed: every measured pass ran the images loaded by the pass")

@@ -76,12 +76,16 @@ def _util_cells(util: Utilization | None, stage: Stage) -> list[str]:
     return [pct(util.stage_mfu.get(stage)), pct(util.stage_mbu.get(stage))]
 
 
-def reused_note(records: Sequence[PassRecord]) -> str:
-    """'; N of M passes reused ...' where passes ran the images of the pass before (the load is the mean of
-    the passes that loaded); '' where every pass loaded its pages."""
+def load_text(load_ms: Stats | None, records: Sequence[PassRecord]) -> str:
+    """The report's image load figure: the mean over the passes that loaded their pages, and how many ran
+    the images loaded by the pass before them (a warm-up, a repeat of a one-batch set)."""
     n = sum(r.pages_reused for r in records)
-    return (f"; {n} of {len(records)} measured passes ran the images loaded by the pass before them, and the load "
-            "is the mean of the others" if n else "")
+    if load_ms is None:
+        return ("not timed: every measured pass ran the images loaded by the pass before it (the warm-up)" if n
+                else f"{fmt(None)} ms")
+    return (f"{fmt(load_ms.mean)} ms (not in end to end)"
+            + (f"; the mean of {len(records) - n} of {len(records)} measured passes, the others ran the images "
+               "loaded by the pass before them" if n else ""))
 
 
 def allocator_line(records: Sequence[PassRecord]) -> str | None:
@@ -283,7 +287,7 @@ def render_report(o: RunOutcome) -> str:
         " tokens/s.",
         f"- Host preprocessing (resize, tile, normalise) per pass: {fmt(agg.preprocessing_ms.mean if agg.preprocessing_ms else None)} ms "
         f"(std {fmt(agg.preprocessing_ms.std if agg.preprocessing_ms else None)}); image load/draw "
-        f"{fmt(agg.load_ms.mean if agg.load_ms else None)} ms (not in end to end){reused_note(agg.ok_records)}.",
+        f"{load_text(agg.load_ms, agg.ok_records)}.",
         f"- Peak device memory: {fmt(r.peak_memory_bytes / 2**30 if r.peak_memory_bytes else None)} GiB.",
         host_probe_line(agg.ok_records),
         *[x for x in (allocator_line(agg.ok_records),) if x],
