@@ -585,10 +585,11 @@ def gaps(runs: Sequence[Path], ceilings: Path | None, compare_root: Path | None 
     return lines
 
 
-def graph(path: Path, cal_path: Path, config: str) -> list[str]:
+def graph(path: Path, cal_path: Path, config: str, kernels: int = 0) -> list[str]:
     """Per record of scripts/gpu/graph_decode.py: the graph-replayed decode step (no host in the way) next to
     the timeline model's step at the same KV length with no host cost (what-if --host-probe-us 0), and the
-    eager step next to the model at the record's own add_ probe."""
+    eager step next to the model at the record's own add_ probe; with ``kernels``, the trace's kernels of
+    most time per step (records from before graph_decode.py listed them have none)."""
     from llm_perf_opt.analytic.calibration import CalibrationError, efficiency_for_stage
     from llm_perf_opt.analytic.roofline import RooflinePeaks
     from llm_perf_opt.analytic.timeline_model import simulate_pass, stage_blocks
@@ -644,6 +645,8 @@ def graph(path: Path, cal_path: Path, config: str) -> list[str]:
                      f"{graph_cell} {eager_ms:9.3f} {probe or 0:8.2f} {at_probe:>15}")
         if "graph_error" in rec:
             lines.append(f"  capture failed: {rec['graph_error']}")
+        for top in (tr.get("top") or [])[:max(0, kernels)]:
+            lines.append(f"  {top['ms']:8.3f} ms {top['launches']:5.0f} launches  {str(top['name'])[:90]}")
     graph_gap = f"{free.stage_gap_s(Stage.DECODE.value) * 1e6:.2f} us" + ("" if cal.kernel_gap_graph_s is not None else " (no graph gap measured)")
     lines.append(f"gap between kernels: {cal.kernel_gap_s * 1e6:.2f} us on a stream, {graph_gap} with no host; "
                  f"decode device factor {scale:g}; "
@@ -1112,6 +1115,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="timeline calibration (its device model and gaps; with an add_ host probe, also the "
                         "model at each record's probe)")
     p.add_argument("--config", default="default", metavar="NAME", help="model config to analyse (default default)")
+    p.add_argument("--kernels", type=int, default=0, metavar="N",
+                   help="also each record's N kernels of most time per step, from its trace (the replays', else "
+                        "the eager step's), as graph_decode.py lists them (default 0: none)")
     p = sub.add_parser("steps", help="decode step time against the KV length, measured and modelled, per run")
     p.add_argument("runs", type=Path, nargs="+", metavar="RUN_DIR", help="profiling run folders (passes.jsonl)")
     p.add_argument("--calibration", type=Path, required=True, metavar="FILE",
@@ -1186,7 +1192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.cmd == "gaps":
             lines = gaps(args.runs, args.ceilings, args.compare, args.stage)
         elif args.cmd == "graph":
-            lines = graph(args.file, args.calibration, args.config)
+            lines = graph(args.file, args.calibration, args.config, kernels=args.kernels)
         elif args.cmd == "steps":
             lines = steps(args.runs, args.calibration, args.config, args.window)
         elif args.cmd == "segments":

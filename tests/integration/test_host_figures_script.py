@@ -445,6 +445,15 @@ def test_graph_replayed_steps_next_to_the_model_without_host(tmp_path: Path,
     assert float(b1[-2]) > 2 * no_host
     assert lines[2].split()[:2] == ["base:4", "eager"] and "failed" in lines[2] and float(lines[2].split()[3]) == 1070
     assert lines[3] == "  capture failed: RuntimeError: not capturable"
+    # --kernels: the trace's kernels of most time, at most N, from the replays' trace, else the eager step's
+    rec["graph_trace"]["top"] = [{"name": "gemv", "launches": 12.0, "ms": 1.5}, {"name": "cat", "launches": 24.0,
+                                                                                 "ms": 1.0}]
+    failed["eager_trace"]["top"] = [{"name": "copy", "launches": 2.0, "ms": 0.25}]
+    path.write_text(json.dumps({"records": [rec, failed]}))
+    assert hf.main(["graph", str(path), "--calibration", str(cal_path), "--kernels", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2].split() == ["1.500", "ms", "12", "launches", "gemv"]
+    assert lines[5].split() == ["0.250", "ms", "2", "launches", "copy"] and len(lines) == 7
     # another workload's record, a file that is not a result: one line each
     path.write_text(json.dumps({"records": [{**rec, "prompt_length": prompt - 1}]}))
     assert hf.main(["graph", str(path), "--calibration", str(cal_path)]) == 2
