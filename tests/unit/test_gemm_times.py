@@ -328,9 +328,38 @@ def test_the_workloads_gemm_shapes() -> None:
         assert key in keys
     assert set(workload_gemm_keys(["base:4"])) != set(keys)
     assert "gundam:4" in default_gemm_workloads() and parse_workload("Base:2") == ("base", 2)
-    for bad, why in (("base", "MODE:BATCH"), ("base:0", "MODE:BATCH"), ("huge:1", "unknown mode")):
+    for bad, why in (("base", "MODE:BATCH"), ("base:0", "MODE:BATCH"), ("huge:1", "unknown mode"),
+                     ("base:1:64", "MODE:BATCH")):  # a census workload takes no new tokens
         with pytest.raises(UserError, match=why):
             parse_workload(bad)
+
+
+def test_a_gemm_workload_takes_its_new_tokens_and_times_every_decode_group() -> None:
+    from llm_perf_opt.analytic.gemm_shapes import (
+        GEMM_WORKLOAD_NEW_TOKENS,
+        parse_gemm_workload,
+        tree_gemm_keys,
+        workload_gemm_keys,
+    )
+    from llm_perf_opt.analytic.model import AnalyticModel
+    from llm_perf_opt.analytic.workloads import get_profile, with_overrides
+    from llm_perf_opt.data.common import AttentionKind
+    from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
+
+    assert parse_gemm_workload("Small:320:1024") == ("small", 320, 1024)
+    assert parse_gemm_workload("base:2") == ("base", 2, GEMM_WORKLOAD_NEW_TOKENS)
+    for bad in ("small:320:0", "small:320:1024:1", "small::64"):
+        with pytest.raises(UserError, match="MODE:BATCH or MODE:BATCH:TOKENS"):
+            parse_gemm_workload(bad)
+    long = set(workload_gemm_keys(["small:320:1024"]))
+    assert long != set(workload_gemm_keys(["small:320"]))  # the decode's attention follows the KV length
+    wl = with_overrides(get_profile("dsocr-small-v1"), batch_size=320, attention=AttentionKind.EAGER,
+                        max_new_tokens=1024)
+    model = AnalyticModel(DeepseekOCRConfig.default(), wl)
+    mean_step = tree_gemm_keys(model.stages)
+    groups = tree_gemm_keys(step for step, _ in model.decode_segment_steps())
+    assert long == mean_step | groups and groups - mean_step  # the groups' steps add shapes of their own
+    assert "bmm_nt@3200x1x632x128" in long  # the mean step's QK^T: 320 rows x 10 heads, KV 632
 
 
 def test_gemm_timing_stopped_keeps_the_shapes_timed_before(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,

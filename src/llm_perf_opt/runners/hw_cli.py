@@ -4,7 +4,7 @@
     llm-perf-opt hw show KEY [--json]
     llm-perf-opt hw detect [--json] [--out FILE]
     llm-perf-opt hw bench [--out FILE] [--json] [--dtypes bf16,fp16] [--size 8192] [--pattern-sides 14,64] ...
-    llm-perf-opt hw gemms --ceilings FILE --out FILE [--gemm-workloads base:1,small:4] [--repeats N]
+    llm-perf-opt hw gemms --ceilings FILE --out FILE [--gemm-workloads base:1,small:320:1024] [--repeats N]
     llm-perf-opt hw gap --ceilings FILE --out FILE [--repeats N]
     llm-perf-opt hw probe [--device cuda:0] [--probes add,module] [--samples N] [--decode-step] [--out FILE] [--json]
 
@@ -25,8 +25,9 @@ import attrs
 
 from llm_perf_opt.analytic.gemm_shapes import (
     DEFAULT_GEMM_BATCHES,
+    GEMM_WORKLOAD_NEW_TOKENS,
     default_gemm_workloads,
-    parse_workload,
+    parse_gemm_workload,
     workload_gemm_keys,
 )
 from llm_perf_opt.cli import non_negative_int
@@ -93,11 +94,11 @@ def _workloads(text: str) -> list[str]:
     parts = [p.strip() for p in text.split(",") if p.strip()]
     try:
         for part in parts:
-            parse_workload(part)
+            parse_gemm_workload(part)
     except UserError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     if not parts:
-        raise argparse.ArgumentTypeError("give MODE:BATCH[,MODE:BATCH...] or none")
+        raise argparse.ArgumentTypeError("give MODE:BATCH[:TOKENS][,...] or none")
     return list(dict.fromkeys(parts))
 
 
@@ -155,11 +156,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "decomposed-rel-pos attention (outer add, permuted copy, bias add, fp32 casts and "
                             "softmax; llm_perf_opt.hardware.patterns), or 'none' to skip them (default "
                             f"{','.join(map(str, DEFAULT_PATTERN_SIDES))})")
-    bench.add_argument("--gemm-workloads", type=_workloads, default=None, metavar="MODE:BATCH,...|none",
+    bench.add_argument("--gemm-workloads", type=_workloads, default=None, metavar="MODE:BATCH[:TOKENS],...|none",
                        help="time the GEMMs (shapes as the model calls them, queued behind other work) of the "
-                            "analytic model of these workloads, standard page and prompt, eager attention "
-                            "(llm_perf_opt.hardware.gemms), or 'none' to skip them (default: every mode at "
-                            f"batch {', '.join(map(str, DEFAULT_GEMM_BATCHES))})")
+                            "analytic model of these workloads, standard page and prompt, eager attention, TOKENS "
+                            f"new tokens (default {GEMM_WORKLOAD_NEW_TOKENS}; the decode steps' attention shapes "
+                            "follow from it) (llm_perf_opt.hardware.gemms), or 'none' to skip them (default: every "
+                            f"mode at batch {', '.join(map(str, DEFAULT_GEMM_BATCHES))})")
     # gemms and gap: measure one more figure and write it into an existing ceilings file
     edit = argparse.ArgumentParser(add_help=False, parents=[common])
     edit.add_argument("--ceilings", type=Path, required=True, metavar="FILE",
@@ -173,8 +175,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                        "the other figures are kept as measured.")
     gemms.add_argument("--repeats", type=_positive_int, default=DEFAULT_REPEATS,
                        help=f"timed repeats per GEMM; the median is used (default {DEFAULT_REPEATS})")
-    gemms.add_argument("--gemm-workloads", type=_workloads, default=None, metavar="MODE:BATCH,...",
-                       help="workloads whose GEMM shapes to time (default: every mode at batch "
+    gemms.add_argument("--gemm-workloads", type=_workloads, default=None, metavar="MODE:BATCH[:TOKENS],...",
+                       help="workloads whose GEMM shapes to time, TOKENS new tokens each (default "
+                            f"{GEMM_WORKLOAD_NEW_TOKENS}; e.g. small:320:1024 for a long decode's attention) "
+                            "(default: every mode at batch "
                             f"{', '.join(map(str, DEFAULT_GEMM_BATCHES))})")
     gap = sub.add_parser("gap", parents=[edit],
                          help="add the device's gaps between kernels (queued on a stream, replayed from a CUDA "
@@ -429,7 +433,7 @@ def _cmd_gemms(args: argparse.Namespace, catalog: GpuCatalog) -> int:
     base = _ceilings_of_this_gpu(args, catalog, "gemms")
     workloads, keys = _gemm_keys(args.gemm_workloads)
     if not keys:
-        raise UserError("hw gemms: no workload to time (give --gemm-workloads MODE:BATCH,...)")
+        raise UserError("hw gemms: no workload to time (give --gemm-workloads MODE:BATCH[:TOKENS],...)")
     import torch
 
     torch.cuda.set_device(args.device)
