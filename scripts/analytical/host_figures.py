@@ -1192,6 +1192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.cmd == "gaps":
             lines = gaps(args.runs, args.ceilings, args.compare, args.stage)
         elif args.cmd == "graph":
+            if args.kernels < 0:
+                raise UserError(f"--kernels {args.kernels}: must be >= 0")
             lines = graph(args.file, args.calibration, args.config, kernels=args.kernels)
         elif args.cmd == "steps":
             lines = steps(args.runs, args.calibration, args.config, args.window)

@@ -42,7 +42,8 @@ def parse_gemm_workload(text: str) -> tuple[str, int, int]:
 
 def parse_workload(text: str) -> tuple[str, int]:
     """``MODE:BATCH`` -> (mode, batch); UserError naming the problem (new tokens are not taken here)."""
-    if text.count(":") != 1:
+    _mode, sep, rest = text.strip().partition(":")
+    if not sep or not rest.isdigit() or int(rest) < 1:
         raise UserError(f"workload {text!r}: expected MODE:BATCH with a batch >= 1 (e.g. base:1)")
     mode, batch, _tokens = parse_gemm_workload(text)
     return mode, batch

@@ -170,7 +170,7 @@ class MeasuredCeilings:
         "help": "GEMM '<kind>@BxMxNxK' or call timed whole (experts, rope) -> per-repeat device ms per call, queued behind other work "
                 "(llm_perf_opt.hardware.gemms)"})
     gemm_workloads: list[str] = field(factory=list, metadata={
-        "help": "the workloads (mode:batch) whose analytic GEMM shapes were timed"})
+        "help": "the workloads (mode:batch or mode:batch:tokens) whose analytic GEMM shapes were timed"})
 
     def flops_per_s(self, dtype: DType | str) -> float | None:
         """Measured matmul FLOP/s for ``dtype``, None if not measured; UserError for an unknown dtype name."""

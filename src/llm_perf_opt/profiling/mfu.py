@@ -90,20 +90,32 @@ def compute_utilization(records: Sequence[PassRecord], work_fn: WorkFn, peaks: P
 
 
 def drop_implausible(util: Utilization, limit: float) -> list[str]:
-    """Remove from ``util`` every MFU/MBU figure outside [0, ``limit``] (a fraction of the peak) and return
-    one line per figure removed: such a figure means the analytic work does not fit the pass (a report keeps
-    its timings without it)."""
-    dropped: list[str] = []
+    """Remove from ``util`` every MFU/MBU figure outside [0, ``limit``] (a fraction of the peak), and the
+    model's and the vision stages' figures that sum such a stage's work; return one line per figure removed:
+    such a figure means the analytic work does not fit the pass (a report keeps its timings without it)."""
+    out_of_range = f"of the {util.peaks.origin} peak is outside [0, {limit:.0%}]: the analytic work does not fit " \
+                   "this run's passes; left out"
+    notes: list[str] = []
+    bad: dict[str, set[Stage]] = {"MFU": set(), "MBU": set()}  # stages whose FLOPs / bytes do not fit
     for kind, figures in (("MFU", util.stage_mfu), ("MBU", util.stage_mbu)):
         for stage, value in list(figures.items()):
             if not 0.0 <= value <= limit:
                 del figures[stage]
-                dropped.append(f"{kind} of {stage.value} {value:.0%}")
-    for kind, attr in (("MFU", "model_mfu"), ("MBU", "model_mbu"), ("MFU", "vision_mfu")):
+                bad[kind].add(stage)
+                notes.append(f"{kind} of {stage.value} {value:.0%} {out_of_range}")
+    for kind, attr, stages in (("MFU", "model_mfu", (Stage.PREFILL, Stage.DECODE)),
+                               ("MBU", "model_mbu", (Stage.PREFILL, Stage.DECODE)),
+                               ("MFU", "vision_mfu", VISION_STAGES)):
         value = getattr(util, attr)
-        if value is not None and not 0.0 <= value <= limit:
-            setattr(util, attr, None)
-            dropped.append(f"{kind} of the {'model' if attr.startswith('model') else 'vision stages'} {value:.0%}")
-    return [f"{d} of the {util.peaks.origin} peak is outside [0, {limit:.0%}]: the analytic work does not fit "
-            "this run's passes; left out" for d in dropped]
-
+        if value is None:
+            continue
+        what = f"{kind} of the {'model' if attr.startswith('model') else 'vision stages'} {value:.0%}"
+        summed = [s.value for s in stages if s in bad[kind]]
+        if summed:
+            notes.append(f"{what} sums the work of {', '.join(summed)}; left out with it")
+        elif not 0.0 <= value <= limit:
+            notes.append(f"{what} {out_of_range}")
+        else:
+            continue
+        setattr(util, attr, None)
+    return notes
