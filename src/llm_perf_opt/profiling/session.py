@@ -147,7 +147,8 @@ class ModelSession:
     def load(self, pages: Sequence[Page]) -> tuple[list[Image.Image], float, bool]:
         """(RGB images, load ms, reused): the images of ``pages``, kept from the pass before when that pass
         ran the same pages (warm-up, repeats and the profiler pass of a one-batch set), else loaded (drawn)
-        now. Only the last batch is kept, so host memory holds at most two batches of images."""
+        now. Only the last batch is kept, and it is let go before the next batch is read: one batch of images
+        is held at a time."""
         key = tuple((p.name, p.source) for p in pages)
         if self._loaded is not None and self._loaded[0] == key:
             return self._loaded[1], 0.0, True
