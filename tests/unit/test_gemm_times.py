@@ -154,8 +154,18 @@ def test_linear_and_eager_attention_tag_their_gemms_without_changing_the_totals(
     assert total[TC] == 4 * scores * 64 and total[LAUNCH] == 6
     assert total[IO] == 2 * 2 * 16 * 64 * (2 * 257) + scores * (6 * 2 + 16)  # the eager chain's bytes, as before
     assert sum(v[TC] for v in gemms.values()) == total[TC] and all(v[LAUNCH] == 1 for v in gemms.values())
+    # a decode group at a mean (fractional) KV length: keys at the nearest whole length (half up), the
+    # FLOPs and bytes those of the exact length, as the one-op form gives them
     mean_kv = AttentionCore("core", Stage.DECODE, q_len=1, k_len=300.5, **common)
-    assert not mean_kv.gemm_ops  # the decode step at a mean (fractional) KV length
+    assert set(mean_kv.gemm_ops[OperatorCategory.ATTENTION]) == {"bmm_nt@16x1x301x64", "bmm_nn@16x1x64x301"}
+    assert all(c == pytest.approx(300.5 / 301) for c in mean_kv.gemm_calls[OperatorCategory.ATTENTION].values())
+    below = AttentionCore("core", Stage.DECODE, q_len=1, k_len=300.25, **common)
+    assert set(below.gemm_ops[OperatorCategory.ATTENTION]) == {"bmm_nt@16x1x300x64", "bmm_nn@16x1x64x300"}
+    one_op = AttentionCore("core", Stage.DECODE, q_len=1, k_len=300.5, **{**common, "eager_launches": 1})
+    assert not one_op.gemm_ops
+    split, whole_op = mean_kv.ops[OperatorCategory.ATTENTION], one_op.ops[OperatorCategory.ATTENTION]
+    assert split[TC] == pytest.approx(4 * 16 * 300.5 * 64) and split[TC] == pytest.approx(whole_op[TC])
+    assert split[IO] == pytest.approx(whole_op[IO]) and split[1] == pytest.approx(whole_op[1])
 
 
 class _Peaks:

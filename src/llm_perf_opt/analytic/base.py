@@ -191,11 +191,14 @@ class BaseLayer:
             yield from child.walk(path)
 
     def op(self, cat: OperatorCategory, *, tc_flops: float = 0.0, cc_flops: float = 0.0, io_bytes: float = 0.0,
-           launches: float = 0.0, pattern: str | None = None, gemm: str | None = None) -> None:
+           launches: float = 0.0, pattern: str | None = None, gemm: str | None = None,
+           gemm_calls: float | None = None) -> None:
         """Add one operator group's cost to this leaf; ``pattern``: the access-pattern key its bytes move in
         (:func:`llm_perf_opt.hardware.patterns.pattern_key`), None for contiguous, vectorised access;
         ``gemm``: the GEMM key (:func:`llm_perf_opt.hardware.gemms.gemm_key`) when the group is ``launches``
-        calls of that one GEMM and nothing else."""
+        calls of that one GEMM and nothing else; ``gemm_calls`` (default ``launches``): how many calls of the
+        key's shape its FLOPs make, for a group that stands for a shape between two whole ones (a decode
+        group's mean KV length: 1 launch = 300.5/301 calls of the KV-301 shape)."""
         vec = [float(tc_flops), float(cc_flops), float(io_bytes), float(launches)]
         _add(self.ops, cat, vec)
         if pattern is not None and io_bytes:
@@ -205,14 +208,15 @@ class BaseLayer:
         if gemm is not None and launches:
             if pattern is not None:
                 raise ValueError(f"{self.name}: an op group is a GEMM or moves bytes in a pattern, not both")
-            if abs(gemm_flops(gemm) * launches - tc_flops) > 1e-9 * max(tc_flops, 1.0):
-                raise ValueError(f"{self.name}: {launches:g} x {gemm} is {gemm_flops(gemm) * launches:g} FLOPs, "
+            n_calls = float(launches) if gemm_calls is None else float(gemm_calls)
+            if abs(gemm_flops(gemm) * n_calls - tc_flops) > 1e-9 * max(tc_flops, 1.0):
+                raise ValueError(f"{self.name}: {n_calls:g} x {gemm} is {gemm_flops(gemm) * n_calls:g} FLOPs, "
                                  f"the op group has {tc_flops:g}")
             cur = self.gemm_ops.setdefault(cat, {}).setdefault(gemm, [0.0, 0.0, 0.0, 0.0])
             for i in range(4):
                 cur[i] += vec[i]
             calls = self.gemm_calls.setdefault(cat, {})
-            calls[gemm] = calls.get(gemm, 0.0) + float(launches)
+            calls[gemm] = calls.get(gemm, 0.0) + n_calls
 
     def timed_call(self, cat: OperatorCategory, key: str, calls: float = 1.0) -> None:
         """Mark everything this leaf has in ``cat`` so far (every op group, CUDA's launches included) as

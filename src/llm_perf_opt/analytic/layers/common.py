@@ -163,7 +163,10 @@ class AttentionCore(BaseLayer):
         per_score = (eager_bytes_per_score if eager_bytes_per_score is not None
                      else 2 * score_bytes + 2 * prob_bytes + (act_bytes if has_bias else 0))
         operands = act_bytes * groups * head_dim * (q_len + k_len)  # q and k (scores), v and the output (PV)
-        whole = float(q_len).is_integer() and float(k_len).is_integer() and q_len >= 1 and k_len >= 1
+        # a decode group's mean KV length may be fractional (n forwards from KV k: k + (n - 1) / 2): its FLOPs and
+        # bytes stay exact, and its GEMM key takes the nearest whole length (half up) so a measured time applies,
+        # charged in proportion (k_len / kn calls of that shape)
+        whole = float(q_len).is_integer() and q_len >= 1 and k_len >= 1
         if fused or causal_skip or not whole or eager_launches < 2 or per_score < 2 * act_bytes:
             self.op(OperatorCategory.ATTENTION, tc_flops=2 * 2 * scores * head_dim, cc_flops=cc,
                     io_bytes=2 * operands + (0 if fused else groups * q_len * k_len * per_score),
@@ -171,13 +174,14 @@ class AttentionCore(BaseLayer):
         else:
             # eager: the two batched products as GEMMs of measurable shape (QK^T writes the scores, PV reads
             # the probabilities, b bytes each), the rest of the chain (scale, mask, casts, softmax) around them
-            qn, kn = int(q_len), int(k_len)
+            qn, kn = int(q_len), int(k_len + 0.5)
+            calls = k_len / kn  # 1 unless k_len is fractional: the share of the KV-kn shape's FLOPs one call makes
             self.op(OperatorCategory.ATTENTION, tc_flops=2 * scores * head_dim,
                     io_bytes=operands + act_bytes * scores, launches=1,
-                    gemm=gemm_key("bmm_nt", groups, qn, kn, head_dim))
+                    gemm=gemm_key("bmm_nt", groups, qn, kn, head_dim), gemm_calls=calls)
             self.op(OperatorCategory.ATTENTION, tc_flops=2 * scores * head_dim,
                     io_bytes=operands + act_bytes * scores, launches=1,
-                    gemm=gemm_key("bmm_nn", groups, qn, head_dim, kn))
+                    gemm=gemm_key("bmm_nn", groups, qn, head_dim, kn), gemm_calls=calls)
             self.op(OperatorCategory.ATTENTION, cc_flops=cc, io_bytes=scores * (per_score - 2 * act_bytes),
                     launches=eager_launches - 2)
         self.activation_bytes = act_bytes * groups * q_len * head_dim
