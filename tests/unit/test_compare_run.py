@@ -86,6 +86,19 @@ def test_cli_writes_outputs_and_contract_summary(run_dir: Path, capsys: pytest.C
     assert "vision.sam" in capsys.readouterr().out
 
 
+def test_with_out_nothing_is_written_into_the_run_folder(run_dir: Path, tmp_path: Path) -> None:
+    before = sorted(p.relative_to(run_dir) for p in run_dir.rglob("*"))
+    out = tmp_path / "elsewhere"
+    assert compare_cli.main(["--run", str(run_dir), "--analytic", str(REPORT), "--out", str(out)]) == 0
+    assert sorted(p.relative_to(run_dir) for p in run_dir.rglob("*")) == before
+    assert (out / "compare.json").is_file() and (out / "unified_report.json").is_file()
+    assert (out / "unified_report.md").is_file()
+    udir = tmp_path / "unified"  # --unified-dir still places it
+    assert compare_cli.main(["--run", str(run_dir), "--analytic", str(REPORT), "--out", str(out),
+                             "--unified-dir", str(udir)]) == 0
+    assert (udir / "unified_report.json").is_file()
+
+
 def test_the_unified_report_says_what_host_preprocessing_takes_of_the_measured_pages(run_dir: Path) -> None:
     metrics = run_dir / "torch_profiler" / "metrics.json"
     data = json.loads(metrics.read_text())

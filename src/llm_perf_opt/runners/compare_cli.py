@@ -44,7 +44,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-unified", action="store_true",
                         help="do not write the unified report (unified_report.md/.json)")
     parser.add_argument("--unified-dir", type=Path, default=None, metavar="DIR",
-                        help="folder for unified_report.md/.json (default: RUN_DIR; use it for read-only run folders)")
+                        help="folder for unified_report.md/.json (default: the --out folder when given, else "
+                             "RUN_DIR: with --out nothing is written into the run folder)")
+
+
+def _unified_dir(unified_dir: Path | None, out: Path | None, run_dir: Path) -> Path:
+    """Where the unified report goes: ``--unified-dir``, else the ``--out`` folder, else the run folder."""
+    if unified_dir is not None:
+        return unified_dir
+    return out if out is not None else run_dir
 
 
 #: Where the profiling runner puts its run folders (relative to the working directory).
@@ -121,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
         from llm_perf_opt.reporting.unified_report import build_unified, write_unified
 
         unified = build_unified(measured, cmp, preds, catalog=args.catalog, calibration=calibration)
-        paths += write_unified(unified, args.unified_dir if args.unified_dir is not None else measured.run_dir)
+        paths += write_unified(unified, _unified_dir(args.unified_dir, args.out, measured.run_dir))
     print(f"{'stage':<12} {'measured ms':>12} {'predicted ms':>13} {'ratio':>7}"
           + (f" {'calibrated':>11} {'ratio':>7}" if calibration else ""))
     for s in cmp.stages:
