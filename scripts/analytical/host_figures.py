@@ -276,7 +276,8 @@ def prior(paths: Sequence[Path]) -> list[str]:
 
 def memory(runs: Sequence[Path], config: str) -> list[str]:
     """Per run folder: its largest per-pass peak (max_memory_allocated) next to the analytic footprint of its
-    workload (weights + final KV cache + activation peak; the largest of its workload groups)."""
+    workload (its device peak: weights + the largest stage's activations and the KV cache live in it; the largest
+    of its workload groups)."""
     from llm_perf_opt.analytic.model import AnalyticModel
     from llm_perf_opt.analytic.report import memory_footprint
     from llm_perf_opt.compare.runs import run_workloads

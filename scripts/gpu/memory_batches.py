@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Device memory of a whole pass per batch size, and the largest batch that runs, next to the analytic model.
 
-The analytic model's memory footprint (weights + final KV cache + the largest stage's activation peak) decides
-what-if's ``fits`` column, ``max_batch_size`` and the unified report's "best batch that fits". This script
+The analytic model's memory footprint (weights + the largest stage's activation peak and the KV cache live in
+it) decides what-if's ``fits`` column, ``max_batch_size`` and the unified report's "best batch that fits". This script
 measures both on a CUDA GPU with the profiler's own pass (``ModelSession.run_pass``: preprocess, vision,
 prefill, fixed-length decode; random bf16 weights): per mode and batch size the peak allocated and reserved
 bytes of the pass (``torch.cuda.max_memory_allocated`` / ``max_memory_reserved``, the allocator emptied

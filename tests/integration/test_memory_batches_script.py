@@ -35,8 +35,8 @@ def test_the_footprint_is_the_measured_peak_up_to_the_device_limit(path: Path) -
     data, rows = _rows(path)
     ran = [r for r in rows if r["ok"]]
     assert ran and all(r["batch"] >= 1 for r in ran)
-    for r in ran:  # weights + KV cache + SAM's attention at its softmax: within 3.5% of max_memory_allocated
-        assert abs(r["error"]) < 0.035, (path.name, r["mode"], r["attention"], r["batch"], r["error"])
+    for r in ran:  # weights + SAM's call at its softmax (the peak stage): within 1% under max_memory_allocated
+        assert -0.01 < r["error"] <= 0.0, (path.name, r["mode"], r["attention"], r["batch"], r["error"])
     assert max(r["batch"] for r in ran) >= 32
 
 
@@ -63,23 +63,24 @@ def test_the_default_allocator_fraction_is_the_smallest_measured() -> None:
             if m["failed"] is not None and m["failed"] == m["ran"] + 1:
                 fractions[key] = m["ran"] / m["predicted"]["catalogue"]  # the limit what-if prints
     assert set(fractions) == {"small eager", "base eager", "large eager", "gundam eager", "base sdpa"}
-    assert max(fractions.values()) < 0.85  # fragmentation costs every mode a sixth of the batch or more
+    assert max(fractions.values()) < 0.86  # fragmentation costs every mode a seventh of the batch or more
     # the unified report's note: expandable segments reach 96-98% of the catalogue-capacity limit (eager)
     data, rows = _rows(EXPANDABLE)
     reached = [m["ran"] / m["predicted"]["catalogue"] for m in mod.max_batches(data, rows).values()]
     assert min(reached) >= 0.955 and max(reached) < 0.985  # 96-98%, rounded
-    data, rows = _rows(SDPA_EXPANDABLE)  # Base sdpa: 165 of 173, 95% (the notes say 95-98%)
+    data, rows = _rows(SDPA_EXPANDABLE)  # Base sdpa: 165 of 167, 99% (the notes say 99%)
     (sdpa,) = mod.max_batches(data, rows).values()
-    assert sdpa["ran"] == 165 and 0.95 <= sdpa["ran"] / sdpa["predicted"]["catalogue"] < 0.96
+    assert sdpa["ran"] == 165 and 0.985 <= sdpa["ran"] / sdpa["predicted"]["catalogue"] < 0.995
+    assert sdpa["ran"] == sdpa["predicted"]["usable"] and sdpa["failed"] == sdpa["ran"] + 1
     assert math.floor(min(fractions.values()) * 100) / 100 == DEFAULT_ALLOCATOR_BATCH_FRACTION
 
 
 def test_every_run_folder_peak_is_predicted() -> None:
     """Each committed run's largest per-pass peak against the footprint of its workload (one run per name).
 
-    Up to 256 new tokens the footprint is within 2%. Over a 1,024-token decode it is 11-12% over
-    (docs/results-h200.md section 26): it adds the final KV cache to the prefill's activation peak, which do
-    not coexist. It stays an upper bound there, which is what `fits` needs."""
+    The footprint is the largest stage's activations plus the KV cache live in that stage: within 1% under
+    the peak at every length, the two 1,024-token decodes included (docs/results-h200.md section 27; it was
+    11-12% over them when it added the final KV cache to SAM's peak, section 26)."""
     config = DeepseekOCRConfig.named("default")
     seen: set[str] = set()
     long = 0
@@ -92,11 +93,8 @@ def test_every_run_folder_peak_is_predicted() -> None:
         peak = run.report.peak_memory_bytes  # the largest max_memory_allocated of its passes
         assert peak
         pred = max(memory_footprint(AnalyticModel(config, wl), None).total_bytes for wl, _ in run_workloads(run))
-        if run.report.meta.max_new_tokens <= 256:
-            assert -0.02 < pred / peak - 1 < 0.005, (folder.name, pred, peak)
-        else:
-            long += 1
-            assert 0.0 < pred / peak - 1 < 0.15, (folder.name, pred, peak)
+        assert -0.01 < pred / peak - 1 <= 0.0, (folder.name, pred, peak)
+        long += run.report.meta.max_new_tokens > 256
     assert len(seen) >= 10 and long >= 2
 
 

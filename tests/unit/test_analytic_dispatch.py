@@ -39,14 +39,14 @@ def _pixels(side: int, views: int = 1) -> torch.Tensor:
     return torch.zeros(views, 3, side, side, device="meta", dtype=torch.bfloat16)
 
 
-@pytest.mark.parametrize("side", [1024, 640])
+@pytest.mark.parametrize("side, views", [(1024, 1), (640, 1), (640, 2)])  # 2 views: the global qkv is copied
 @pytest.mark.parametrize("index", [0, 2])  # block 0 is windowed, block 2 global (global_attn_indexes)
-def test_sam_block_matches_dispatched_kernels_and_bytes(model: Any, side: int, index: int) -> None:
+def test_sam_block_matches_dispatched_kernels_and_bytes(model: Any, side: int, views: int, index: int) -> None:
     sam = model.model.sam_model
-    x = _pixels(side)
+    x = _pixels(side, views)
     meter = meter_module(model, sam.layers[index], lambda: model.encode_sam(x))
     window = 0 if index in CFG.sam.global_attn_indexes else CFG.sam.window_size
-    layer = SamBlock("b", Stage.VISION_SAM, CFG.sam, views=1, grid=side // CFG.sam.patch_size, window=window,
+    layer = SamBlock("b", Stage.VISION_SAM, CFG.sam, views=views, grid=side // CFG.sam.patch_size, window=window,
                      fused=False, act_bytes=2, weight_bytes=2)
     # launches CUDA adds inside the dispatched calls (index copies, zero-fills, contiguity copies) are
     # counted by the kernel census (test_kernel_census.py), not by the meta dispatch

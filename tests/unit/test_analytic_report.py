@@ -152,3 +152,38 @@ def test_weight_bytes_of_every_matching_module_path(config):
                 assert node.param_count() == real[path], path
                 checked += 1
     assert checked > 50
+
+
+def test_the_footprint_is_the_largest_stage_with_the_kv_cache_live_in_it():
+    from llm_perf_opt.analytic.report import memory_footprint
+    from llm_perf_opt.data.analytic import MemoryFootprint
+
+    base = get_profile(DEFAULT_PROFILE_ID)
+    for wl, peak in ((with_overrides(base, mode="small", batch_size=8, max_new_tokens=64, attention="eager"),
+                      Stage.VISION_SAM),  # eager SAM's scores outweigh a short decode's KV cache
+                     (with_overrides(base, mode="small", batch_size=8, max_new_tokens=8000, attention="sdpa"),
+                      Stage.DECODE)):  # fused SAM, a long decode: the final KV cache sets the peak
+        model = AnalyticModel(DEFAULT, wl)
+        mem = memory_footprint(model, None)
+        acts = {s: t.forward_memory_activation(model.memo) for s, t in model.stages.items()}
+        live = {s: acts[s] + {Stage.PREFILL: model.kv_cache_bytes_after_prefill(),
+                              Stage.DECODE: model.kv_cache_bytes_final()}.get(s, 0.0) for s in acts}
+        assert mem.peak_stage == peak.value and max(live, key=lambda s: live[s]) == peak
+        assert mem.total_bytes == mem.peak_bytes == pytest.approx(mem.weights_bytes + live[peak])
+        assert mem.activation_peak_bytes == max(acts.values()) and mem.kv_cache_bytes == model.kv_cache_bytes_final()
+        # the old sum (final KV cache + the largest activations) is an upper bound, strict when they differ
+        assert mem.total_bytes < mem.weights_bytes + mem.kv_cache_bytes + mem.activation_peak_bytes
+        # the largest batch: the peak's bytes per page under the capacity
+        cap = mem.weights_bytes + 10.5 * live[peak] / wl.batch_size
+        assert memory_footprint(model, cap).max_batch_size == 10
+    # at batch 1 the bytes per page come from two pages: over one view SAM's global call copies no qkv
+    one = AnalyticModel(DEFAULT, with_overrides(base, mode="base", batch_size=1, attention="eager"))
+    two = AnalyticModel(DEFAULT, with_overrides(base, mode="base", batch_size=2, attention="eager"))
+    per_page = [(memory_footprint(m, None).peak_bytes - memory_footprint(m, None).weights_bytes) / b
+                for m, b in ((one, 1), (two, 2))]
+    assert per_page[0] < per_page[1]
+    cap = memory_footprint(one, None).weights_bytes + 40.5 * per_page[1]
+    assert memory_footprint(one, cap).max_batch_size == memory_footprint(two, cap).max_batch_size == 40
+    # a report written before the peak was recorded keeps the sum
+    old = MemoryFootprint(weights_bytes=1.0, kv_cache_bytes=2.0, activation_peak_bytes=3.0)
+    assert old.peak_bytes is None and old.total_bytes == 6.0

@@ -101,6 +101,9 @@ def _summary(report: AnalyticModelReport, path: Path, workload_line: str) -> Pat
               f"- weights: {m.weights_bytes / _GIGA:,.3f} GB",
               f"- KV cache (end of decode): {m.kv_cache_bytes / _GIGA:,.4f} GB",
               f"- activation peak: {m.activation_peak_bytes / _GIGA:,.4f} GB",
+              f"- device peak: {m.total_bytes / _GIGA:,.4f} GB"
+              + (f" (in {m.peak_stage}: weights, its activations and the KV cache live in it)" if m.peak_stage
+                 else " (weights + KV cache + activation peak)"),
               f"- largest batch that fits {report.gpu_key}: {m.max_batch_size}", "",
               "## Peaks", "",
               f"- tensor core: {report.peaks.tensor_core_flops_per_s / 1e12:,.1f} TFLOP/s; CUDA core: "

@@ -150,28 +150,60 @@ def peaks_used(peaks: RooflinePeaks, eff: EfficiencyModel) -> PeaksUsed:
 
 
 #: Largest batch that ran with PyTorch's default caching allocator over ``max_batch_size`` under the catalogue's
-#: capacity (what what-if and the unified report print), rounded down: 0.724-0.827 over Small, Base, Large and
+#: capacity (what what-if and the unified report print), rounded down: 0.724-0.856 over Small, Base, Large and
 #: Gundam (eager) and Base (sdpa) on the H200. With PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True the eager
-#: passes ran to 96-98% of it and Base sdpa to 95% (the rest: the CUDA context and the footprint's 0-3%), so the
+#: passes ran to 96-98% of it and Base sdpa to 99% (the rest: the CUDA context and the footprint's 0-1%), so the
 #: gap is the allocator's fragmentation, not the footprint (reports/hardware/h200/memory-batches*.json,
 #: scripts/gpu/memory_batches.py; docs/results-h200.md sections 20 and 21).
 DEFAULT_ALLOCATOR_BATCH_FRACTION = 0.72
 
 
 def memory_footprint(model: AnalyticModel, capacity_bytes: float | None) -> MemoryFootprint:
-    """Weights, final KV cache and activation peak of ``model``'s workload (bytes), and the largest batch whose
-    footprint fits ``capacity_bytes`` (None when no capacity is given).
+    """Weights, final KV cache, activation peak and the device peak of ``model``'s workload (bytes), and the
+    largest batch whose peak fits ``capacity_bytes`` (None when no capacity is given).
 
-    The peak is the largest stage peak; KV cache and activations scale with the batch, the weights do not.
+    The device peak is the weights plus the largest, over the stages, of the stage's activation peak and the
+    KV cache live while it runs: none in the vision stages, the prompt's after prefill, the final one at the
+    end of decode. The activations and the KV cache scale with the batch, the weights do not.
     """
     weights = model.weight_bytes_total()
     kv_final = model.kv_cache_bytes_final()
-    act_peak = max(t.forward_memory_activation(model.memo) for t in model.stages.values())
-    per_seq = (kv_final + act_peak) / model.shape.batch
-    max_batch = (max(int((capacity_bytes - weights) // per_seq), 0)
-                 if capacity_bytes and per_seq > 0 else None)
-    return MemoryFootprint(weights_bytes=weights, kv_cache_bytes=kv_final, activation_peak_bytes=act_peak,
-                           max_batch_size=max_batch)
+    live = _stage_live_bytes(model)
+    acts = {stage: t.forward_memory_activation(model.memo) for stage, t in model.stages.items()}
+    peak_stage = max(live, key=lambda st: live[st])
+    max_batch = None
+    if capacity_bytes:
+        # bytes per page from a model of 2 pages or more: over one view SAM's global call needs no qkv copy,
+        # so a batch-1 model would understate every larger batch
+        twin = model if model.shape.batch >= 2 else _batch_twin(model)
+        per_seq = max(_stage_live_bytes(twin).values()) / twin.shape.batch
+        max_batch = max(int((capacity_bytes - weights) // per_seq), 0) if per_seq > 0 else None
+    return MemoryFootprint(weights_bytes=weights, kv_cache_bytes=kv_final, activation_peak_bytes=max(acts.values()),
+                           peak_stage=peak_stage.value, peak_bytes=weights + live[peak_stage], max_batch_size=max_batch)
+
+
+def _stage_live_bytes(model: AnalyticModel) -> dict[Stage, float]:
+    """Per stage: its activation peak plus the KV cache live while it runs (bytes)."""
+    kv_live = {Stage.PREFILL: model.kv_cache_bytes_after_prefill(), Stage.DECODE: model.kv_cache_bytes_final()}
+    return {stage: t.forward_memory_activation(model.memo) + kv_live.get(stage, 0.0)
+            for stage, t in model.stages.items()}
+
+
+#: batch-1 model (by identity) -> its twin at batch 2, for memory_footprint's bytes per page
+_TWINS: dict[int, tuple[AnalyticModel, AnalyticModel]] = {}
+
+
+def _batch_twin(model: AnalyticModel) -> AnalyticModel:
+    """``model``'s workload at batch 2 (kept while ``model`` is the one asked about last)."""
+    hit = _TWINS.get(id(model))
+    if hit is not None and hit[0] is model:
+        return hit[1]
+    from llm_perf_opt.analytic.workloads import with_overrides
+
+    twin = AnalyticModel(model.config, with_overrides(model.workload, batch_size=2))
+    _TWINS.clear()
+    _TWINS[id(model)] = (model, twin)
+    return twin
 
 
 #: the note of a report computed without a calibration (any other ``efficiencies:`` note names the one used)

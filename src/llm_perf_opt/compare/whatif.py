@@ -119,8 +119,9 @@ class WhatIfRow:
     output_tokens_per_s: float = field(metadata={"help": "batch_size x max_new_tokens / total seconds"})
     weights_bytes: float = field(metadata={"help": "parameter bytes at the dtype"})
     kv_cache_bytes: float = field(metadata={"help": "KV cache at the end of decode, bytes"})
-    activation_peak_bytes: float = field(metadata={"help": "largest live activations, bytes"})
-    memory_total_bytes: float = field(metadata={"help": "weights + KV cache + activation peak, bytes"})
+    activation_peak_bytes: float = field(metadata={"help": "largest live activations of any stage, bytes"})
+    memory_total_bytes: float = field(metadata={"help": "device peak: weights + the largest stage's activations "
+                                                        "and the KV cache live in it, bytes"})
     gpu_memory_bytes: float = field(metadata={"help": "GPU memory capacity, bytes"})
     fits: bool = field(metadata={"help": "memory_total_bytes <= gpu_memory_bytes"})
     max_batch_size: int | None = field(metadata={"help": "largest batch that fits (analyzer), null if unknown"})

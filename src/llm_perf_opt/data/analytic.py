@@ -366,15 +366,29 @@ class MemoryFootprint:
 
     weights_bytes: float = field(validator=non_negative, metadata={"help": "parameters at the workload dtype"})
     kv_cache_bytes: float = field(validator=non_negative, metadata={"help": "KV cache at the end of decode"})
-    activation_peak_bytes: float = field(validator=non_negative, metadata={"help": "largest live activations"})
+    activation_peak_bytes: float = field(validator=non_negative,
+                                         metadata={"help": "largest live activations of any stage"})
     max_batch_size: int | None = field(
         default=None, validator=optional(at_least(0)),
-        metadata={"help": "largest batch that fits the GPU's memory; null when capacity unknown"},
+        metadata={"help": "largest batch whose peak fits the GPU's memory; null when capacity unknown"},
+    )
+    peak_stage: str | None = field(
+        default=None, validator=optional(non_empty),
+        metadata={"help": "stage whose activations plus the KV cache live in it set the peak; null in reports "
+                          "written before it was recorded"},
+    )
+    peak_bytes: float | None = field(
+        default=None, validator=optional(non_negative),
+        metadata={"help": "device peak: weights + that stage's activations + the KV cache live in it (none in "
+                          "the vision stages); null in reports written before it was recorded"},
     )
 
     @property
     def total_bytes(self) -> float:
-        """Weights + KV cache + activation peak."""
+        """The device peak (``peak_bytes``); weights + final KV cache + activation peak, an upper bound, for a
+        report that predates it."""
+        if self.peak_bytes is not None:
+            return self.peak_bytes
         return self.weights_bytes + self.kv_cache_bytes + self.activation_peak_bytes
 
 

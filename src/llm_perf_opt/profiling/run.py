@@ -153,9 +153,9 @@ def allocator_hint(environ: Mapping[str, str] | None = None) -> str | None:
     conf = ",".join(env.get(v, "") for v in ALLOC_CONF_VARS)
     if "expandable_segments:true" in conf.replace(" ", "").lower():
         return None
-    return ("with PyTorch's default caching allocator the largest batch that ran on the H200 was 72-83% of the "
+    return ("with PyTorch's default caching allocator the largest batch that ran on the H200 was 72-86% of the "
             "one the analytic footprint allows (fragmentation); PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True "
-            "ran 95-98% of it (docs/results-h200.md sections 20 and 21)")
+            "ran 96-99% of it (docs/results-h200.md sections 20, 21 and 27)")
 
 
 def _one_line(exc: BaseException) -> str:

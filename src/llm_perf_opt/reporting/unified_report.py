@@ -182,7 +182,7 @@ def build_unified(run: MeasuredRun, cmp: Comparison, preds: Sequence[tuple[Analy
             notes.append(f"best batch {best}: the largest whose analytic footprint fits the catalogue's "
                          f"{(bcap or 0) / 1e9:,.1f} GB; on the H200, runs with "
                          "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True reached 96-98% of that limit with "
-                         "eager attention and 95% with sdpa; with "
+                         "eager attention and 99% with sdpa; with "
                          "PyTorch's default caching allocator plan on about "
                          f"{math.floor(best * DEFAULT_ALLOCATOR_BATCH_FRACTION)} "
                          f"({DEFAULT_ALLOCATOR_BATCH_FRACTION:.0%}: its fragmentation)")

@@ -111,10 +111,13 @@ class SamAttention(CompositeLayer):
         tc = tokens * c
         self.add(Linear("qkv", stage, tokens=tokens, in_features=c, out_features=3 * c, bias=True,
                         act_bytes=act_bytes, weight_bytes=weight_bytes))
-        # the permuted qkv of windowed calls cannot be viewed as (3, heads, tokens, d): one copy; the
-        # global call's can, and its query map is copied once per einsum instead (as dispatched)
-        q_copies = 1 if window > 0 else 2
-        if window > 0:
+        # the permuted qkv cannot be viewed as (3, views * heads, tokens, d) when there are several windows
+        # (windowed calls, or a global call over several views): one copy, after which one einsum copies the
+        # query map; a global call over one view needs no copy and copies the query map once per einsum
+        # instead (as dispatched on CPU: aten clones of DeepseekOcr2SamVisionAttention at 1 and 2 views)
+        split_qkv = n_w > 1
+        q_copies = 1 if split_qkv else 2
+        if split_qkv:
             split = self.add(OpGroup("qkv_split", stage, weight_dtype_bytes=weight_bytes,
                                      summary="qkv reshaped to (3, heads, tokens, d): one copy"))
             split.op(OperatorCategory.MEMORY, io_bytes=2 * b * 3 * tc, launches=1,
@@ -186,7 +189,12 @@ class SamAttention(CompositeLayer):
         merge.op(OperatorCategory.MEMORY, io_bytes=2 * b * tc, launches=1, pattern=pattern_key("head_split", side))
         self.add(Linear("proj", stage, tokens=tokens, in_features=c, out_features=c, bias=True,
                         act_bytes=act_bytes, weight_bytes=weight_bytes))
-        self.held_bytes = b * scores  # the bias stays alive through the core
+        # held through the core: the bias, and the token tensors the eager forward keeps referenced: its
+        # input (the block's LayerNorm output or window partition), the qkv output (3C per token: `qkv` stays a
+        # view of it) and, when split, its (3, heads, tokens, d) copy that q, k and v view. With them and the
+        # pixels (SamEncoder) the footprint is 0-0.7% under every peak of reports/hardware/h200/memory-batches*.json
+        # (scripts/gpu/memory_batches.py --from; docs/results-h200.md section 27)
+        self.held_bytes = b * scores + b * tc * (1 + 3 + (3 if split_qkv else 0))
 
 
 class SamMLP(CompositeLayer):
@@ -337,6 +345,9 @@ class SamEncoder(CompositeLayer):
             pos.op(OperatorCategory.ELEMENTWISE, cc_flops=BICUBIC_FLOPS_PER_ELEM * out,
                    io_bytes=4 * (pos_grid * pos_grid * c + out), launches=3)
         pos.activation_bytes = act_bytes * elems
+        # the call's pixels ([N, 3, S, S] at the workload dtype, as encode_sam moves them) stay referenced
+        # through the whole encoder
+        self.held_bytes = act_bytes * views * 3 * side_px * side_px
         for i in range(cfg.depth):
             window = 0 if i in cfg.global_attn_indexes else cfg.window_size
             self.add(SamBlock(f"layers.{i}", stage, cfg, views=views, grid=g, window=window, fused=fused,
