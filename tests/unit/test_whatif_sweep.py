@@ -448,11 +448,9 @@ def test_one_model_per_workload_gives_the_rows_of_a_model_per_scenario(report: A
 
     monkeypatch.setattr(model_mod.AnalyticModel, "__init__", counting)
     shared = run_what_if(report, scenarios, calibration=cal)
-    # 4 workloads, each built once for its 4 analyses; a batch-1 workload also builds its batch-2 twin once
-    # (memory_footprint's bytes per page)
-    assert len(built) == 4 + 2 and sum(m.shape.batch == 2 for m in built) == 2 + 2  # type: ignore[attr-defined]
+    assert len(built) == 4  # 4 workloads, each built once for its 4 analyses
     assert shared == run_what_if(report, scenarios, calibration=cal, analyzer=fresh)
-    assert len(built) == 4 + 2 + 16 + 8  # a model (and at batch 1 its twin) for every analysis
+    assert len(built) == 4 + 16
 
 
 def test_analyze_like_refuses_a_model_of_another_workload(report: AnalyticModelReport) -> None:

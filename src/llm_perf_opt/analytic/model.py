@@ -131,6 +131,8 @@ class AnalyticModel:
         #: the steps of :meth:`decode_step` (built once; only self_attn differs between two KV lengths)
         self._step_parts: dict[int, dict[str, BaseLayer]] = {}
         self._weight_bytes: float | None = None
+        #: vision stages built for another batch (vision_stages_at), by batch
+        self._vision_at: dict[int, dict[Stage, StageCost]] = {}
         self.stages: dict[Stage, StageCost] = {
             Stage.VISION_SAM: self._sam(),
             Stage.VISION_CLIP: self._clip(),
@@ -146,18 +148,29 @@ class AnalyticModel:
         self.stages[Stage.DECODE] = self.decode_step(self.decode_mean_kv_len)
 
     # ------------------------------------------------------------ views
-    def views(self) -> list[tuple[str, int, int]]:
-        """Vision calls in execution order: (label, views per call, side in pixels)."""
-        b = self.shape.batch
+    def views(self, batch: int | None = None) -> list[tuple[str, int, int]]:
+        """Vision calls in execution order: (label, views per call, side in pixels), for ``batch`` pages of this
+        workload's layout (default: the workload's batch)."""
+        b = self.shape.batch if batch is None else batch
         out = []
         if self.shape.layout.num_tiles:
             out.append(("tiles", b * self.shape.layout.num_tiles, self.shape.tile_side_px))
         out.append(("global", b, self.shape.global_side_px))
         return out
 
-    def _sam(self) -> StageCost:
+    def vision_stages_at(self, batch: int) -> dict[Stage, StageCost]:
+        """SAM, CLIP and the projector built for ``batch`` pages of this workload's layout (new trees, e.g. the
+        bytes per page at another batch: over one view SAM's global call copies no qkv, over several it does)."""
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
+        if batch not in self._vision_at:
+            self._vision_at[batch] = {Stage.VISION_SAM: self._sam(batch), Stage.VISION_CLIP: self._clip(batch),
+                                      Stage.PROJECTOR: self._projector(batch)}
+        return self._vision_at[batch]
+
+    def _sam(self, batch: int | None = None) -> StageCost:
         stage = StageCost(Stage.VISION_SAM.value, Stage.VISION_SAM, weight_dtype_bytes=self.weight_bytes)
-        for _label, n, side in self.views():
+        for _label, n, side in self.views(batch):
             stage.add(SamEncoder(SAM_PATH, Stage.VISION_SAM, self.config.sam, views=n, side_px=side, fused=self.fused,
                                  act_bytes=self.act_bytes, weight_bytes=self.weight_bytes))
         return stage
@@ -168,29 +181,30 @@ class AnalyticModel:
         g2 = (g + 2 - 3) // 2 + 1
         return (g2 + 2 - 3) // 2 + 1
 
-    def _clip(self) -> StageCost:
+    def _clip(self, batch: int | None = None) -> StageCost:
         stage = StageCost(Stage.VISION_CLIP.value, Stage.VISION_CLIP, weight_dtype_bytes=self.weight_bytes)
-        for _label, n, side in self.views():
+        for _label, n, side in self.views(batch):
             stage.add(ClipEncoder(CLIP_PATH, Stage.VISION_CLIP, self.config.clip, views=n,
                                   grid=self.sam_out_side(side), fused=self.fused, act_bytes=self.act_bytes,
                                   weight_bytes=self.weight_bytes))
         return stage
 
-    def _projector(self) -> StageCost:
+    def _projector(self, batch: int | None = None) -> StageCost:
+        pages = self.shape.batch if batch is None else batch
         stage = StageCost(Stage.PROJECTOR.value, Stage.PROJECTOR, weight_dtype_bytes=self.weight_bytes)
-        for _label, n, side in self.views():
+        for _label, n, side in self.views(pages):
             q = self.sam_out_side(side)
             tokens = n * q * q
             stage.add(FeatureFusion("model.fusion", Stage.PROJECTOR, tokens=tokens, dim=self.config.projector.input_dim,
-                                    act_bytes=self.act_bytes, weight_bytes=self.weight_bytes, images=self.shape.batch))
+                                    act_bytes=self.act_bytes, weight_bytes=self.weight_bytes, images=pages))
             stage.add(Projector(PROJECTOR_PATH, Stage.PROJECTOR, self.config.projector, tokens=tokens,
                                 act_bytes=self.act_bytes, weight_bytes=self.weight_bytes))
         layout = self.shape.layout
         q_t = self.sam_out_side(self.shape.tile_side_px) if layout.num_tiles else 0
-        stage.add(ImageTokenLayout(LAYOUT_PATH, Stage.PROJECTOR, slots=self.shape.batch * layout.prompt_slots,
+        stage.add(ImageTokenLayout(LAYOUT_PATH, Stage.PROJECTOR, slots=pages * layout.prompt_slots,
                                    hidden=self.config.language.hidden_size, act_bytes=self.act_bytes,
-                                   weight_bytes=self.weight_bytes, images=self.shape.batch,
-                                   local_tokens=self.shape.batch * layout.num_tiles * q_t * q_t))
+                                   weight_bytes=self.weight_bytes, images=pages,
+                                   local_tokens=pages * layout.num_tiles * q_t * q_t))
         return stage
 
     # ---------------------------------------------------------- decoder

@@ -173,10 +173,7 @@ def memory_footprint(model: AnalyticModel, capacity_bytes: float | None) -> Memo
     peak_stage = max(live, key=lambda st: live[st])
     max_batch = None
     if capacity_bytes:
-        # bytes per page from a model of 2 pages or more: over one view SAM's global call needs no qkv copy,
-        # so a batch-1 model would understate every larger batch
-        twin = model if model.shape.batch >= 2 else _batch_twin(model)
-        per_seq = max(_stage_live_bytes(twin).values()) / twin.shape.batch
+        per_seq = max(_live_per_page(model, live).values())
         max_batch = max(int((capacity_bytes - weights) // per_seq), 0) if per_seq > 0 else None
     return MemoryFootprint(weights_bytes=weights, kv_cache_bytes=kv_final, activation_peak_bytes=max(acts.values()),
                            peak_stage=peak_stage.value, peak_bytes=weights + live[peak_stage], max_batch_size=max_batch)
@@ -189,21 +186,15 @@ def _stage_live_bytes(model: AnalyticModel) -> dict[Stage, float]:
             for stage, t in model.stages.items()}
 
 
-#: batch-1 model (by identity) -> its twin at batch 2, for memory_footprint's bytes per page
-_TWINS: dict[int, tuple[AnalyticModel, AnalyticModel]] = {}
-
-
-def _batch_twin(model: AnalyticModel) -> AnalyticModel:
-    """``model``'s workload at batch 2 (kept while ``model`` is the one asked about last)."""
-    hit = _TWINS.get(id(model))
-    if hit is not None and hit[0] is model:
-        return hit[1]
-    from llm_perf_opt.analytic.workloads import with_overrides
-
-    twin = AnalyticModel(model.config, with_overrides(model.workload, batch_size=2))
-    _TWINS.clear()
-    _TWINS[id(model)] = (model, twin)
-    return twin
+def _live_per_page(model: AnalyticModel, live: dict[Stage, float]) -> dict[Stage, float]:
+    """Per stage: live bytes per page of a batch of 2 pages or more. A batch-1 model's vision stages are built
+    again for 2 pages (over one view SAM's global call copies no qkv, over several it does, so one page would
+    understate every larger batch); the decoder's bytes are linear in the batch."""
+    b = model.shape.batch
+    per_page = {stage: v / b for stage, v in live.items()}
+    if b == 1:
+        per_page.update({stage: t.forward_memory_activation() / 2 for stage, t in model.vision_stages_at(2).items()})
+    return per_page
 
 
 #: the note of a report computed without a calibration (any other ``efficiencies:`` note names the one used)
