@@ -11,7 +11,8 @@
 # Usage: scripts/analytical/host_probe_check.sh FIT_STAMP EVAL_STAMP PROBE_JSON [PROBE_JSON ...]
 #   e.g. scripts/analytical/host_probe_check.sh 20261203T090148Z 20261203T110219Z \
 #          reports/profile/h200-host-probe/probe-*-20261203T110219Z.json          (~10 min on 2 cores)
-# Env: OUT (default tmp/host-probe-check), CEILINGS (default the H200's; read by probe_choice.sh), FIT_RUNS
+# Env: OUT (default tmp/host-probe-check), RUN_PREFIX (the run folders' GPU prefix, default h200), CEILINGS
+#      (default reports/hardware/$RUN_PREFIX/hw-ceilings.json; read by probe_choice.sh), FIT_RUNS
 #      (the fitted runs, read by probe_choice.sh; default "base-b1 gundam-b1"), PYTHON
 #      (default python).
 set -euo pipefail

@@ -182,8 +182,13 @@ def test_the_footprint_is_the_largest_stage_with_the_kv_cache_live_in_it():
     per_page = [(memory_footprint(m, None).peak_bytes - memory_footprint(m, None).weights_bytes) / b
                 for m, b in ((one, 1), (two, 2))]
     assert per_page[0] < per_page[1]
-    cap = memory_footprint(one, None).weights_bytes + 40.5 * per_page[1]
+    cap = memory_footprint(one, None).weights_bytes + 40.9 * per_page[1]  # one page's bytes would give 41
+    assert int(40.9 * per_page[1] // per_page[0]) == 41
     assert memory_footprint(one, cap).max_batch_size == memory_footprint(two, cap).max_batch_size == 40
+    # a capacity that holds one page but not a page of a larger batch: 1 (from either model), not 0
+    cap = memory_footprint(one, None).weights_bytes + (per_page[0] + per_page[1]) / 2
+    assert memory_footprint(one, cap).max_batch_size == memory_footprint(two, cap).max_batch_size == 1
+    assert memory_footprint(one, memory_footprint(one, None).peak_bytes - 1.0).max_batch_size == 0
     # a report written before the peak was recorded keeps the sum
     old = MemoryFootprint(weights_bytes=1.0, kv_cache_bytes=2.0, activation_peak_bytes=3.0)
     assert old.peak_bytes is None and old.total_bytes == 6.0

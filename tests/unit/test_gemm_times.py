@@ -161,6 +161,10 @@ def test_linear_and_eager_attention_tag_their_gemms_without_changing_the_totals(
     assert all(c == pytest.approx(300.5 / 301) for c in mean_kv.gemm_calls[OperatorCategory.ATTENTION].values())
     below = AttentionCore("core", Stage.DECODE, q_len=1, k_len=300.25, **common)
     assert set(below.gemm_ops[OperatorCategory.ATTENTION]) == {"bmm_nt@16x1x300x64", "bmm_nn@16x1x64x300"}
+    with pytest.raises(ValueError, match="gemm_calls"):
+        mean_kv.op(OperatorCategory.ATTENTION, tc_flops=1.0, launches=1, gemm_calls=0.5)  # no key
+    with pytest.raises(ValueError, match="gemm_calls"):
+        mean_kv.op(OperatorCategory.ATTENTION, tc_flops=0.0, launches=1, gemm="bmm_nt@16x1x301x64", gemm_calls=0)
     one_op = AttentionCore("core", Stage.DECODE, q_len=1, k_len=300.5, **{**common, "eager_launches": 1})
     assert not one_op.gemm_ops
     split, whole_op = mean_kv.ops[OperatorCategory.ATTENTION], one_op.ops[OperatorCategory.ATTENTION]

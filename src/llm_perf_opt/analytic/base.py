@@ -199,6 +199,8 @@ class BaseLayer:
         calls of that one GEMM and nothing else; ``gemm_calls`` (default ``launches``): how many calls of the
         key's shape its FLOPs make, for a group that stands for a shape between two whole ones (a decode
         group's mean KV length: 1 launch = 300.5/301 calls of the KV-301 shape)."""
+        if gemm_calls is not None and (gemm is None or gemm_calls <= 0):
+            raise ValueError(f"{self.name}: gemm_calls={gemm_calls:g} needs a gemm key and must be > 0")
         vec = [float(tc_flops), float(cc_flops), float(io_bytes), float(launches)]
         _add(self.ops, cat, vec)
         if pattern is not None and io_bytes:

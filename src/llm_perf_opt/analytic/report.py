@@ -154,7 +154,7 @@ def peaks_used(peaks: RooflinePeaks, eff: EfficiencyModel) -> PeaksUsed:
 #: Gundam (eager) and Base (sdpa) on the H200. With PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True the eager
 #: passes ran to 96-98% of it and Base sdpa to 99% (the rest: the CUDA context and the footprint's 0-1%), so the
 #: gap is the allocator's fragmentation, not the footprint (reports/hardware/h200/memory-batches*.json,
-#: scripts/gpu/memory_batches.py; docs/results-h200.md sections 20 and 21).
+#: scripts/gpu/memory_batches.py; docs/results-h200.md sections 20 and 21, with the figures of section 27).
 DEFAULT_ALLOCATOR_BATCH_FRACTION = 0.72
 
 
@@ -175,6 +175,8 @@ def memory_footprint(model: AnalyticModel, capacity_bytes: float | None) -> Memo
     if capacity_bytes:
         per_seq = max(_live_per_page(model, live).values())
         max_batch = max(int((capacity_bytes - weights) // per_seq), 0) if per_seq > 0 else None
+        if max_batch == 0 and weights + max(_live_at_one_page(model, live).values()) <= capacity_bytes:
+            max_batch = 1  # one page needs less than a page of a larger batch (no qkv copy over one view)
     return MemoryFootprint(weights_bytes=weights, kv_cache_bytes=kv_final, activation_peak_bytes=max(acts.values()),
                            peak_stage=peak_stage.value, peak_bytes=weights + live[peak_stage], max_batch_size=max_batch)
 
@@ -195,6 +197,17 @@ def _live_per_page(model: AnalyticModel, live: dict[Stage, float]) -> dict[Stage
     if b == 1:
         per_page.update({stage: t.forward_memory_activation() / 2 for stage, t in model.vision_stages_at(2).items()})
     return per_page
+
+
+def _live_at_one_page(model: AnalyticModel, live: dict[Stage, float]) -> dict[Stage, float]:
+    """Per stage: live bytes of a batch of one page (the vision stages built again for one page when the model
+    has more)."""
+    b = model.shape.batch
+    if b == 1:
+        return dict(live)
+    one = {stage: v / b for stage, v in live.items()}
+    one.update({stage: t.forward_memory_activation() for stage, t in model.vision_stages_at(1).items()})
+    return one
 
 
 #: the note of a report computed without a calibration (any other ``efficiencies:`` note names the one used)

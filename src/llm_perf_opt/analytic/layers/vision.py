@@ -78,8 +78,9 @@ class SamAttention(CompositeLayer):
     formulas = (
         "tokens incl. padding T_p = n_w * s^2 (s = w windowed, g global); G = n_w * h groups; E = G * s^4 scores",
         "qkv:  2 * T_p * C * 3C;  proj: 2 * T_p * C * C",
-        "qkv split (windowed calls): the permuted qkv is copied: io = 2 * b * 3 * T_p * C",
-        "rel-pos: two table resizes and gathers, copies of q (2 * b * T_p * C each; 1 windowed, 2 global),"
+        "qkv split (n_w > 1: windowed calls, or a global call over several views): the permuted qkv is copied:"
+        " io = 2 * b * 3 * T_p * C",
+        "rel-pos: two table resizes and gathers, copies of q (2 * b * T_p * C each; 1 after a qkv split, 2 without),"
         " two einsums bhwc,hkc->bhwk"
         " (2 * 2 * G * s^3 * d FLOPs), the broadcast rel_h + rel_w written (b * E) and copied (2 * b * E)",
         "eager, in dispatch order: q * scale and QK^T (2 * G * s^4 * d) first, then the rel-pos lookups, then"
