@@ -67,6 +67,28 @@ def test_no_change_also_exact_for_the_full_size_model(tmp_path: Path) -> None:
     exported = dump_json(build_report(AnalyticModel(DeepseekOCRConfig.default(), wl), peaks), tmp_path / "r.json")
     rep = load_analytic_report(exported)
     assert attrs.asdict(one(rep)) == attrs.asdict(row_from_report(rep))
+    assert one(rep).memory_peak_stage == rep.memory.peak_stage == "vision.sam"  # eager SAM's scores
+
+
+def test_a_long_decode_moves_the_memory_peak_to_the_kv_cache(tmp_path: Path) -> None:
+    from llm_perf_opt.analytic.model import AnalyticModel
+    from llm_perf_opt.analytic.report import build_report
+    from llm_perf_opt.analytic.roofline import RooflinePeaks
+    from llm_perf_opt.analytic.workloads import get_profile, with_overrides
+    from llm_perf_opt.hardware.bench import effective_peaks
+    from llm_perf_opt.hardware.catalog import load_catalog
+    from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
+
+    wl = with_overrides(get_profile("dsocr-standard-v1"), mode="small", image_size=(640, 640), attention="sdpa",
+                        max_new_tokens=64)
+    peaks = RooflinePeaks.from_effective(effective_peaks(load_catalog().get("h100-sxm")), wl.dtype)
+    rep = load_analytic_report(dump_json(build_report(AnalyticModel(DeepseekOCRConfig.default(), wl), peaks),
+                                         tmp_path / "r.json"))
+    short, long = one(rep), one(rep, max_new_tokens=7000)
+    assert short.memory_peak_stage == "vision.sam" and long.memory_peak_stage == "decode"
+    # past the turn the peak grows with the KV cache alone: weights + final KV cache + decode's activations
+    assert long.memory_total_bytes > short.memory_total_bytes
+    assert long.memory_total_bytes < long.weights_bytes + long.kv_cache_bytes + long.activation_peak_bytes
 
 
 def test_each_change_moves_the_right_way(report: AnalyticModelReport) -> None:
@@ -306,7 +328,7 @@ def test_decode_alone_in_cuda_graphs(report: AnalyticModelReport, report_file: P
         rows = list(csv.DictReader(fh))
     assert [r["graph_stages"] for r in rows] == ["", "", "decode", free.graph_stages]
     payload = json.loads((out / "g.json").read_text())
-    assert payload["schema_version"] == "llm-perf-opt.what-if/5" and "graph_stages" in payload["columns"]
+    assert payload["schema_version"] == "llm-perf-opt.what-if/6" and "graph_stages" in payload["columns"]
     assert payload["scenarios"][2] == {"calibrated": True, "graph_stages": ["decode"]}
     with pytest.raises(SystemExit):
         what_if_cli.main(["--report", str(report_file), "--calibration", str(path), "--cuda-graphs", "vision"])

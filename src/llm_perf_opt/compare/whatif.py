@@ -40,7 +40,7 @@ SECONDS_PER_DAY = 86_400
 #: Schema version of what-if JSON files (2: the host_probe_us column after calibrated; 3: the graph_stages
 #: column after it; 4: the no_repeat_ngram_size column after batch_size; 5: the ``complete`` key, False for the
 #: rows done of an interrupted or failed sweep).
-WHATIF_SCHEMA = "llm-perf-opt.what-if/5"
+WHATIF_SCHEMA = "llm-perf-opt.what-if/6"
 
 #: (base report, workload, gpu, efficiency or None) -> AnalyticModelReport of the workload on the gpu.
 Analyzer = Callable[[AnalyticModelReport, OCRWorkloadProfile, GpuSpec, "EfficiencyModel | None"], AnalyticModelReport]
@@ -122,6 +122,8 @@ class WhatIfRow:
     activation_peak_bytes: float = field(metadata={"help": "largest live activations of any stage, bytes"})
     memory_total_bytes: float = field(metadata={"help": "device peak: weights + the largest stage's activations "
                                                         "and the KV cache live in it, bytes"})
+    memory_peak_stage: str = field(metadata={"help": "the stage whose activations and live KV cache set "
+                                                     "memory_total_bytes (vision.sam, prefill, decode, ...)"})
     gpu_memory_bytes: float = field(metadata={"help": "GPU memory capacity, bytes"})
     fits: bool = field(metadata={"help": "memory_total_bytes <= gpu_memory_bytes"})
     max_batch_size: int | None = field(metadata={"help": "largest batch that fits (analyzer), null if unknown"})
@@ -159,6 +161,7 @@ def row_from_report(report: AnalyticModelReport, *, scenario_id: int = 0, calibr
         output_tokens_per_s=wl.batch_size * wl.max_new_tokens / total_s if total_s > 0 else math.inf,
         weights_bytes=mem.weights_bytes, kv_cache_bytes=mem.kv_cache_bytes,
         activation_peak_bytes=mem.activation_peak_bytes, memory_total_bytes=mem.total_bytes,
+        memory_peak_stage=mem.peak_stage or "",
         gpu_memory_bytes=float(cap) if cap is not None else math.nan,
         fits=bool(cap is not None and mem.total_bytes <= cap), max_batch_size=mem.max_batch_size,
     )
