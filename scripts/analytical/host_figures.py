@@ -70,7 +70,7 @@ from typing import Any, cast
 from attrs import evolve
 
 from llm_perf_opt.analytic.calibration import load_calibration, save_calibration
-from llm_perf_opt.cli import CommandParser
+from llm_perf_opt.cli import CommandParser, non_negative_int
 from llm_perf_opt.compare.runs import PROBE_WHEN, load_run, probe_decode_pairs, probe_of
 from llm_perf_opt.errors import UserError
 
@@ -1116,7 +1116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="timeline calibration (its device model and gaps; with an add_ host probe, also the "
                         "model at each record's probe)")
     p.add_argument("--config", default="default", metavar="NAME", help="model config to analyse (default default)")
-    p.add_argument("--kernels", type=int, default=0, metavar="N",
+    p.add_argument("--kernels", type=non_negative_int, default=0, metavar="N",
                    help="also each record's N kernels of most time per step, from its trace (the replays', else "
                         "the eager step's), as graph_decode.py lists them (default 0: none)")
     p = sub.add_parser("steps", help="decode step time against the KV length, measured and modelled, per run")
@@ -1193,8 +1193,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.cmd == "gaps":
             lines = gaps(args.runs, args.ceilings, args.compare, args.stage)
         elif args.cmd == "graph":
-            if args.kernels < 0:
-                raise UserError(f"--kernels {args.kernels}: must be >= 0")
             lines = graph(args.file, args.calibration, args.config, kernels=args.kernels)
         elif args.cmd == "steps":
             lines = steps(args.runs, args.calibration, args.config, args.window)

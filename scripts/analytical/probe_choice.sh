@@ -9,7 +9,7 @@
 # Usage: scripts/analytical/probe_choice.sh FIT_STAMP EVAL_STAMP
 #   e.g. scripts/analytical/probe_choice.sh 20261203T074846Z 20261203T090148Z   (~12 min on 2 cores)
 # Env: VARIANTS ("PROBE:EXPONENT ...", default "add:1 module:1 module:0.64"), OUT (default tmp/probe-choice),
-#      PROFILE_DIR (where the run folders are, default reports/profile; relative to the repository root),
+#      PROFILE_DIR (where the run folders are, default reports/profile; absolute or relative to the repository root),
 #      RUN_PREFIX (the run folders' prefix, default h200), CEILINGS (default reports/hardware/$RUN_PREFIX/hw-ceilings.json),
 #      PYTHON (default python), FIT_RUNS (the fitted runs among base-b1,
 #      gundam-b1, small-b1 and base-b4, default "base-b1 gundam-b1"; the others are held out).

@@ -454,6 +454,9 @@ def test_graph_replayed_steps_next_to_the_model_without_host(tmp_path: Path,
     lines = capsys.readouterr().out.splitlines()
     assert lines[2].split() == ["1.500", "ms", "12", "launches", "gemv"]
     assert lines[5].split() == ["0.250", "ms", "2", "launches", "copy"] and len(lines) == 7
+    with pytest.raises(SystemExit) as neg:  # a negative count: one usage line
+        hf.main(["graph", str(path), "--calibration", str(cal_path), "--kernels", "-1"])
+    assert neg.value.code == 2 and "expected an integer >= 0, got -1" in capsys.readouterr().err
     # another workload's record, a file that is not a result: one line each
     path.write_text(json.dumps({"records": [{**rec, "prompt_length": prompt - 1}]}))
     assert hf.main(["graph", str(path), "--calibration", str(cal_path)]) == 2

@@ -21,7 +21,7 @@ from llm_perf_opt.compare.whatif import (
     row_from_report,
     run_what_if,
 )
-from llm_perf_opt.data.analytic import AnalyticModelReport
+from llm_perf_opt.data.analytic import AnalyticModelReport, OCRWorkloadProfile
 from llm_perf_opt.data.io import dump_json
 from llm_perf_opt.hardware.catalog import UnknownGpuError
 from llm_perf_opt.runners import what_if_cli
@@ -53,37 +53,34 @@ def test_no_change_reproduces_the_report_exactly(report: AnalyticModelReport) ->
     assert row.max_batch_size == report.memory.max_batch_size
 
 
-def test_no_change_also_exact_for_the_full_size_model(tmp_path: Path) -> None:
+def _full_size_report(wl: OCRWorkloadProfile, tmp_path: Path) -> AnalyticModelReport:
+    """The full-size model's report of ``wl`` on the H100 (datasheet peaks), exported and loaded back."""
     from llm_perf_opt.analytic.model import AnalyticModel
     from llm_perf_opt.analytic.report import build_report
     from llm_perf_opt.analytic.roofline import RooflinePeaks
-    from llm_perf_opt.analytic.workloads import get_profile
     from llm_perf_opt.hardware.bench import effective_peaks
     from llm_perf_opt.hardware.catalog import load_catalog
     from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
 
-    wl = get_profile("dsocr-standard-v1")
     peaks = RooflinePeaks.from_effective(effective_peaks(load_catalog().get("h100-sxm")), wl.dtype)
-    exported = dump_json(build_report(AnalyticModel(DeepseekOCRConfig.default(), wl), peaks), tmp_path / "r.json")
-    rep = load_analytic_report(exported)
+    return load_analytic_report(dump_json(build_report(AnalyticModel(DeepseekOCRConfig.default(), wl), peaks),
+                                          tmp_path / "r.json"))
+
+
+def test_no_change_also_exact_for_the_full_size_model(tmp_path: Path) -> None:
+    from llm_perf_opt.analytic.workloads import get_profile
+
+    rep = _full_size_report(get_profile("dsocr-standard-v1"), tmp_path)
     assert attrs.asdict(one(rep)) == attrs.asdict(row_from_report(rep))
     assert one(rep).memory_peak_stage == rep.memory.peak_stage == "vision.sam"  # eager SAM's scores
 
 
 def test_a_long_decode_moves_the_memory_peak_to_the_kv_cache(tmp_path: Path) -> None:
-    from llm_perf_opt.analytic.model import AnalyticModel
-    from llm_perf_opt.analytic.report import build_report
-    from llm_perf_opt.analytic.roofline import RooflinePeaks
     from llm_perf_opt.analytic.workloads import get_profile, with_overrides
-    from llm_perf_opt.hardware.bench import effective_peaks
-    from llm_perf_opt.hardware.catalog import load_catalog
-    from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
 
     wl = with_overrides(get_profile("dsocr-standard-v1"), mode="small", image_size=(640, 640), attention="sdpa",
                         max_new_tokens=64)
-    peaks = RooflinePeaks.from_effective(effective_peaks(load_catalog().get("h100-sxm")), wl.dtype)
-    rep = load_analytic_report(dump_json(build_report(AnalyticModel(DeepseekOCRConfig.default(), wl), peaks),
-                                         tmp_path / "r.json"))
+    rep = _full_size_report(wl, tmp_path)
     short, long = one(rep), one(rep, max_new_tokens=7000)
     assert short.memory_peak_stage == "vision.sam" and long.memory_peak_stage == "decode"
     # past the turn the peak grows with the KV cache alone: weights + final KV cache + decode's activations

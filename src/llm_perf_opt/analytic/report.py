@@ -173,10 +173,12 @@ def memory_footprint(model: AnalyticModel, capacity_bytes: float | None) -> Memo
     peak_stage = max(live, key=lambda st: live[st])
     max_batch = None
     if capacity_bytes:
-        per_seq = max(_live_per_page(model, live).values())
+        # bytes per page from 2 pages or more: over one view SAM's global call copies no qkv, so one page
+        # would understate every larger batch
+        per_seq = max(_live_per_page(model, live, max(model.shape.batch, 2)).values())
         max_batch = max(int((capacity_bytes - weights) // per_seq), 0) if per_seq > 0 else None
-        if max_batch == 0 and weights + max(_live_at_one_page(model, live).values()) <= capacity_bytes:
-            max_batch = 1  # one page needs less than a page of a larger batch (no qkv copy over one view)
+        if max_batch == 0 and weights + max(_live_per_page(model, live, 1).values()) <= capacity_bytes:
+            max_batch = 1  # one page needs less than a page of a larger batch
     return MemoryFootprint(weights_bytes=weights, kv_cache_bytes=kv_final, activation_peak_bytes=max(acts.values()),
                            peak_stage=peak_stage.value, peak_bytes=weights + live[peak_stage], max_batch_size=max_batch)
 
@@ -188,26 +190,16 @@ def _stage_live_bytes(model: AnalyticModel) -> dict[Stage, float]:
             for stage, t in model.stages.items()}
 
 
-def _live_per_page(model: AnalyticModel, live: dict[Stage, float]) -> dict[Stage, float]:
-    """Per stage: live bytes per page of a batch of 2 pages or more. A batch-1 model's vision stages are built
-    again for 2 pages (over one view SAM's global call copies no qkv, over several it does, so one page would
-    understate every larger batch); the decoder's bytes are linear in the batch."""
+def _live_per_page(model: AnalyticModel, live: dict[Stage, float], pages: int) -> dict[Stage, float]:
+    """Per stage: live bytes per page in a batch of ``pages`` pages. The decoder's bytes are linear in the
+    batch (``live``, the model's, over its batch); the vision stages are built again for ``pages`` pages
+    when the model has another batch (AnalyticModel.vision_stages_at)."""
     b = model.shape.batch
     per_page = {stage: v / b for stage, v in live.items()}
-    if b == 1:
-        per_page.update({stage: t.forward_memory_activation() / 2 for stage, t in model.vision_stages_at(2).items()})
+    if pages != b:
+        per_page.update({stage: t.forward_memory_activation() / pages
+                         for stage, t in model.vision_stages_at(pages).items()})
     return per_page
-
-
-def _live_at_one_page(model: AnalyticModel, live: dict[Stage, float]) -> dict[Stage, float]:
-    """Per stage: live bytes of a batch of one page (the vision stages built again for one page when the model
-    has more)."""
-    b = model.shape.batch
-    if b == 1:
-        return dict(live)
-    one = {stage: v / b for stage, v in live.items()}
-    one.update({stage: t.forward_memory_activation() for stage, t in model.vision_stages_at(1).items()})
-    return one
 
 
 #: the note of a report computed without a calibration (any other ``efficiencies:`` note names the one used)
