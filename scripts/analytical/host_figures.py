@@ -712,6 +712,35 @@ def steps(runs: Sequence[Path], cal_path: Path, config: str, window: int = 64) -
     return lines
 
 
+def levels(runs: Sequence[Path], window: int = 8) -> list[str]:
+    """Per pass of each run: the median decode step (ms) of each run of ``window`` consecutive forwards, the
+    ratio of the largest such median to the smallest, and the module probe (us) before and after the pass.
+    Host speed that changes within a pass shows as steps between levels; a pass's median step then depends on
+    the share of its forwards at each level rather than on its workload."""
+    if window < 1:
+        raise UserError(f"--window {window}: must be >= 1")
+    lines = [f"{'run':<42} {'pass':>4} {'probe us before/after':>21} {'max/min':>7}  median ms per {window} forwards"]
+    for d in runs:
+        rows = [r for r in _passes(d) if r.get("decode_forwards") and isinstance(r.get("decode_step_ms"), list)]
+        if not rows:
+            raise UserError(f"{d}: no pass with per-step decode times (passes.jsonl)")
+        for r in rows:
+            try:
+                steps_ms = [float(x) for x in r["decode_step_ms"][: int(r["decode_forwards"])]]
+                probes = [r.get(k) for k in ("host_module_probe_us", "host_module_probe_after_us")]
+                cells = [f"{float(x):.1f}" if x is not None else "-" for x in probes]
+            except (TypeError, ValueError) as exc:
+                raise UserError(f"{d}: passes.jsonl: decode_step_ms, decode_forwards or a probe is not numbers "
+                                f"({exc})") from None
+            meds = [statistics.median(steps_ms[i:i + window]) for i in range(0, len(steps_ms), window)]
+            spread = max(meds) / min(meds) if min(meds) > 0 else float("nan")
+            lines.append(f"{d.name[-42:]:<42} {r.get('pass_index', '-'):>4} {cells[0]:>10} / {cells[1]:<8} "
+                         f"{spread:>7.2f}  {' '.join(f'{m:.1f}' for m in meds)}")
+    lines.append(f"each pass's decode forwards in runs of {window} (the last may be shorter); probe: the module probe "
+                 "(us per aten call of a tiny decoder forward) before and after the pass")
+    return lines
+
+
 def _timeline_setup(cal_path: Path, config: str) -> tuple[Any, Any, Any]:
     """(timeline calibration, its GPU's catalogue peaks at its dtype, model config ``config``); UserError for
     a calibration that is not a timeline one."""
@@ -1126,6 +1155,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--config", default="default", metavar="NAME", help="model config to analyse (default default)")
     p.add_argument("--window", type=int, default=64, metavar="N",
                    help="forwards averaged at the start and at the end of the decode (default 64)")
+    p = sub.add_parser("levels", help="each pass's decode steps by runs of forwards: host-speed levels within a pass")
+    p.add_argument("runs", type=Path, nargs="+", metavar="RUN_DIR", help="profiling run folders (passes.jsonl)")
+    p.add_argument("--window", type=int, default=8, metavar="N", help="forwards per run (default 8)")
     p = sub.add_parser("segments", help="the timeline model's decode by groups of forwards against every forward")
     p.add_argument("--calibration", type=Path, required=True, metavar="FILE", help="timeline calibration JSON")
     p.add_argument("--modes", default="small,base,gundam", help="comma-separated modes (default small,base,gundam)")
@@ -1196,6 +1228,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             lines = graph(args.file, args.calibration, args.config, kernels=args.kernels)
         elif args.cmd == "steps":
             lines = steps(args.runs, args.calibration, args.config, args.window)
+        elif args.cmd == "levels":
+            lines = levels(args.runs, args.window)
         elif args.cmd == "segments":
             try:
                 batches, groups = ([int(x) for x in v.split(",") if x] for v in (args.batches, args.groups))

@@ -30,6 +30,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "calibrate": ("llm_perf_opt.runners.calibrate_cli", "fit per-category efficiencies from measured runs"),
     "what-if": ("llm_perf_opt.runners.what_if_cli", "recompute an analytic report under changed parameters"),
     "torchinfo": ("llm_perf_opt.runners.torchinfo_report", "torchinfo unique-layer tables of the model"),
+    "rebuild": ("llm_perf_opt.runners.rebuild_cli", "rebuild a profiling run's reports from its files (no GPU)"),
 }
 
 

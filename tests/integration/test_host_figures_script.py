@@ -635,6 +635,34 @@ def test_steps_puts_the_decode_step_against_kv_next_to_the_model(tmp_path: Path,
     assert "not a timeline calibration" in capsys.readouterr().err
 
 
+def test_levels_shows_host_speed_levels_within_a_pass(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "h200-base-b16-ngram20-20261204T195740Z"
+    shutil.copytree(RUNS / run.name, run)
+    passes = run / "torch_profiler" / "passes.jsonl"
+    rows = [json.loads(line) for line in passes.read_text().splitlines() if line.strip()]
+    assert [r["decode_forwards"] for r in rows] == [63, 63]
+    # pass 0 steady at 20 ms; pass 1 at 20 ms, then 30 ms from forward 24 on; the pick after the last forward
+    # (0.1 ms) is not a forward and is left out
+    rows[0]["decode_step_ms"] = [20.0] * 63 + [0.1]
+    rows[1]["decode_step_ms"] = [20.0] * 24 + [30.0] * 39 + [0.1]
+    rows[1]["host_module_probe_after_us"] = None
+    passes.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert _script().main(["levels", str(run), "--window", "16"]) == 0
+    out = [x for x in capsys.readouterr().out.splitlines() if x.startswith(run.name)]
+    assert len(out) == 2
+    first, second = (line.split() for line in out)
+    assert first[-5:] == ["1.00", "20.0", "20.0", "20.0", "20.0"]
+    # windows of 16: forwards 0-15 at 20, 16-31 half and half (median 25), 32-47 and 48-62 at 30
+    assert second[-5:] == ["1.50", "20.0", "25.0", "30.0", "30.0"]
+    assert second[2] == f"{rows[1]['host_module_probe_us']:.1f}" and second[4] == "-"
+    # no per-step times, a bad window: one line each
+    passes.write_text(json.dumps({**rows[0], "decode_step_ms": None}) + "\n")
+    assert _script().main(["levels", str(run)]) == 2
+    assert "no pass with per-step decode times" in capsys.readouterr().err
+    assert _script().main(["levels", str(run), "--window", "0"]) == 2
+    assert "--window 0: must be >= 1" in capsys.readouterr().err
+
+
 def test_segments_against_every_forward(capsys: pytest.CaptureFixture[str]) -> None:
     cal = ROOT / "reports" / "compare" / "cross-session-h200-20261204T210208Z" / "calibration-h200-prior.json"
     argv = ["segments", "--calibration", str(cal), "--modes", "small", "--batches", "64,512", "--tokens", "600",

@@ -21,8 +21,9 @@ GIT_TIMEOUT_S = 5.0
 GIT_REVISION_ENV = "LLM_PERF_OPT_GIT_REVISION"
 
 
-def git_revision(start: Path | None = None) -> tuple[str | None, bool | None]:
-    """(HEAD commit, working tree dirty?) of the repository holding this package.
+def git_revision(start: Path | None = None, scope: Path | None = None) -> tuple[str | None, bool | None]:
+    """(HEAD commit, working tree dirty?) of the repository holding this package; with ``scope``, dirty only
+    where files under that path differ from HEAD.
 
     Outside a git checkout: (``$LLM_PERF_OPT_GIT_REVISION``, None), or (None, None) when unset.
     """
@@ -33,7 +34,8 @@ def git_revision(start: Path | None = None) -> tuple[str | None, bool | None]:
                              timeout=GIT_TIMEOUT_S, check=False)
         if rev.returncode != 0:
             return fallback, None
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no",
+                                 *(["--", str(scope)] if scope is not None else [])], cwd=root,
                                 capture_output=True, text=True, timeout=GIT_TIMEOUT_S, check=False)
         return rev.stdout.strip(), bool(status.stdout.strip()) if status.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):

@@ -42,6 +42,7 @@ from llm_perf_opt.data.profile import (
 from llm_perf_opt.errors import UserError
 from llm_perf_opt.inputs import input_set
 from llm_perf_opt.inputs.pages import Page
+from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
 from llm_perf_opt.profiling.aggregate import Aggregates, aggregate
 from llm_perf_opt.profiling.env import collect_env
 from llm_perf_opt.profiling.mfu import Peaks, Utilization, WorkFn, compute_utilization, drop_implausible
@@ -167,7 +168,7 @@ class ProfileRunner:
     """Runs the steps of the module docstring; :meth:`run` returns the outcome."""
 
     def __init__(self, options: ProfileOptions, pages: Sequence[Page], *, device: torch.device,
-                 work_fn_factory: Callable[[ModelSession], tuple[WorkFn, str]] | None = None,
+                 work_fn_factory: Callable[[DeepseekOCRConfig], tuple[WorkFn, str]] | None = None,
                  peaks_resolver: Callable[[Any], tuple[Peaks | None, Peaks | None, list[str]]] | None = None,
                  log: Callable[[str], None] | None = None,
                  input_skipped: Sequence[tuple[str, str]] = ()) -> None:
@@ -184,6 +185,12 @@ class ProfileRunner:
         self.artifact_dir = self.run_dir / ARTIFACT_DIR
         self.notes: list[str] = []
         self.session: ModelSession | None = None
+        #: the model's config and parameter count: the session's once built (a rebuild reads them from files)
+        self.model_config: DeepseekOCRConfig | None = None
+        self.parameter_count: int | None = None
+        #: end time and torch version for the report: now and this process's torch (a rebuild keeps the run's)
+        self.finished: datetime | None = None
+        self.torch_version = str(torch.__version__)
         self.table: OperatorTable | None = None
         self.timeline: list[StageTimeline] = []
         self.profiled_batches: list[int] = []
@@ -218,6 +225,7 @@ class ProfileRunner:
         self.log(f"building the model ({s.config_name if not s.model_dir else s.model_dir}, {s.dtype.value}, "
                  f"{self.device})")
         self.session = ModelSession(s, self.device)
+        self.model_config, self.parameter_count = self.session.config, self.session.parameter_count
         batches = batches_of(self.pages, s.batch_size)
         for _ in range(opts.warmup):
             self.session.run_pass(batches[0], StageRecorder(self.device, nvtx=False, timing=False))
@@ -323,12 +331,12 @@ class ProfileRunner:
                 self.notes.extend(notes)
             except UserError as exc:  # the measurements must still be reported
                 self.notes.append(f"MFU/MBU not computed: {exc}")
-        if (peaks or peaks_measured) and self.work_fn_factory is not None and self.session is not None \
+        if (peaks or peaks_measured) and self.work_fn_factory is not None and self.model_config is not None \
                 and agg.ok_records:
             # The timings are already on disk; a failure of the analytic model must not lose the reports,
             # so it is reported (note + stderr) instead of ending the run.
             try:
-                work_fn, analytic_note = self.work_fn_factory(self.session)
+                work_fn, analytic_note = self.work_fn_factory(self.model_config)
                 if peaks:
                     util = compute_utilization(agg.ok_records, work_fn, peaks)
                 if peaks_measured:
@@ -342,7 +350,7 @@ class ProfileRunner:
                 for msg in drop_implausible(u, MAX_UTILIZATION) if u is not None else []:
                     self.notes.append(msg)
                     self.log(f"warning: {msg}")
-        finished = datetime.now(UTC)
+        finished = self.finished or datetime.now(UTC)
         gpu = env.get("gpu") or {}
         peak_mem = max((r.peak_memory_bytes or 0 for r in agg.ok_records), default=0) or None
         report = LLMProfileReport(
@@ -350,7 +358,7 @@ class ProfileRunner:
                 run_id=self.run_id, started_at=self.started, finished_at=finished,
                 device_name=gpu.get("name") or f"cpu ({env.get('cpu', {}).get('machine', 'unknown')})",
                 gpu_key=(peaks.gpu_key if peaks else gpu.get("catalog_key")),
-                torch_version=str(torch.__version__),
+                torch_version=self.torch_version,
                 transformers_version=str(env.get("software", {}).get("transformers") or "unknown"),
                 git_revision=env.get("project", {}).get("git_revision"),
                 mode=s.mode, batch_size=s.batch_size, max_new_tokens=s.max_new_tokens,
@@ -363,7 +371,7 @@ class ProfileRunner:
                 checkpoint_path=str(Path(s.model_dir).resolve()) if s.model_dir else None,
                 dtype=s.dtype, device=str(self.device),
                 attn_implementation=AttentionKind(s.attn_implementation),
-                parameter_count=self.session.parameter_count if self.session else 1,
+                parameter_count=self.parameter_count or 1,
             ),
             inputs=input_set(self.pages, opts.input_origin or "inputs"),
             stage_timings=agg.timings, stage_ms=dict(agg.stage_ms),
@@ -379,7 +387,7 @@ class ProfileRunner:
                           table=self.table, timeline=self.timeline, utilization=util, utilization_measured=util_measured, env=env,
                           options=opts, pages=self.pages, notes=self.notes, interrupted=interrupted,
                           profiled_batches=self.profiled_batches, analytic_note=analytic_note,
-                          parameter_count=self.session.parameter_count if self.session else 0)
+                          parameter_count=self.parameter_count or 0)
 
     def _ref(self, index: int) -> str:
         return self.pages[index].to_input_image().ref

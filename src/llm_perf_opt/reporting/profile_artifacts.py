@@ -20,11 +20,25 @@ REQUIRED_ARTIFACTS: tuple[str, ...] = (
 )
 
 
-def write_artifacts(outcome: RunOutcome) -> list[Path]:
-    """Write metrics.json, report.md, operators.md, stakeholder_summary.md, assumptions.md and the plots."""
+def write_artifacts(outcome: RunOutcome, *, plots: bool = True) -> list[Path]:
+    """Write metrics.json, report.md, operators.md, stakeholder_summary.md, assumptions.md and, unless
+    ``plots`` is False (a rebuild that keeps the run's own), the plots."""
     d = outcome.artifact_dir
     title = f"{outcome.report.meta.run_id}: mode {outcome.report.meta.mode}, {outcome.report.meta.device_name}"
     written = [write_metrics(outcome)]
+    if plots:
+        written += _write_plots(outcome, title)
+    written.append(write_text(d / "report.md", render_report(outcome)))
+    written.append(write_text(d / "operators.md", render_operators(outcome)))
+    written.append(write_text(d / "stakeholder_summary.md", render_summary(outcome)))
+    written.append(write_text(d / "assumptions.md", render_assumptions(outcome)))
+    return written
+
+
+def _write_plots(outcome: RunOutcome, title: str) -> list[Path]:
+    """The stage breakdown and per-image plots (none, with a note, when matplotlib is missing)."""
+    d = outcome.artifact_dir
+    written: list[Path] = []
     try:
         from llm_perf_opt.reporting.profile_plots import (
             PER_IMAGE_PNG,
@@ -41,8 +55,4 @@ def write_artifacts(outcome: RunOutcome) -> list[Path]:
                      plot_per_image(outcome.aggregates.ok_records, names, d / PER_IMAGE_PNG, title)):
             if path is not None:
                 written.append(path)
-    written.append(write_text(d / "report.md", render_report(outcome)))
-    written.append(write_text(d / "operators.md", render_operators(outcome)))
-    written.append(write_text(d / "stakeholder_summary.md", render_summary(outcome)))
-    written.append(write_text(d / "assumptions.md", render_assumptions(outcome)))
     return written

@@ -27,11 +27,12 @@ from llm_perf_opt.cli import CommandParser, run_guarded
 from llm_perf_opt.data.validators import is_safe_id
 from llm_perf_opt.errors import UserError
 from llm_perf_opt.inputs import CATEGORIES, collect_pages
+from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
 from llm_perf_opt.models.deepseek_ocr.modes import MODES, get_mode
 from llm_perf_opt.models.deepseek_ocr.prompt import IMAGE_TAG, PROMPTS, resolve_prompt
 from llm_perf_opt.profiling.mfu import Peaks
 from llm_perf_opt.profiling.run import ProfileOptions, ProfileRunner
-from llm_perf_opt.profiling.session import ModelSession, SessionSettings, resolve_device
+from llm_perf_opt.profiling.session import SessionSettings, resolve_device
 from llm_perf_opt.vocab import DEFAULT_NO_REPEAT_NGRAM, DType, parse_dtype
 
 #: Default parent folder of run folders.
@@ -133,9 +134,30 @@ def check_args(args: argparse.Namespace) -> None:
                         "path separators)")
     if args.model is not None and not Path(args.model).is_dir():
         raise UserError(f"--model {args.model}: not a folder")
+
+
+def check_peak_files(args: argparse.Namespace, device_type: str) -> None:
+    """``args.gpu``, ``args.catalog`` and ``args.ceilings`` (any may be None) checked for a run on ``device_type``:
+    the files exist and parse, the key is catalogued, the ceilings were measured on that GPU; one line each."""
     for flag, path in (("--catalog", args.catalog), ("--ceilings", args.ceilings)):
-        if path is not None and not path.is_file():
+        if path is not None and not Path(path).is_file():
             raise UserError(f"{flag} {path}: file not found")
+    if args.gpu is None and args.ceilings is None and args.catalog is None:
+        return
+    from llm_perf_opt.hardware.bench import load_ceilings
+    from llm_perf_opt.hardware.catalog import load_catalog
+
+    catalog = load_catalog(args.catalog)
+    spec = catalog.get(args.gpu) if args.gpu is not None else None
+    if args.ceilings is not None:
+        ceilings = load_ceilings(args.ceilings)
+        if spec is not None and ceilings.gpu_key != spec.key:
+            raise UserError(f"--ceilings {args.ceilings} were measured on "
+                            f"{ceilings.gpu_key or ceilings.device_name!r}, not on --gpu {spec.key!r}")
+        if spec is None and device_type != "cuda":
+            raise UserError(f"--ceilings on a {device_type} run needs --gpu KEY: the GPU whose measured peaks "
+                            f"MFU/MBU are computed against ({ceilings.gpu_key or ceilings.device_name!r} "
+                            "for this file)")
 
 
 def check_model_source(args: argparse.Namespace, dtype: DType) -> None:
@@ -144,7 +166,6 @@ def check_model_source(args: argparse.Namespace, dtype: DType) -> None:
     Reads only config.json and the safetensors headers; the weights are loaded later by the session.
     """
     from llm_perf_opt.models.deepseek_ocr.checkpoint import weight_files
-    from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
     from llm_perf_opt.profiling.session import TORCH_DTYPES
 
     if dtype not in TORCH_DTYPES:
@@ -241,21 +262,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     check_model_source(args, dtype)
     # a bad --gpu, --catalog or --ceilings is one line now, not a note after the measurements
-    if args.gpu is not None or args.ceilings is not None or args.catalog is not None:
-        from llm_perf_opt.hardware.bench import load_ceilings
-        from llm_perf_opt.hardware.catalog import load_catalog
-
-        catalog = load_catalog(args.catalog)
-        spec = catalog.get(args.gpu) if args.gpu is not None else None
-        if args.ceilings is not None:
-            ceilings = load_ceilings(args.ceilings)
-            if spec is not None and ceilings.gpu_key != spec.key:
-                raise UserError(f"--ceilings {args.ceilings} were measured on "
-                                f"{ceilings.gpu_key or ceilings.device_name!r}, not on --gpu {spec.key!r}")
-            if spec is None and device.type != "cuda":
-                raise UserError(f"--ceilings on a {device.type} run needs --gpu KEY: the GPU whose measured peaks "
-                                f"MFU/MBU are computed against ({ceilings.gpu_key or ceilings.device_name!r} "
-                                "for this file)")
+    check_peak_files(args, device.type)
     synthetic = args.synthetic
     if synthetic is None and not (args.images or args.image_list or args.pdf):
         synthetic = 3
@@ -285,10 +292,10 @@ def run(args: argparse.Namespace) -> int:
         command=_command(args),
     )
 
-    def work_fn_factory(session: ModelSession) -> tuple[Any, str]:
+    def work_fn_factory(config: DeepseekOCRConfig) -> tuple[Any, str]:
         from llm_perf_opt.profiling.analytic_work import ANALYTIC_NOTE, make_work_fn
 
-        return make_work_fn(session.config, pages, mode=mode, dtype=dtype,
+        return make_work_fn(config, pages, mode=mode, dtype=dtype,
                             attn_implementation=args.attn_implementation,
                             experts_implementation=args.experts_implementation,
                             no_repeat_ngram_size=args.no_repeat_ngram_size), ANALYTIC_NOTE

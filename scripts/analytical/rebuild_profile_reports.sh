@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Rebuild the reports of every committed Stage 1 run folder with the current code (`llm-perf-opt rebuild`, CPU
+# only): statistics and MFU/MBU again, the measurements as they were. Each run keeps the measured ceilings it was
+# profiled against. The script reads them from the figures its report.md names:
+#   h100-sxm 725.9 TFLOP/s, 3.02 TB/s   reports/hardware/hw-ceilings.json
+#   h200     673.4 TFLOP/s, 4.27 TB/s   reports/hardware/h200/hw-ceilings-20261202T012926Z.json
+#                                       (the first H200 session's, as committed in cdeac30)
+#   h200     683.8 TFLOP/s, 4.25 TB/s   reports/hardware/h200/hw-ceilings.json
+# Afterwards it checks that every report names the same datasheet and measured peaks as before.
+#
+# Usage: PYTHON=.venv/bin/python scripts/analytical/rebuild_profile_reports.sh   (about 30 s on 2 cores)
+#        PROFILE_DIR=DIR ...   (run folders under DIR instead of reports/profile)
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+cd "$ROOT"
+export PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}"
+PY="${PYTHON:-python}"
+DIR="${PROFILE_DIR:-reports/profile}"
+H100=reports/hardware/hw-ceilings.json
+H200_FIRST=reports/hardware/h200/hw-ceilings-20261202T012926Z.json
+H200=reports/hardware/h200/hw-ceilings.json
+
+peaks() {  # the peaks lines of a report.md (datasheet and measured)
+  grep -E "^- (Datasheet peaks|Measured ceilings \(hw bench\)):" "$1" || true
+}
+
+declare -a RUNS_H100=() RUNS_H200_FIRST=() RUNS_H200=()
+BEFORE=$(mktemp -d)
+trap 'rm -rf "$BEFORE"' EXIT
+n=0
+for ART in "$DIR"/*/torch_profiler; do
+  [[ -f "$ART/settings.json" ]] || continue
+  RUN=$(dirname "$ART")
+  LINE=$(grep -m1 -o 'Measured ceilings (hw bench): GPU `[^`]*`, [0-9.,]* TFLOP/s dense, [0-9.]* TB/s' "$ART/report.md" || true)
+  case "$LINE" in
+    *'`h100-sxm`, 725.9 TFLOP/s dense, 3.02 TB/s') RUNS_H100+=("$RUN") ;;
+    *'`h200`, 673.4 TFLOP/s dense, 4.27 TB/s') RUNS_H200_FIRST+=("$RUN") ;;
+    *'`h200`, 683.8 TFLOP/s dense, 4.25 TB/s') RUNS_H200+=("$RUN") ;;
+    *) echo "$0: $RUN: its report.md names no ceilings this script knows (${LINE:-none})" >&2; exit 1 ;;
+  esac
+  peaks "$ART/report.md" > "$BEFORE/$(basename "$RUN").txt"
+  n=$((n + 1))
+done
+[[ $n -gt 0 ]] || { echo "$0: no run folders under $DIR" >&2; exit 1; }
+
+for pair in "H100:$H100" "H200_FIRST:$H200_FIRST" "H200:$H200"; do
+  name=${pair%%:*}; file=${pair#*:}
+  declare -n runs="RUNS_$name"
+  if [[ ${#runs[@]} -gt 0 ]]; then
+    "$PY" -m llm_perf_opt.cli rebuild "${runs[@]}" --ceilings "$file" --no-plots --no-progress
+  fi
+  unset -n runs
+done
+
+bad=0
+for f in "$BEFORE"/*.txt; do
+  RUN="$DIR/$(basename "$f" .txt)"
+  if ! diff -q "$f" <(peaks "$RUN/torch_profiler/report.md") > /dev/null; then
+    echo "$0: $RUN: the report's peaks changed:" >&2; diff "$f" <(peaks "$RUN/torch_profiler/report.md") >&2 || true
+    bad=1
+  fi
+done
+[[ $bad -eq 0 ]] || exit 1
+echo "== $n run folders rebuilt under $DIR; every report names the peaks it named before"

@@ -1,0 +1,175 @@
+"""`llm-perf-opt rebuild`: a run folder's reports made again from its files (CPU, tiny config)."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+
+import pytest
+
+from llm_perf_opt.cli import main as cli_main
+from llm_perf_opt.data import LLMProfileReport, load_report
+from llm_perf_opt.profiling.rebuild import peak_flags
+from llm_perf_opt.runners.llm_profile_runner import main as profile_main
+from llm_perf_opt.runners.rebuild_cli import main
+from llm_perf_opt.vocab import Stage
+
+ROOT = Path(__file__).resolve().parents[2]
+#: the H100's measured ceilings, as committed (tests read them, never retype them)
+H100_CEILINGS = ROOT / "reports" / "hardware" / "hw-ceilings.json"
+REPORT_FILES = ("report.md", "operators.md", "stakeholder_summary.md", "assumptions.md")
+
+
+def _quiet(func, argv: list[str]) -> tuple[int, str, str]:  # type: ignore[no-untyped-def]
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        rc = func(argv)
+    return rc, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def made_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny CPU run at batch 2 with H100 peaks and the committed H100 ceilings (copied, so a test can take
+    them away); tests copy the run folder before changing it."""
+    tmp = tmp_path_factory.mktemp("rebuild")
+    ceilings = tmp / "hw-ceilings.json"
+    shutil.copy(H100_CEILINGS, ceilings)
+    argv = ["--device", "cpu", "--config", "tiny", "--mode", "tiny", "--dtype", "fp32", "--no-progress",
+            "--synthetic", "4", "--batch-size", "2", "--max-new-tokens", "3", "--warmup", "0", "--repeats", "1",
+            "--profile-images", "1", "--profile-max-new-tokens", "2", "--gpu", "h100-sxm", "--ceilings",
+            str(ceilings), "--output-dir", str(tmp / "out"), "--run-id", "cpu-rebuild"]
+    rc, _out, err = _quiet(profile_main, argv)
+    assert rc == 0, err
+    return tmp / "out" / "cpu-rebuild"
+
+
+@pytest.fixture()
+def run_copy(made_run: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / made_run.name
+    shutil.copytree(made_run, dst)
+    return dst
+
+
+def _metrics(run: Path) -> dict:  # type: ignore[type-arg]
+    return json.loads((run / "torch_profiler" / "metrics.json").read_text())
+
+
+def _without_rebuild_note(text: str) -> str:
+    return "\n".join(line for line in text.splitlines() if "reports rebuilt" not in line)
+
+
+def test_a_rebuild_reproduces_the_run_s_reports(made_run: Path, run_copy: Path) -> None:
+    before = _metrics(run_copy)
+    assert before["stage_mbu"] and before["model_mfu"] is not None  # the run has figures to rebuild
+    rc, out, err = _quiet(main, [str(run_copy)])
+    assert rc == 0, err
+    assert out.strip() == "cpu-rebuild: rebuilt: MFU/MBU unchanged"
+    after = _metrics(run_copy)
+    notes = after.pop("notes")
+    assert [n for n in notes if not n.startswith("reports rebuilt ")] == before.pop("notes")
+    assert sum(n.startswith("reports rebuilt ") for n in notes) == 1
+    assert after == before  # timings, statistics, meta (times, torch version, device), MFU/MBU
+    art, orig = run_copy / "torch_profiler", made_run / "torch_profiler"
+    for name in REPORT_FILES:
+        assert _without_rebuild_note((art / name).read_text()) == _without_rebuild_note((orig / name).read_text()), name
+    assert "reports rebuilt " in (art / "report.md").read_text()
+    # a second rebuild replaces the note instead of adding another
+    assert _quiet(main, [str(run_copy / "torch_profiler")])[0] == 0
+    assert sum(n.startswith("reports rebuilt ") for n in _metrics(run_copy)["notes"]) == 1
+
+
+def test_a_wrong_figure_is_named_and_replaced_and_dry_run_writes_nothing(run_copy: Path) -> None:
+    path = run_copy / "torch_profiler" / "metrics.json"
+    good = _metrics(run_copy)
+    bad = json.loads(json.dumps(good))
+    bad["stage_mbu"][Stage.DECODE.value] = 0.77
+    bad["model_mfu"] = None
+    path.write_text(json.dumps(bad))
+    report_md = (run_copy / "torch_profiler" / "report.md").read_text()
+    rc, out, err = _quiet(main, [str(run_copy), "--dry-run"])
+    assert rc == 0, err
+    decode = 100 * good["stage_mbu"][Stage.DECODE.value]
+    model = 100 * good["model_mfu"]
+    assert out.strip() == (f"cpu-rebuild: would be rebuilt: MBU decode 77.00% -> {decode:.2f}%; "
+                           f"MFU model - -> {model:.2f}%")
+    assert json.loads(path.read_text()) == bad  # nothing written
+    assert (run_copy / "torch_profiler" / "report.md").read_text() == report_md
+    assert _quiet(main, [str(run_copy)])[0] == 0
+    fixed = load_report(path, LLMProfileReport)
+    assert fixed.stage_mbu[Stage.DECODE] == pytest.approx(good["stage_mbu"][Stage.DECODE.value], rel=1e-12)
+    assert fixed.model_mfu == pytest.approx(good["model_mfu"], rel=1e-12)
+
+
+def test_plots_are_drawn_again_unless_no_plots(run_copy: Path) -> None:
+    png = run_copy / "torch_profiler" / "stage_breakdown.png"
+    png.write_bytes(b"not a png")
+    assert _quiet(main, [str(run_copy), "--no-plots"])[0] == 0
+    assert png.read_bytes() == b"not a png"
+    assert _quiet(main, [str(run_copy)])[0] == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_run_s_ceilings_are_used_and_a_missing_file_is_one_line(made_run: Path, run_copy: Path,
+                                                                     tmp_path: Path) -> None:
+    settings = json.loads((run_copy / "torch_profiler" / "settings.json").read_text())
+    own = peak_flags(settings["command"])
+    assert own.gpu == "h100-sxm" and own.ceilings is not None and own.ceilings.name == "hw-ceilings.json"
+    moved = tmp_path / "elsewhere.json"
+    shutil.move(own.ceilings, moved)
+    try:
+        rc, out, err = _quiet(main, [str(run_copy)])
+        assert rc == 1 and out == ""
+        assert err.count("\n") == 1 and "--ceilings" in err and "file not found" in err
+        assert "from the run's command" in err
+        rc, out, err = _quiet(main, [str(run_copy), "--ceilings", str(moved)])
+        assert rc == 0, err
+        assert out.strip() == "cpu-rebuild: rebuilt: MFU/MBU unchanged"
+        assert "Measured ceilings (hw bench): GPU `h100-sxm`" in (run_copy / "torch_profiler" / "report.md").read_text()
+    finally:
+        shutil.move(moved, own.ceilings)
+    # ceilings of another GPU than --gpu: refused in one line
+    rc, out, err = _quiet(main, [str(run_copy), "--gpu", "a100-sxm4-80gb", "--dry-run", "--ceilings",
+                                 str(H100_CEILINGS)])
+    assert rc == 1 and "not on --gpu 'a100-sxm4-80gb'" in err
+
+
+def test_bad_folders_are_one_line_each_and_the_others_are_still_rebuilt(run_copy: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    torn = tmp_path / "torn"
+    shutil.copytree(run_copy, torn)
+    (torn / "torch_profiler" / "passes.jsonl").unlink()
+    broken = tmp_path / "broken"
+    shutil.copytree(run_copy, broken)
+    (broken / "torch_profiler" / "metrics.json").write_text("{not json")
+    rc, out, err = _quiet(main, [str(empty), str(torn), str(broken), str(run_copy)])
+    assert rc == 1
+    assert out.strip() == "cpu-rebuild: rebuilt: MFU/MBU unchanged"
+    lines = err.strip().splitlines()
+    assert len(lines) == 3
+    assert "empty: not a run folder (no torch_profiler/ inside)" in lines[0]
+    assert "passes.jsonl missing" in lines[1]
+    assert "broken" in lines[2] and "metrics.json" in lines[2]
+
+
+def test_the_subcommand_is_registered_and_explains_its_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["rebuild", "--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for flag in ("RUN_DIR", "--gpu", "--catalog", "--ceilings", "--config", "--no-plots", "--dry-run", "--progress"):
+        assert flag in text, flag
+
+
+def test_config_decides_the_analytic_work(run_copy: Path) -> None:
+    rc, out, err = _quiet(main, [str(run_copy), "--config", "tiny", "--dry-run"])
+    assert rc == 0 and out.strip() == "cpu-rebuild: would be rebuilt: MFU/MBU unchanged", err
+    # the published model's work over the tiny model's times: every figure moves
+    rc, out, err = _quiet(main, [str(run_copy), "--config", "default", "--dry-run"])
+    assert rc == 0, err
+    assert "MFU vision.sam" in out and "MBU decode" in out
+    rc, out, err = _quiet(main, [str(run_copy), "--config", "no-such-config", "--dry-run"])
+    assert rc == 1 and "no-such-config" in err and err.count("\n") == 1
