@@ -13,6 +13,7 @@ import pytest
 from llm_perf_opt.cli import main as cli_main
 from llm_perf_opt.data import LLMProfileReport, load_report
 from llm_perf_opt.profiling.rebuild import peak_flags
+from llm_perf_opt.profiling.run import CEILINGS_COPY
 from llm_perf_opt.runners.llm_profile_runner import main as profile_main
 from llm_perf_opt.runners.rebuild_cli import main
 from llm_perf_opt.vocab import Stage
@@ -117,9 +118,22 @@ def test_the_run_s_ceilings_are_used_and_a_missing_file_is_one_line(made_run: Pa
     settings = json.loads((run_copy / "torch_profiler" / "settings.json").read_text())
     own = peak_flags(settings["command"])
     assert own.gpu == "h100-sxm" and own.ceilings is not None and own.ceilings.name == "hw-ceilings.json"
+    copy = run_copy / "torch_profiler" / CEILINGS_COPY
+    assert copy.read_bytes() == H100_CEILINGS.read_bytes()  # the run keeps the ceilings it was measured against
     moved = tmp_path / "elsewhere.json"
     shutil.move(own.ceilings, moved)
     try:
+        # the command's file gone: the run's copy serves
+        rc, out, err = _quiet(main, [str(run_copy)])
+        assert rc == 0 and out.strip() == "cpu-rebuild: rebuilt: MFU/MBU unchanged", err
+        # the copy wins over the command's path: other ceilings there change nothing
+        other = json.loads(H100_CEILINGS.read_text())
+        other["memory_bandwidth_bytes_per_s"] *= 2
+        own.ceilings.write_text(json.dumps(other))
+        rc, out, err = _quiet(main, [str(run_copy), "--dry-run"])
+        assert rc == 0 and out.strip() == "cpu-rebuild: would be rebuilt: MFU/MBU unchanged", err
+        own.ceilings.unlink()
+        copy.unlink()  # neither: one line naming the file
         rc, out, err = _quiet(main, [str(run_copy)])
         assert rc == 1 and out == ""
         assert err.count("\n") == 1 and "--ceilings" in err and "file not found" in err

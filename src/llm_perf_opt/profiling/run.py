@@ -19,6 +19,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -71,6 +72,10 @@ OPERATOR_TABLE_FILE = "operator_table.json"
 #: per-stage host/device timeline of the profiled pass (profiling/timeline.py), from TRACE_FILE
 TIMELINE_FILE = "timeline.json"
 METRICS_FILE = "metrics.json"
+#: Copies of the run's --ceilings and --catalog files, so that the run folder holds the peaks it was measured
+#: against (``llm-perf-opt rebuild`` reads them).
+CEILINGS_COPY = "hw-ceilings.json"
+CATALOG_COPY = "gpu-catalog.yaml"
 
 
 @define(kw_only=True, frozen=True)
@@ -217,6 +222,9 @@ class ProfileRunner:
             "profile_max_new_tokens": self.options.profile_max_new_tokens, "top_k": self.options.top_k,
         }
         (self.artifact_dir / "settings.json").write_text(json.dumps(settings, indent=2, default=str) + "\n")
+        for source, name in ((self.options.ceilings_file, CEILINGS_COPY), (self.options.catalog_file, CATALOG_COPY)):
+            if source is not None:
+                shutil.copyfile(source, self.artifact_dir / name)
         return env
 
     def measure(self, writer: RecordWriter) -> None:
@@ -431,6 +439,6 @@ def write_metrics(outcome: RunOutcome) -> Path:
 
 
 __all__ = [
-    "ARTIFACT_DIR", "EVENTS_FILE", "METRICS_FILE", "OPERATOR_TABLE_FILE", "PASSES_FILE", "TIMELINE_FILE", "TRACE_FILE", "ProfileOptions", "ProfileRunner", "RunOutcome",
+    "ARTIFACT_DIR", "CATALOG_COPY", "CEILINGS_COPY", "EVENTS_FILE", "METRICS_FILE", "OPERATOR_TABLE_FILE", "PASSES_FILE", "TIMELINE_FILE", "TRACE_FILE", "ProfileOptions", "ProfileRunner", "RunOutcome",
     "batches_of", "make_run_id", "spread_indices", "write_metrics",
 ]

@@ -29,7 +29,7 @@ from llm_perf_opt.profiling.rebuild import (
     peak_flags,
         rebuild_note,
 )
-from llm_perf_opt.profiling.run import RunOutcome
+from llm_perf_opt.profiling.run import CATALOG_COPY, CEILINGS_COPY, RunOutcome
 from llm_perf_opt.runners.llm_profile_runner import check_peak_files, make_peaks_resolver
 from llm_perf_opt.vocab import Stage
 
@@ -42,10 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="catalogue key whose datasheet peaks MFU/MBU use (default: the run's own --gpu, else "
                              "the GPU its env.json names)")
     parser.add_argument("--catalog", type=Path, default=None, metavar="FILE",
-                        help="extra GPU catalogue YAML (default: the run's own --catalog, if it gave one)")
+                        help=f"extra GPU catalogue YAML (default: the run's own --catalog, if it gave one: its copy "
+                             f"{CATALOG_COPY} in the run folder, else the path its command gave)")
     parser.add_argument("--ceilings", type=Path, default=None, metavar="FILE",
-                        help="hw bench ceilings for the measured-peak MFU/MBU (default: the run's own --ceilings, "
-                             "which must then exist here, relative to the working folder)")
+                        help="hw bench ceilings for the measured-peak MFU/MBU (default: the run's own --ceilings: its "
+                             f"copy {CEILINGS_COPY} in the run folder, else the path its command gave, which must "
+                             "then exist here, relative to the working folder)")
     parser.add_argument("--config", default=None, metavar="NAME_OR_PATH",
                         help="model config for the analytic work ('default', 'tiny' or a config.json path; "
                              "default: the run's --config, or its checkpoint's config.json)")
@@ -82,6 +84,10 @@ def rebuild_one(run_dir: Path, args: argparse.Namespace) -> tuple[RunOutcome, li
     loaded = load_runner(run_dir)
     runner, s = loaded.runner, loaded.runner.options.settings
     own = peak_flags(runner.options.command)
+    copies = {name: runner.artifact_dir / name for name in (CEILINGS_COPY, CATALOG_COPY)}
+    for name, flag in ((CEILINGS_COPY, "ceilings"), (CATALOG_COPY, "catalog")):  # the run's own copies first
+        if copies[name].is_file() and getattr(own, flag) is not None:
+            setattr(own, flag, copies[name])
     flags = argparse.Namespace(gpu=args.gpu if args.gpu is not None else own.gpu,
                                catalog=args.catalog if args.catalog is not None else own.catalog,
                                ceilings=args.ceilings if args.ceilings is not None else own.ceilings)
