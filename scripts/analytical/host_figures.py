@@ -713,15 +713,18 @@ def steps(runs: Sequence[Path], cal_path: Path, config: str, window: int = 64) -
 
 
 def levels(runs: Sequence[Path], window: int = 8) -> list[str]:
-    """Per pass of each run: the median decode step (ms) of each run of ``window`` consecutive forwards, the
+    """Per pass of each run: the median decode step (ms) of each window of ``window`` consecutive forwards, the
     ratio of the largest such median to the smallest, and the module probe (us) before and after the pass.
     Host speed that changes within a pass shows as steps between levels; a pass's median step then depends on
     the share of its forwards at each level rather than on its workload."""
     if window < 1:
         raise UserError(f"--window {window}: must be >= 1")
-    lines = [f"{'run':<42} {'pass':>4} {'probe us before/after':>21} {'max/min':>7}  median ms per {window} forwards"]
+    width = max(len(d.name) for d in runs)
+    lines = [f"{'run':<{width}} {'pass':>4} {'probe us before/after':>21} {'max/min':>7}  "
+             f"median ms per {window} forwards"]
     for d in runs:
-        rows = [r for r in _passes(d) if r.get("decode_forwards") and isinstance(r.get("decode_step_ms"), list)]
+        rows = [r for r in _passes(d) if r.get("decode_forwards") and isinstance(r.get("decode_step_ms"), list)
+                and r["decode_step_ms"]]
         if not rows:
             raise UserError(f"{d}: no pass with per-step decode times (passes.jsonl)")
         for r in rows:
@@ -734,9 +737,9 @@ def levels(runs: Sequence[Path], window: int = 8) -> list[str]:
                                 f"({exc})") from None
             meds = [statistics.median(steps_ms[i:i + window]) for i in range(0, len(steps_ms), window)]
             spread = max(meds) / min(meds) if min(meds) > 0 else float("nan")
-            lines.append(f"{d.name[-42:]:<42} {r.get('pass_index', '-'):>4} {cells[0]:>10} / {cells[1]:<8} "
+            lines.append(f"{d.name:<{width}} {r.get('pass_index', '-'):>4} {cells[0]:>10} / {cells[1]:<8} "
                          f"{spread:>7.2f}  {' '.join(f'{m:.1f}' for m in meds)}")
-    lines.append(f"each pass's decode forwards in runs of {window} (the last may be shorter); probe: the module probe "
+    lines.append(f"each pass's decode forwards in windows of {window} (the last may be shorter); probe: the module probe "
                  "(us per aten call of a tiny decoder forward) before and after the pass")
     return lines
 
@@ -1155,9 +1158,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--config", default="default", metavar="NAME", help="model config to analyse (default default)")
     p.add_argument("--window", type=int, default=64, metavar="N",
                    help="forwards averaged at the start and at the end of the decode (default 64)")
-    p = sub.add_parser("levels", help="each pass's decode steps by runs of forwards: host-speed levels within a pass")
+    p = sub.add_parser("levels", help="each pass's decode steps by windows of forwards: host-speed levels in a pass")
     p.add_argument("runs", type=Path, nargs="+", metavar="RUN_DIR", help="profiling run folders (passes.jsonl)")
-    p.add_argument("--window", type=int, default=8, metavar="N", help="forwards per run (default 8)")
+    p.add_argument("--window", type=int, default=8, metavar="N",
+                   help="consecutive decode forwards per window (default 8)")
     p = sub.add_parser("segments", help="the timeline model's decode by groups of forwards against every forward")
     p.add_argument("--calibration", type=Path, required=True, metavar="FILE", help="timeline calibration JSON")
     p.add_argument("--modes", default="small,base,gundam", help="comma-separated modes (default small,base,gundam)")

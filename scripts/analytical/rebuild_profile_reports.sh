@@ -43,16 +43,17 @@ for ART in "$DIR"/*/torch_profiler; do
 done
 [[ $n -gt 0 ]] || { echo "$0: no run folders under $DIR" >&2; exit 1; }
 
-for pair in "H100:$H100" "H200_FIRST:$H200_FIRST" "H200:$H200"; do
-  name=${pair%%:*}; file=${pair#*:}
-  declare -n runs="RUNS_$name"
-  if [[ ${#runs[@]} -gt 0 ]]; then
-    "$PY" -m llm_perf_opt.cli rebuild "${runs[@]}" --ceilings "$file" --no-plots --no-progress
-  fi
-  unset -n runs
-done
+bad=0  # a folder that fails is one line from rebuild; the others and the check below still run
+if [[ ${#RUNS_H100[@]} -gt 0 ]]; then
+  "$PY" -m llm_perf_opt.cli rebuild "${RUNS_H100[@]}" --ceilings "$H100" --no-plots --no-progress || bad=1
+fi
+if [[ ${#RUNS_H200_FIRST[@]} -gt 0 ]]; then
+  "$PY" -m llm_perf_opt.cli rebuild "${RUNS_H200_FIRST[@]}" --ceilings "$H200_FIRST" --no-plots --no-progress || bad=1
+fi
+if [[ ${#RUNS_H200[@]} -gt 0 ]]; then
+  "$PY" -m llm_perf_opt.cli rebuild "${RUNS_H200[@]}" --ceilings "$H200" --no-plots --no-progress || bad=1
+fi
 
-bad=0
 for f in "$BEFORE"/*.txt; do
   RUN="$DIR/$(basename "$f" .txt)"
   if ! diff -q "$f" <(peaks "$RUN/torch_profiler/report.md") > /dev/null; then
@@ -60,5 +61,5 @@ for f in "$BEFORE"/*.txt; do
     bad=1
   fi
 done
-[[ $bad -eq 0 ]] || exit 1
+[[ $bad -eq 0 ]] || { echo "$0: not every run folder was rebuilt as it should be (above)" >&2; exit 1; }
 echo "== $n run folders rebuilt under $DIR; every report names the peaks it named before"

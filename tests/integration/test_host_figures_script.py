@@ -655,7 +655,10 @@ def test_levels_shows_host_speed_levels_within_a_pass(tmp_path: Path, capsys: py
     # windows of 16: forwards 0-15 at 20, 16-31 half and half (median 25), 32-47 and 48-62 at 30
     assert second[-5:] == ["1.50", "20.0", "25.0", "30.0", "30.0"]
     assert second[2] == f"{rows[1]['host_module_probe_us']:.1f}" and second[4] == "-"
-    # no per-step times, a bad window: one line each
+    # a pass without per-step times is left out; none with them, a bad window: one line each
+    passes.write_text(json.dumps({**rows[0], "decode_step_ms": []}) + "\n" + json.dumps(rows[1]) + "\n")
+    assert _script().main(["levels", str(run), "--window", "16"]) == 0
+    assert [x.split()[1] for x in capsys.readouterr().out.splitlines() if x.startswith(run.name)] == ["1"]
     passes.write_text(json.dumps({**rows[0], "decode_step_ms": None}) + "\n")
     assert _script().main(["levels", str(run)]) == 2
     assert "no pass with per-step decode times" in capsys.readouterr().err

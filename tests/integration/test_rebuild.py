@@ -137,7 +137,7 @@ def test_the_run_s_ceilings_are_used_and_a_missing_file_is_one_line(made_run: Pa
         rc, out, err = _quiet(main, [str(run_copy)])
         assert rc == 1 and out == ""
         assert err.count("\n") == 1 and "--ceilings" in err and "file not found" in err
-        assert "from the run's command" in err
+        assert "(from the run; pass the flag to override)" in err
         rc, out, err = _quiet(main, [str(run_copy), "--ceilings", str(moved)])
         assert rc == 0, err
         assert out.strip() == "cpu-rebuild: rebuilt: MFU/MBU unchanged"
@@ -187,3 +187,62 @@ def test_config_decides_the_analytic_work(run_copy: Path) -> None:
     assert "MFU vision.sam" in out and "MBU decode" in out
     rc, out, err = _quiet(main, [str(run_copy), "--config", "no-such-config", "--dry-run"])
     assert rc == 1 and "no-such-config" in err and err.count("\n") == 1
+
+
+def test_passes_that_are_not_the_run_s_are_refused(run_copy: Path) -> None:
+    passes = run_copy / "torch_profiler" / "passes.jsonl"
+    lines = passes.read_text().splitlines(keepends=True)
+    assert len(lines) == 2
+    metrics = (run_copy / "torch_profiler" / "metrics.json").read_text()
+    # a record torn by an interruption while it was written (no newline): the run's reports skipped it too
+    passes.write_text("".join(lines) + lines[1][:40])
+    rc, out, err = _quiet(main, [str(run_copy), "--dry-run"])
+    assert rc == 0 and out.strip() == "cpu-rebuild: would be rebuilt: MFU/MBU unchanged", err
+    # a damaged line inside the file, a record missing, an empty file: one line each, nothing written
+    for text, want in (("{not json\n" + lines[1], "passes.jsonl line 1: not valid JSON"),
+                       (lines[0], "its passes time 1 (batch, repeat) pairs where metrics.json has 2"),
+                       ("", "its passes time 0 (batch, repeat) pairs where metrics.json has 2"),
+                       (lines[0].replace('"batch_index"', '"no_such_field"', 1) + lines[1],
+                        "passes.jsonl record 1: not a pass record of this version")):
+        passes.write_text(text)
+        rc, out, err = _quiet(main, [str(run_copy)])
+        assert rc == 1 and out == "" and err.count("\n") == 1 and want in err, (want, err)
+        assert (run_copy / "torch_profiler" / "metrics.json").read_text() == metrics
+
+
+def test_values_the_files_never_hold_are_one_line_and_the_next_folder_is_rebuilt(run_copy: Path,
+                                                                                 tmp_path: Path) -> None:
+    cases = {
+        "env-gpu": ("env.json", lambda d: {**d, "gpu": "x"}, "env.json: 'gpu' is str, not an object or null"),
+        "repeats": ("settings.json", lambda d: {**d, "repeats": "two"}, "settings.json: not valid (invalid literal"),
+        "metrics": ("metrics.json", lambda d: {**d, "stage_timings": [{**t, "image_index": "x"}
+                                                                      for t in d["stage_timings"]]},
+                    "metrics.json"),
+        "batch": ("settings.json", lambda d: {**d, "session": {**d["session"], "batch_size": 0}},
+                  "session.batch_size 0 is not a whole number >= 1"),
+        "mode": ("settings.json", lambda d: {**d, "session": {**d["session"], "mode": "nosuch"}},
+                 "session.mode 'nosuch' is not one of"),
+        "key": ("settings.json", lambda d: {**d, "session": {**d["session"], "colour": "red"}},
+                "session keys ['colour'] unknown to this version"),
+    }
+    folders = []
+    for name, (file, change, _want) in cases.items():
+        folder = tmp_path / name
+        shutil.copytree(run_copy, folder)
+        path = folder / "torch_profiler" / file
+        path.write_text(json.dumps(change(json.loads(path.read_text()))))
+        folders.append(str(folder))
+    # a pass record whose stage times are not a mapping: caught where the statistics are made, named as such
+    folder = tmp_path / "stage-ms"
+    shutil.copytree(run_copy, folder)
+    passes = folder / "torch_profiler" / "passes.jsonl"
+    passes.write_text("".join(json.dumps({**json.loads(line), "stage_ms": "x"}) + "\n"
+                              for line in passes.read_text().splitlines()))
+    folders.append(str(folder))
+    cases["stage-ms"] = ("", lambda d: d, "a file holds a value this version cannot read (AttributeError")
+    rc, out, err = _quiet(main, [*folders, str(run_copy)])
+    assert rc == 1 and out.strip() == "cpu-rebuild: rebuilt: MFU/MBU unchanged"
+    lines = err.strip().splitlines()
+    assert len(lines) == len(cases)
+    for line, (name, (_file, _change, want)) in zip(lines, cases.items(), strict=True):
+        assert f"{name}" in line and want in line, (name, line)

@@ -52,6 +52,15 @@ def test_the_script_rebuilds_each_run_with_its_own_ceilings(tmp_path: Path) -> N
     second = _metrics(profile / B64_RUN)
     first.pop("notes"), second.pop("notes")
     assert first == second
+    # a folder that cannot be rebuilt: its line, the other folders still rebuilt, the check still run, status 1
+    (profile / H100_RUN / "torch_profiler" / "settings.json").write_text("{")
+    failed = _script(profile)
+    assert failed.returncode == 1
+    assert f"{H100_RUN}/torch_profiler/settings.json: not valid JSON" in failed.stderr
+    assert failed.stderr.strip().splitlines()[-1] == (f"{SCRIPT}: not every run folder was rebuilt as it should be "
+                                                      "(above)")
+    assert f"{B64_RUN}: rebuilt: MFU/MBU unchanged" in failed.stdout
+    shutil.rmtree(profile / H100_RUN)
     # a report naming ceilings the script does not know: one line, nothing rebuilt
     text = report.read_text().replace("683.8 TFLOP/s dense", "999.9 TFLOP/s dense")
     report.write_text(text)
@@ -61,14 +70,40 @@ def test_the_script_rebuilds_each_run_with_its_own_ceilings(tmp_path: Path) -> N
                                   "knows (Measured ceilings (hw bench): GPU `h200`, 999.9 TFLOP/s dense, 4.25 TB/s)")
 
 
-@pytest.mark.parametrize("name", [B64_RUN, H200_FIRST_RUN])
-def test_committed_reports_are_what_this_version_builds(name: str, capsys: pytest.CaptureFixture[str]) -> None:
-    """The committed metrics.json holds the MFU/MBU this version computes from the run's files (after a change to
-    the analytic model, scripts/analytical/rebuild_profile_reports.sh brings them up to date)."""
+#: committed runs rebuilt in a copy: Small b64, a run of the first H200 ceilings, the interrupted Small b320 run
+#: (320 pages skipped) and a run without a profiler pass (no operator table)
+REBUILT = [B64_RUN, H200_FIRST_RUN, "h200-small-b320-t1024-ngram0-20261205T041442Z",
+           "h200-small-b128-t1024-ngram20-20261205T041912Z"]
+
+
+@pytest.mark.parametrize("name", REBUILT)
+def test_committed_reports_are_what_this_version_builds(name: str, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """A committed run's metrics.json is what this version builds from the run's files, its notes aside (after a
+    change to the analytic model's work, scripts/analytical/rebuild_profile_reports.sh brings them up to date)."""
     ceilings = ("reports/hardware/h200/hw-ceilings-20261202T012926Z.json" if name == H200_FIRST_RUN
                 else "reports/hardware/h200/hw-ceilings.json")
-    rc = main([str(RUNS / name), "--dry-run", "--ceilings", str(ROOT / ceilings)])
+    run = tmp_path / name
+    shutil.copytree(RUNS / name, run)
+    rc = main([str(run), "--no-plots", "--ceilings", str(ROOT / ceilings)])
     out = capsys.readouterr().out
-    assert rc == 0 and out.strip() == f"{name}: would be rebuilt: MFU/MBU unchanged"
+    assert rc == 0 and out.strip() == f"{name}: rebuilt: MFU/MBU unchanged"
+    committed, rebuilt = _metrics(RUNS / name), _metrics(run)
+    notes = [n for n in rebuilt.pop("notes") if not n.startswith("reports rebuilt ")]
+    assert notes == [n for n in committed.pop("notes") if not n.startswith("reports rebuilt ")]
+    assert rebuilt == committed
     if name == B64_RUN:  # 64 pages of one layout are one batch-64 workload: the decode reads the weights once a step
-        assert _metrics(RUNS / name)["stage_mbu"][Stage.DECODE.value] < 0.10
+        assert rebuilt["stage_mbu"][Stage.DECODE.value] < 0.10
+    if name == REBUILT[2]:
+        assert len(rebuilt["skipped_images"]) == 320 and any(n.startswith("run interrupted") for n in notes)
+    if name == REBUILT[3]:
+        assert rebuilt["operators"] == [] and not (run / "torch_profiler" / "operator_table.json").exists()
+
+
+def test_ceilings_of_another_gpu_than_the_run_s_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    """An H100 run (no --gpu in its command: the GPU is its env.json's) with the H200's ceilings: one line, and the
+    run folder is left as it is (--dry-run or not)."""
+    rc = main([str(RUNS / H100_RUN), "--ceilings", str(ROOT / "reports" / "hardware" / "h200" / "hw-ceilings.json")])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.count("\n") == 1
+    assert "were measured on 'h200', not on the run's GPU 'h100-sxm'" in err

@@ -30,6 +30,7 @@ from llm_perf_opt.data.io import ReportLoadError, load_report
 from llm_perf_opt.data.profile import LLMProfileReport
 from llm_perf_opt.errors import UserError
 from llm_perf_opt.models.deepseek_ocr.modes import token_layout
+from llm_perf_opt.profiling.records import read_json_objects
 from llm_perf_opt.vocab import (
     DEFAULT_NO_REPEAT_NGRAM,
     EXPERTS_IMPLEMENTATIONS,
@@ -401,24 +402,7 @@ def _host_probe(folder: Path, kind: str = "add") -> tuple[float | None, tuple[tu
     p = folder / "passes.jsonl"
     if not p.is_file():
         return None, ()
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RunFolderError(f"{p}: cannot be read ({exc.__class__.__name__})") from None
-    lines = text.splitlines()
-    records = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            if n == len(lines) and not text.endswith("\n"):
-                continue
-            raise RunFolderError(f"{p} line {n}: not valid JSON; truncated or malformed") from None
-        if not isinstance(record, dict):
-            raise RunFolderError(f"{p} line {n}: not a JSON object")
-        records.append(record)
+    records = read_json_objects(p, RunFolderError)
     return probe_decode_pairs(records, kind)
 
 

@@ -13,8 +13,8 @@ a token), so its work is that many steps.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import cast
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, cast
 
 from llm_perf_opt.analytic.model import AnalyticModel
 from llm_perf_opt.data.analytic import OCRWorkloadProfile
@@ -24,6 +24,10 @@ from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
 from llm_perf_opt.models.deepseek_ocr.modes import token_layout
 from llm_perf_opt.profiling.mfu import StageWork, WorkFn
 from llm_perf_opt.profiling.records import PassRecord
+
+if TYPE_CHECKING:
+    from llm_perf_opt.profiling.session import SessionSettings
+
 from llm_perf_opt.vocab import (
     DEFAULT_NO_REPEAT_NGRAM,
     EXPERTS_IMPLEMENTATIONS,
@@ -105,3 +109,17 @@ def make_work_fn(config: DeepseekOCRConfig, pages: Sequence[Page], *, mode: str,
         return total
 
     return work
+
+
+def session_work_fn_factory(settings: SessionSettings,
+                            pages: Sequence[Page]) -> Callable[[DeepseekOCRConfig], tuple[WorkFn, str]]:
+    """The work function of a run's passes, given the model config it ran (the profiler's and a rebuild's
+    ``ProfileRunner.work_fn_factory``), with the note that says how the work was obtained."""
+
+    def factory(config: DeepseekOCRConfig) -> tuple[WorkFn, str]:
+        return make_work_fn(config, pages, mode=settings.mode, dtype=settings.dtype,
+                            attn_implementation=settings.attn_implementation,
+                            experts_implementation=settings.experts_implementation,
+                            no_repeat_ngram_size=settings.no_repeat_ngram_size), ANALYTIC_NOTE
+
+    return factory

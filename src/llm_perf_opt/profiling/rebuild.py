@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,9 +31,11 @@ from llm_perf_opt.data.profile import InputImage, LLMProfileReport, OperatorSumm
 from llm_perf_opt.errors import UserError
 from llm_perf_opt.inputs.pages import Page
 from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
+from llm_perf_opt.models.deepseek_ocr.modes import MODES
+from llm_perf_opt.profiling.aggregate import aggregate
 from llm_perf_opt.profiling.env import git_revision
 from llm_perf_opt.profiling.operators import OperatorTable
-from llm_perf_opt.profiling.records import read_records
+from llm_perf_opt.profiling.records import PassRecord, read_json_objects
 from llm_perf_opt.profiling.run import (
     ARTIFACT_DIR,
     METRICS_FILE,
@@ -57,6 +60,7 @@ INTERRUPTED_NOTE_PREFIX = "run interrupted"
 
 def artifact_dir_of(path: Path) -> Path:
     """The artifact folder of a run folder given as the run folder or as its ``torch_profiler`` folder."""
+    path = path.resolve()
     folder = path if path.name == ARTIFACT_DIR else path / ARTIFACT_DIR
     if not folder.is_dir():
         raise UserError(f"{path}: not a run folder (no {ARTIFACT_DIR}/ inside)")
@@ -69,8 +73,32 @@ def artifact_dir_of(path: Path) -> Path:
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path}: not readable as JSON ({exc.__class__.__name__})") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: not valid JSON ({exc})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot be read ({exc.__class__.__name__})") from None
+
+
+def pass_records(path: Path) -> list[PassRecord]:
+    """Every record of a run's passes.jsonl; a line that is not a pass record is refused (a torn last line is
+    left out, as the run's own reports left it out)."""
+    out: list[PassRecord] = []
+    for n, raw in enumerate(read_json_objects(path), 1):
+        try:
+            out.append(PassRecord(**raw))
+        except TypeError as exc:
+            raise UserError(f"{path} record {n}: not a pass record of this version ({exc})") from None
+    return out
+
+
+def check_records_match(records: list[PassRecord], report: LLMProfileReport, source: Path) -> None:
+    """The timed (batch, repeat) pairs of ``records`` are those of the report's stage timings: a passes.jsonl
+    that lost or gained passes would give other statistics than the run's (UserError in one line)."""
+    timed = {(t.image_index, t.repeat_index) for t in aggregate(records).timings}
+    reported = {(t.image_index, t.repeat_index) for t in report.stage_timings}
+    if timed != reported:
+        raise UserError(f"{source}: its passes time {len(timed)} (batch, repeat) pairs where metrics.json has "
+                        f"{len(reported)}; the file does not hold the run's passes")
 
 
 def session_settings(raw: dict[str, Any], source: Path) -> SessionSettings:
@@ -83,9 +111,19 @@ def session_settings(raw: dict[str, Any], source: Path) -> SessionSettings:
     try:
         values = dict(raw)
         values["dtype"] = parse_dtype(str(values.get("dtype", "bf16")))
-        return SessionSettings(**values)
+        settings = SessionSettings(**values)
     except (TypeError, ValueError) as exc:
         raise UserError(f"{source}: session settings not valid ({exc})") from None
+    if not isinstance(settings.batch_size, int) or settings.batch_size < 1:
+        raise UserError(f"{source}: session.batch_size {settings.batch_size!r} is not a whole number >= 1")
+    if settings.mode not in MODES:
+        raise UserError(f"{source}: session.mode {settings.mode!r} is not one of {', '.join(MODES)}")
+    return settings
+
+
+def _default(cls: type, name: str) -> Any:
+    """The default of attrs field ``name`` of ``cls`` (what a run of a version without that setting used)."""
+    return getattr(attrs.fields(cls), name).default
 
 
 def _no_image() -> Any:
@@ -179,19 +217,19 @@ def load_runner(run_dir: Path, *, log: Any = None) -> LoadedRun:
     env = _read_json(folder / "env.json")
     if not isinstance(env, dict):
         raise UserError(f"{folder / 'env.json'}: not a JSON object")
-    try:
-        records = read_records(folder / PASSES_FILE)
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{folder / PASSES_FILE}: cannot be read ({exc.__class__.__name__})") from None
-    except TypeError as exc:
-        raise UserError(f"{folder / PASSES_FILE}: a record this version does not know ({exc})") from None
+    for key in ("gpu", "cpu", "software", "project"):  # the sections the reports read
+        if env.get(key) is not None and not isinstance(env[key], dict):
+            raise UserError(f"{folder / 'env.json'}: {key!r} is {type(env[key]).__name__}, not an object or null")
+    records = pass_records(folder / PASSES_FILE)
+    check_records_match(records, old, folder / PASSES_FILE)
     names = {i: name for r in records for i, name in zip(r.image_indices, r.image_names, strict=False)}
     try:
         options = ProfileOptions(
             settings=session, warmup=int(settings.get("warmup", old.meta.warmup)),
             repeats=int(settings.get("repeats", old.meta.repeats)),
-            profile_images=int(settings.get("profile_images", 0)),
-            profile_max_new_tokens=settings.get("profile_max_new_tokens"), top_k=int(settings.get("top_k", 20)),
+            profile_images=int(settings.get("profile_images", _default(ProfileOptions, "profile_images"))),
+            profile_max_new_tokens=settings.get("profile_max_new_tokens"),
+            top_k=int(settings.get("top_k", _default(ProfileOptions, "top_k"))),
             output_dir=folder.parent.parent, run_id=old.meta.run_id, input_origin=old.inputs.origin,
             command=str(settings.get("command", "")), progress=False)
     except (TypeError, ValueError) as exc:
@@ -228,18 +266,19 @@ def model_config(settings: SessionSettings, config_override: str | None = None) 
     return DeepseekOCRConfig.named(settings.config_name)
 
 
-def rebuild_note(when: datetime | None = None) -> str:
+def rebuild_note(overrides: Sequence[str] = (), when: datetime | None = None) -> str:
     """The note a rebuilt report carries: when, and at which revision of this project (``env.git_revision``;
     '+ local changes' when the package's own files differ from it, the reports being rewritten aside)."""
     stamp = (when or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
     revision, dirty = git_revision(scope=Path(__file__).resolve().parents[1])
     rev = f"{revision or 'unknown'}{' + local changes' if dirty else ''}"
-    return (f"reports rebuilt {stamp} by `llm-perf-opt rebuild` (project revision {rev}) "
+    given = f" with {' '.join(overrides)}" if overrides else ""
+    return (f"reports rebuilt {stamp} by `llm-perf-opt rebuild`{given} (project revision {rev}) "
             "from the run's files: measurements and notes as the run wrote them, statistics and MFU/MBU by "
             "this revision")
 
 
 __all__ = [
     "DERIVED_NOTE_PREFIXES", "INTERRUPTED_NOTE_PREFIX", "LoadedRun", "artifact_dir_of", "load_runner", "model_config",
-    "operator_table", "pages_of", "peak_flags", "rebuild_note", "session_settings", "timeline",
+    "check_records_match", "operator_table", "pages_of", "pass_records", "peak_flags", "rebuild_note", "session_settings", "timeline",
 ]

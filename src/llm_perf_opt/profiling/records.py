@@ -15,6 +15,8 @@ from typing import Any
 
 from attrs import asdict, define, field
 
+from llm_perf_opt.errors import UserError
+
 #: Status of a pass record.
 STATUS_OK = "ok"
 STATUS_OOM = "oom"
@@ -120,4 +122,29 @@ def read_records(path: Path) -> list[PassRecord]:
         except json.JSONDecodeError:
             continue
         out.append(PassRecord(**raw))
+    return out
+
+
+def read_json_objects(path: Path, error: type[UserError] = UserError) -> list[dict[str, Any]]:
+    """Every JSON object of a JSON Lines file, strictly: a line that is not one is ``error`` naming the file and
+    line, except a last line cut short (a run stopped while writing it: no newline at the end), which is left
+    out. :func:`read_records` instead skips what it cannot parse, so that a run keeps its other passes."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"{path}: cannot be read ({exc.__class__.__name__})") from None
+    lines = text.splitlines()
+    out: list[dict[str, Any]] = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            if n == len(lines) and not text.endswith("\n"):
+                continue
+            raise error(f"{path} line {n}: not valid JSON; truncated or malformed") from None
+        if not isinstance(obj, dict):
+            raise error(f"{path} line {n}: not a JSON object")
+        out.append(obj)
     return out

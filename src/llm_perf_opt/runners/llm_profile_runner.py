@@ -136,9 +136,10 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError(f"--model {args.model}: not a folder")
 
 
-def check_peak_files(args: argparse.Namespace, device_type: str) -> None:
+def check_peak_files(args: argparse.Namespace, device_type: str, gpu_origin: str = "--gpu") -> None:
     """``args.gpu``, ``args.catalog`` and ``args.ceilings`` (any may be None) checked for a run on ``device_type``:
-    the files exist and parse, the key is catalogued, the ceilings were measured on that GPU; one line each."""
+    the files exist and parse, the key is catalogued, the ceilings were measured on that GPU; one line each.
+    ``gpu_origin`` names where the GPU key came from in the messages."""
     for flag, path in (("--catalog", args.catalog), ("--ceilings", args.ceilings)):
         if path is not None and not Path(path).is_file():
             raise UserError(f"{flag} {path}: file not found")
@@ -153,7 +154,7 @@ def check_peak_files(args: argparse.Namespace, device_type: str) -> None:
         ceilings = load_ceilings(args.ceilings)
         if spec is not None and ceilings.gpu_key != spec.key:
             raise UserError(f"--ceilings {args.ceilings} were measured on "
-                            f"{ceilings.gpu_key or ceilings.device_name!r}, not on --gpu {spec.key!r}")
+                            f"{ceilings.gpu_key or ceilings.device_name!r}, not on {gpu_origin} {spec.key!r}")
         if spec is None and device_type != "cuda":
             raise UserError(f"--ceilings on a {device_type} run needs --gpu KEY: the GPU whose measured peaks "
                             f"MFU/MBU are computed against ({ceilings.gpu_key or ceilings.device_name!r} "
@@ -292,14 +293,6 @@ def run(args: argparse.Namespace) -> int:
         command=_command(args),
     )
 
-    def work_fn_factory(config: DeepseekOCRConfig) -> tuple[Any, str]:
-        from llm_perf_opt.profiling.analytic_work import ANALYTIC_NOTE, make_work_fn
-
-        return make_work_fn(config, pages, mode=mode, dtype=dtype,
-                            attn_implementation=args.attn_implementation,
-                            experts_implementation=args.experts_implementation,
-                            no_repeat_ngram_size=args.no_repeat_ngram_size), ANALYTIC_NOTE
-
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
@@ -309,7 +302,9 @@ def run(args: argparse.Namespace) -> int:
         args.output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"--output-dir {args.output_dir}: cannot create it ({exc.strerror or exc})") from exc
-    runner = ProfileRunner(options, pages, device=device, work_fn_factory=work_fn_factory,
+    from llm_perf_opt.profiling.analytic_work import session_work_fn_factory
+
+    runner = ProfileRunner(options, pages, device=device, work_fn_factory=session_work_fn_factory(settings, pages),
                            peaks_resolver=make_peaks_resolver(args, dtype), log=log, input_skipped=unreadable)
     log(f"run folder: {runner.run_dir}")
     previous = _terminate_as_interrupt()

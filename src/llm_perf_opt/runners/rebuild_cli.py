@@ -20,15 +20,8 @@ from pathlib import Path
 from llm_perf_opt.cli import CommandParser, progress_bar, run_guarded
 from llm_perf_opt.data.profile import LLMProfileReport
 from llm_perf_opt.errors import UserError
-from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
-from llm_perf_opt.profiling.analytic_work import ANALYTIC_NOTE, make_work_fn
-from llm_perf_opt.profiling.mfu import WorkFn
-from llm_perf_opt.profiling.rebuild import (
-    load_runner,
-    model_config,
-    peak_flags,
-        rebuild_note,
-)
+from llm_perf_opt.profiling.analytic_work import session_work_fn_factory
+from llm_perf_opt.profiling.rebuild import load_runner, model_config, peak_flags, rebuild_note
 from llm_perf_opt.profiling.run import CATALOG_COPY, CEILINGS_COPY, RunOutcome
 from llm_perf_opt.runners.llm_profile_runner import check_peak_files, make_peaks_resolver
 from llm_perf_opt.vocab import Stage
@@ -67,21 +60,34 @@ def _pct(value: float | None) -> str:
 def utilization_changes(old: LLMProfileReport, new: LLMProfileReport, tol: float = 5e-5) -> list[str]:
     """``KIND stage old -> new`` for every MFU/MBU figure of metrics.json (fractions of the datasheet peak) that
     moved by more than ``tol``, appeared or went."""
-    out: list[str] = []
-    for kind, a, b in (("MFU", old.stage_mfu, new.stage_mfu), ("MBU", old.stage_mbu, new.stage_mbu)):
-        for stage in Stage:
-            x, y = a.get(stage), b.get(stage)
-            if (x is None) != (y is None) or (x is not None and y is not None and abs(x - y) > tol):
-                out.append(f"{kind} {stage.value} {_pct(x)} -> {_pct(y)}")
-    x, y = old.model_mfu, new.model_mfu
-    if (x is None) != (y is None) or (x is not None and y is not None and abs(x - y) > tol):
-        out.append(f"MFU model {_pct(x)} -> {_pct(y)}")
-    return out
+    pairs = [(f"{kind} {stage.value}", a.get(stage), b.get(stage))
+             for kind, a, b in (("MFU", old.stage_mfu, new.stage_mfu), ("MBU", old.stage_mbu, new.stage_mbu))
+             for stage in Stage]
+    pairs.append(("MFU model", old.model_mfu, new.model_mfu))
+    return [f"{name} {_pct(x)} -> {_pct(y)}" for name, x, y in pairs
+            if (x is None) != (y is None) or (x is not None and y is not None and abs(x - y) > tol)]
+
+
+def _warn(msg: str) -> None:
+    print(f"llm-perf-opt rebuild: {msg}", file=sys.stderr, flush=True)
 
 
 def rebuild_one(run_dir: Path, args: argparse.Namespace) -> tuple[RunOutcome, list[str]]:
-    """The rebuilt outcome of one run folder and its MFU/MBU changes; writes the reports unless --dry-run."""
-    loaded = load_runner(run_dir)
+    """The rebuilt outcome of one run folder and its MFU/MBU changes; writes the reports unless --dry-run.
+    A folder that cannot be rebuilt is a UserError naming it."""
+    try:
+        return _rebuild(run_dir, args)
+    except UserError as exc:
+        text = str(exc)
+        raise UserError(text if str(run_dir) in text or str(Path(run_dir).resolve()) in text
+                        else f"{run_dir}: {text}") from None
+    except (TypeError, ValueError, AttributeError, KeyError) as exc:  # a value of a type the files never hold
+        raise UserError(f"{run_dir}: a file holds a value this version cannot read "
+                        f"({type(exc).__name__}: {exc})") from None
+
+
+def _rebuild(run_dir: Path, args: argparse.Namespace) -> tuple[RunOutcome, list[str]]:
+    loaded = load_runner(run_dir, log=_warn)
     runner, s = loaded.runner, loaded.runner.options.settings
     own = peak_flags(runner.options.command)
     copies = {name: runner.artifact_dir / name for name in (CEILINGS_COPY, CATALOG_COPY)}
@@ -91,22 +97,25 @@ def rebuild_one(run_dir: Path, args: argparse.Namespace) -> tuple[RunOutcome, li
     flags = argparse.Namespace(gpu=args.gpu if args.gpu is not None else own.gpu,
                                catalog=args.catalog if args.catalog is not None else own.catalog,
                                ceilings=args.ceilings if args.ceilings is not None else own.ceilings)
+    # ceilings measured on another GPU than the one whose peaks apply are refused here, as by the profiler; the
+    # run's GPU is its env.json's catalogue key when no --gpu says otherwise
+    env_gpu = loaded.env.get("gpu")
+    gpu = env_gpu if isinstance(env_gpu, dict) else {}
+    checked = argparse.Namespace(gpu=flags.gpu or gpu.get("catalog_key"), catalog=flags.catalog,
+                                 ceilings=flags.ceilings)
     try:
-        check_peak_files(flags, device_type="cuda" if s.device.startswith("cuda") else s.device)
+        check_peak_files(checked, device_type="cuda" if s.device.startswith("cuda") else s.device,
+                         gpu_origin="--gpu" if flags.gpu else "the run's GPU")
     except UserError as exc:
-        origin = "" if (args.ceilings or args.catalog) else " (from the run's command; pass the flag to override)"
-        raise UserError(f"{exc}{origin}") from None
+        given = args.ceilings is not None or args.catalog is not None or args.gpu is not None
+        raise UserError(f"{exc}{'' if given else ' (from the run; pass the flag to override)'}") from None
     runner.model_config = model_config(s, args.config)
-    pages = runner.pages
-
-    def work_fn_factory(config: DeepseekOCRConfig) -> tuple[WorkFn, str]:
-        return make_work_fn(config, pages, mode=s.mode, dtype=s.dtype, attn_implementation=s.attn_implementation,
-                            experts_implementation=s.experts_implementation,
-                            no_repeat_ngram_size=s.no_repeat_ngram_size), ANALYTIC_NOTE
-
-    runner.work_fn_factory = work_fn_factory
+    runner.work_fn_factory = session_work_fn_factory(s, runner.pages)
     runner.peaks_resolver = make_peaks_resolver(flags, s.dtype)
-    runner.notes.append(rebuild_note())
+    overrides = [f"{flag} {value}" for flag, value in (("--gpu", args.gpu), ("--catalog", args.catalog),
+                                                       ("--ceilings", args.ceilings), ("--config", args.config))
+                 if value is not None]
+    runner.notes.append(rebuild_note(overrides))
     outcome = runner.build_outcome(loaded.env, loaded.interrupted)
     changes = utilization_changes(loaded.report, outcome.report)
     if not args.dry_run:
@@ -126,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
                 outcome, changes = rebuild_one(run_dir, args)
             except UserError as exc:
                 failed += 1
-                print(f"llm-perf-opt rebuild: error: {run_dir}: {exc}", file=sys.stderr, flush=True)
+                _warn(f"error: {exc}")
             else:
                 what = "; ".join(changes) if changes else "MFU/MBU unchanged"
                 verb = "would be rebuilt" if args.dry_run else "rebuilt"
