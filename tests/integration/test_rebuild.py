@@ -105,6 +105,9 @@ def test_a_wrong_figure_is_named_and_replaced_and_dry_run_writes_nothing(run_cop
 
 
 def test_plots_are_drawn_again_unless_no_plots(run_copy: Path) -> None:
+    rc, out, err = _quiet(main, [str(run_copy), "--no-plots", "--dry-run"])
+    assert rc == 2 and out == "" and err.strip() == ("llm-perf-opt rebuild: error: --no-plots with --dry-run does "
+                                                     "nothing: a dry run writes no file")
     png = run_copy / "torch_profiler" / "stage_breakdown.png"
     png.write_bytes(b"not a png")
     assert _quiet(main, [str(run_copy), "--no-plots"])[0] == 0

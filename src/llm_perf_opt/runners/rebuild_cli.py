@@ -127,6 +127,8 @@ def _rebuild(run_dir: Path, args: argparse.Namespace) -> tuple[RunOutcome, list[
 
 def run(args: argparse.Namespace) -> int:
     """Rebuild every run folder given; one line per run, errors included (exit 1 when any failed)."""
+    if args.dry_run and args.no_plots:
+        raise UserError("--no-plots with --dry-run does nothing: a dry run writes no file")
     failed = 0
     bar = progress_bar(len(args.run_dirs), args.progress, "runs", "run")
     try:
