@@ -720,13 +720,17 @@ def levels(runs: Sequence[Path], window: int = 8) -> list[str]:
     if window < 1:
         raise UserError(f"--window {window}: must be >= 1")
     width = max(len(d.name) for d in runs)
+    left_out: list[str] = []
     lines = [f"{'run':<{width}} {'pass':>4} {'probe us before/after':>21} {'max/min':>7}  "
              f"median ms per {window} forwards"]
     for d in runs:
-        rows = [r for r in _passes(d) if r.get("decode_forwards") and isinstance(r.get("decode_step_ms"), list)
+        every = _passes(d)
+        rows = [r for r in every if r.get("decode_forwards") and isinstance(r.get("decode_step_ms"), list)
                 and r["decode_step_ms"]]
         if not rows:
             raise UserError(f"{d}: no pass with per-step decode times (passes.jsonl)")
+        if len(rows) < len(every):
+            left_out.append(f"{d.name}: {len(every) - len(rows)} pass(es) without per-step decode times left out")
         for r in rows:
             try:
                 steps_ms = [float(x) for x in r["decode_step_ms"][: int(r["decode_forwards"])]]
@@ -739,6 +743,7 @@ def levels(runs: Sequence[Path], window: int = 8) -> list[str]:
             spread = max(meds) / min(meds) if min(meds) > 0 else float("nan")
             lines.append(f"{d.name:<{width}} {r.get('pass_index', '-'):>4} {cells[0]:>10} / {cells[1]:<8} "
                          f"{spread:>7.2f}  {' '.join(f'{m:.1f}' for m in meds)}")
+    lines += left_out
     lines.append(f"each pass's decode forwards in windows of {window} (the last may be shorter); probe: the module probe "
                  "(us per aten call of a tiny decoder forward) before and after the pass")
     return lines

@@ -636,8 +636,8 @@ def test_steps_puts_the_decode_step_against_kv_next_to_the_model(tmp_path: Path,
 
 
 def test_levels_shows_host_speed_levels_within_a_pass(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    run = tmp_path / "h200-base-b16-ngram20-20261204T195740Z"
-    shutil.copytree(RUNS / run.name, run)
+    run = tmp_path / "a-run-folder-name-of-more-than-fifty-characters-b16"  # printed whole
+    shutil.copytree(RUNS / "h200-base-b16-ngram20-20261204T195740Z", run)
     passes = run / "torch_profiler" / "passes.jsonl"
     rows = [json.loads(line) for line in passes.read_text().splitlines() if line.strip()]
     assert [r["decode_forwards"] for r in rows] == [63, 63]
@@ -658,7 +658,9 @@ def test_levels_shows_host_speed_levels_within_a_pass(tmp_path: Path, capsys: py
     # a pass without per-step times is left out; none with them, a bad window: one line each
     passes.write_text(json.dumps({**rows[0], "decode_step_ms": []}) + "\n" + json.dumps(rows[1]) + "\n")
     assert _script().main(["levels", str(run), "--window", "16"]) == 0
-    assert [x.split()[1] for x in capsys.readouterr().out.splitlines() if x.startswith(run.name)] == ["1"]
+    out = capsys.readouterr().out.splitlines()
+    assert [x.split()[1] for x in out if x.startswith(run.name + " ")] == ["1"]
+    assert f"{run.name}: 1 pass(es) without per-step decode times left out" in out
     passes.write_text(json.dumps({**rows[0], "decode_step_ms": None}) + "\n")
     assert _script().main(["levels", str(run)]) == 2
     assert "no pass with per-step decode times" in capsys.readouterr().err

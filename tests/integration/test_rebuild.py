@@ -140,17 +140,31 @@ def test_the_run_s_ceilings_are_used_and_a_missing_file_is_one_line(made_run: Pa
         rc, out, err = _quiet(main, [str(run_copy)])
         assert rc == 1 and out == ""
         assert err.count("\n") == 1 and "--ceilings" in err and "file not found" in err
-        assert "(from the run; pass the flag to override)" in err
+        assert err.strip().endswith("file not found (--ceilings from the run; pass the flag to override)")
         rc, out, err = _quiet(main, [str(run_copy), "--ceilings", str(moved)])
         assert rc == 0, err
         assert out.strip() == "cpu-rebuild: rebuilt: MFU/MBU unchanged"
         assert "Measured ceilings (hw bench): GPU `h100-sxm`" in (run_copy / "torch_profiler" / "report.md").read_text()
     finally:
         shutil.move(moved, own.ceilings)
-    # ceilings of another GPU than --gpu: refused in one line
+    # ceilings of another GPU than --gpu: refused in one line, naming the folder and where the ceilings came from
     rc, out, err = _quiet(main, [str(run_copy), "--gpu", "a100-sxm4-80gb", "--dry-run", "--ceilings",
                                  str(H100_CEILINGS)])
-    assert rc == 1 and "not on --gpu 'a100-sxm4-80gb'" in err
+    assert rc == 1 and "not on --gpu 'a100-sxm4-80gb'" in err and "from the run" not in err
+    rc, out, err = _quiet(main, [str(run_copy), "--gpu", "a100-sxm4-80gb", "--dry-run"])
+    assert rc == 1 and err.count("\n") == 1 and str(run_copy.resolve()) in err
+    assert err.strip().endswith("not on --gpu 'a100-sxm4-80gb' (--ceilings from the run; pass the flag to override)")
+
+
+def test_an_error_names_the_folder_given_as_dot(run_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (run_copy / "torch_profiler" / CEILINGS_COPY).unlink()
+    settings = run_copy / "torch_profiler" / "settings.json"
+    raw = json.loads(settings.read_text())
+    settings.write_text(json.dumps({**raw, "command": raw["command"].replace("--ceilings ", "--ceilings gone-")}))
+    monkeypatch.chdir(run_copy / "torch_profiler")
+    rc, out, err = _quiet(main, ["."])
+    assert rc == 1 and out == ""
+    assert err.startswith(f"llm-perf-opt rebuild: error: {(run_copy / 'torch_profiler').resolve()}: --ceilings gone-")
 
 
 def test_bad_folders_are_one_line_each_and_the_others_are_still_rebuilt(run_copy: Path, tmp_path: Path) -> None:
@@ -168,6 +182,7 @@ def test_bad_folders_are_one_line_each_and_the_others_are_still_rebuilt(run_copy
     lines = err.strip().splitlines()
     assert len(lines) == 3
     assert "empty: not a run folder (no torch_profiler/ inside)" in lines[0]
+    assert _quiet(main, [str(tmp_path / "nowhere")])[2].strip().endswith("nowhere: does not exist")
     assert "passes.jsonl missing" in lines[1]
     assert "broken" in lines[2] and "metrics.json" in lines[2]
 
@@ -202,9 +217,15 @@ def test_passes_that_are_not_the_run_s_are_refused(run_copy: Path) -> None:
     rc, out, err = _quiet(main, [str(run_copy), "--dry-run"])
     assert rc == 0 and out.strip() == "cpu-rebuild: would be rebuilt: MFU/MBU unchanged", err
     # a damaged line inside the file, a record missing, an empty file: one line each, nothing written
+    first = json.loads(lines[0])
+    changed = json.dumps({**first, "stage_ms": {**first["stage_ms"], "decode": first["stage_ms"]["decode"] + 1}})
+    stages = len([t for t in json.loads(metrics)["stage_timings"] if t["image_index"] == first["image_indices"][0]])
     for text, want in (("{not json\n" + lines[1], "passes.jsonl line 1: not valid JSON"),
-                       (lines[0], "its passes time 1 (batch, repeat) pairs where metrics.json has 2"),
-                       ("", "its passes time 0 (batch, repeat) pairs where metrics.json has 2"),
+                       (lines[0], f"give {stages} stage timings where metrics.json has {2 * stages} (0 not in "
+                                  f"metrics.json, {stages} missing)"),
+                       ("", f"give 0 stage timings where metrics.json has {2 * stages}"),
+                       (lines[0] + lines[0] + lines[1], f"({stages} not in metrics.json, 0 missing)"),
+                       (changed + "\n" + lines[1], "(1 not in metrics.json, 1 missing)"),
                        (lines[0].replace('"batch_index"', '"no_such_field"', 1) + lines[1],
                         "passes.jsonl record 1: not a pass record of this version")):
         passes.write_text(text)
@@ -243,8 +264,18 @@ def test_values_the_files_never_hold_are_one_line_and_the_next_folder_is_rebuilt
                               for line in passes.read_text().splitlines()))
     folders.append(str(folder))
     cases["stage-ms"] = ("", lambda d: d, "a file holds a value this version cannot read (AttributeError")
+    # settings the analytic model refuses: the folder's one line (no warning besides), its reports left as they are
+    folder = tmp_path / "ngram"
+    shutil.copytree(run_copy, folder)
+    path = folder / "torch_profiler" / "settings.json"
+    raw = json.loads(path.read_text())
+    path.write_text(json.dumps({**raw, "session": {**raw["session"], "no_repeat_ngram_size": -3}}))
+    folders.append(str(folder))
+    cases["ngram"] = ("", lambda d: d, "MFU/MBU not computed: the analytic model failed (")
+    before = (folder / "torch_profiler" / "metrics.json").read_text()
     rc, out, err = _quiet(main, [*folders, str(run_copy)])
     assert rc == 1 and out.strip() == "cpu-rebuild: rebuilt: MFU/MBU unchanged"
+    assert (folder / "torch_profiler" / "metrics.json").read_text() == before
     lines = err.strip().splitlines()
     assert len(lines) == len(cases)
     for line, (name, (_file, _change, want)) in zip(lines, cases.items(), strict=True):

@@ -100,10 +100,14 @@ def test_committed_reports_are_what_this_version_builds(name: str, tmp_path: Pat
         assert rebuilt["operators"] == [] and not (run / "torch_profiler" / "operator_table.json").exists()
 
 
-def test_ceilings_of_another_gpu_than_the_run_s_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
-    """An H100 run (no --gpu in its command: the GPU is its env.json's) with the H200's ceilings: one line, and the
-    run folder is left as it is (--dry-run or not)."""
-    rc = main([str(RUNS / H100_RUN), "--ceilings", str(ROOT / "reports" / "hardware" / "h200" / "hw-ceilings.json")])
+def test_ceilings_of_another_gpu_than_the_run_s_are_refused(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """A copy of an H100 run (no --gpu in its command: the GPU is its env.json's) with the H200's ceilings: one
+    line, and the folder is left as it is."""
+    run = tmp_path / H100_RUN
+    shutil.copytree(RUNS / H100_RUN, run)
+    rc = main([str(run), "--ceilings", str(ROOT / "reports" / "hardware" / "h200" / "hw-ceilings.json")])
     err = capsys.readouterr().err
     assert rc == 1 and err.count("\n") == 1
     assert "were measured on 'h200', not on the run's GPU 'h100-sxm'" in err
+    assert _metrics(run) == _metrics(RUNS / H100_RUN)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +28,7 @@ import torch
 
 from llm_perf_opt.data.common import ImageSource
 from llm_perf_opt.data.io import ReportLoadError, load_report
-from llm_perf_opt.data.profile import InputImage, LLMProfileReport, OperatorSummary
+from llm_perf_opt.data.profile import InputImage, LLMProfileReport, OperatorSummary, StageTiming
 from llm_perf_opt.errors import UserError
 from llm_perf_opt.inputs.pages import Page
 from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
@@ -61,6 +62,8 @@ INTERRUPTED_NOTE_PREFIX = "run interrupted"
 def artifact_dir_of(path: Path) -> Path:
     """The artifact folder of a run folder given as the run folder or as its ``torch_profiler`` folder."""
     path = path.resolve()
+    if not path.exists():
+        raise UserError(f"{path}: does not exist")
     folder = path if path.name == ARTIFACT_DIR else path / ARTIFACT_DIR
     if not folder.is_dir():
         raise UserError(f"{path}: not a run folder (no {ARTIFACT_DIR}/ inside)")
@@ -92,13 +95,20 @@ def pass_records(path: Path) -> list[PassRecord]:
 
 
 def check_records_match(records: list[PassRecord], report: LLMProfileReport, source: Path) -> None:
-    """The timed (batch, repeat) pairs of ``records`` are those of the report's stage timings: a passes.jsonl
-    that lost or gained passes would give other statistics than the run's (UserError in one line)."""
-    timed = {(t.image_index, t.repeat_index) for t in aggregate(records).timings}
-    reported = {(t.image_index, t.repeat_index) for t in report.stage_timings}
+    """The stage timings ``records`` give are the report's, each (batch, repeat, stage, ms to 0.001) as often: a
+    passes.jsonl that lost, gained, repeated or changed passes would give other statistics than the run's
+    (UserError in one line)."""
+
+    def key(t: StageTiming) -> tuple[int, int, str, float]:
+        return t.image_index, t.repeat_index, t.stage.value, round(t.elapsed_ms, 3)
+
+    timed = Counter(key(t) for t in aggregate(records).timings)
+    reported = Counter(key(t) for t in report.stage_timings)
     if timed != reported:
-        raise UserError(f"{source}: its passes time {len(timed)} (batch, repeat) pairs where metrics.json has "
-                        f"{len(reported)}; the file does not hold the run's passes")
+        extra, missing = sum((timed - reported).values()), sum((reported - timed).values())
+        raise UserError(f"{source}: its passes give {sum(timed.values())} stage timings where metrics.json has "
+                        f"{sum(reported.values())} ({extra} not in metrics.json, {missing} missing); the file does "
+                        "not hold the run's passes")
 
 
 def session_settings(raw: dict[str, Any], source: Path) -> SessionSettings:

@@ -76,6 +76,8 @@ METRICS_FILE = "metrics.json"
 #: against (``llm-perf-opt rebuild`` reads them).
 CEILINGS_COPY = "hw-ceilings.json"
 CATALOG_COPY = "gpu-catalog.yaml"
+#: The note of a run whose analytic model failed on its workload (its reports then have no MFU/MBU).
+ANALYTIC_FAILED_NOTE = "MFU/MBU not computed: the analytic model failed"
 
 
 @define(kw_only=True, frozen=True)
@@ -351,7 +353,7 @@ class ProfileRunner:
                     util_measured = compute_utilization(agg.ok_records, work_fn, peaks_measured)
             except Exception as exc:
                 util = util_measured = None
-                msg = f"MFU/MBU not computed: the analytic model failed ({_one_line(exc)})"
+                msg = f"{ANALYTIC_FAILED_NOTE} ({_one_line(exc)})"
                 self.notes.append(msg)
                 self.log(f"warning: {msg}")
             for u in (util, util_measured):
@@ -439,6 +441,6 @@ def write_metrics(outcome: RunOutcome) -> Path:
 
 
 __all__ = [
-    "ARTIFACT_DIR", "CATALOG_COPY", "CEILINGS_COPY", "EVENTS_FILE", "METRICS_FILE", "OPERATOR_TABLE_FILE", "PASSES_FILE", "TIMELINE_FILE", "TRACE_FILE", "ProfileOptions", "ProfileRunner", "RunOutcome",
+    "ANALYTIC_FAILED_NOTE", "ARTIFACT_DIR", "CATALOG_COPY", "CEILINGS_COPY", "EVENTS_FILE", "METRICS_FILE", "OPERATOR_TABLE_FILE", "PASSES_FILE", "TIMELINE_FILE", "TRACE_FILE", "ProfileOptions", "ProfileRunner", "RunOutcome",
     "batches_of", "make_run_id", "spread_indices", "write_metrics",
 ]

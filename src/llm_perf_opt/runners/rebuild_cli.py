@@ -22,7 +22,7 @@ from llm_perf_opt.data.profile import LLMProfileReport
 from llm_perf_opt.errors import UserError
 from llm_perf_opt.profiling.analytic_work import session_work_fn_factory
 from llm_perf_opt.profiling.rebuild import load_runner, model_config, peak_flags, rebuild_note
-from llm_perf_opt.profiling.run import CATALOG_COPY, CEILINGS_COPY, RunOutcome
+from llm_perf_opt.profiling.run import ANALYTIC_FAILED_NOTE, CATALOG_COPY, CEILINGS_COPY, RunOutcome
 from llm_perf_opt.runners.llm_profile_runner import check_peak_files, make_peaks_resolver
 from llm_perf_opt.vocab import Stage
 
@@ -75,19 +75,25 @@ def _warn(msg: str) -> None:
 def rebuild_one(run_dir: Path, args: argparse.Namespace) -> tuple[RunOutcome, list[str]]:
     """The rebuilt outcome of one run folder and its MFU/MBU changes; writes the reports unless --dry-run.
     A folder that cannot be rebuilt is a UserError naming it."""
+    folder = Path(run_dir).resolve()
     try:
         return _rebuild(run_dir, args)
     except UserError as exc:
         text = str(exc)
-        raise UserError(text if str(run_dir) in text or str(Path(run_dir).resolve()) in text
-                        else f"{run_dir}: {text}") from None
+        raise UserError(text if text.startswith(str(folder)) else f"{folder}: {text}") from None
     except (TypeError, ValueError, AttributeError, KeyError) as exc:  # a value of a type the files never hold
-        raise UserError(f"{run_dir}: a file holds a value this version cannot read "
+        raise UserError(f"{folder}: a file holds a value this version cannot read "
                         f"({type(exc).__name__}: {exc})") from None
 
 
 def _rebuild(run_dir: Path, args: argparse.Namespace) -> tuple[RunOutcome, list[str]]:
-    loaded = load_runner(run_dir, log=_warn)
+    folder = Path(run_dir).resolve()
+
+    def log(msg: str) -> None:  # the analytic model's failure is this folder's error line below, not a warning
+        if ANALYTIC_FAILED_NOTE not in msg:
+            _warn(f"{folder}: {msg}")
+
+    loaded = load_runner(run_dir, log=log)
     runner, s = loaded.runner, loaded.runner.options.settings
     own = peak_flags(runner.options.command)
     copies = {name: runner.artifact_dir / name for name in (CEILINGS_COPY, CATALOG_COPY)}
@@ -107,8 +113,12 @@ def _rebuild(run_dir: Path, args: argparse.Namespace) -> tuple[RunOutcome, list[
         check_peak_files(checked, device_type="cuda" if s.device.startswith("cuda") else s.device,
                          gpu_origin="--gpu" if flags.gpu else "the run's GPU")
     except UserError as exc:
-        given = args.ceilings is not None or args.catalog is not None or args.gpu is not None
-        raise UserError(f"{exc}{'' if given else ' (from the run; pass the flag to override)'}") from None
+        from_run = [flag for flag, given, used in (("--gpu", args.gpu, checked.gpu),
+                                                   ("--catalog", args.catalog, flags.catalog),
+                                                   ("--ceilings", args.ceilings, flags.ceilings))
+                    if given is None and used is not None and flag in str(exc)]
+        hint = f" ({', '.join(from_run)} from the run; pass the flag to override)" if from_run else ""
+        raise UserError(f"{exc}{hint}") from None
     runner.model_config = model_config(s, args.config)
     runner.work_fn_factory = session_work_fn_factory(s, runner.pages)
     runner.peaks_resolver = make_peaks_resolver(flags, s.dtype)
@@ -117,6 +127,9 @@ def _rebuild(run_dir: Path, args: argparse.Namespace) -> tuple[RunOutcome, list[
                  if value is not None]
     runner.notes.append(rebuild_note(overrides))
     outcome = runner.build_outcome(loaded.env, loaded.interrupted)
+    failed = [n for n in outcome.notes if n.startswith(ANALYTIC_FAILED_NOTE)]
+    if failed:  # the run's MFU/MBU would be lost: refuse rather than write reports without them
+        raise UserError(failed[0])
     changes = utilization_changes(loaded.report, outcome.report)
     if not args.dry_run:
         from llm_perf_opt.reporting.profile_artifacts import write_artifacts
