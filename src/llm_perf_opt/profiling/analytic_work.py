@@ -24,10 +24,6 @@ from llm_perf_opt.models.deepseek_ocr.config import DeepseekOCRConfig
 from llm_perf_opt.models.deepseek_ocr.modes import token_layout
 from llm_perf_opt.profiling.mfu import StageWork, WorkFn
 from llm_perf_opt.profiling.records import PassRecord
-
-if TYPE_CHECKING:
-    from llm_perf_opt.profiling.session import SessionSettings
-
 from llm_perf_opt.vocab import (
     DEFAULT_NO_REPEAT_NGRAM,
     EXPERTS_IMPLEMENTATIONS,
@@ -36,6 +32,9 @@ from llm_perf_opt.vocab import (
     ExpertsImplementation,
     Stage,
 )
+
+if TYPE_CHECKING:
+    from llm_perf_opt.profiling.session import SessionSettings
 
 #: How the work numbers were obtained (for assumptions.md).
 ANALYTIC_NOTE = ("llm_perf_opt.analytic.model.AnalyticModel per pass workload (mode, page size and tile grid, "

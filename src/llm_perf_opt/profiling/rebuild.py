@@ -39,6 +39,7 @@ from llm_perf_opt.profiling.operators import OperatorTable
 from llm_perf_opt.profiling.records import PassRecord, read_json_objects
 from llm_perf_opt.profiling.run import (
     ARTIFACT_DIR,
+    INTERRUPTED_NOTE_PREFIX,
     METRICS_FILE,
     OPERATOR_TABLE_FILE,
     PASSES_FILE,
@@ -55,8 +56,6 @@ from llm_perf_opt.vocab import parse_dtype
 #: Notes the report build writes (peaks, MFU/MBU bounds, plots) and a rebuild writes again; a run's other
 #: notes (wall time, interruption, out of memory, skipped profiler pass) are kept as measured.
 DERIVED_NOTE_PREFIXES: tuple[str, ...] = ("MFU/MBU ", "MFU of ", "MBU of ", "plots not drawn", "reports rebuilt ")
-#: The note ProfileRunner.run writes when Ctrl-C or SIGTERM cut the run short.
-INTERRUPTED_NOTE_PREFIX = "run interrupted"
 
 
 def artifact_dir_of(path: Path) -> Path:
@@ -289,6 +288,6 @@ def rebuild_note(overrides: Sequence[str] = (), when: datetime | None = None) ->
 
 
 __all__ = [
-    "DERIVED_NOTE_PREFIXES", "INTERRUPTED_NOTE_PREFIX", "LoadedRun", "artifact_dir_of", "load_runner", "model_config",
+    "DERIVED_NOTE_PREFIXES", "LoadedRun", "artifact_dir_of", "load_runner", "model_config",
     "check_records_match", "operator_table", "pages_of", "pass_records", "peak_flags", "rebuild_note", "session_settings", "timeline",
 ]

@@ -78,6 +78,10 @@ CEILINGS_COPY = "hw-ceilings.json"
 CATALOG_COPY = "gpu-catalog.yaml"
 #: The note of a run whose analytic model failed on its workload (its reports then have no MFU/MBU).
 ANALYTIC_FAILED_NOTE = "MFU/MBU not computed: the analytic model failed"
+#: The note of a run that Ctrl-C, SIGINT or SIGTERM cut short (its start, in every version's wording).
+INTERRUPTED_NOTE_PREFIX = "run interrupted"
+INTERRUPTED_NOTE = (f"{INTERRUPTED_NOTE_PREFIX} (Ctrl-C, SIGINT or SIGTERM): the reports cover the passes measured "
+                    "before it")
 
 
 @define(kw_only=True, frozen=True)
@@ -414,7 +418,7 @@ class ProfileRunner:
             self.profile()
         except KeyboardInterrupt:
             interrupted = True
-            self.notes.append("run interrupted (Ctrl-C, SIGINT or SIGTERM): the reports cover the passes measured before it")
+            self.notes.append(INTERRUPTED_NOTE)
         except _oom_types() as exc:
             failure = exc
             self.notes.append(f"run stopped: out of GPU memory outside a timed pass ({_one_line(exc)})")
@@ -441,6 +445,6 @@ def write_metrics(outcome: RunOutcome) -> Path:
 
 
 __all__ = [
-    "ANALYTIC_FAILED_NOTE", "ARTIFACT_DIR", "CATALOG_COPY", "CEILINGS_COPY", "EVENTS_FILE", "METRICS_FILE", "OPERATOR_TABLE_FILE", "PASSES_FILE", "TIMELINE_FILE", "TRACE_FILE", "ProfileOptions", "ProfileRunner", "RunOutcome",
+    "ANALYTIC_FAILED_NOTE", "ARTIFACT_DIR", "INTERRUPTED_NOTE", "INTERRUPTED_NOTE_PREFIX", "CATALOG_COPY", "CEILINGS_COPY", "EVENTS_FILE", "METRICS_FILE", "OPERATOR_TABLE_FILE", "PASSES_FILE", "TIMELINE_FILE", "TRACE_FILE", "ProfileOptions", "ProfileRunner", "RunOutcome",
     "batches_of", "make_run_id", "spread_indices", "write_metrics",
 ]
