@@ -213,3 +213,18 @@ def test_impossible_page_size_in_a_workload_file(tmp_path: Path) -> None:
     path = _write(tmp_path / "a.json", json.dumps(nested))
     with pytest.raises(ReportLoadError, match=r"a\.json: field workload.image_width_px: impossible image size"):
         load_report(path, AnalyticModelReport)
+
+
+def test_a_markdown_report_is_written_whole_or_not_at_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from llm_perf_opt.reporting.profile_report import write_text
+
+    path = write_text(tmp_path / "report.md", "old\n")
+
+    def stop(fd: int) -> None:
+        raise KeyboardInterrupt  # Ctrl-C while the new text is being written
+
+    monkeypatch.setattr(os, "fsync", stop)
+    with pytest.raises(KeyboardInterrupt):
+        write_text(path, "new " * 10_000)
+    assert path.read_text() == "old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.md"]

@@ -181,7 +181,9 @@ def describe_error(exc: BaseException) -> str:
     return lines[0] + more
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` through a temporary file in its folder, fsynced and renamed over it:
+    an interruption leaves the old file whole, never a part of the new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -209,14 +211,14 @@ def dumps_yaml(obj: Any) -> str:
 def dump_json(obj: Any, path: str | os.PathLike[str]) -> Path:
     """Write ``obj`` as JSON to ``path`` atomically; returns the path."""
     target = Path(path)
-    _atomic_write_text(target, dumps_json(obj))
+    atomic_write_text(target, dumps_json(obj))
     return target
 
 
 def dump_yaml(obj: Any, path: str | os.PathLike[str]) -> Path:
     """Write ``obj`` as YAML to ``path`` atomically; returns the path."""
     target = Path(path)
-    _atomic_write_text(target, dumps_yaml(obj))
+    atomic_write_text(target, dumps_yaml(obj))
     return target
 
 

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from llm_perf_opt.data.common import Stats
+from llm_perf_opt.data.io import atomic_write_text
 from llm_perf_opt.profiling.aggregate import STAGE_ORDER
 from llm_perf_opt.profiling.mfu import Utilization
 from llm_perf_opt.profiling.operators import BASIS_CUDA, OperatorTable, stage_order
@@ -461,6 +462,7 @@ def render_assumptions(o: RunOutcome) -> str:
 
 
 def write_text(path: Path, text: str) -> Path:
-    """Write ``text`` (UTF-8) and return the path."""
-    path.write_text(text, encoding="utf-8")
+    """Write ``text`` (UTF-8) whole or not at all (``data.io.atomic_write_text``: a rebuild or a run stopped
+    while writing keeps the old file) and return the path."""
+    atomic_write_text(path, text)
     return path
