@@ -192,3 +192,31 @@ def test_the_footprint_is_the_largest_stage_with_the_kv_cache_live_in_it():
     # a report written before the peak was recorded keeps the sum
     old = MemoryFootprint(weights_bytes=1.0, kv_cache_bytes=2.0, activation_peak_bytes=3.0)
     assert old.peak_bytes is None and old.total_bytes == 6.0
+
+
+def test_a_vision_stage_keeps_its_earlier_calls_outputs():
+    """Tiled pages run SAM over the tiles, then over the global views; the tiles' feature maps stay live (CLIP
+    and the projector read them), so the stage's peak is the global call's plus those maps."""
+    from llm_perf_opt.analytic.report import memory_footprint
+
+    wl = with_overrides(get_profile(DEFAULT_PROFILE_ID), mode="gundam", image_size=(1240, 1754), batch_size=3,
+                        max_new_tokens=64, attention="eager")
+    model = AnalyticModel(DEFAULT, wl)
+    tiles, glob = model.stages[Stage.VISION_SAM].children
+    sam = DEFAULT.sam
+    q = model.sam_out_side(model.shape.tile_side_px)
+    assert tiles.kept_bytes == 2 * 3 * model.shape.layout.num_tiles * sam.downsample_channels[-1] * q * q
+    assert glob.forward_memory_activation() + tiles.kept_bytes > tiles.forward_memory_activation()
+    assert model.stages[Stage.VISION_SAM].forward_memory_activation() == pytest.approx(
+        glob.forward_memory_activation() + tiles.kept_bytes)
+    # Base (one call): nothing kept before its only call
+    base = AnalyticModel(DEFAULT, with_overrides(wl, mode="base"))
+    (only,) = base.stages[Stage.VISION_SAM].children
+    assert base.stages[Stage.VISION_SAM].forward_memory_activation() == only.forward_memory_activation()
+    assert memory_footprint(model, None).peak_bytes - memory_footprint(base, None).peak_bytes == pytest.approx(
+        tiles.kept_bytes)
+    # CLIP runs with every SAM map live, and the projector with every SAM and CLIP output
+    clip = model.stages[Stage.VISION_CLIP]
+    sam_maps = sum(c.kept_bytes for c in model.stages[Stage.VISION_SAM].children)
+    assert clip.held_bytes == sam_maps
+    assert model.stages[Stage.PROJECTOR].held_bytes == sam_maps + sum(c.kept_bytes for c in clip.children)

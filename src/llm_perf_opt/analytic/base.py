@@ -131,6 +131,10 @@ class BaseLayer:
         self.activation_bytes: float = 0.0
         #: bytes this composite keeps alive across its children (e.g. the residual stream)
         self.held_bytes: float = 0.0
+        #: bytes of this node's result that its parent keeps live after it returns, while the parent's later
+        #: children run (a vision stage's earlier calls, whose outputs later stages read); 0 for a result the
+        #: next sibling consumes and frees
+        self.kept_bytes: float = 0.0
         #: KV-cache bytes owned by this node (decoder attention only)
         self.kvcache_bytes: float = 0.0
         #: host-device synchronisations per call of this node, made before its own kernels are issued
@@ -356,12 +360,15 @@ class BaseLayer:
         return memo.keep("weight", self, out) if memo is not None else out
 
     def forward_memory_activation(self, memo: TreeMemo | None = None) -> float:
-        """Peak activation bytes: held bytes + largest child peak (PARFOR copies live together)."""
+        """Peak activation bytes: held bytes + the largest, over the children in order, of a child's peak plus
+        the ``kept_bytes`` of the children before it (PARFOR copies live together)."""
         if memo is not None and (hit := memo.get("activation", self)) is not None:
             return float(hit)
         peak = self.activation_bytes
-        if self.children:
-            peak = max(peak, max(c.forward_memory_activation(memo) for c in self.children))
+        kept = 0.0
+        for c in self.children:
+            peak = max(peak, kept + c.forward_memory_activation(memo))
+            kept += c.kept_bytes
         peak += self.held_bytes
         out = peak * self.count if self.repetition == Repetition.PARFOR else peak
         return memo.keep("activation", self, out) if memo is not None else out

@@ -171,9 +171,23 @@ class AnalyticModel:
     def _sam(self, batch: int | None = None) -> StageCost:
         stage = StageCost(Stage.VISION_SAM.value, Stage.VISION_SAM, weight_dtype_bytes=self.weight_bytes)
         for _label, n, side in self.views(batch):
-            stage.add(SamEncoder(SAM_PATH, Stage.VISION_SAM, self.config.sam, views=n, side_px=side, fused=self.fused,
-                                 act_bytes=self.act_bytes, weight_bytes=self.weight_bytes))
+            enc = stage.add(SamEncoder(SAM_PATH, Stage.VISION_SAM, self.config.sam, views=n, side_px=side,
+                                       fused=self.fused, act_bytes=self.act_bytes, weight_bytes=self.weight_bytes))
+            # each call's feature map stays referenced (CLIP and the projector read it), so a page's tiles'
+            # maps are live while its global view runs
+            enc.kept_bytes = self._sam_out_bytes(n, side)
         return stage
+
+    def _sam_out_bytes(self, views: int, side_px: int) -> float:
+        """Bytes of SAM's output for ``views`` views of ``side_px``: [N, c_3, q, q] at the activation dtype."""
+        q = self.sam_out_side(side_px)
+        return float(self.act_bytes * views * self.config.sam.downsample_channels[-1] * q * q)
+
+    def _clip_out_bytes(self, views: int, side_px: int) -> float:
+        """Bytes of CLIP's output for ``views`` views of ``side_px``: [N, q^2 + 1, width] (the CLS-dropped slice
+        the projector reads is a view of it)."""
+        q = self.sam_out_side(side_px)
+        return float(self.act_bytes * views * (q * q + 1) * self.config.clip.width)
 
     def sam_out_side(self, side_px: int) -> int:
         """Token-grid side of a view after SAM's two stride-2 convs: side / patch / 4."""
@@ -183,22 +197,31 @@ class AnalyticModel:
 
     def _clip(self, batch: int | None = None) -> StageCost:
         stage = StageCost(Stage.VISION_CLIP.value, Stage.VISION_CLIP, weight_dtype_bytes=self.weight_bytes)
-        for _label, n, side in self.views(batch):
-            stage.add(ClipEncoder(CLIP_PATH, Stage.VISION_CLIP, self.config.clip, views=n,
-                                  grid=self.sam_out_side(side), fused=self.fused, act_bytes=self.act_bytes,
-                                  weight_bytes=self.weight_bytes))
+        views = self.views(batch)
+        # every SAM map (the calls' inputs and the projector's) is live through the stage
+        stage.held_bytes = sum(self._sam_out_bytes(n, side) for _label, n, side in views)
+        for _label, n, side in views:
+            enc = stage.add(ClipEncoder(CLIP_PATH, Stage.VISION_CLIP, self.config.clip, views=n,
+                                        grid=self.sam_out_side(side), fused=self.fused, act_bytes=self.act_bytes,
+                                        weight_bytes=self.weight_bytes))
+            enc.kept_bytes = self._clip_out_bytes(n, side)
         return stage
 
     def _projector(self, batch: int | None = None) -> StageCost:
         pages = self.shape.batch if batch is None else batch
         stage = StageCost(Stage.PROJECTOR.value, Stage.PROJECTOR, weight_dtype_bytes=self.weight_bytes)
-        for _label, n, side in self.views(pages):
+        views = self.views(pages)
+        # the SAM and CLIP outputs of every call stay referenced until the image embeddings are built
+        stage.held_bytes = sum(self._sam_out_bytes(n, side) + self._clip_out_bytes(n, side) for _label, n, side in views)
+        for _label, n, side in views:
             q = self.sam_out_side(side)
             tokens = n * q * q
             stage.add(FeatureFusion("model.fusion", Stage.PROJECTOR, tokens=tokens, dim=self.config.projector.input_dim,
                                     act_bytes=self.act_bytes, weight_bytes=self.weight_bytes, images=pages))
-            stage.add(Projector(PROJECTOR_PATH, Stage.PROJECTOR, self.config.projector, tokens=tokens,
-                                act_bytes=self.act_bytes, weight_bytes=self.weight_bytes))
+            proj = stage.add(Projector(PROJECTOR_PATH, Stage.PROJECTOR, self.config.projector, tokens=tokens,
+                                       act_bytes=self.act_bytes, weight_bytes=self.weight_bytes))
+            # the projected tokens are sliced per page (views of it) and laid out after the last group
+            proj.kept_bytes = float(self.act_bytes * tokens * self.config.projector.n_embed)
         layout = self.shape.layout
         q_t = self.sam_out_side(self.shape.tile_side_px) if layout.num_tiles else 0
         stage.add(ImageTokenLayout(LAYOUT_PATH, Stage.PROJECTOR, slots=pages * layout.prompt_slots,
