@@ -90,6 +90,66 @@ def test_blocks_follow_execution_order_repetitions_and_syncs() -> None:
         [(100.0, 2.0, 0)] + [(10.0, 1.0, 2), (0.0, 4.0, 0)] * 3)
 
 
+def _synced_part(name: str) -> BaseLayer:
+    """A FOR-repeated composite whose blocks carry syncs in and out: a sync-only leaf first (its syncs move to
+    the next block), work, and a sync-only leaf last (its syncs pass to whatever follows the part)."""
+    part = CompositeLayer(name, Stage.VISION_SAM, weight_dtype_bytes=2, count=2)
+    part.host_syncs = 1
+    part.add(_leaf("pre", 0, 0.0, syncs=3))
+    part.add(_leaf("work", 2, 50.0))
+    part.add(_leaf("post", 0, 0.0, syncs=5))
+    return part
+
+
+def test_a_node_held_at_several_places_gives_the_blocks_of_distinct_copies() -> None:
+    """stage_blocks walks a node held twice once (its memo) and must give what two equal copies give, syncs
+    pending before and after it included; node_times likewise."""
+    from llm_perf_opt.analytic.roofline import node_times
+
+    def tree(shared: bool) -> BaseLayer:
+        root = CompositeLayer("root", Stage.VISION_SAM, weight_dtype_bytes=2)
+        one = _synced_part("p")
+        root.add(_leaf("a", 1, 10.0, syncs=7))
+        root.add(one)
+        root.add(_leaf("gap", 0, 0.0, syncs=11))
+        root.add(one if shared else _synced_part("p"))
+        root.add(_leaf("b", 1, 20.0))
+        root.add(_leaf("end", 0, 0.0, syncs=13))
+        return root
+
+    peaks = RooflinePeaks.from_effective(effective_peaks(load_catalog().get("h100-sxm")), DType.BF16)
+    cal = Calibration(gpu_key="x")
+    shared, copies = tree(True), tree(False)
+    assert shared.children[1] is shared.children[3] and copies.children[1] is not copies.children[3]
+    got = stage_blocks(shared, peaks, cal)
+    assert got == stage_blocks(copies, peaks, cal)
+    # a, then per repeat of each part: work (its syncs: the part's 1 + pre's 3, plus post's 5 of the repeat
+    # before, or the 11 between the parts), then b, then the trailing 13
+    assert [(b.kernels, b.syncs_before) for b in got] == [
+        (1.0, 7), (2.0, 4), (2.0, 9), (2.0, 20), (2.0, 9), (1.0, 5), (0.0, 13)]
+    memo: dict = {}
+    assert stage_blocks(shared, peaks, cal, memo=memo) == got and stage_blocks(shared, peaks, cal, memo=memo) == got
+    t_shared, t_copies = node_times(shared, peaks), node_times(copies, peaks)
+    io = 10.0 + 2 * 2 * 50.0 + 20.0  # a, both parts' two repeats, b (bytes)
+    assert t_shared[id(shared)].time_s == t_copies[id(copies)].time_s == pytest.approx(io / peaks.memory_bytes_per_s)
+
+
+def test_decoder_layers_of_equal_work_hold_the_same_nodes() -> None:
+    """The dense layer and the MoE layers each build their parts once per forward, every layer holds the
+    forward's one attention node; layers with routing counts keep their own MoE."""
+    model = AnalyticModel(DeepseekOCRConfig.default(), get_profile("dsocr-base-v1"))
+    layers = [c for c in model.stages[Stage.PREFILL].children if c.name.startswith("model.language.layers.")]
+    assert len(layers) == model.config.language.num_hidden_layers
+    assert len({id(layer.children[1]) for layer in layers}) == 1  # self_attn
+    mlps = {id(layer.children[-2]) for layer in layers}
+    assert len(mlps) == 2  # the dense MLP of layer 0, the MoE of the others
+    experts = model.config.language.n_routed_experts
+    counted = AnalyticModel(DeepseekOCRConfig.default(), get_profile("dsocr-base-v1"),
+                            routing_prefill={i: [1] * experts for i in range(1, len(layers))})
+    layers = [c for c in counted.stages[Stage.PREFILL].children if c.name.startswith("model.language.layers.")]
+    assert len({id(layer.children[-2]) for layer in layers}) == len(layers)
+
+
 def test_launches_inside_a_call_cost_a_fraction_of_the_host_time() -> None:
     from llm_perf_opt.analytic.timeline_model import CUDA_LAUNCH_HOST_WEIGHT
 

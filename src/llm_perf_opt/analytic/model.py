@@ -248,12 +248,20 @@ class AnalyticModel:
         # the causal mask, built between the embedding and the rotary tables, syncs once per forward
         # (eager and SDPA attention alike)
         rotary.host_syncs = MASK_SYNCS
+        # layers of equal routing (all but the counted ones) are the same work: they hold the same nodes, built
+        # once (and, through ``shared``, once for every decode step); so is every layer's attention in a forward
+        parts = shared if shared is not None else {}
+        attention: BaseLayer | None = None
         for i in range(lang.num_hidden_layers):
-            stage.add(DecoderLayer(decoder_layer_path(i), stage_name, lang, index=i, batch=b, q_len=q_len,
-                                   kv_len=kv_len, fused=self.fused, causal_skip=self.causal_skip, act_bytes=ab,
-                                   weight_bytes=wb, tokens_per_expert=routing.get(i),
-                                   experts_implementation=self.workload.experts,
-                                   shared=shared.setdefault(i, {}) if shared is not None else None))
+            counted = routing.get(i)
+            kind = i if counted is not None else -1 - int(lang.is_moe_layer(i))  # -1 dense, -2 MoE
+            layer = DecoderLayer(decoder_layer_path(i), stage_name, lang, index=i, batch=b, q_len=q_len,
+                                 kv_len=kv_len, fused=self.fused, causal_skip=self.causal_skip, act_bytes=ab,
+                                 weight_bytes=wb, tokens_per_expert=counted,
+                                 experts_implementation=self.workload.experts, shared=parts.setdefault(kind, {}),
+                                 attention=attention)
+            stage.add(layer)
+            attention = layer.self_attn
         stage.add(FinalNorm(f"{LANGUAGE_PATH}.norm", stage_name, tokens=tokens, dim=lang.hidden_size, act_bytes=ab,
                             weight_bytes=wb))
         stage.add(LMHead(LM_HEAD_PATH, stage_name, tokens=b * logits_tokens, hidden=lang.hidden_size,

@@ -94,14 +94,18 @@ def _split(vec: list[float], cat: OperatorCategory, peaks: RooflinePeaks,
 def node_times(layer: BaseLayer, peaks: RooflinePeaks, eff: EfficiencyModel | None = None,
                out: dict[int, TimeParts] | None = None) -> dict[int, TimeParts]:
     """TimeParts for ``layer`` and every node under it, keyed by ``id(node)`` (one call of each node,
-    its own ``count`` included)."""
+    its own ``count`` included); a node held at several places is computed once."""
     eff = eff or PURE_ROOFLINE
     out = {} if out is None else out
-    _fill(layer, peaks, eff, out)
+    _fill(layer, peaks, eff, out, set())
     return out
 
 
-def _fill(layer: BaseLayer, peaks: RooflinePeaks, eff: EfficiencyModel, out: dict[int, TimeParts]) -> TimeParts:
+def _fill(layer: BaseLayer, peaks: RooflinePeaks, eff: EfficiencyModel, out: dict[int, TimeParts],
+          done: set[int]) -> TimeParts:
+    """``done``: ids of the nodes of this walk already in ``out`` (the tree keeps them alive)."""
+    if id(layer) in done:
+        return out[id(layer)]
     parts = TimeParts()
     for cat, vec in layer.ops.items():
         c, m, launch = _split(vec, cat, peaks, eff)
@@ -114,12 +118,13 @@ def _fill(layer: BaseLayer, peaks: RooflinePeaks, eff: EfficiencyModel, out: dic
         else:
             parts.memory_bound_s += m
     for child in layer.children:
-        parts.add(_fill(child, peaks, eff, out))
+        parts.add(_fill(child, peaks, eff, out, done))
     if layer.count != 1:
         scaled = TimeParts()
         scaled.add(parts, layer.count)
         parts = scaled
     out[id(layer)] = parts
+    done.add(id(layer))
     return parts
 
 
@@ -158,12 +163,16 @@ def summed_node_times(first: BaseLayer, last: BaseLayer, steps: int, peaks: Roof
     nodes); ``first`` and ``last`` are the same tree built at the first and last step's KV length."""
     eff = eff or PURE_ROOFLINE
     out: dict[int, TimeParts] = {}
-    _fill_sum(first, last, steps, peaks, eff, out)
+    _fill_sum(first, last, steps, peaks, eff, out, {})
     return out
 
 
 def _fill_sum(a: BaseLayer, b: BaseLayer, n: int, peaks: RooflinePeaks, eff: EfficiencyModel,
-              out: dict[int, TimeParts]) -> TimeParts:
+              out: dict[int, TimeParts], done: dict[tuple[int, int], TimeParts]) -> TimeParts:
+    """``done``: the pairs of this walk already summed (a node pair held at several places)."""
+    hit = done.get((id(a), id(b)))
+    if hit is not None:
+        return hit
     parts = TimeParts()
     for cat, va in a.ops.items():
         vb = b.ops[cat]
@@ -180,10 +189,11 @@ def _fill_sum(a: BaseLayer, b: BaseLayer, n: int, peaks: RooflinePeaks, eff: Eff
         else:
             parts.memory_bound_s += m_sum
     for ca_, cb_ in zip(a.children, b.children, strict=True):
-        parts.add(_fill_sum(ca_, cb_, n, peaks, eff, out))
+        parts.add(_fill_sum(ca_, cb_, n, peaks, eff, out, done))
     if a.count != 1:
         scaled = TimeParts()
         scaled.add(parts, a.count)
         parts = scaled
     out[id(a)] = parts
+    done[(id(a), id(b))] = parts
     return parts

@@ -206,37 +206,62 @@ def _own_kernels(layer: BaseLayer) -> float:
 CUDA_LAUNCH_HOST_WEIGHT = 0.3
 
 
+#: a subtree's blocks walked with no sync pending before it, and the syncs it leaves pending after its last block
+_Walked = tuple[list[WorkBlock], int]
+
+
 def stage_blocks(tree: BaseLayer, peaks: Rates, eff: EfficiencyModel, *, kernel_floor_s: float = 0.0,
-                 call_gap_s: float = 0.0) -> list[WorkBlock]:
+                 call_gap_s: float = 0.0, memo: dict[int, tuple[BaseLayer, _Walked]] | None = None
+                 ) -> list[WorkBlock]:
     """The work of ``tree`` in execution order, one block per node with own work (repetitions expanded:
     a FOR-repeated composite runs its children ``count`` times; a repeated leaf is one block of ``count``
     times its work), each carrying the host syncs made before it. Device seconds are kernel time (no gaps):
-    ``call_gap_s`` is the gap per kernel that the bench's timed calls hold (see :func:`_own_device_s`)."""
-    blocks: list[WorkBlock] = []
-    syncs = 0
+    ``call_gap_s`` is the gap per kernel that the bench's timed calls hold (see :func:`_own_device_s`).
 
-    def walk(layer: BaseLayer) -> None:
-        nonlocal syncs
+    A node held at several places (layers of equal work, decode steps sharing their unchanging parts) is
+    walked once: ``memo`` (id -> (node, its walk)) keeps each walk, and may be shared by calls with the same
+    ``peaks``, ``eff``, ``kernel_floor_s`` and ``call_gap_s``."""
+    memo = {} if memo is None else memo
+
+    def own(layer: BaseLayer, n: int, syncs: int) -> WorkBlock | None:
+        d = _own_device_s(layer, peaks, eff, kernel_floor_s, call_gap_s) * n
+        k = _own_kernels(layer) * n
+        if d or k or layer.host_ops:
+            return WorkBlock(d, k, syncs, layer.host_ops * n, layer.inner_launches * n, layer.host_discount * n)
+        return None
+
+    def walk(layer: BaseLayer) -> _Walked:
+        hit = memo.get(id(layer))
+        if hit is not None and hit[0] is layer:
+            return hit[1]
+        blocks: list[WorkBlock] = []
+        syncs = 0
         if not layer.children:
-            syncs += layer.host_syncs
-            d = _own_device_s(layer, peaks, eff, kernel_floor_s, call_gap_s) * layer.count
-            k = _own_kernels(layer) * layer.count
-            if d or k or layer.host_ops:
-                blocks.append(WorkBlock(d, k, syncs, layer.host_ops * layer.count,
-                                         layer.inner_launches * layer.count, layer.host_discount * layer.count))
-                syncs = 0
-            return
-        for _ in range(layer.count):
-            syncs += layer.host_syncs
-            d = _own_device_s(layer, peaks, eff, kernel_floor_s, call_gap_s)
-            k = _own_kernels(layer)
-            if d or k or layer.host_ops:
-                blocks.append(WorkBlock(d, k, syncs, layer.host_ops, layer.inner_launches, layer.host_discount))
-                syncs = 0
-            for child in layer.children:
-                walk(child)
+            block = own(layer, layer.count, layer.host_syncs)
+            if block is not None:
+                blocks.append(block)
+            syncs = 0 if block is not None else layer.host_syncs
+        else:
+            for _ in range(layer.count):
+                syncs += layer.host_syncs
+                block = own(layer, 1, syncs)
+                if block is not None:
+                    blocks.append(block)
+                    syncs = 0
+                for child in layer.children:
+                    sub, after = walk(child)
+                    if sub:
+                        first = sub[0]
+                        blocks.append(evolve(first, syncs_before=first.syncs_before + syncs) if syncs else first)
+                        blocks.extend(sub[1:])
+                        syncs = after
+                    else:
+                        syncs += after
+        memo[id(layer)] = (layer, (blocks, syncs))
+        return blocks, syncs
 
-    walk(tree)
+    blocks, syncs = walk(tree)
+    blocks = list(blocks)
     if syncs:
         blocks.append(WorkBlock(0.0, 0.0, syncs))
     return blocks
@@ -283,10 +308,12 @@ def pass_blocks(stages: Mapping[Stage, BaseLayer], decode_forwards: int, peaks: 
     forwards) groups the timeline runs instead of the mean forward (AnalyticModel.decode_segment_steps)."""
     scale = device_scale or {}
 
+    walked: dict[str, dict[int, tuple[BaseLayer, _Walked]]] = {}  # per stage: its trees share nodes
+
     def blocks(tree: BaseLayer, st: Stage) -> list[WorkBlock]:
         f = scale.get(st.value, 1.0)
         out = stage_blocks(tree, peaks, efficiency_for_stage(eff, st.value), kernel_floor_s=kernel_floor_s,
-                           call_gap_s=call_gap_s)
+                           call_gap_s=call_gap_s, memo=walked.setdefault(st.value, {}))
         return out if f == 1.0 else [evolve(b, device_s=b.device_s * f) for b in out]
 
     out = {st.value: blocks(stages[st], st) for st in Stage if st in stages}

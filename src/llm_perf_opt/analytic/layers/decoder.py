@@ -237,10 +237,12 @@ class DecoderLayer(CompositeLayer):
     def __init__(self, name: str, stage: Stage, cfg: LanguageConfig, *, index: int, batch: int, q_len: int,
                  kv_len: float, fused: bool, causal_skip: bool, act_bytes: int, weight_bytes: int,
                  tokens_per_expert: Sequence[int] | None = None, experts_implementation: str = "grouped_mm",
-                 shared: dict[str, BaseLayer] | None = None) -> None:
+                 shared: dict[str, BaseLayer] | None = None, attention: BaseLayer | None = None) -> None:
         """``shared``: the children that do not depend on ``kv_len`` (all but ``self_attn``) by name, taken from
-        it when there and put in it when built, so that decode steps of one layer at other KV lengths hold the
-        same (unchanging) nodes; every other argument must be the same for all of them."""
+        it when there and put in it when built, so that decode steps of one layer at other KV lengths, and
+        layers of equal routing, hold the same (unchanging) nodes; every other argument must be the same for all
+        of them. ``attention``: a ``self_attn`` node of these shapes to hold instead of building one (layers of
+        one forward share it: their attention is the same work)."""
         super().__init__(name, stage, weight_dtype_bytes=weight_bytes)
         h = cfg.hidden_size
         tokens = batch * q_len
@@ -257,10 +259,10 @@ class DecoderLayer(CompositeLayer):
 
         self.add(part("input_layernorm", lambda: RMSNorm("input_layernorm", stage, tokens=tokens, dim=h,
                                                          act_bytes=act_bytes, weight_bytes=weight_bytes)))
-        self.add(LlamaAttention("self_attn", stage, batch=batch, q_len=q_len, kv_len=kv_len, hidden=h,
-                                heads_q=cfg.num_attention_heads, heads_kv=cfg.num_key_value_heads,
-                                head_dim=cfg.head_dim, fused=fused, causal_skip=causal_skip, act_bytes=act_bytes,
-                                weight_bytes=weight_bytes))
+        self.self_attn = self.add(attention if attention is not None else LlamaAttention(
+            "self_attn", stage, batch=batch, q_len=q_len, kv_len=kv_len, hidden=h, heads_q=cfg.num_attention_heads,
+            heads_kv=cfg.num_key_value_heads, head_dim=cfg.head_dim, fused=fused, causal_skip=causal_skip,
+            act_bytes=act_bytes, weight_bytes=weight_bytes))
         self.add(part("residual1", lambda: Elementwise("residual1", stage, elements=tokens * h, flops_per_elem=1,
                                                        inputs=2, act_bytes=act_bytes, weight_bytes=weight_bytes)))
         self.add(part("post_attention_layernorm",
