@@ -148,6 +148,14 @@ def test_decoder_layers_of_equal_work_hold_the_same_nodes() -> None:
                             routing_prefill={i: [1] * experts for i in range(1, len(layers))})
     layers = [c for c in counted.stages[Stage.PREFILL].children if c.name.startswith("model.language.layers.")]
     assert len({id(layer.children[-2]) for layer in layers}) == len(layers)
+    # SAM's blocks: one built per window kind, the others renamed twins holding its children
+    (sam,) = model.stages[Stage.VISION_SAM].children
+    blocks = [c for c in sam.children if c.name.startswith("layers.")]
+    assert [b.name for b in blocks] == [f"layers.{i}" for i in range(model.config.sam.depth)]
+    assert len({id(b) for b in blocks}) == len(blocks)
+    assert len({tuple(id(c) for c in b.children) for b in blocks}) == 2  # windowed, global
+    paths = [path for path, _ in sam.walk()]
+    assert len(paths) == len(set(paths))
 
 
 def test_launches_inside_a_call_cost_a_fraction_of_the_host_time() -> None:

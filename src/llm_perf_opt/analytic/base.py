@@ -26,6 +26,7 @@ arithmetic operations.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from typing import Any, cast
 
@@ -172,6 +173,14 @@ class BaseLayer:
         """Append a child and return it."""
         self.children.append(child)
         return child
+
+    def renamed(self, name: str) -> BaseLayer:
+        """This node under another module name (e.g. the next of several equal blocks): a new node with the
+        same costs, holding the same children (built once, walked once by the memoised walks)."""
+        twin = copy.copy(self)
+        twin.name = name
+        twin.children = list(self.children)
+        return twin
 
     @property
     def module_type(self) -> str:

@@ -349,10 +349,16 @@ class SamEncoder(CompositeLayer):
         # the call's pixels ([N, 3, S, S] at the workload dtype, as encode_sam moves them) stay referenced
         # through the whole encoder
         self.held_bytes = act_bytes * views * 3 * side_px * side_px
+        built: dict[int, SamBlock] = {}  # window -> the first block of it; the others are the same work
         for i in range(cfg.depth):
             window = 0 if i in cfg.global_attn_indexes else cfg.window_size
-            self.add(SamBlock(f"layers.{i}", stage, cfg, views=views, grid=g, window=window, fused=fused,
-                              act_bytes=act_bytes, weight_bytes=weight_bytes))
+            first = built.get(window)
+            if first is None:
+                first = built[window] = SamBlock(f"layers.{i}", stage, cfg, views=views, grid=g, window=window,
+                                                 fused=fused, act_bytes=act_bytes, weight_bytes=weight_bytes)
+                self.add(first)
+            else:
+                self.add(first.renamed(f"layers.{i}"))
         self.add(SamNeck("neck", stage, cfg, views=views, grid=g, act_bytes=act_bytes, weight_bytes=weight_bytes))
         c2, c3 = cfg.downsample_channels
         proj = self.add(SamCompressor("proj", stage, weight_dtype_bytes=weight_bytes))
