@@ -43,6 +43,9 @@
     python scripts/analytical/host_figures.py steps RUN_DIR [RUN_DIR ...] --calibration CAL [--window 64]
         per run: the decode step's ms at the start and the end of the decode and its slope per 1,000 KV
         positions, measured next to the timeline model's (and the allocator's decode cudaMalloc calls per forward)
+    python scripts/analytical/host_figures.py backlog RUN_DIR [RUN_DIR ...] --calibration CAL [--stage projector]
+        per run: the timeline model's device backlog at the end of the stage before STAGE and its STAGE time,
+        next to the measured STAGE ms of each pass (the stage before it in brackets)
     python scripts/analytical/host_figures.py segments --calibration CAL [--modes small,base,gundam] \
         [--batches 256,...] [--tokens 1024] [--ngram 0] [--groups 4,8,16]
         per workload: the timeline model's decode with every forward at its own KV length, and the error of
@@ -712,6 +715,48 @@ def steps(runs: Sequence[Path], cal_path: Path, config: str, window: int = 64) -
     return lines
 
 
+def backlog(runs: Sequence[Path], cal_path: Path, config: str, stage: str = "projector") -> list[str]:
+    """Per run: the timeline model's device backlog at the end of the stage before ``stage`` (ms; 0 or a
+    few microseconds: the device was waiting for the host, so ``stage``'s host work is not hidden) and its ``stage`` time, under the
+    calibration at the run's own host probe, next to the measured ``stage`` ms of each pass with the stage
+    before it in brackets. A short stage after a host-bound one is either its kernels alone (the earlier
+    stage's queued kernels hide its host work) or its host time, pass by pass."""
+    from llm_perf_opt.analytic.model import AnalyticModel
+    from llm_perf_opt.analytic.timeline_model import simulate_pass
+    from llm_perf_opt.compare.runs import run_workloads
+    from llm_perf_opt.vocab import Stage
+
+    order = [st.value for st in Stage]
+    if stage not in order or order.index(stage) == 0:
+        raise UserError(f"--stage {stage!r}: one of {', '.join(order[1:])} (a stage with one before it)")
+    before = order[order.index(stage) - 1]
+    cal, peaks, cfg = _timeline_setup(cal_path, config)
+    width = max(len(d.name) for d in runs)
+    lines = [f"{'run':<{width}} {before + ' end backlog ms':>26} {stage + ' ms':>16}  measured {stage} ms per pass "
+             f"({before} ms)"]
+    for d in runs:
+        rows = [r for r in _passes(d) if isinstance(r.get("stage_ms"), dict) and stage in r["stage_ms"]
+                and before in r["stage_ms"]]
+        if not rows:
+            raise UserError(f"{d}: no pass with {stage} and {before} times (passes.jsonl stage_ms)")
+        try:
+            cells = [f"{float(r['stage_ms'][stage]):.3f}({float(r['stage_ms'][before]):.2f})" for r in rows]
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"{d}: passes.jsonl: stage_ms holds a value that is not a number ({exc})") from None
+        run = load_run(d)
+        host = cal.at_host_speed(run.probe_us(cal.host_probe))
+        weighted = [(AnalyticModel(cfg, wl), w) for wl, w in run_workloads(run)]
+        total_w = sum(w for _, w in weighted)
+        sims = [(simulate_pass(m.stages, m.shape.decode_forwards, peaks, host,
+                               decode_segments=m.decode_segment_steps()), w) for m, w in weighted]
+        lag = sum(w * sim.stage_end_backlog_s[before] for sim, w in sims) / total_w * 1e3
+        pred = sum(w * sim.stage_s[stage] for sim, w in sims) / total_w * 1e3
+        lines.append(f"{d.name:<{width}} {lag:>+26.3f} {pred:>16.3f}  {' '.join(cells)}")
+    lines.append(f"model: {cal_path.name} at each run's {cal.host_probe} probe; backlog: device clock minus host "
+                 f"clock when {before}'s last kernel is issued")
+    return lines
+
+
 def levels(runs: Sequence[Path], window: int = 8) -> list[str]:
     """Per pass of each run: the median decode step (ms) of each window of ``window`` consecutive forwards, the
     ratio of the largest such median to the smallest, and the module probe (us) before and after the pass.
@@ -1163,6 +1208,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--config", default="default", metavar="NAME", help="model config to analyse (default default)")
     p.add_argument("--window", type=int, default=64, metavar="N",
                    help="forwards averaged at the start and at the end of the decode (default 64)")
+    p = sub.add_parser("backlog", help="the model's device backlog before a stage next to that stage's time in "
+                                       "each measured pass (hidden host work or not)")
+    p.add_argument("runs", type=Path, nargs="+", metavar="RUN_DIR", help="profiling run folders (passes.jsonl)")
+    p.add_argument("--calibration", type=Path, required=True, metavar="FILE",
+                   help="timeline calibration (e.g. calibrate --prior) whose model is set next to the runs")
+    p.add_argument("--config", default="default", metavar="NAME", help="model config to analyse (default default)")
+    p.add_argument("--stage", default="projector", metavar="STAGE",
+                   help="the stage whose passes are listed, with the one before it (default projector)")
     p = sub.add_parser("levels", help="each pass's decode steps by windows of forwards: host-speed levels in a pass")
     p.add_argument("runs", type=Path, nargs="+", metavar="RUN_DIR", help="profiling run folders (passes.jsonl)")
     p.add_argument("--window", type=int, default=8, metavar="N",
@@ -1239,6 +1292,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             lines = steps(args.runs, args.calibration, args.config, args.window)
         elif args.cmd == "levels":
             lines = levels(args.runs, args.window)
+        elif args.cmd == "backlog":
+            lines = backlog(args.runs, args.calibration, args.config, args.stage)
         elif args.cmd == "segments":
             try:
                 batches, groups = ([int(x) for x in v.split(",") if x] for v in (args.batches, args.groups))

@@ -683,3 +683,35 @@ def test_segments_against_every_forward(capsys: pytest.CaptureFixture[str]) -> N
     assert mean_step == one_group < -2.0 and abs(eight) < 0.5  # one group is the mean step
     assert _script().main(["segments", "--calibration", str(cal), "--batches", "4,x"]) == 2
     assert "comma-separated whole numbers" in capsys.readouterr().err
+
+
+def test_backlog_sets_the_models_backlog_before_a_stage_next_to_each_pass(tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """Large b1's projector is its kernels alone (~0.024 ms) in the passes where CLIP kept a backlog and its host
+    time (~0.2 ms) in the others; the model ends CLIP with next to no backlog and prices the host time, as
+    the compare of the same calibration does."""
+    from llm_perf_opt.analytic.calibration import load_calibration
+
+    stamp = "20261202T215944Z"
+    cal = ROOT / "reports" / "compare" / f"cross-session-h200-{stamp}" / "calibration-h200-prior.json"
+    large, base4 = (RUNS / f"h200-{w}-{stamp}" for w in ("large-b1", "base-b4"))
+    assert _script().main(["backlog", str(large), str(base4), "--calibration", str(cal)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "vision.clip end backlog ms" in out[0] and "projector ms" in out[0]
+    rows = {x.split()[0]: x.split() for x in out[1:-1]}
+    predicted = {e.run_id: e.predicted_ms for e in load_calibration(cal).fit.after if e.stage == "projector"}
+    passes = [json.loads(x)["stage_ms"] for x in (large / "torch_profiler" / "passes.jsonl").read_text().splitlines()]
+    lag, pred, *cells = rows[large.name][1:]
+    assert float(pred) == pytest.approx(predicted[large.name], abs=5e-4)
+    assert 0.0 <= float(lag) < 0.01  # host-bound CLIP: the device has next to nothing queued
+    assert cells == [f"{p['projector']:.3f}({p['vision.clip']:.2f})" for p in passes]
+    lag4, pred4 = (float(x) for x in rows[base4.name][1:3])
+    assert lag4 > 1.0 and pred4 == pytest.approx(predicted[base4.name], abs=5e-4)  # CLIP's kernels hide it
+    # a stage with none before it, a run without stage times: one line each
+    assert _script().main(["backlog", str(large), "--calibration", str(cal), "--stage", "vision.sam"]) != 0
+    assert "--stage 'vision.sam'" in capsys.readouterr().err
+    bare = tmp_path / "bare"
+    (bare / "torch_profiler").mkdir(parents=True)
+    (bare / "torch_profiler" / "passes.jsonl").write_text(json.dumps({"status": "ok"}) + "\n")
+    assert _script().main(["backlog", str(bare), "--calibration", str(cal)]) != 0
+    assert "no pass with projector and vision.clip times" in capsys.readouterr().err

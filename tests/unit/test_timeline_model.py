@@ -60,6 +60,12 @@ def test_a_device_backlog_hides_the_next_stage_launches() -> None:
     assert t.stage_s[SAM] == pytest.approx(11.0)
     assert t.stage_s[CLIP] == pytest.approx(1.0)
     assert t.total_s == pytest.approx(12.0)
+    # the backlog at each stage's end: SAM's 10 s (device at 11, host at 1); CLIP's 6 s (device at 12, host at 6)
+    assert t.stage_end_backlog_s == pytest.approx({SAM: 10.0, CLIP: 6.0})
+    # a host-bound CLIP (five launches of 1 s host time each for 0.5 s of kernels): its kernels run as they are
+    # issued, so nothing is left queued when the host is done
+    slow = run_timeline(PassBlocks({SAM: [WorkBlock(1.0, 1.0)], CLIP: [WorkBlock(0.5, 5.0)]}, 0), _host(), 0.0)
+    assert slow.stage_end_backlog_s[CLIP] == pytest.approx(0.0)
 
 
 def test_decode_repeats_the_mean_forward() -> None:

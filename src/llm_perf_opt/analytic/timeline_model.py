@@ -144,6 +144,10 @@ class PassTimeline:
     stage_s: dict[str, float] = field(metadata={"help": "stage -> seconds as CUDA events at its bounds measure"})
     decode_forward_s: float = field(metadata={"help": "mean seconds per decode forward"})
     total_s: float = field(metadata={"help": "first stage start to last stage end"})
+    stage_end_backlog_s: dict[str, float] = field(factory=dict, metadata={
+        "help": "stage -> device seconds still queued when the host has issued its last kernel (device clock "
+                "minus host clock at the stage's end; 0 or a few microseconds: the device was "
+                "waiting for the host, and the next stage's host work is not hidden)"})
 
 
 def pattern_ratio_of(eff: EfficiencyModel, key: str) -> float:
@@ -384,6 +388,7 @@ def run_timeline(blocks: PassBlocks, host_s_per_kernel: Mapping[str, float], syn
     time (each one figure, or stage -> figure)."""
     h = d = 0.0
     stage_s: dict[str, float] = {}
+    backlog: dict[str, float] = {}
     first_start: float | None = None
     end = 0.0
     for stage in Stage:
@@ -405,9 +410,10 @@ def run_timeline(blocks: PassBlocks, host_s_per_kernel: Mapping[str, float], syn
             h, d = _run_repeats(_issue_terms(run_seq, c, gap), repeats, h, d, sync)
         end = max(d, h)
         stage_s[stage.value] = end - start
+        backlog[stage.value] = d - h
     dec = stage_s.get(Stage.DECODE.value, 0.0)
     return PassTimeline(stage_s=stage_s, decode_forward_s=dec / blocks.decode_forwards if blocks.decode_forwards else 0.0,
-                        total_s=end - (first_start or 0.0))
+                        total_s=end - (first_start or 0.0), stage_end_backlog_s=backlog)
 
 
 def simulate_pass(stages: Mapping[Stage, BaseLayer], decode_forwards: int, peaks: Rates,
