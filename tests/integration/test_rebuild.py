@@ -104,6 +104,36 @@ def test_a_wrong_figure_is_named_and_replaced_and_dry_run_writes_nothing(run_cop
     assert fixed.model_mfu == pytest.approx(good["model_mfu"], rel=1e-12)
 
 
+def test_a_rebuild_stopped_part_way_leaves_the_folder_as_it_was(run_copy: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C after metrics.json, the plots, report.md and operators.md were written: none of them changes (the
+    reports are one write, data.io.all_or_nothing), and no temporary file is left."""
+    import llm_perf_opt.reporting.profile_artifacts as artifacts
+
+    folder = run_copy / "torch_profiler"
+    path = folder / "metrics.json"
+    bad = _metrics(run_copy)
+    bad["stage_mbu"][Stage.DECODE.value] = 0.77
+    path.write_text(json.dumps(bad))
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+    def stop(outcome: object) -> str:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(artifacts, "render_summary", stop)
+    rc, _out, err = _quiet(main, [str(run_copy)])
+    assert rc == 130 and "interrupted" in err
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
+    monkeypatch.undo()
+    # a run stopped while writing its reports has metrics.json (written first) and not the rest: a rebuild
+    # makes them
+    for name in (*REPORT_FILES, "stage_breakdown.png", "per_image_timings.png", "metrics.yaml"):
+        (folder / name).unlink()
+    assert _quiet(main, [str(run_copy)])[0] == 0
+    assert _metrics(run_copy)["stage_mbu"][Stage.DECODE.value] != 0.77
+    assert all((folder / name).is_file() for name in (*REPORT_FILES, "stage_breakdown.png", "metrics.yaml"))
+
+
 def test_plots_are_drawn_again_unless_no_plots(run_copy: Path) -> None:
     rc, out, err = _quiet(main, [str(run_copy), "--no-plots", "--dry-run"])
     assert rc == 2 and out == "" and err.strip() == ("llm-perf-opt rebuild: error: --no-plots with --dry-run does "

@@ -228,3 +228,37 @@ def test_a_markdown_report_is_written_whole_or_not_at_all(tmp_path: Path, monkey
         write_text(path, "new " * 10_000)
     assert path.read_text() == "old\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.md"]
+
+
+def test_files_written_together_change_all_or_none(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """data_io.all_or_nothing: a block stopped part way leaves every file as it was and no temporary file; a
+    block that ends renames them all, and a Ctrl-C during the renames waits for the last one."""
+    import signal
+
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    data_io.atomic_write_text(a, "old a\n")
+    data_io.atomic_write_text(b, "old b\n")
+    with pytest.raises(KeyboardInterrupt), data_io.all_or_nothing():
+        data_io.atomic_write_text(a, "new a\n")
+        assert a.read_text() == "old a\n"  # not renamed before the block ends
+        raise KeyboardInterrupt  # Ctrl-C between the two writes
+    assert (a.read_text(), b.read_text()) == ("old a\n", "old b\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"]
+
+    replace = os.replace
+    renamed: list[str] = []
+
+    def replace_and_interrupt(src: str, dst: Path) -> None:
+        replace(src, dst)
+        renamed.append(Path(dst).name)
+        if len(renamed) == 1:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C after the first rename
+
+    monkeypatch.setattr(os, "replace", replace_and_interrupt)
+    with pytest.raises(KeyboardInterrupt), data_io.all_or_nothing():
+        data_io.atomic_write_text(a, "new a\n")
+        with data_io.all_or_nothing():  # an inner block joins the outer one
+            data_io.atomic_write_bytes(b, b"new b\n")
+    assert renamed == ["a.txt", "b.txt"]
+    assert (a.read_text(), b.read_text()) == ("new a\n", "new b\n")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -4,7 +4,8 @@
   JSON-safe dicts: enums as their values, tuples as lists, datetimes as ISO
   8601 strings, dict keys (stages, categories) as strings.
 * Writes are atomic: a temp file in the target folder, fsync, then rename;
-  an interrupted run never leaves half a file.
+  an interrupted run never leaves half a file. :func:`all_or_nothing` makes a
+  set of files one write (a run's or a rebuild's reports).
 * :func:`load_report` turns every failure (missing, truncated, malformed,
   wrong schema version, bad field) into :class:`ReportLoadError`, whose
   one-line message names the file, the field and the problem.
@@ -18,7 +19,7 @@ import os
 import tempfile
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from enum import Enum, StrEnum
 from pathlib import Path
@@ -181,21 +182,80 @@ def describe_error(exc: BaseException) -> str:
     return lines[0] + more
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` through a temporary file in its folder, fsynced and renamed over it:
-    an interruption leaves the old file whole, never a part of the new one."""
+#: the writes of the innermost :func:`all_or_nothing` block: (temporary file, target), in write order
+_STAGED: list[list[tuple[str, Path]]] = []
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in its folder, fsynced and renamed over it: an
+    interruption leaves the old file whole, never a part of the new one. Inside :func:`all_or_nothing` the
+    rename waits for the end of the block."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
+        if _STAGED:
+            _STAGED[-1].append((tmp_name, path))
+        else:
+            os.replace(tmp_name, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """:func:`atomic_write_bytes` of ``text`` in UTF-8."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@contextlib.contextmanager
+def all_or_nothing() -> Iterator[None]:
+    """A set of files written together: inside the block :func:`atomic_write_bytes` (and every writer built on
+    it) writes temporary files only; a block that ends normally renames them all over their targets, with
+    Ctrl-C (SIGINT) held until the last rename, and a block left by an exception (Ctrl-C included) removes
+    them, so that every target keeps its old content. A block inside another joins it."""
+    if _STAGED:
+        yield
+        return
+    staged: list[tuple[str, Path]] = []
+    _STAGED.append(staged)
+    try:
+        try:
+            yield
+        finally:
+            _STAGED.pop()
+    except BaseException:
+        for tmp_name, _ in staged:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp_name)
+        raise
+    with _sigint_held():
+        for tmp_name, path in staged:
+            os.replace(tmp_name, path)
+
+
+@contextlib.contextmanager
+def _sigint_held() -> Iterator[None]:
+    """Hold SIGINT for the block (main thread only; elsewhere Python delivers no signal): a Ctrl-C in it is
+    raised as KeyboardInterrupt once the block is done."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
+    if caught:
+        raise KeyboardInterrupt
 
 
 def dumps_json(obj: Any) -> str:

@@ -22,7 +22,9 @@ REQUIRED_ARTIFACTS: tuple[str, ...] = (
 
 def write_artifacts(outcome: RunOutcome, *, plots: bool = True) -> list[Path]:
     """Write metrics.json, report.md, operators.md, stakeholder_summary.md, assumptions.md and, unless
-    ``plots`` is False (a rebuild that keeps the run's own), the plots."""
+    ``plots`` is False (a rebuild that keeps the run's own), the plots; each file whole or not at all. metrics.json
+    comes first: a run stopped while writing keeps it, and ``llm-perf-opt rebuild`` makes the rest from it.
+    A rebuild writes them inside ``data.io.all_or_nothing`` (one write over the old reports)."""
     d = outcome.artifact_dir
     title = f"{outcome.report.meta.run_id}: mode {outcome.report.meta.mode}, {outcome.report.meta.device_name}"
     written = [write_metrics(outcome)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from llm_perf_opt.data.io import atomic_write_bytes  # noqa: E402
 from llm_perf_opt.profiling.aggregate import Aggregates  # noqa: E402
 from llm_perf_opt.profiling.records import PassRecord  # noqa: E402
 from llm_perf_opt.reporting.profile_report import (  # noqa: E402
@@ -20,6 +22,16 @@ from llm_perf_opt.reporting.profile_report import (  # noqa: E402
 from llm_perf_opt.vocab import VISION_STAGES, Stage  # noqa: E402
 
 __all__ = ["PER_IMAGE_PNG", "STAGE_BREAKDOWN_PNG", "plot_per_image", "plot_stage_breakdown"]
+
+
+def _save(fig: plt.Figure, path: Path) -> None:
+    """The figure as PNG (120 dpi), written whole or not at all (``data.io.atomic_write_bytes``), then closed."""
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png", dpi=120)
+    finally:
+        plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def plot_stage_breakdown(agg: Aggregates, path: Path, title: str) -> Path | None:
@@ -43,8 +55,7 @@ def plot_stage_breakdown(agg: Aggregates, path: Path, title: str) -> Path | None
     ax.set_title(title, fontsize=10)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=3, fontsize=8, frameon=False)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
     return path
 
 
@@ -67,6 +78,5 @@ def plot_per_image(records: Sequence[PassRecord], names: Sequence[str], path: Pa
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
     return path

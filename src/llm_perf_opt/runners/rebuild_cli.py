@@ -132,9 +132,11 @@ def _rebuild(run_dir: Path, args: argparse.Namespace) -> tuple[RunOutcome, list[
         raise UserError(failed[0])
     changes = utilization_changes(loaded.report, outcome.report)
     if not args.dry_run:
+        from llm_perf_opt.data.io import all_or_nothing
         from llm_perf_opt.reporting.profile_artifacts import write_artifacts
 
-        write_artifacts(outcome, plots=not args.no_plots)
+        with all_or_nothing():  # stopped part way, the folder keeps every old file: no new metrics under old reports
+            write_artifacts(outcome, plots=not args.no_plots)
     return outcome, changes
 
 
