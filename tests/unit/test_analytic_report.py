@@ -220,3 +220,9 @@ def test_a_vision_stage_keeps_its_earlier_calls_outputs():
     sam_maps = sum(c.kept_bytes for c in model.stages[Stage.VISION_SAM].children)
     assert clip.held_bytes == sam_maps
     assert model.stages[Stage.PROJECTOR].held_bytes == sam_maps + sum(c.kept_bytes for c in clip.children)
+    # each projection runs with its input, the fusion's concatenation, live
+    fusions = [c for c in model.stages[Stage.PROJECTOR].children if c.name == "model.fusion"]
+    projections = [c for c in model.stages[Stage.PROJECTOR].children if c.kept_bytes]
+    assert len(fusions) == len(projections) == 2  # tiles, global
+    for fusion, proj in zip(fusions, projections, strict=True):
+        assert proj.held_bytes == fusion.activation_bytes > 0

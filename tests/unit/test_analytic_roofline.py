@@ -178,7 +178,8 @@ def test_decode_steps_share_what_does_not_depend_on_the_kv_length() -> None:
     for a, b in layers:
         for ca, cb in zip(a.children, b.children, strict=True):
             assert (ca is cb) == (ca.name != "self_attn"), ca.name
-    # the same numbers as steps built on their own (an explicit routing builds a step anew, sharing nothing)
+    # the same numbers as steps built on their own (an explicit routing builds a step anew, sharing nothing with
+    # the other steps; its layers still share within it)
     for kv, step in ((300, first), (1300, last)):
         alone = model.decode_step(kv, routing={})
         assert step.category_costs() == alone.category_costs()

@@ -164,6 +164,59 @@ def test_decoder_layers_of_equal_work_hold_the_same_nodes() -> None:
     assert len(paths) == len(set(paths))
 
 
+@pytest.mark.parametrize("mode,batch,routed", [("gundam", 2, False), ("small", 3, True)])
+def test_a_model_with_shared_nodes_reports_what_one_without_them_reports(
+        monkeypatch: pytest.MonkeyPatch, mode: str, batch: int, routed: bool) -> None:
+    """The whole report, roofline and timeline, of the model as built (layers of equal work holding the same
+    nodes, SAM's blocks as renamed twins) equals that of the same model with every node built on its own."""
+    import copy
+
+    import llm_perf_opt.analytic.model as model_mod
+    from llm_perf_opt.analytic.workloads import with_overrides
+    from llm_perf_opt.data.io import to_dict
+
+    cfg = DeepseekOCRConfig.default()
+    wl = with_overrides(get_profile("dsocr-base-v1"), mode=mode, batch_size=batch, max_new_tokens=40)
+    experts = cfg.language.n_routed_experts
+    routing = {i: [(i + j) % 3 for j in range(experts)] for i in (1, 2)} if routed else None
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from llm_perf_opt.analytic.calibration import load_calibration
+
+    root = Path(__file__).resolve().parents[2]
+    cal = load_calibration(root / "reports" / "compare" / "cross-session-h200-20261204T210208Z"
+                           / "calibration-h200-prior.json")
+    when = datetime(2026, 12, 5, tzinfo=UTC)
+    peaks = RooflinePeaks.from_effective(effective_peaks(load_catalog().get(cal.gpu_key)), DType.BF16)
+
+    def reports() -> list[dict]:
+        model = AnalyticModel(cfg, wl, routing_prefill=routing, routing_decode=routing)
+        return [to_dict(build_report(model, peaks, efficiency=eff, report_id="r", generated_at=when))
+                for eff in (None, cal)]
+
+    shared = reports()
+
+    class OwnNodes(model_mod.DecoderLayer):
+        module_type = "DecoderLayer"  # the report names the module type
+
+        def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+            super().__init__(*args, **{**kwargs, "shared": None, "attention": None})
+
+    def own_copy(self: BaseLayer, name: str) -> BaseLayer:
+        twin = copy.deepcopy(self)
+        twin.name = name
+        return twin
+
+    monkeypatch.setattr(model_mod, "DecoderLayer", OwnNodes)
+    monkeypatch.setattr(BaseLayer, "renamed", own_copy)
+    alone = reports()
+    model = AnalyticModel(cfg, wl)
+    layers = [c for c in model.stages[Stage.PREFILL].children if isinstance(c, OwnNodes)]
+    assert len({id(layer.children[1]) for layer in layers}) == len(layers)  # nothing shared now
+    assert shared == alone
+
+
 def test_launches_inside_a_call_cost_a_fraction_of_the_host_time() -> None:
     from llm_perf_opt.analytic.timeline_model import CUDA_LAUNCH_HOST_WEIGHT
 

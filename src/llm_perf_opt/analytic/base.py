@@ -17,7 +17,10 @@ Units (base units everywhere, the unit in the method name or docstring):
   (``forward_memory_*``) are resident bytes.
 - A composite layer sums its children's FLOPs/bytes (times its repetition
   count); its activation memory is a *peak*: its own held bytes plus the
-  largest child peak, never a sum.
+  largest, over its children in order, of a child's peak and what the
+  children before it kept (``kept_bytes``), never a sum.
+- A node may be held at several places (layers of equal work, decode steps
+  at other KV lengths): nodes are never changed once their parent holds them.
 
 A layer's numbers are computed once at construction (shapes are fixed by the
 workload), so queries are attribute reads: a whole report is a few thousand
@@ -176,7 +179,8 @@ class BaseLayer:
 
     def renamed(self, name: str) -> BaseLayer:
         """This node under another module name (e.g. the next of several equal blocks): a new node with the
-        same costs, holding the same children (built once, walked once by the memoised walks)."""
+        same costs, holding the same children (built once, walked once by the memoised walks). Its cost tables
+        are the original's objects: neither node may get more work after this."""
         twin = copy.copy(self)
         twin.name = name
         twin.children = list(self.children)

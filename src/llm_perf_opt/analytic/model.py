@@ -127,8 +127,9 @@ class AnalyticModel:
         self.memo = TreeMemo()
         #: decode steps built with the run's routing, by KV length (the trees are fixed once built)
         self._steps: dict[float, StageCost] = {}
-        #: per decoder layer, the children of its decode step that do not depend on the KV length, shared by
-        #: the steps of :meth:`decode_step` (built once; only self_attn differs between two KV lengths)
+        #: the children of the decode steps' layers that do not depend on the KV length, shared by the steps of
+        #: :meth:`decode_step` (built once; only self_attn differs between two KV lengths), keyed by layer kind:
+        #: -1 the dense layers, -2 the MoE layers, or a layer's index where routing counts give it its own
         self._step_parts: dict[int, dict[str, BaseLayer]] = {}
         self._weight_bytes: float | None = None
         #: vision stages built for another batch (vision_stages_at), by batch
@@ -220,6 +221,8 @@ class AnalyticModel:
                                     act_bytes=self.act_bytes, weight_bytes=self.weight_bytes, images=pages))
             proj = stage.add(Projector(PROJECTOR_PATH, Stage.PROJECTOR, self.config.projector, tokens=tokens,
                                        act_bytes=self.act_bytes, weight_bytes=self.weight_bytes))
+            # its input, the fusion's concatenation, is live until the projection is done
+            proj.held_bytes = float(self.act_bytes * tokens * self.config.projector.input_dim)
             # the projected tokens are sliced per page (views of it) and laid out after the last group
             proj.kept_bytes = float(self.act_bytes * tokens * self.config.projector.n_embed)
         layout = self.shape.layout
