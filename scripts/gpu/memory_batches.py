@@ -53,6 +53,7 @@ from llm_perf_opt.profiling.timers import StageRecorder
 from llm_perf_opt.vocab import DType
 
 GB = 1e9
+MIB = 2**20
 #: the search stops after this many passes per mode (each pass near the limit takes seconds)
 MAX_SEARCH_PASSES = 14
 
@@ -150,18 +151,20 @@ def render(data: dict[str, Any]) -> str:
              f"{data['page'][0]}x{data['page'][1]}; {data['max_new_tokens']} new tokens; capacity: catalogue "
              f"{caps['catalogue'] / GB:.2f} GB, usable {caps['usable'] / GB:.2f} GB)",
              f"{'mode':<7} {'attention':<9} {'batch':>5} {'allocated GB':>12} {'reserved GB':>11} "
-             f"{'predicted GB':>12} {'error':>7} {'s':>5}"]
+             f"{'predicted GB':>12} {'error':>7} {'gap MiB':>8} {'s':>5}"]
     for r in rows:
         if r["ok"]:
             alloc = r.get("peak_allocated")
             res = r.get("peak_reserved")
             err = f"{r['error']:+.1%}" if "error" in r else "-"
+            # what the footprint leaves out: allocated minus predicted
+            gap = f"{(alloc - r['predicted']['total']) / MIB:.1f}" if alloc else "-"
             lines.append(f"{r['mode']:<7} {r['attention']:<9} {r['batch']:>5} "
                          f"{alloc / GB if alloc else float('nan'):>12.3f} {res / GB if res else float('nan'):>11.3f} "
-                         f"{r['predicted']['total'] / GB:>12.3f} {err:>7} {r['seconds']:>5.1f}")
+                         f"{r['predicted']['total'] / GB:>12.3f} {err:>7} {gap:>8} {r['seconds']:>5.1f}")
         else:
             lines.append(f"{r['mode']:<7} {r['attention']:<9} {r['batch']:>5} {'out of memory':>24} "
-                         f"{r['predicted']['total'] / GB:>12.3f} {'':>7} {r['seconds']:>5.1f}")
+                         f"{r['predicted']['total'] / GB:>12.3f} {'':>7} {'':>8} {r['seconds']:>5.1f}")
     for k, m in max_batches(data, rows).items():
         found = (f"runs at {m['ran']}, not at {m['failed']}" if m["failed"] is not None
                  else f"runs at {m['ran']} (no failure seen)")

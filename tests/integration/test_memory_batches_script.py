@@ -133,6 +133,9 @@ def test_a_cpu_run_and_its_summary(tmp_path: Path, capsys: pytest.CaptureFixture
     text = capsys.readouterr().out
     assert "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True" in text
     assert "gundam eager: largest batch runs at 57, not at 58" in text
+    # the gap column: allocated minus predicted, in MiB, as the test above computes it
+    gundam = [line.split() for line in text.splitlines() if line.startswith("gundam ") and ":" not in line and "out of" not in line]
+    assert gundam and all(cells[7] == "33.4" for cells in gundam)
 
 
 def test_the_search_narrows_to_neighbours() -> None:

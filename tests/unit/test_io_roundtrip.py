@@ -262,3 +262,10 @@ def test_files_written_together_change_all_or_none(tmp_path: Path, monkeypatch: 
     assert renamed == ["a.txt", "b.txt"]
     assert (a.read_text(), b.read_text()) == ("new a\n", "new b\n")
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # a target that cannot be replaced (a folder): the error, and no temporary file left behind
+    monkeypatch.setattr(os, "replace", replace)
+    (tmp_path / "c.txt").mkdir()
+    with pytest.raises(OSError), data_io.all_or_nothing():
+        data_io.atomic_write_text(tmp_path / "c.txt", "c\n")
+        data_io.atomic_write_text(b, "newer b\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt", "c.txt"]

@@ -234,8 +234,14 @@ def all_or_nothing() -> Iterator[None]:
                 os.unlink(tmp_name)
         raise
     with _sigint_held():
-        for tmp_name, path in staged:
-            os.replace(tmp_name, path)
+        for i, (tmp_name, path) in enumerate(staged):
+            try:
+                os.replace(tmp_name, path)
+            except BaseException:  # a target that cannot be replaced: leave no temporary file behind
+                for rest, _ in staged[i:]:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(rest)
+                raise
 
 
 @contextlib.contextmanager
