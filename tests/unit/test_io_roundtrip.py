@@ -269,3 +269,19 @@ def test_files_written_together_change_all_or_none(tmp_path: Path, monkeypatch: 
         data_io.atomic_write_text(tmp_path / "c.txt", "c\n")
         data_io.atomic_write_text(b, "newer b\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt", "c.txt"]
+
+
+def test_a_block_holds_back_its_own_threads_writes_only(tmp_path: Path) -> None:
+    """A file another thread writes while this thread is inside all_or_nothing is written at once, and is not
+    renamed (or removed) by this thread's block."""
+    import threading
+
+    mine, theirs = tmp_path / "mine.txt", tmp_path / "theirs.txt"
+    with pytest.raises(KeyboardInterrupt), data_io.all_or_nothing():
+        data_io.atomic_write_text(mine, "mine\n")
+        worker = threading.Thread(target=data_io.atomic_write_text, args=(theirs, "theirs\n"))
+        worker.start()
+        worker.join()
+        assert theirs.read_text() == "theirs\n" and not mine.exists()
+        raise KeyboardInterrupt
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["theirs.txt"]

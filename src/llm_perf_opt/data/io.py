@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import tempfile
+import threading
 import types
 import typing
 from collections.abc import Callable, Iterator
@@ -182,8 +183,17 @@ def describe_error(exc: BaseException) -> str:
     return lines[0] + more
 
 
-#: the writes of the innermost :func:`all_or_nothing` block: (temporary file, target), in write order
-_STAGED: list[list[tuple[str, Path]]] = []
+#: per thread, the writes of its open :func:`all_or_nothing` block: (temporary file, target), in write order
+#: (a block holds back its own thread's writes only)
+_LOCAL = threading.local()
+
+
+def _staged() -> list[list[tuple[str, Path]]]:
+    """This thread's stack of open blocks (empty, or the one block: an inner block joins the outer)."""
+    stack: list[list[tuple[str, Path]]] | None = getattr(_LOCAL, "staged", None)
+    if stack is None:
+        stack = _LOCAL.staged = []
+    return stack
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -197,8 +207,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        if _STAGED:
-            _STAGED[-1].append((tmp_name, path))
+        stack = _staged()
+        if stack:
+            stack[-1].append((tmp_name, path))
         else:
             os.replace(tmp_name, path)
     except BaseException:
@@ -215,19 +226,20 @@ def atomic_write_text(path: Path, text: str) -> None:
 @contextlib.contextmanager
 def all_or_nothing() -> Iterator[None]:
     """A set of files written together: inside the block :func:`atomic_write_bytes` (and every writer built on
-    it) writes temporary files only; a block that ends normally renames them all over their targets, with
+    it) writes temporary files only (in this thread: another thread's writes are not held); a block that ends normally renames them all over their targets, with
     Ctrl-C (SIGINT) held until the last rename, and a block left by an exception (Ctrl-C included) removes
     them, so that every target keeps its old content. A block inside another joins it."""
-    if _STAGED:
+    stack = _staged()
+    if stack:
         yield
         return
     staged: list[tuple[str, Path]] = []
-    _STAGED.append(staged)
+    stack.append(staged)
     try:
         try:
             yield
         finally:
-            _STAGED.pop()
+            stack.pop()
     except BaseException:
         for tmp_name, _ in staged:
             with contextlib.suppress(FileNotFoundError):
