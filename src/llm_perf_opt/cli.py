@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import statistics
 import sys
@@ -102,12 +103,19 @@ def render_saved(path: Path, render: Callable[[dict[str, Any]], str]) -> str:
         raise UserError(f"--from {path}: not a file this script wrote ({type(exc).__name__}: {exc})") from None
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Top-level parser with every available subcommand."""
+def build_parser(load: Callable[[str], bool] = lambda name: True) -> argparse.ArgumentParser:
+    """Top-level parser with every available subcommand; ``load(name)`` says which runners to import for their
+    flags (default all). The others are listed by name and help only: importing the Stage 1 runner loads torch
+    and transformers (seconds), which the arithmetic commands (analyze, compare, calibrate, what-if) do not
+    need."""
     parser = CommandParser(prog="llm-perf-opt", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in SUBCOMMANDS.items():
+        if not load(name):
+            if importlib.util.find_spec(module_name) is not None:  # present in this tree: list it
+                sub.add_parser(name, help=help_text)
+            continue
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
@@ -121,8 +129,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the console script."""
-    parser = build_parser()
+    """Entry point of the console script. Only the named subcommand's runner is imported (the first argument
+    that is not an option: the top level has no option that takes a value); an unknown name gets the full parser,
+    whose error lists the subcommands."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    if chosen is None or chosen in SUBCOMMANDS:
+        parser = build_parser(lambda name: name == chosen)
+    else:
+        parser = build_parser()
     args = parser.parse_args(argv)
     return run_guarded(lambda: int(args._runner(args)), "llm-perf-opt")
 

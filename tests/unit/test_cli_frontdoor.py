@@ -106,3 +106,39 @@ def test_the_cpu_only_commands_run_without_torch_or_transformers(tmp_path: Path)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "static_analysis" / "analytic_model" / "report.json").is_file()
+
+
+def test_the_front_door_imports_only_the_named_runner(tmp_path: Path) -> None:
+    # `llm-perf-opt what-if ...` and `llm-perf-opt --help` must not load the Stage 1 runner's torch and
+    # transformers (4 s of imports on a 2-core machine before this); `profile --help` still gets its own flags
+    bad = tmp_path / "report.json"
+    bad.write_text('{"schema_version": "llm-perf-opt.analytic-report/1"}')
+    code = (
+        "import contextlib, io, sys\n"
+        "from llm_perf_opt import cli\n"
+        "err = io.StringIO()\n"
+        f"with contextlib.redirect_stderr(err):\n    rc = cli.main(['what-if', '--report', {str(bad)!r}])\n"
+        "assert rc == 2 and 'field report_id: required field missing' in err.getvalue(), (rc, err.getvalue())\n"
+        "out = io.StringIO()\n"
+        "with contextlib.redirect_stdout(out):\n"
+        "    try:\n        cli.main(['--help'])\n    except SystemExit as exc:\n        assert exc.code == 0\n"
+        "assert all(name in out.getvalue() for name in cli.SUBCOMMANDS), out.getvalue()\n"
+        "loaded = [m for m in ('torch', 'transformers') if m in sys.modules]\n"
+        "assert not loaded, loaded\n"
+        "out = io.StringIO()\n"
+        "with contextlib.redirect_stdout(out):\n"
+        "    try:\n        cli.main(['profile', '--help'])\n    except SystemExit as exc:\n        assert exc.code == 0\n"
+        "assert '--max-new-tokens' in out.getvalue(), out.getvalue()\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(Path(llm_perf_opt.__file__).parents[1]))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_an_unknown_subcommand_lists_them_all(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["whatif", "--report", "x.json"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "invalid choice: 'whatif'" in err
+    assert all(f"'{name}'" in err for name in cli.SUBCOMMANDS)
