@@ -73,7 +73,10 @@ def test_the_script_rebuilds_each_run_with_its_own_ceilings(tmp_path: Path) -> N
 #: committed runs rebuilt in a copy: Small b64, a run of the first H200 ceilings, the interrupted Small b320 run
 #: (320 pages skipped) and a run without a profiler pass (no operator table)
 REBUILT = [B64_RUN, H200_FIRST_RUN, "h200-small-b320-t1024-ngram0-20261205T041442Z",
-           "h200-small-b128-t1024-ngram20-20261205T041912Z"]
+           "h200-small-b128-t1024-ngram20-20261205T041912Z", "h100-small-b4-20261205T133904Z"]
+#: the ceilings each was profiled against, where not the H200's current ones
+CEILINGS = {H200_FIRST_RUN: "reports/hardware/h200/hw-ceilings-20261202T012926Z.json",
+            REBUILT[4]: "reports/hardware/h100/hw-ceilings-20261205T133904Z.json"}
 
 
 @pytest.mark.parametrize("name", REBUILT)
@@ -81,8 +84,7 @@ def test_committed_reports_are_what_this_version_builds(name: str, tmp_path: Pat
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     """A committed run's metrics.json is what this version builds from the run's files, its notes aside (after a
     change to the analytic model's work, scripts/analytical/rebuild_profile_reports.sh brings them up to date)."""
-    ceilings = ("reports/hardware/h200/hw-ceilings-20261202T012926Z.json" if name == H200_FIRST_RUN
-                else "reports/hardware/h200/hw-ceilings.json")
+    ceilings = CEILINGS.get(name, "reports/hardware/h200/hw-ceilings.json")
     run = tmp_path / name
     shutil.copytree(RUNS / name, run)
     rc = main([str(run), "--no-plots", "--ceilings", str(ROOT / ceilings)])
