@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate every committed comparison under reports/compare/ from the committed run folders (CPU only):
-# the three compare_calibrate.sh sets (H200 sets 1 and 2, H100) and the nineteen cross-session H200 sets of
+# the five compare_calibrate.sh sets (H200 sets 1 and 2, H100 of 2026-11-22 and two of 2026-12-05), the H100
+# cross-session comparison (probe_choice.sh) and the nineteen cross-session H200 sets of
 # CROSS_SETS below (sections 6-9 and 11-22 of docs/results-h200.md: set 2's timeline calibration and the prior on
 # runs not fitted; the sets of sections 21 and 22 hold the large batches and the n-gram ban pairs).
 #
@@ -50,6 +51,20 @@ OUT=$TMP/h100 CONFIG=default CEILINGS=$H100 PYTHON="$PY" bash scripts/gpu/compar
   --held-out $P/h100-small-b1-20261122T054520Z --held-out $P/h100-base-b4-20261122T054520Z \
   $P/h100-base-20261122T053733Z $P/h100-gundam-20261122T053733Z
 replace "$TMP/h100/compare-h100-sxm" compare-h100-sxm
+
+# the H100 run sets of 2026-12-05 (docs/results-h100.md section 6), each against its own session's ceilings, and
+# set 1's timeline calibration (add probe) on set 2
+for S in 20261205T133258Z:hw-ceilings.json 20261205T133904Z:hw-ceilings-20261205T133904Z.json; do
+  ST=${S%%:*}
+  OUT=$TMP/h100-$ST CONFIG=default CEILINGS=reports/hardware/h100/${S#*:} PYTHON="$PY" bash scripts/gpu/compare_calibrate.sh \
+    --held-out $P/h100-small-b1-$ST --held-out $P/h100-base-b4-$ST --held-out $P/h100-small-b4-$ST \
+    $P/h100-base-b1-$ST $P/h100-gundam-b1-$ST
+  replace "$TMP/h100-$ST/compare-h100-sxm" compare-h100-sxm-$ST
+done
+RUN_PREFIX=h100 VARIANTS=add:1 OUT=$TMP/probe-h100 PYTHON="$PY" bash scripts/analytical/probe_choice.sh \
+  20261205T133258Z 20261205T133904Z
+replace "$TMP/probe-h100/fit-20261205T133258Z-eval-20261205T133904Z-add-1" \
+  cross-session-h100-fit-20261205T133258Z-eval-20261205T133904Z
 fi
 
 CAL=reports/compare/compare-h200-$S2/calibration-h200-timeline.json
