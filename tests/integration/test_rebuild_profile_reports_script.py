@@ -71,7 +71,8 @@ def test_the_script_rebuilds_each_run_with_its_own_ceilings(tmp_path: Path) -> N
 
 
 #: committed runs rebuilt in a copy: Small b64, a run of the first H200 ceilings, the interrupted Small b320 run
-#: (320 pages skipped) and a run without a profiler pass (no operator table)
+#: (320 pages skipped), a run without a profiler pass (no operator table) and an H100 run of 2026-12-05 (its
+#: own session's ceilings)
 REBUILT = [B64_RUN, H200_FIRST_RUN, "h200-small-b320-t1024-ngram0-20261205T041442Z",
            "h200-small-b128-t1024-ngram20-20261205T041912Z", "h100-small-b4-20261205T133904Z"]
 #: the ceilings each was profiled against, where not the H200's current ones

@@ -88,6 +88,17 @@ def test_bad_report_through_a_real_subcommand(tmp_path: Path, capsys: pytest.Cap
     assert err.startswith(f"llm-perf-opt: error: {path}: ") and expected in err, err
 
 
+NO_TORCH = ("loaded = [m for m in ('torch', 'transformers') if m in sys.modules]\n"
+            "assert not loaded, loaded\n")
+
+
+def _in_a_fresh_interpreter(code: str) -> None:
+    """Run ``code`` in a new Python with this tree's package on the path; its failure fails the test."""
+    env = dict(os.environ, PYTHONPATH=str(Path(llm_perf_opt.__file__).parents[1]))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
 def test_the_cpu_only_commands_run_without_torch_or_transformers(tmp_path: Path) -> None:
     # analyze (analytic), compare, calibrate and what-if are arithmetic on reports: a fresh interpreter that
     # imports their runners and runs an analysis must not load torch or transformers (seconds per command)
@@ -99,12 +110,9 @@ def test_the_cpu_only_commands_run_without_torch_or_transformers(tmp_path: Path)
         f"rc = dsocr_analyzer_main.main(['--device', 'none', '--workload-profile-id', 'dsocr-small-v1', "
         f"'--gpu', 'h100-sxm', '--output-dir', {str(tmp_path)!r}])\n"
         "assert rc == 0, rc\n"
-        "loaded = [m for m in ('torch', 'transformers') if m in sys.modules]\n"
-        "assert not loaded, loaded\n"
+        + NO_TORCH
     )
-    env = dict(os.environ, PYTHONPATH=str(Path(llm_perf_opt.__file__).parents[1]))
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    _in_a_fresh_interpreter(code)
     assert (tmp_path / "static_analysis" / "analytic_model" / "report.json").is_file()
 
 
@@ -123,16 +131,13 @@ def test_the_front_door_imports_only_the_named_runner(tmp_path: Path) -> None:
         "with contextlib.redirect_stdout(out):\n"
         "    try:\n        cli.main(['--help'])\n    except SystemExit as exc:\n        assert exc.code == 0\n"
         "assert all(name in out.getvalue() for name in cli.SUBCOMMANDS), out.getvalue()\n"
-        "loaded = [m for m in ('torch', 'transformers') if m in sys.modules]\n"
-        "assert not loaded, loaded\n"
-        "out = io.StringIO()\n"
+        + NO_TORCH
+        + "out = io.StringIO()\n"
         "with contextlib.redirect_stdout(out):\n"
         "    try:\n        cli.main(['profile', '--help'])\n    except SystemExit as exc:\n        assert exc.code == 0\n"
         "assert '--max-new-tokens' in out.getvalue(), out.getvalue()\n"
     )
-    env = dict(os.environ, PYTHONPATH=str(Path(llm_perf_opt.__file__).parents[1]))
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    _in_a_fresh_interpreter(code)
 
 
 def test_an_unknown_subcommand_lists_them_all(capsys: pytest.CaptureFixture[str]) -> None:
