@@ -34,6 +34,8 @@ from llm_perf_opt.measure_script import ready_out, write_json_atomic
 from llm_perf_opt.profiling.run import ALLOC_CONF_VARS
 
 MIB = 2**20
+#: side of the [N, N] operands by default (2 MiB per bf16 operand)
+DEFAULT_SIZE = 1024
 #: steps on the default stream, in order; "second stream" runs last on a new stream
 STEPS = ("bf16 matmul", "bf16 linear with bias", "fp32 matmul", "bf16 batched matmul", "bf16 matmul, second stream")
 
@@ -92,27 +94,31 @@ def render(data: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size", type=int, default=1024, metavar="N",
-                    help="side of the [N, N] operands (default 1024; a multiple of 4)")
+    ap.add_argument("--size", type=int, default=None, metavar="N",
+                    help=f"side of the [N, N] operands (default {DEFAULT_SIZE}; a multiple of 4)")
     ap.add_argument("--out", type=Path, help="JSON file to write; required to measure")
     ap.add_argument("--from", dest="from_json", type=Path, metavar="FILE",
                     help="print the summary of a JSON this script wrote (recomputed from the file; no GPU)")
     args = ap.parse_args(argv)
     if args.from_json is not None:
+        given = [flag for flag, value in (("--out", args.out), ("--size", args.size)) if value is not None]
+        if given:
+            raise UserError(f"--from summarizes a saved file; {' and '.join(given)} would measure (give one or the other)")
         print(render_saved(args.from_json, render))
         return 0
-    if args.size < 4 or args.size % 4:
-        raise UserError(f"--size {args.size}: must be a positive multiple of 4")
+    size = DEFAULT_SIZE if args.size is None else args.size
+    if size < 4 or size % 4:
+        raise UserError(f"--size {size}: must be a positive multiple of 4")
     if not torch.cuda.is_available():
         raise UserError("no CUDA GPU here: the workspaces are device memory (--from FILE summarizes a saved run)")
     out_path = ready_out(args.out)
     dev = torch.device("cuda", 0)
     torch.cuda.init()
-    rows = measure(args.size, dev)
+    rows = measure(size, dev)
     data = {"gpu": torch.cuda.get_device_name(dev), "gpu_uuid": gpu_uuid(dev), "torch": torch.__version__,
             "cuda": torch.version.cuda, "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG", ""),
             "allocator": ",".join(c for c in (os.environ.get(v, "") for v in ALLOC_CONF_VARS) if c),
-            "size": args.size, "steps": rows}
+            "size": size, "steps": rows}
     write_json_atomic(out_path, data)
     print(render(data))
     return 0

@@ -45,6 +45,9 @@ def test_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert mod.run_guarded(lambda: mod.main(["--size", "1022", "--out", str(tmp_path / "o.json")]),
                            "library_workspace.py") == 2
     assert "--size 1022: must be a positive multiple of 4" in capsys.readouterr().err
+    saved = _saved(tmp_path)
+    assert mod.run_guarded(lambda: mod.main(["--from", str(saved), "--size", "512"]), "library_workspace.py") == 2
+    assert "--size would measure (give one or the other)" in capsys.readouterr().err
     if not torch.cuda.is_available():
         assert mod.run_guarded(lambda: mod.main(["--out", str(tmp_path / "o.json")]), "library_workspace.py") == 2
         err = capsys.readouterr().err
@@ -60,3 +63,4 @@ def test_the_workspaces_are_measured_on_a_gpu(tmp_path: Path) -> None:
     data = json.loads(out.read_text())
     assert [r["step"] for r in data["steps"]] == list(mod.STEPS)
     assert all(r["allocated_delta"] >= 0 for r in data["steps"])
+    assert data["steps"][0]["allocated_delta"] > 0  # the first matmul's cuBLAS workspace

@@ -226,9 +226,10 @@ def atomic_write_text(path: Path, text: str) -> None:
 @contextlib.contextmanager
 def all_or_nothing() -> Iterator[None]:
     """A set of files written together: inside the block :func:`atomic_write_bytes` (and every writer built on
-    it) writes temporary files only (in this thread: another thread's writes are not held); a block that ends normally renames them all over their targets, with
-    Ctrl-C (SIGINT) held until the last rename, and a block left by an exception (Ctrl-C included) removes
-    them, so that every target keeps its old content. A block inside another joins it."""
+    it) writes temporary files only (in this thread: another thread's writes are not held); a block that ends
+    normally renames them all over their targets, with Ctrl-C (SIGINT) held until the last rename, and a block
+    left by an exception (Ctrl-C included) removes them, so that every target keeps its old content. A block
+    inside another joins it."""
     stack = _staged()
     if stack:
         yield
